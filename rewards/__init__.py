@@ -1,0 +1,82 @@
+"""Reward functions for GRPO, in TRL's reward contract, and the registry that names them.
+
+Every reward here is a callable ``fn(completions, **columns) -> list[float | None]``: ``completions`` are strings
+(plain prompts) or lists of chat messages (chat prompts), each dataset column arrives as a keyword list of the same
+length, and ``None`` marks a completion the reward could not score. Rewards never raise on a bad completion.
+
+The registry key equals the callable's ``__name__``, so a config name is also the W&B metric name
+(``rewards/<name>/mean``). This subpackage is torch-free so that worker processes import it quickly.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from grpo_ext.rewards.arithmetic import ArithmeticShaping
+
+# name -> factory(**params) returning a reward callable. Later rewards are added here, nowhere else.
+REWARDS: dict[str, Callable[..., Callable]] = {
+    "arithmetic_shaping": ArithmeticShaping,
+}
+
+
+def build_reward(name: str, params: dict[str, Any] | None = None) -> Callable:
+    """Build the reward called ``name`` with ``params``.
+
+    ``name`` is a registry key or a dotted path ``package.module.attr`` to a user's own reward. A dotted path to a
+    class (or any factory) is called with ``params``; a dotted path to a plain function is used as it is, and then
+    ``params`` must be empty.
+
+    Raises:
+        ValueError: unknown name, or parameters the reward does not take (the message lists the valid ones).
+    """
+    params = dict(params or {})
+    if name in REWARDS:
+        factory = REWARDS[name]
+    elif "." in name:
+        factory = _import_dotted(name)
+        if not isinstance(factory, type):
+            if params:
+                raise ValueError(f"reward {name!r} is a function, so it takes no params; got {sorted(params)}")
+            return factory
+    else:
+        raise ValueError(f"unknown reward {name!r}; valid names: {sorted(REWARDS)} or a dotted path pkg.module.fn")
+    try:
+        return factory(**params)
+    except TypeError as err:
+        accepted = getattr(factory, "PARAMS", None)
+        hint = f"; it accepts {sorted(accepted)}" if accepted else ""
+        raise ValueError(f"bad params for reward {name!r}: {err}{hint}") from err
+
+
+def reward_columns(reward: Callable) -> tuple[str, ...]:
+    """The dataset columns ``reward`` reads (empty for user rewards that do not declare them)."""
+    return tuple(getattr(reward, "columns", ()))
+
+
+def _import_dotted(path: str) -> Any:
+    module_name, _, attr = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"cannot import reward {path!r}: {err}") from err
+    if not hasattr(module, attr):
+        raise ValueError(f"module {module_name!r} has no attribute {attr!r} (reward {path!r})")
+    return getattr(module, attr)
+
+
+def build_rewards(specs: list[dict[str, Any]]) -> tuple[list[Callable], list[float]]:
+    """Build a task's rewards from its ``rewards`` entries (``name``, ``weight``, ``params``); return them and
+    their weights. Errors name the entry (``task.rewards[i]``)."""
+    if not specs:
+        raise ValueError("task.rewards is empty: a task needs at least one reward")
+    funcs, weights = [], []
+    for i, spec in enumerate(specs):
+        try:
+            funcs.append(build_reward(spec["name"], spec.get("params")))
+        except ValueError as err:
+            raise ValueError(f"task.rewards[{i}]: {err}") from err
+        weights.append(float(spec.get("weight", 1.0)))
+    return funcs, weights

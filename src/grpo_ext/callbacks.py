@@ -1,0 +1,52 @@
+"""Trainer callbacks: the run's own record of what happened, independent of any external logger."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+# Keys of the Trainer's closing log line: a summary of the run, not a training step.
+SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss")
+
+
+class MetricsFile(TrainerCallback):
+    """Append one JSON line per logging step to ``metrics.jsonl``; write the closing summary to ``summary.json``.
+
+    Each line holds ``step``, ``wall_time`` (seconds since training began) and every numeric value TRL logged at
+    that step: ``reward``, ``reward_std``, ``rewards/<name>/mean``, ``kl``, ``loss``, ``completions/mean_length``...
+    Lines are flushed as they are written, so a crash keeps everything logged before it.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.started = time.monotonic()
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.started = time.monotonic()
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero or not logs:
+            return
+        values = {key: value for key, value in logs.items() if _is_number(value)}
+        if any(key in values for key in SUMMARY_KEYS):
+            summary = {"step": state.global_step, **values}
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            return
+        record = {"step": state.global_step, "wall_time": round(time.monotonic() - self.started, 3), **values}
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of ``run_dir/metrics.jsonl``, in order."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,179 @@
+"""Config schemas, the ``trainer`` node derived from the installed TRL, and the one validation pass of a run.
+
+Hydra composes ``conf/config.yaml`` against the dataclasses below, so a misspelled key or a wrongly typed value
+fails at composition. The ``trainer`` node is built from ``trl.GRPOConfig``'s own fields (whatever the installed
+release has), so every field is reachable as ``trainer.FIELD=VALUE`` without Hydra's ``+``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from grpo_ext.tasks import TASKS
+
+
+@dataclass
+class ArchitectureConfig:
+    """The shape of a Qwen2-architecture model: enough to build a same-shaped random model offline."""
+
+    vocab_size: int = MISSING
+    hidden_size: int = MISSING
+    intermediate_size: int = MISSING
+    num_hidden_layers: int = MISSING
+    num_attention_heads: int = MISSING
+    num_key_value_heads: int = MISSING
+    max_position_embeddings: int = 32768
+    rope_theta: float = 1_000_000.0
+    rms_norm_eps: float = 1e-6
+    tie_word_embeddings: bool = True
+
+
+@dataclass
+class ModelConfig:
+    """``path`` is a Hub id or a local directory; ``path: null`` (or ``init: random``) builds from ``architecture``."""
+
+    name: str = MISSING
+    path: str | None = None
+    revision: str | None = None
+    init: str = "pretrained"  # pretrained | random
+    dtype: str = "auto"  # auto (the hardware profile's) | float32 | bfloat16 | float16
+    seed: int = 0  # weight seed of a built model
+    architecture: ArchitectureConfig = field(default_factory=ArchitectureConfig)
+
+
+@dataclass
+class HardwareConfig:
+    """Placement and precision. The profile's YAML also sets the matching ``trainer`` fields."""
+
+    name: str = MISSING
+    device: str = "cpu"  # cpu | cuda
+    dtype: str = "float32"  # the model dtype when model.dtype is auto
+
+
+@dataclass
+class LoggerConfig:
+    name: str = MISSING  # none | wandb
+    project: str = "grpo_ext"
+    entity: str | None = None
+    mode: str = "auto"  # auto (online with credentials, else offline) | online | offline | disabled
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AlgorithmConfig:
+    name: str = MISSING
+    description: str = ""
+
+
+def _node_type(annotation: Any) -> Any:
+    """The closest type OmegaConf can check for a GRPOConfig field annotation; ``Any`` when there is none."""
+    primitives = (bool, int, float, str)
+    if annotation in primitives:
+        return annotation
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        optional = len(non_none) < len(args)
+        enums = [a for a in non_none if isinstance(a, type) and issubclass(a, enum.Enum)]
+        if enums and str in non_none and len(non_none) == 2:  # e.g. SchedulerType | str: typed as its string value
+            return str | None if optional else str
+        if len(non_none) == 1:
+            inner = _node_type(non_none[0])
+            return Any if inner is Any else inner | None
+        return Any
+    if typing.get_origin(annotation) is list and args and args[0] in primitives:
+        return list[args[0]]
+    return Any
+
+
+def _node_default(f: dataclasses.Field) -> dataclasses.Field:
+    if f.default_factory is not dataclasses.MISSING:
+        return field(default_factory=f.default_factory)
+    default = f.default.value if isinstance(f.default, enum.Enum) else f.default
+    if isinstance(default, (list, dict)):
+        return field(default_factory=functools.partial(type(default), default))
+    return field(default=default)
+
+
+@functools.cache
+def trainer_schema() -> type:
+    """A dataclass with one field per ``trl.GRPOConfig`` init field, same defaults, checkable types."""
+    from trl import GRPOConfig
+
+    fields = [(f.name, _node_type(f.type), _node_default(f)) for f in dataclasses.fields(GRPOConfig) if f.init]
+    return dataclasses.make_dataclass("TrainerConfig", fields)
+
+
+def grpo_config_defaults() -> dict[str, Any]:
+    """GRPOConfig's defaults as they appear in the ``trainer`` node."""
+    return OmegaConf.to_container(OmegaConf.structured(trainer_schema()))
+
+
+@functools.cache
+def config_schema() -> type:
+    return dataclasses.make_dataclass(
+        "Config",
+        [
+            ("task", Any, field(default=MISSING)),  # typed per task: conf/task/NAME.yaml names its schema
+            ("model", ModelConfig, field(default_factory=ModelConfig)),
+            ("hardware", HardwareConfig, field(default_factory=HardwareConfig)),
+            ("logger", LoggerConfig, field(default_factory=LoggerConfig)),
+            ("algorithm", AlgorithmConfig, field(default_factory=AlgorithmConfig)),
+            ("trainer", trainer_schema(), field(default_factory=trainer_schema())),
+            ("seed", int, field(default=42)),
+        ],
+    )
+
+
+def register_configs() -> None:
+    """Store the schemas where the YAML defaults lists name them (``config_schema``, ``schema/task/NAME``)."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=config_schema())
+    for name, task in TASKS.items():
+        cs.store(group="schema/task", name=name, node=task.schema)
+
+
+def trainer_overrides(trainer: DictConfig) -> dict[str, Any]:
+    """The ``trainer`` values that differ from GRPOConfig's defaults, resolved: what to pass to ``GRPOConfig``.
+
+    Passing only the differences leaves every untouched field to TRL's own defaults and post-init logic
+    (deprecated aliases, values derived from others), exactly as if the user had called GRPOConfig by hand.
+    """
+    values = OmegaConf.to_container(trainer, resolve=True)
+    defaults = grpo_config_defaults()
+    return {key: value for key, value in values.items() if value != defaults[key]}
+
+
+def make_grpo_config(cfg: DictConfig, run_dir: str, reward_weights: list[float]) -> Any:
+    """Build the run's ``trl.GRPOConfig``: the ``trainer`` node plus what the other nodes imply.
+
+    This is where TRL's own checks run (batch shapes, incompatible options), before any model or data is loaded.
+    """
+    from trl import GRPOConfig
+
+    from grpo_ext.models import torch_dtype
+
+    kwargs = trainer_overrides(cfg.trainer)
+    kwargs.setdefault("output_dir", run_dir)
+    kwargs.setdefault("run_name", f"{cfg.task.name}-{cfg.model.name}-{cfg.hardware.name}")
+    if "reward_weights" not in kwargs:
+        kwargs["reward_weights"] = reward_weights
+    elif len(kwargs["reward_weights"]) != len(reward_weights):
+        raise ValueError(
+            f"trainer.reward_weights has {len(kwargs['reward_weights'])} values but task {cfg.task.name!r} has "
+            f"{len(reward_weights)} rewards; set the weights in task.rewards[i].weight instead"
+        )
+    init_kwargs = kwargs.get("model_init_kwargs") or {}
+    if isinstance(init_kwargs, dict):
+        init_kwargs.setdefault("dtype", torch_dtype(cfg.model.dtype, cfg.hardware.dtype))
+        kwargs["model_init_kwargs"] = init_kwargs
+    return GRPOConfig(**kwargs)

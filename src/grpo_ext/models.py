@@ -1,0 +1,157 @@
+"""Model resolution: every ``model`` node becomes a local directory that TRL loads by path.
+
+TRL builds its reference model from the policy's path, so even a model built here is saved first. Three cases:
+
+* ``path: null`` (the ``tiny`` model) or ``init: random``: a Qwen2-architecture model with random weights, shaped by
+  ``model.architecture``, with a byte-level tokenizer and a ChatML template; built deterministically from the config
+  and cached under ``$GRPO_EXT_CACHE`` (default ``~/.cache/grpo_ext``).
+* a local directory: used as it is (an SFT checkpoint, a model copied by hand).
+* a Hub id: taken from the local Hugging Face cache, else downloaded; an unreachable Hub fails fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+logger = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+HUB_TIMEOUT_S = 5.0
+
+
+class ModelUnavailableError(RuntimeError):
+    """A model named by the config cannot be found locally or fetched."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("GRPO_EXT_CACHE", Path.home() / ".cache" / "grpo_ext"))
+
+
+def resolve(cfg: DictConfig) -> str:
+    """The local directory holding the model (weights, config, tokenizer) that ``cfg`` describes."""
+    if cfg.init not in ("pretrained", "random"):
+        raise ValueError(f"model.init must be 'pretrained' or 'random', got {cfg.init!r}")
+    if cfg.dtype not in DTYPES:
+        raise ValueError(f"model.dtype must be one of {list(DTYPES)}, got {cfg.dtype!r}")
+    if cfg.path is None or cfg.init == "random":
+        return str(build_random(cfg))
+    if Path(cfg.path).expanduser().is_dir():
+        local = Path(cfg.path).expanduser()
+        if not (local / "config.json").is_file():
+            raise ModelUnavailableError(f"model.path={cfg.path} is a directory without config.json: not a saved model")
+        return str(local)
+    return _from_hub(cfg.path, cfg.revision)
+
+
+def torch_dtype(model_dtype: str, hardware_dtype: str) -> str:
+    """The dtype to load weights in: the model's own choice, else the hardware profile's."""
+    return hardware_dtype if model_dtype == "auto" else model_dtype
+
+
+def build_tokenizer() -> Any:
+    """A byte-level tokenizer: token id ``b`` is byte ``b`` (0-255), then the ChatML specials (256-258)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {symbol: byte for byte, symbol in enumerate(_byte_symbols())}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    core.add_special_tokens(list(SPECIAL_TOKENS))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def _byte_symbols() -> list[str]:
+    """GPT-2's byte-to-symbol table, the alphabet of ``tokenizers``' ByteLevel: the symbol of byte ``b`` at ``b``.
+
+    Printable Latin-1 bytes stand for themselves; the others are shifted past 255 so every symbol is printable.
+    """
+    printable = {*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)}
+    symbols, shifted = [], 0
+    for byte in range(256):
+        if byte in printable:
+            symbols.append(chr(byte))
+        else:
+            symbols.append(chr(256 + shifted))
+            shifted += 1
+    return symbols
+
+
+def build_random(cfg: DictConfig) -> Path:
+    """Build (once) and cache a random-weight Qwen2 model shaped by ``cfg.architecture``; return its directory."""
+    arch = OmegaConf.to_container(cfg.architecture, resolve=True)
+    key = hashlib.sha256(json.dumps({"arch": arch, "seed": cfg.seed, "v": 1}, sort_keys=True).encode()).hexdigest()
+    target = cache_root() / "models" / f"{cfg.name}-{key[:12]}"
+    if (target / "config.json").is_file():
+        return target
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = build_tokenizer()
+    if arch["vocab_size"] < len(tokenizer):
+        raise ValueError(f"model.architecture.vocab_size must be >= {len(tokenizer)} (the byte tokenizer's size)")
+    config = Qwen2Config(
+        **arch,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(cfg.seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and rename, so a crash never leaves a half-written model that looks complete.
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)
+    except OSError:
+        if not (target / "config.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("built %s (%.2fM parameters) in %s", cfg.name, model.num_parameters() / 1e6, target)
+    return target
+
+
+def _from_hub(repo_id: str, revision: str | None) -> str:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(repo_id, revision=revision, local_files_only=True)
+    except LocalEntryNotFoundError:
+        pass
+    hint = (
+        "Use model=tiny (built locally, no network) or model.path=/local/dir (a saved model), "
+        "or make the Hub reachable"
+    )
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise ModelUnavailableError(f"model {repo_id!r} is not in the local cache and HF_HUB_OFFLINE is set. {hint}.")
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().model_info(repo_id, revision=revision, timeout=HUB_TIMEOUT_S)
+    except Exception as err:  # any failure to reach the Hub means the same thing to the user
+        raise ModelUnavailableError(
+            f"cannot reach model {repo_id!r} on the Hugging Face Hub ({err}). {hint}."
+        ) from err
+    return snapshot_download(repo_id, revision=revision, etag_timeout=HUB_TIMEOUT_S)

@@ -1,0 +1,178 @@
+"""Score completions with a reward: ``python -m grpo_ext.score REWARD FILE.jsonl [--workers N] [--timeout S]``.
+
+Each input line is a JSON object with ``completion`` and the dataset columns the reward reads; each output line is
+a JSON object with ``reward`` (a float, or null where the reward does not apply) and the reward's details, in input
+order. Every line is checked before anything is scored: a malformed line or a missing column exits with status 2,
+naming the line and the column, and prints no scores. ``FILE`` may be ``-`` for standard input.
+
+With ``--workers`` or ``--timeout``, lines are scored in worker processes: a line that runs past the timeout gets
+``{"reward": null, "status": "timeout"}``, its worker is killed and replaced, and scoring goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import json
+import multiprocessing as mp
+import sys
+import time
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from grpo_ext.rewards import REWARDS, build_reward, reward_columns
+
+USAGE_ERROR = 2
+
+
+def score_row(reward: Callable, row: dict[str, Any]) -> dict[str, Any]:
+    """Score one row; never raises (an exception becomes ``reward: null`` with ``status: error``)."""
+    columns = {key: value for key, value in row.items() if key != "completion"}
+    try:
+        if hasattr(reward, "score"):
+            result = reward.score(row["completion"], **columns)
+            if inspect.isawaitable(result):
+                result = asyncio.run(result)
+            return dict(result)
+        values = reward([row["completion"]], **{key: [value] for key, value in columns.items()})
+        if inspect.isawaitable(values):
+            values = asyncio.run(values)
+        return {"reward": values[0]}
+    except Exception as err:  # a reward that raises must not stop the other lines
+        return {"reward": None, "status": "error", "error": f"{type(err).__name__}: {err}"}
+
+
+def read_rows(lines: list[str], required: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Parse and check every line; raise ``ValueError`` naming the first bad line (1-based) and what is wrong."""
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"line {number}: not valid JSON ({err.msg} at column {err.colno})") from err
+        if not isinstance(row, dict):
+            raise ValueError(f"line {number}: expected a JSON object, got {type(row).__name__}")
+        for column in ("completion", *required):
+            if column not in row:
+                raise ValueError(f"line {number}: missing column {column!r} (this reward reads {list(required)})")
+        rows.append(row)
+    return rows
+
+
+def _serve(conn: Connection, name: str, params: dict[str, Any]) -> None:
+    reward = build_reward(name, params)
+    while (job := conn.recv()) is not None:
+        index, row = job
+        conn.send((index, score_row(reward, row)))
+
+
+class _Worker:
+    def __init__(self, ctx: Any, name: str, params: dict[str, Any]) -> None:
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_serve, args=(child, name, params), daemon=True)
+        self.process.start()
+        child.close()
+        self.job: int | None = None
+        self.started = 0.0
+
+    def submit(self, index: int, row: dict[str, Any]) -> None:
+        self.job, self.started = index, time.monotonic()
+        self.conn.send((index, row))
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join()
+        self.conn.close()
+
+
+def score_in_workers(
+    name: str, params: dict[str, Any], rows: list[dict[str, Any]], workers: int, timeout: float | None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Score ``rows`` in ``workers`` killable processes; yield ``(index, result)`` as results arrive."""
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    pool = [_Worker(ctx, name, params) for _ in range(min(workers, len(rows)) or 1)]
+    pending = list(range(len(rows)))[::-1]
+    try:
+        while pending or any(w.job is not None for w in pool):
+            for worker in pool:
+                if worker.job is None and pending:
+                    index = pending.pop()
+                    worker.submit(index, rows[index])
+            busy = [w for w in pool if w.job is not None]
+            deadline = min(w.started + timeout for w in busy) if timeout else None
+            ready = wait([w.conn for w in busy], None if deadline is None else max(0.0, deadline - time.monotonic()))
+            for i, worker in enumerate(pool):
+                if worker.job is None:
+                    continue
+                if worker.conn in ready:
+                    try:
+                        yield worker.conn.recv()
+                        worker.job = None
+                        continue
+                    except EOFError:  # the worker died (crash, out of memory): report and replace it
+                        result = {"reward": None, "status": "crashed"}
+                elif timeout and time.monotonic() - worker.started >= timeout:
+                    result = {"reward": None, "status": "timeout"}
+                else:
+                    continue
+                yield worker.job, result
+                worker.kill()
+                pool[i] = _Worker(ctx, name, params)
+    finally:
+        for worker in pool:
+            worker.kill()
+
+
+def _parse_params(items: list[str]) -> dict[str, Any]:
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param expects KEY=VALUE, got {item!r}")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m grpo_ext.score", description=__doc__.split("\n\n")[0])
+    parser.add_argument("reward", help=f"registry name ({', '.join(sorted(REWARDS))}) or dotted path pkg.module.fn")
+    parser.add_argument("file", help="JSON lines with 'completion' and the columns the reward reads; - for stdin")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1: score in-process)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds allowed per line (uses workers)")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="reward parameter (JSON)")
+    args = parser.parse_args(argv)
+    try:
+        if args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        if args.timeout is not None and args.timeout <= 0:
+            raise ValueError(f"--timeout must be > 0, got {args.timeout}")
+        params = _parse_params(args.param)
+        reward = build_reward(args.reward, params)
+        with sys.stdin if args.file == "-" else open(args.file, encoding="utf-8") as f:
+            lines = [line for line in f.read().splitlines() if line.strip()]
+        rows = read_rows(lines, reward_columns(reward))
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return USAGE_ERROR
+
+    if args.workers == 1 and args.timeout is None:
+        results: Iterator[tuple[int, dict[str, Any]]] = ((i, score_row(reward, row)) for i, row in enumerate(rows))
+    else:
+        results = score_in_workers(args.reward, params, rows, args.workers, args.timeout)
+    done: dict[int, dict[str, Any]] = {}
+    next_index = 0
+    for index, result in results:  # print in input order, as soon as each prefix is complete
+        done[index] = result
+        while next_index in done:
+            print(json.dumps(done.pop(next_index), ensure_ascii=False), flush=True)
+            next_index += 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Shared fixtures: Hydra composition of the real conf/, a model cache shared by the session, CLI runners."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+
+from grpo_ext.config import register_configs
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+CONF = REPO / "conf"
+
+# Small and fast on 2 CPU cores; tests add what they need on top.
+FAST = [
+    "hardware=cpu",
+    "logger=none",
+    "trainer.max_steps=2",
+    "trainer.num_generations=4",
+    "trainer.per_device_train_batch_size=8",
+    "trainer.max_completion_length=12",
+    "trainer.dataloader_num_workers=0",
+    "trainer.disable_tqdm=true",
+    "trainer.save_strategy=no",
+    "task.train_size=64",
+    "task.eval_size=16",
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One model cache for the session, so the tiny model is built once; never the user's own cache."""
+    cache = tmp_path_factory.mktemp("grpo_ext_cache")
+    os.environ["GRPO_EXT_CACHE"] = str(cache)
+    os.environ["WANDB_MODE"] = "disabled"
+    # A Hub that refuses at once: Hub code paths run for real, and nothing is ever downloaded by a test.
+    os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
+    return cache
+
+
+def compose_config(overrides: list[str] | None = None):
+    """Compose conf/config.yaml exactly as ``python -m grpo_ext.train`` would, with ``overrides``."""
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="grpo_ext.conf", version_base=None):
+        return compose(config_name="config", overrides=list(overrides or []))
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict[str, str] | None = None):
+    """Run ``python ARGS`` in a subprocess; returns the CompletedProcess (text, both streams captured)."""
+    full_env = {**os.environ, "PYTHONPATH": str(TESTS), **(env or {})}
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )

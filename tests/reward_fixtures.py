@@ -1,0 +1,38 @@
+"""Rewards used by tests through dotted paths (``reward_fixtures.NAME``), as a user's own rewards would be."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def prefers_short(completions, **kwargs):
+    """Higher for shorter completions: gives a random model's group a reward spread, hence a gradient."""
+    return [-float(len(c if isinstance(c, str) else c[-1]["content"])) / 10 for c in completions]
+
+
+def hangs(completions, **kwargs):
+    if any("hang" in str(c) for c in completions):
+        time.sleep(3600)
+    return [1.0 for _ in completions]
+
+
+def crashes(completions, **kwargs):
+    if any("crash" in str(c) for c in completions):
+        os._exit(13)
+    return [1.0 for _ in completions]
+
+
+def raises(completions, **kwargs):
+    raise RuntimeError("reward bug")
+
+
+class Scaled:
+    """A parametrised user reward (a class called with ``params``)."""
+
+    def __init__(self, factor: float = 1.0) -> None:
+        self.factor = factor
+        self.__name__ = "scaled"
+
+    def __call__(self, completions, **kwargs):
+        return [self.factor * len(str(c)) for c in completions]

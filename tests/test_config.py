@@ -1,0 +1,176 @@
+"""Config composition: every YAML composes against its schema; typos and bad types fail at composition; the
+``trainer`` node mirrors the installed TRL's GRPOConfig; presets and overrides land where they should."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+from trl import GRPOConfig
+
+from conftest import CONF, compose_config
+from grpo_ext.config import make_grpo_config, trainer_overrides
+
+
+def group_options() -> dict[str, list[str]]:
+    """Every config group under conf/ (recursively) and its choices, from the files themselves."""
+    groups: dict[str, list[str]] = {}
+    for path in sorted(CONF.rglob("*.yaml")):
+        group = path.parent.relative_to(CONF).as_posix()
+        if group != ".":
+            groups.setdefault(group, []).append(path.stem)
+    return groups
+
+
+GROUPS = group_options()
+
+
+def test_every_yaml_is_in_a_known_group_and_opens_with_its_command():
+    assert set(GROUPS) == {"task", "model", "hardware", "logger", "algorithm"}
+    for path in CONF.rglob("*.yaml"):
+        lines = [line for line in path.read_text().splitlines() if not line.startswith("# @package")]
+        assert lines[0].startswith("# python -m grpo_ext.train"), f"{path} should open with the command that uses it"
+
+
+@pytest.mark.parametrize(
+    "task,model,hardware", list(itertools.product(GROUPS["task"], GROUPS["model"], GROUPS["hardware"]))
+)
+def test_every_task_model_hardware_combination_composes(task, model, hardware):
+    cfg = compose_config([f"task={task}", f"model={model}", f"hardware={hardware}"])
+    assert (cfg.task.name, cfg.model.name, cfg.hardware.name) == (task, model, hardware)
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # nothing left unset or unresolvable
+
+
+@pytest.mark.parametrize("group", ["logger", "algorithm"])
+def test_every_logger_and_algorithm_composes_and_builds_a_grpo_config(group, tmp_path):
+    for choice in GROUPS[group]:
+        cfg = compose_config([f"{group}={choice}", "hardware=cpu"])
+        assert cfg[group].name == choice
+        args = make_grpo_config(cfg, str(tmp_path), [1.0])
+        assert isinstance(args, GRPOConfig)
+
+
+@pytest.mark.parametrize("task,model", list(itertools.product(GROUPS["task"], GROUPS["model"])))
+def test_cpu_profile_builds_a_valid_grpo_config(task, model, tmp_path):
+    cfg = compose_config([f"task={task}", f"model={model}", "hardware=cpu"])
+    args = make_grpo_config(cfg, str(tmp_path), [1.0] * len(cfg.task.rewards))
+    assert args.use_cpu and not args.bf16
+    assert args.model_init_kwargs == {"dtype": "float32"}
+    assert args.output_dir == str(tmp_path)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message seen on a machine without a GPU")
+def test_gpu_profile_on_a_cpu_machine_fails_with_trl_message(tmp_path):
+    cfg = compose_config(["hardware=gpu"])
+    with pytest.raises(ValueError, match="doesn't support bf16/gpu"):
+        make_grpo_config(cfg, str(tmp_path), [1.0])
+
+
+def test_trainer_node_has_every_grpo_config_field_with_its_default():
+    cfg = compose_config(["algorithm=dapo", "logger=none"])
+    init_fields = [f for f in dataclasses.fields(GRPOConfig) if f.init]
+    assert set(cfg.trainer) == {f.name for f in init_fields}
+    untouched = {"learning_rate", "num_generations", "temperature", "top_p", "max_steps", "vllm_mode"}
+    for f in init_fields:
+        if f.name in untouched:
+            assert cfg.trainer[f.name] == f.default, f.name
+
+
+@pytest.mark.parametrize(
+    "override,key,expected",
+    [
+        ("trainer.learning_rate=3e-5", "learning_rate", 3e-5),
+        ("trainer.num_generations=4", "num_generations", 4),
+        ("trainer.lr_scheduler_type=cosine", "lr_scheduler_type", "cosine"),
+        ("trainer.use_vllm=true", "use_vllm", True),
+        ("trainer.top_k=50", "top_k", 50),
+        ("trainer.beta=0.1", "beta", 0.1),
+    ],
+)
+def test_any_trainer_field_is_set_without_plus(override, key, expected):
+    cfg = compose_config([override])
+    assert cfg.trainer[key] == expected
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "task.max_operandd=3",  # misspelled task knob
+        "model.pth=/x",  # misspelled model key
+        "hardware.devic=cuda",
+        "logger.projet=x",
+        "trainer.lerning_rate=1e-5",  # misspelled GRPOConfig field
+    ],
+)
+def test_misspelled_keys_fail_at_composition(override):
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)) as info:
+        compose_config([override])
+    assert override.split("=")[0].split(".")[-1] in str(info.value) + str(info.value.__cause__)
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["trainer.beta=abc", "trainer.max_steps=ten", "task.train_size=many", "model.architecture.hidden_size=x"],
+)
+def test_wrong_types_fail_at_composition(override):
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        compose_config([override])
+
+
+def test_unknown_group_choice_lists_the_valid_ones():
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_config(["task=nope"])
+    assert "arithmetic" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "algorithm,expected",
+    [
+        ("grpo", {"beta": 0.04, "epsilon": 0.2, "scale_rewards": "group", "loss_type": "grpo"}),
+        ("dr_grpo", {"beta": 0.0, "scale_rewards": "none", "loss_type": "dr_grpo"}),
+        ("dapo", {"beta": 0.0, "scale_rewards": "group", "loss_type": "dapo"}),
+    ],
+)
+def test_algorithm_presets_set_trl_fields(algorithm, expected, tmp_path):
+    cfg = compose_config([f"algorithm={algorithm}"])
+    args = make_grpo_config(cfg, str(tmp_path), [1.0])
+    for key, value in expected.items():
+        assert getattr(args, key) == value, key
+
+
+def test_grpo_is_the_default_and_overrides_beat_presets():
+    assert compose_config([]).algorithm.name == "grpo"
+    assert compose_config(["algorithm=grpo", "trainer.beta=0.5"]).trainer.beta == 0.5
+
+
+def test_dapo_preset_is_exactly_trl_defaults():
+    cfg = compose_config(["algorithm=dapo", "hardware=cpu", "logger=none"])
+    passed = trainer_overrides(cfg.trainer)
+    for key in ("beta", "epsilon", "scale_rewards", "loss_type"):
+        assert key not in passed  # equal to GRPOConfig's default, so left to TRL
+
+
+def test_links_between_nodes(tmp_path):
+    cfg = compose_config(["seed=7", "task.max_completion_length=40"])
+    args = make_grpo_config(cfg, str(tmp_path), [1.0])
+    assert args.seed == 7 and args.max_completion_length == 40
+    assert compose_config(["trainer.max_completion_length=99"]).trainer.max_completion_length == 99
+
+
+def test_reward_weights_come_from_the_task_and_must_match(tmp_path):
+    cfg = compose_config([])
+    assert make_grpo_config(cfg, str(tmp_path), [0.5]).reward_weights == [0.5]
+    cfg = compose_config(["trainer.reward_weights=[1.0,2.0]"])
+    with pytest.raises(ValueError, match="reward_weights has 2 values but task 'arithmetic' has 1"):
+        make_grpo_config(cfg, str(tmp_path), [1.0])
+
+
+def test_trl_batch_shape_check_runs_at_config_time(tmp_path):
+    cfg = compose_config(["trainer.per_device_train_batch_size=3", "trainer.num_generations=2"])
+    with pytest.raises(ValueError, match=r"generation_batch_size \(3\) must be divisible by num_generations \(2\)"):
+        make_grpo_config(cfg, str(tmp_path), [1.0])

@@ -1,0 +1,86 @@
+"""Model resolution: the tiny model is built offline and deterministically; Hub failures are fast and clear."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import compose_config
+from grpo_ext import models
+
+
+def model_cfg(*overrides: str):
+    return compose_config(list(overrides)).model
+
+
+def test_tiny_is_built_once_and_loads_by_path():
+    path = models.resolve(model_cfg("model=tiny"))
+    assert models.resolve(model_cfg("model=tiny")) == path  # cached: same directory, not rebuilt
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    assert model.config.model_type == "qwen2" and model.config.hidden_size == 256
+    assert 3e6 < model.num_parameters() < 5e6
+    assert tokenizer.eos_token == "<|im_end|>" and model.generation_config.eos_token_id == tokenizer.eos_token_id
+
+
+def test_build_is_deterministic_and_seeded(tmp_path, monkeypatch):
+    small = ["model=tiny", "model.architecture.hidden_size=32", "model.architecture.intermediate_size=64"]
+    first = models.resolve(model_cfg(*small))
+    monkeypatch.setenv("GRPO_EXT_CACHE", str(tmp_path))
+    second = models.resolve(model_cfg(*small))
+    reseeded = models.resolve(model_cfg(*small, "model.seed=1"))
+    weights = [load_file(f"{p}/model.safetensors") for p in (first, second, reseeded)]
+    assert first != second and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+
+
+def test_byte_tokenizer_round_trips_any_text():
+    tokenizer = models.build_tokenizer()
+    for text in ["(3 + 4) * 2", "héllo wörld 🙂", "\x00\x01\n\t", "<answer>-7</answer>"]:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert all(i < 256 for i in ids) and tokenizer.decode(ids) == text
+    assert tokenizer.decode([104, 105, 300, 5000]) == "hi"  # ids past the vocabulary (random models) are skipped
+    chat = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
+    assert chat == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_random_init_of_a_real_model_uses_its_architecture(monkeypatch):
+    cfg = model_cfg(
+        "model=qwen2.5-coder-1.5b-instruct",
+        "model.init=random",
+        "model.architecture.num_hidden_layers=1",  # the real shape, one layer, to keep the test small
+    )
+    path = models.resolve(cfg)
+    config = json.loads(open(f"{path}/config.json").read())
+    assert (config["hidden_size"], config["vocab_size"], config["num_attention_heads"]) == (1536, 151936, 12)
+
+
+def test_local_directory_is_used_as_is(tmp_path):
+    tiny = models.resolve(model_cfg("model=tiny"))
+    assert models.resolve(model_cfg("model=tiny", f"model.path={tiny}")) == tiny
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(models.ModelUnavailableError, match="without config.json"):
+        models.resolve(model_cfg("model=tiny", f"model.path={tmp_path / 'empty'}"))
+
+
+@pytest.mark.parametrize("offline", ["0", "1"])
+def test_unreachable_hub_model_names_the_alternatives(monkeypatch, tmp_path, offline):
+    monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(models.ModelUnavailableError) as info:
+        models.resolve(model_cfg("model=qwen2.5-0.5b-instruct"))
+    assert "model=tiny" in str(info.value) and "model.path=/local/dir" in str(info.value)
+    assert "Qwen/Qwen2.5-0.5B-Instruct" in str(info.value)
+
+
+@pytest.mark.parametrize("override,message", [("model.init=zeros", "model.init"), ("model.dtype=int8", "model.dtype")])
+def test_bad_model_values_are_named(override, message):
+    with pytest.raises(ValueError, match=message):
+        models.resolve(model_cfg(override))

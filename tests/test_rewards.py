@@ -1,0 +1,136 @@
+"""The reward registry and ``arithmetic_shaping``: the seed's shaping, exact parsing, and no exception on junk."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from grpo_ext.rewards import REWARDS, build_reward, build_rewards
+from grpo_ext.rewards.arithmetic import ArithmeticShaping, extract_answer
+
+reward = ArithmeticShaping()
+
+
+@pytest.mark.parametrize(
+    "completion,answer,expected,status",
+    [
+        ("<answer>14</answer>", "14", 1.0, "exact"),
+        ("Thinking... (3 + 4) * 2 = 14. <answer> 14 </answer>", "14", 1.0, "exact"),
+        ("<answer>15</answer>", "14", 0.4, "close"),
+        ("<answer>13</answer>", "14", 0.4, "close"),
+        ("<answer>16</answer>", "14", 0.2, "wrong"),
+        ("<answer>-7</answer>", "-7", 1.0, "exact"),
+        ("<answer>+7</answer>", "7", 1.0, "exact"),
+        ("<answer>14.0</answer>", "14", 1.0, "exact"),
+        ("<answer>13.5</answer>", "14", 0.4, "close"),
+        ("14", "14", 0.0, "no_answer"),
+        ("", "14", 0.0, "no_answer"),
+        ("<answer>14</answer><answer>14</answer>", "14", 0.0, "multiple_answers"),
+        ("<answer>14", "14", 0.0, "malformed_answer"),
+        ("</answer>14<answer>", "14", 0.0, "malformed_answer"),
+        ("<answer>fourteen</answer>", "14", 0.2, "not_a_number"),
+        ("<answer>14 or 15</answer>", "14", 0.2, "not_a_number"),
+        ("<answer>1e1</answer>", "10", 0.2, "not_a_number"),
+        ("<answer>NaN</answer>", "14", 0.2, "not_a_number"),
+        ("<answer>inf</answer>", "14", 0.2, "not_a_number"),
+        ("<answer>\u0661\u0664</answer>", "14", 0.2, "not_a_number"),  # Arabic-Indic digits are not ASCII
+        ("<answer>" + "9" * 5000 + "</answer>", "14", 0.2, "not_a_number"),
+        ("<answer>" + "9" * 900 + "</answer>", "9" * 900, 1.0, "exact"),
+        ("<answer>" + "9" * 900 + "</answer>", "1" + "0" * 900, 0.4, "close"),
+    ],
+)
+def test_shaping(completion, answer, expected, status):
+    result = reward.score(completion, answer)
+    assert result["reward"] == pytest.approx(expected)
+    assert result["status"] == status
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        "\x00\x01\xff" * 1000,
+        "\ud800",
+        "<answer>\u202e41</answer>",
+        "🙂" * 10_000,
+        "<answer>" * 10_000,
+        "a" * 1_000_000,
+    ],
+)
+def test_junk_completions_never_raise(junk):
+    result = reward.score(junk, "14")
+    assert result["reward"] in (0.0, 0.2)
+
+
+@pytest.mark.parametrize("completion", [None, 42, [], [{}], [{"role": "assistant"}], {"content": 3}, b"<answer>1"])
+def test_malformed_completion_objects_score_zero(completion):
+    assert reward.score(completion, "1")["reward"] == 0.0
+
+
+def test_chat_completions_use_the_last_message():
+    chat = [{"role": "assistant", "content": "<answer>3</answer>"}]
+    assert reward([chat, "<answer>3</answer>", "no"], answer=["3", "3", "3"]) == [1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("gold", ["x", "", None, "1/2", True])
+def test_unparseable_gold_gives_none_not_a_score(gold):
+    assert reward.score("<answer>1</answer>", gold)["reward"] is None
+    assert reward(["<answer>1</answer>"], answer=[gold]) == [None]
+
+
+def test_missing_answer_column_gives_none():
+    assert reward(["<answer>1</answer>", ""]) == [None, None]
+
+
+def test_weights_are_parameters():
+    custom = ArithmeticShaping(format_reward=0.0, close_reward=0.5, exact_reward=0.5, tolerance=2)
+    assert custom.score("<answer>12</answer>", "14")["reward"] == 0.5
+    assert custom.score("<answer>14</answer>", "14")["reward"] == 1.0
+
+
+@pytest.mark.parametrize("bad", [{"format_reward": -1}, {"tolerance": "one"}, {"exact_reward": True}])
+def test_bad_parameters_are_named(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        ArithmeticShaping(**bad)
+
+
+def test_extract_answer_keeps_inner_text():
+    assert extract_answer("x <answer> 5 </answer> y") == (" 5 ", "ok")
+
+
+def test_every_registered_reward_pickles_and_is_named_by_its_key():
+    for name, factory in REWARDS.items():
+        built = factory()
+        assert built.__name__ == name
+        clone = pickle.loads(pickle.dumps(built))
+        assert clone(["<answer>1</answer>"], answer=["1"]) == built(["<answer>1</answer>"], answer=["1"])
+
+
+def test_unknown_reward_lists_valid_names():
+    with pytest.raises(ValueError, match=r"unknown reward 'nope'; valid names: \['arithmetic_shaping'\]"):
+        build_reward("nope")
+
+
+def test_unknown_parameter_is_reported_with_the_accepted_ones():
+    with pytest.raises(ValueError, match="bad params for reward 'arithmetic_shaping'.*tolerance"):
+        build_reward("arithmetic_shaping", {"tolerence": 2})
+
+
+def test_dotted_path_rewards():
+    assert build_reward("reward_fixtures.prefers_short")(["ab"]) == [-0.2]
+    assert build_reward("reward_fixtures.Scaled", {"factor": 2.0})(["ab"]) == [4.0]
+    with pytest.raises(ValueError, match="takes no params"):
+        build_reward("reward_fixtures.prefers_short", {"x": 1})
+    with pytest.raises(ValueError, match="cannot import"):
+        build_reward("no_such_module.fn")
+    with pytest.raises(ValueError, match="has no attribute"):
+        build_reward("reward_fixtures.nope")
+
+
+def test_build_rewards_names_the_entry():
+    funcs, weights = build_rewards([{"name": "arithmetic_shaping", "weight": 2.0, "params": {}}])
+    assert weights == [2.0] and funcs[0].__name__ == "arithmetic_shaping"
+    with pytest.raises(ValueError, match=r"task.rewards\[1\]: unknown reward 'typo'"):
+        build_rewards([{"name": "arithmetic_shaping"}, {"name": "typo"}])
+    with pytest.raises(ValueError, match="task.rewards is empty"):
+        build_rewards([])

@@ -1,0 +1,112 @@
+"""``python -m grpo_ext.train``: end-to-end on CPU with the tiny model, and validation that fails in seconds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from conftest import FAST, compose_config, run_cli
+from grpo_ext import models
+from grpo_ext.callbacks import read_metrics
+from grpo_ext.train import train
+
+# arithmetic_shaping scores a random model 0 on every completion (it never writes <answer>), which leaves GRPO no
+# advantage to learn from; a second reward that prefers short completions gives the group a spread.
+WITH_SIGNAL = [
+    "task.rewards=[{name: arithmetic_shaping}, {name: reward_fixtures.prefers_short, weight: 1.0}]",
+    "trainer.learning_rate=1e-3",
+]
+
+
+def test_two_steps_on_cpu_write_metrics_and_change_the_weights(tmp_path):
+    cfg = compose_config(["task=arithmetic", "model=tiny", *FAST, *WITH_SIGNAL])
+    train(cfg, tmp_path)
+
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records] == [1, 2]
+    for record in records:
+        for key in ("wall_time", "reward", "reward_std", "rewards/arithmetic_shaping/mean", "kl", "loss"):
+            assert key in record, key
+        assert "rewards/prefers_short/mean" in record and "completions/mean_length" in record
+    assert records[1]["wall_time"] > records[0]["wall_time"] > 0
+
+    initial = load_file(f"{models.resolve(cfg.model)}/model.safetensors")
+    final = load_file(tmp_path / "final_model" / "model.safetensors")
+    assert initial.keys() == final.keys()
+    assert any(not torch.equal(initial[k], final[k]) for k in initial), "training did not change any weight"
+
+    saved = OmegaConf.load(tmp_path / "config.yaml")
+    assert saved.trainer.max_completion_length == 12 and saved.task.name == "arithmetic"
+    assert json.loads((tmp_path / "summary.json").read_text())["step"] == 2
+
+
+def test_cli_run_from_another_directory(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        ["-m", "grpo_ext.train", "task=arithmetic", "model=tiny", *FAST, f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["step"] for r in read_metrics(run_dir)] == [1, 2]
+    assert (run_dir / "final_model" / "config.json").is_file()
+    assert "run directory:" in result.stdout
+
+
+def test_help_lists_the_config_groups(tmp_path):
+    result = run_cli(["-m", "grpo_ext.train", "--help"], cwd=tmp_path)
+    assert result.returncode == 0
+    for line in ("task: arithmetic", "hardware: cpu, gpu", "algorithm: dapo, dr_grpo, grpo", "logger: none, wandb"):
+        assert line in result.stdout
+    assert "trainer.FIELD=VALUE" in result.stdout
+
+
+def test_cfg_job_prints_one_value(tmp_path):
+    result = run_cli(["-m", "grpo_ext.train", "--cfg", "job", "-p", "trainer.beta", "algorithm=dr_grpo"], cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.strip() == "0.0"
+
+
+def assert_fails_before_any_model(result, cache, message):
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not (cache / "models").exists() or not any((cache / "models").iterdir())
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            ["trainer.per_device_train_batch_size=3", "trainer.num_generations=2"],
+            "generation_batch_size (3) must be divisible by num_generations (2)",
+        ),
+        (["trainer.num_generations=1", "trainer.per_device_train_batch_size=1"], "at least 2 generations"),
+        (
+            ["task.rewards=[{name: nope}]"],
+            "task.rewards[0]: unknown reward 'nope'; valid names: ['arithmetic_shaping']",
+        ),
+        (["task.ops=[/]"], "task.ops[0] is '/'"),
+        (["trainer.lerning_rate=1"], "Key 'lerning_rate' not in 'TrainerConfig'"),
+        (["task=fizzbuz"], "Could not find 'task/fizzbuz'"),
+    ],
+)
+def test_bad_config_fails_before_any_model_is_built(tmp_path, overrides, message):
+    cache = tmp_path / "cache"
+    result = run_cli(
+        ["-m", "grpo_ext.train", "model=tiny", "logger=none", f"hydra.run.dir={tmp_path / 'run'}", *overrides],
+        cwd=tmp_path,
+        env={"GRPO_EXT_CACHE": str(cache)},
+    )
+    assert_fails_before_any_model(result, cache, message)
+
+
+def test_unreachable_hub_model_fails_with_the_alternatives(tmp_path):
+    result = run_cli(
+        ["-m", "grpo_ext.train", "model=qwen2.5-0.5b-instruct", "logger=none", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+        env={"HF_HUB_CACHE": str(tmp_path / "hub")},
+    )
+    assert result.returncode != 0
+    assert "model=tiny" in result.stderr and "model.path=/local/dir" in result.stderr
