@@ -1,0 +1,29 @@
+"""The ``gpu`` hardware profile on a real GPU (marker ``gpu``; skipped where CUDA is absent)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import FAST, compose_config
+from grpo_ext import models
+from grpo_ext.callbacks import read_metrics
+from grpo_ext.train import train
+from test_train import WITH_SIGNAL
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+def test_two_steps_on_one_gpu_in_bf16(tmp_path):
+    overrides = [o for o in FAST if o != "hardware=cpu"]
+    cfg = compose_config(["task=arithmetic", "model=tiny", *overrides, *WITH_SIGNAL, "hardware=gpu"])
+    train(cfg, tmp_path)
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
+    final = load_file(tmp_path / "final_model" / "model.safetensors")
+    initial = load_file(f"{models.resolve(cfg.model)}/model.safetensors")
+    assert any(not torch.equal(initial[k].float(), final[k].float()) for k in initial)
+    assert torch.cuda.max_memory_allocated() > 0
