@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 from trl import GRPOConfig
 
-from conftest import CONF, compose_config
+from conftest import CONF, REPO, compose_config
 from grpo_ext.config import make_grpo_config, trainer_overrides
 
 
@@ -28,6 +28,12 @@ def group_options() -> dict[str, list[str]]:
 
 
 GROUPS = group_options()
+# Values a task cannot run without (``???`` in its YAML), as a user would pass them.
+REQUIRED = {"code_jsonl": [f"task.path={REPO / 'tests' / 'fixtures' / 'code_problems.jsonl'}"]}
+
+
+def task_overrides(task: str) -> list[str]:
+    return [f"task={task}", *REQUIRED.get(task, [])]
 
 
 def test_every_yaml_is_in_a_known_group_and_opens_with_its_command():
@@ -41,7 +47,7 @@ def test_every_yaml_is_in_a_known_group_and_opens_with_its_command():
     "task,model,hardware", list(itertools.product(GROUPS["task"], GROUPS["model"], GROUPS["hardware"]))
 )
 def test_every_task_model_hardware_combination_composes(task, model, hardware):
-    cfg = compose_config([f"task={task}", f"model={model}", f"hardware={hardware}"])
+    cfg = compose_config([*task_overrides(task), f"model={model}", f"hardware={hardware}"])
     assert (cfg.task.name, cfg.model.name, cfg.hardware.name) == (task, model, hardware)
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # nothing left unset or unresolvable
 
@@ -57,7 +63,7 @@ def test_every_logger_and_algorithm_composes_and_builds_a_grpo_config(group, tmp
 
 @pytest.mark.parametrize("task,model", list(itertools.product(GROUPS["task"], GROUPS["model"])))
 def test_cpu_profile_builds_a_valid_grpo_config(task, model, tmp_path):
-    cfg = compose_config([f"task={task}", f"model={model}", "hardware=cpu"])
+    cfg = compose_config([*task_overrides(task), f"model={model}", "hardware=cpu"])
     args = make_grpo_config(cfg, str(tmp_path), [1.0] * len(cfg.task.rewards))
     assert args.use_cpu and not args.bf16
     assert args.model_init_kwargs == {"dtype": "float32"}

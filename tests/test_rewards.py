@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import pickle
 
 import pytest
@@ -98,16 +100,36 @@ def test_extract_answer_keeps_inner_text():
     assert extract_answer("x <answer> 5 </answer> y") == (" 5 ", "ok")
 
 
+# One good and one bad completion per registered reward, with the columns it reads.
+SAMPLES = {
+    "arithmetic_shaping": (["<answer>1</answer>", "1"], {"answer": ["1", "1"]}),
+    "python_exec": (
+        ["def f(x):\n    return x\n", "def f(x):\n    return 0\n"],
+        {"tests": [[{"args": [1], "expected": 1}]] * 2, "entry_point": ["f", "f"]},
+    ),
+}
+
+
+def call(reward, completions, columns):
+    result = reward(completions, **columns)
+    return asyncio.run(result) if inspect.isawaitable(result) else result
+
+
 def test_every_registered_reward_pickles_and_is_named_by_its_key():
+    assert set(SAMPLES) == set(REWARDS)
     for name, factory in REWARDS.items():
         built = factory()
         assert built.__name__ == name
         clone = pickle.loads(pickle.dumps(built))
-        assert clone(["<answer>1</answer>"], answer=["1"]) == built(["<answer>1</answer>"], answer=["1"])
+        assert call(clone, *SAMPLES[name]) == call(built, *SAMPLES[name]) == [1.0, 0.0]
+        for reward in (built, clone):
+            getattr(reward, "close", lambda: None)()
 
 
 def test_unknown_reward_lists_valid_names():
-    with pytest.raises(ValueError, match=r"unknown reward 'nope'; valid names: \['arithmetic_shaping'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown reward 'nope'; valid names: \['arithmetic_shaping', 'python_exec'\]"
+    ):
         build_reward("nope")
 
 

@@ -70,7 +70,9 @@ def test_bad_task_config_is_named(overrides, message):
 
 def test_registry_errors_list_the_names():
     assert "arithmetic" in TASKS
-    with pytest.raises(ValueError, match=r"unknown task 'nope'; valid names: \['arithmetic'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown task 'nope'; valid names: \['arithmetic', 'code_jsonl', 'fizzbuzz'\]"
+    ):
         get_task("nope")
 
 

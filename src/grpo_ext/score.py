@@ -5,8 +5,10 @@ a JSON object with ``reward`` (a float, or null where the reward does not apply)
 order. Every line is checked before anything is scored: a malformed line or a missing column exits with status 2,
 naming the line and the column, and prints no scores. ``FILE`` may be ``-`` for standard input.
 
-With ``--workers`` or ``--timeout``, lines are scored in worker processes: a line that runs past the timeout gets
-``{"reward": null, "status": "timeout"}``, its worker is killed and replaced, and scoring goes on.
+``--workers`` and ``--timeout`` go to the reward when it takes them as parameters (``python_exec``: its sandbox
+workers and per-program time limit), and the reward scores every line at once. For other rewards they mean: score
+lines in worker processes; a line that runs past the timeout gets ``{"reward": null, "status": "timeout"}``, its
+worker is killed and replaced, and scoring goes on.
 """
 
 from __future__ import annotations
@@ -42,6 +44,17 @@ def score_row(reward: Callable, row: dict[str, Any]) -> dict[str, Any]:
         return {"reward": values[0]}
     except Exception as err:  # a reward that raises must not stop the other lines
         return {"reward": None, "status": "error", "error": f"{type(err).__name__}: {err}"}
+
+
+def score_batch(reward: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Score every row in one call of a reward that scores batches itself (in parallel, with its own limits)."""
+    names = (*reward_columns(reward), *getattr(reward, "optional_columns", ()))
+    columns = {name: [row.get(name) for row in rows] for name in names}
+    try:
+        return reward.score_batch([row["completion"] for row in rows], **columns)
+    finally:
+        if hasattr(reward, "close"):
+            reward.close()
 
 
 def read_rows(lines: list[str], required: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -142,16 +155,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grpo_ext.score", description=__doc__.split("\n\n")[0])
     parser.add_argument("reward", help=f"registry name ({', '.join(sorted(REWARDS))}) or dotted path pkg.module.fn")
     parser.add_argument("file", help="JSON lines with 'completion' and the columns the reward reads; - for stdin")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1: score in-process)")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: score in-process)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds allowed per line (uses workers)")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="reward parameter (JSON)")
     args = parser.parse_args(argv)
     try:
-        if args.workers < 1:
+        if args.workers is not None and args.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {args.workers}")
         if args.timeout is not None and args.timeout <= 0:
             raise ValueError(f"--timeout must be > 0, got {args.timeout}")
         params = _parse_params(args.param)
+        accepted = getattr(REWARDS.get(args.reward), "PARAMS", ())
+        for key in ("workers", "timeout"):  # the reward's own, when it has them
+            if key in accepted and getattr(args, key) is not None:
+                params.setdefault(key, getattr(args, key))
+                setattr(args, key, None)
         reward = build_reward(args.reward, params)
         with sys.stdin if args.file == "-" else open(args.file, encoding="utf-8") as f:
             lines = [line for line in f.read().splitlines() if line.strip()]
@@ -160,10 +178,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return USAGE_ERROR
 
-    if args.workers == 1 and args.timeout is None:
-        results: Iterator[tuple[int, dict[str, Any]]] = ((i, score_row(reward, row)) for i, row in enumerate(rows))
+    if hasattr(reward, "score_batch"):
+        results: Iterator[tuple[int, dict[str, Any]]] = enumerate(score_batch(reward, rows))
+    elif args.workers is None and args.timeout is None:
+        results = ((i, score_row(reward, row)) for i, row in enumerate(rows))
     else:
-        results = score_in_workers(args.reward, params, rows, args.workers, args.timeout)
+        results = score_in_workers(args.reward, params, rows, args.workers or 1, args.timeout)
     done: dict[int, dict[str, Any]] = {}
     next_index = 0
     for index, result in results:  # print in input order, as soon as each prefix is complete

@@ -37,6 +37,9 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
 
     # 1. Validate everything that needs no model and no data, so that a mistake costs seconds.
     try:
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise ValueError(f"these keys need a value, on the command line (KEY=VALUE): {', '.join(missing)}")
         get_task(cfg.task.name)
         reward_funcs, reward_weights = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
         args = make_grpo_config(cfg, str(run_dir), reward_weights)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from grpo_ext.tasks import arithmetic
+from grpo_ext.tasks import arithmetic, code_jsonl, fizzbuzz
 from grpo_ext.tasks.base import TaskConfig, TaskSplits
 
 
@@ -24,6 +24,8 @@ class Task:
 # name -> Task. Later tasks are added here, nowhere else; the name is also conf/task/<name>.yaml.
 TASKS: dict[str, Task] = {
     "arithmetic": Task(schema=arithmetic.ArithmeticConfig, build=arithmetic.build),
+    "fizzbuzz": Task(schema=fizzbuzz.FizzBuzzConfig, build=fizzbuzz.build),
+    "code_jsonl": Task(schema=code_jsonl.CodeJsonlConfig, build=code_jsonl.build),
 }
 
 

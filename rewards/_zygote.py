@@ -1,0 +1,281 @@
+"""The process that runs model-written programs, one fresh forked child per program. Standard library only.
+
+It is started inside the sandbox (see ``sandbox.py``) as ``python -I -S _zygote.py SCRATCH_ROOT NAMESPACED``, reads one
+JSON request per line on fd 0 and answers one JSON line per request on fd 1. For each run it forks a child that:
+
+* starts its own session and process group, in a fresh scratch directory under /tmp;
+* gets rlimits: address space, CPU seconds, process count, file size (caps captured output), open files, no core;
+* has stdin from a file (stdio tests) or /dev/null, stdout and stderr to files in the scratch directory, and no
+  other file descriptor but the result pipe;
+* reports what the program returned, one line per call, prefixed with a per-run nonce; expected values never enter
+  this process, so nothing the program does here can make a wrong answer pass.
+
+After the child exits or its wall-clock deadline passes, its process group is killed; inside the sandbox
+(NAMESPACED=1) so is every other process of the sandbox's PID namespace (``kill(-1)``: children that left the group
+with ``setsid`` too). SCRATCH_ROOT is then emptied and the result goes back. Inside the sandbox, when started as root,
+each child drops to uid/gid 65534 before running the program: the kernel exempts root from the process-count limit,
+and a program must not be able to signal the process that judges it.
+"""
+
+import gc
+import json
+import os
+import resource
+import select
+import signal
+import sys
+import time
+
+NOBODY = 65534
+PROTOCOL_IN, PROTOCOL_OUT = 3, 4
+SCRATCH_ROOT = sys.argv[1] if len(sys.argv) > 1 else "/tmp"
+NAMESPACED = len(sys.argv) > 2 and sys.argv[2] == "1"
+DROP_TO_NOBODY = NAMESPACED and os.getuid() == 0
+
+
+def _drop_privileges():
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+def _limit(kind, soft, hard=None):
+    hard = soft if hard is None else hard
+    try:
+        resource.setrlimit(kind, (soft, hard))
+    except (ValueError, OSError):
+        current_hard = resource.getrlimit(kind)[1]
+        if current_hard != resource.RLIM_INFINITY:
+            soft, hard = min(soft, current_hard), current_hard
+        resource.setrlimit(kind, (soft, hard))
+
+
+# Made once in the parent (and warmed in main) so that children do not rebuild it: a measurable share of a run.
+_ENCODE = json.JSONEncoder(ensure_ascii=True, allow_nan=True).encode
+
+
+def _child(job, code, run, limits, result_fd, nonce, scratch):
+    os.setsid()
+    os.chdir(scratch)
+    if job["mode"] == "stdio":
+        stdin_path = os.path.join(scratch, ".stdin")
+        with open(stdin_path, "w", encoding="utf-8") as f:
+            f.write(run.get("stdin") or "")
+        os.dup2(os.open(stdin_path, os.O_RDONLY), 0)
+        os.dup2(os.open(os.path.join(scratch, ".stdout"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 1)
+        os.dup2(os.open(os.path.join(scratch, ".stderr"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 2)
+    else:  # function tests: what the program prints is not looked at
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+    os.closerange(3, result_fd)
+    os.closerange(result_fd + 1, 65536)
+    if DROP_TO_NOBODY:
+        _drop_privileges()
+    _limit(resource.RLIMIT_AS, limits["memory"])
+    _limit(resource.RLIMIT_CPU, limits["cpu"], limits["cpu"] + 1)  # SIGXCPU at the soft limit, SIGKILL a second later
+    _limit(resource.RLIMIT_NPROC, limits["nproc"])
+    _limit(resource.RLIMIT_FSIZE, limits["output"])
+    _limit(resource.RLIMIT_NOFILE, 64)
+    _limit(resource.RLIMIT_CORE, 0)
+    prefix = nonce + "\t"
+
+    def report(line):
+        os.write(result_fd, (prefix + line + "\n").encode())
+
+    try:
+        if job["mode"] == "stdio":
+            namespace = {"__name__": "__main__"}
+            exit_code = 0
+            try:
+                exec(code, namespace)
+            except SystemExit as exc:
+                exit_code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            sys.stdout.flush()
+            report(json.dumps({"exit": exit_code}))
+        else:
+            namespace = {"__name__": "__solution__"}
+            exec(code, namespace)
+            function = namespace.get(job["entry_point"])
+            if not callable(function):
+                report(json.dumps({"missing_entry_point": job["entry_point"]}))
+            else:
+                for args, kwargs in job["calls"]:
+                    try:
+                        line = '{"value": ' + _ENCODE(function(*args, **kwargs)) + "}"
+                    except MemoryError:
+                        report(json.dumps({"memory": True}))
+                        break
+                    except BaseException as exc:  # noqa: BLE001 - the program's failure is its result
+                        line = json.dumps({"error": type(exc).__name__})
+                    report(line)
+    except MemoryError:
+        report(json.dumps({"memory": True}))
+    except BaseException as exc:  # noqa: BLE001 - a program that fails to load
+        report(json.dumps({"load_error": type(exc).__name__ + ": " + str(exc)[:200]}))
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001
+        pass
+    os._exit(0)
+
+
+def _read_tail(path, limit):
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _wipe(path):
+    for root, dirs, _ in os.walk(path):  # a program may have made its directories unreadable
+        for name in dirs:
+            try:
+                os.chmod(os.path.join(root, name), 0o700, follow_symlinks=False)
+            except (OSError, NotImplementedError):
+                pass
+    for root, dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            try:
+                os.unlink(os.path.join(root, name))
+            except OSError:
+                pass
+        for name in dirs:
+            full = os.path.join(root, name)
+            try:
+                if os.path.islink(full):
+                    os.unlink(full)
+                else:
+                    os.rmdir(full)
+            except OSError:
+                pass
+
+
+def _kill_everything_else():
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except OSError:
+        pass
+    while True:  # reap what was ours; the namespace's init reaps the rest
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def run_one(job, code, run, limits, counter):
+    scratch = os.path.join(SCRATCH_ROOT, f"run{counter}")
+    os.mkdir(scratch, 0o700)
+    if DROP_TO_NOBODY:
+        os.chown(scratch, NOBODY, NOBODY)
+    nonce = os.urandom(8).hex()
+    read_fd, write_fd = os.pipe()
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        try:
+            _child(job, code, run, limits, write_fd, nonce, scratch)
+        finally:
+            os._exit(70)
+    os.close(write_fd)
+    deadline = started + limits["wall"]
+    chunks, size, timed_out = [], 0, False
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            timed_out = True
+            break
+        ready, _, _ = select.select([read_fd], [], [], remaining)
+        if not ready:
+            continue
+        chunk = os.read(read_fd, 65536)
+        if not chunk:
+            break
+        if size < limits["output"]:
+            chunks.append(chunk)
+        size += len(chunk)
+    os.close(read_fd)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    _, status = os.waitpid(pid, 0)
+    elapsed = time.monotonic() - started
+    if NAMESPACED:
+        _kill_everything_else()
+    lines = []
+    for raw in b"".join(chunks).decode("utf-8", errors="replace").split("\n"):
+        tag, _, body = raw.partition("\t")
+        if tag == nonce and body:
+            lines.append(body)
+    out = {
+        "lines": lines,
+        "timed_out": timed_out,
+        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0,
+        "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+        "output_truncated": size > limits["output"],
+        "seconds": round(elapsed, 4),
+    }
+    if job["mode"] == "stdio":
+        out["stdout"] = _read_tail(os.path.join(scratch, ".stdout"), limits["output"])
+        out["stderr"] = _read_tail(os.path.join(scratch, ".stderr"), 2000)
+    _clean(scratch)
+    return out
+
+
+def _clean(scratch):
+    """Remove the run's scratch directory and anything else the program wrote (the common case is cheap)."""
+    leftovers = [name for name in os.listdir(scratch) if name not in (".stdin", ".stdout", ".stderr")]
+    if not leftovers and os.listdir(SCRATCH_ROOT) == [os.path.basename(scratch)]:
+        for name in os.listdir(scratch):
+            os.unlink(os.path.join(scratch, name))
+        os.rmdir(scratch)
+    else:
+        _wipe(SCRATCH_ROOT)
+    if NAMESPACED and os.access("/dev/shm", os.W_OK) and os.listdir("/dev/shm"):
+        _wipe("/dev/shm")
+
+
+def run_job(job, limits, counter):
+    """Compile once here, then one fresh child per run; a program that does not compile runs nothing."""
+    try:
+        code = compile(job["code"], "<solution>", "exec")
+    except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
+        return {"compile_error": type(exc).__name__ + ": " + str(exc)[:200]}, counter
+    runs = []
+    for run in job["runs"]:
+        counter += 1
+        runs.append(run_one(job, code, run, limits, counter))
+    return {"runs": runs}, counter
+
+
+def main():
+    os.dup2(0, PROTOCOL_IN)
+    os.dup2(1, PROTOCOL_OUT)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):
+        os.dup2(null, fd)
+    requests = os.fdopen(PROTOCOL_IN, "r", encoding="utf-8")
+    replies = os.fdopen(PROTOCOL_OUT, "w", encoding="utf-8")
+    replies.write(json.dumps({"ready": True, "uid": os.getuid()}) + "\n")
+    replies.flush()
+    counter = 0
+    _ENCODE(["warm", 1, 2.5, None, True, {"a": [1]}])
+    gc.freeze()  # keep the collector from touching (and so copying) the parent's pages in every child
+    for line in requests:
+        request = json.loads(line)
+        results = []
+        for job in request["jobs"]:
+            result, counter = run_job(job, request["limits"], counter)
+            results.append(result)
+        replies.write(json.dumps({"jobs": results}, ensure_ascii=False) + "\n")
+        replies.flush()
+
+
+if __name__ == "__main__":
+    main()

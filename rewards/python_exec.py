@@ -1,0 +1,312 @@
+"""``python_exec``: run the completion's Python against the row's tests in the sandbox (``sandbox.py``) and reward the
+fraction that passes.
+
+Columns read: ``tests`` (a list, or its JSON string) and, for function tests, ``entry_point``. Test forms:
+
+* function call: ``{"args": [...], "kwargs": {...}, "expected": <JSON value>, "tolerance": <float, optional>}``,
+  called as ``entry_point(*args, **kwargs)``. Values compare with exact types (``1 != True``, ``1 != 1.0``) unless the
+  test gives a ``tolerance``, which makes numbers compare as numbers within it;
+* stdin/stdout: ``{"stdin": str, "stdout": str}``; lines compared after stripping trailing whitespace, equal counts
+  (trailing blank lines ignored); the program must also exit with status 0.
+
+Code is the last fenced block (```python, ```py or bare ```), else the whole completion if it parses as Python.
+Reward: ``full_reward`` when every test passes, else ``partial_weight`` x the fraction passed. A row whose tests are
+malformed, or a verifier failure (a sandbox worker that dies twice), gives ``None``, logged with the reason.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import logging
+import math
+import re
+import signal
+from dataclasses import asdict
+from typing import Any
+
+from grpo_ext.rewards.sandbox import ISOLATIONS, Limits, SandboxPool, WorkerError
+from grpo_ext.rewards.text import completion_text
+
+logger = logging.getLogger(__name__)
+
+_FENCE = re.compile(r"```(?:python3?|py)?[ \t]*\r?\n(.*?)```", re.DOTALL)
+MAX_CODE_CHARS = 100_000
+STATUSES = (
+    "ok", "wrong_answer", "no_code", "too_long", "syntax_error", "load_error", "missing_entry_point", "timeout",
+    "memory", "output_limit", "crashed", "bad_tests", "infra_error",
+)  # fmt: skip
+
+
+def extract_code(completion: str) -> str | None:
+    """The last fenced Python block; else the whole completion if it parses as Python; else ``None``."""
+    blocks = _FENCE.findall(completion)
+    if blocks:
+        return blocks[-1]
+    if not completion.strip() or "```" in completion:
+        return None
+    try:
+        ast.parse(completion)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    return completion
+
+
+def strict_equal(expected: Any, actual: Any, tolerance: float | None = None) -> bool:
+    """``expected == actual`` with exact JSON types: bool, int, float, str, list and dict never stand for each other,
+    except that with a ``tolerance`` numbers (not bools) compare by value within it."""
+    if tolerance is not None and _is_number(expected) and _is_number(actual):
+        return math.isclose(actual, expected, rel_tol=tolerance, abs_tol=tolerance)
+    if type(expected) is not type(actual):
+        return False
+    if isinstance(expected, list):
+        return len(expected) == len(actual) and all(
+            strict_equal(e, a, tolerance) for e, a in zip(expected, actual, strict=True)
+        )
+    if isinstance(expected, dict):
+        return expected.keys() == actual.keys() and all(
+            strict_equal(expected[k], actual[k], tolerance) for k in expected
+        )
+    return expected == actual
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _lines(text: str) -> list[str]:
+    lines = [line.rstrip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def parse_tests(tests: Any, entry_point: Any) -> tuple[str, list[dict[str, Any]]]:
+    """Check a row's tests; return their mode (``function`` or ``stdio``) and the tests. Raises ``ValueError``."""
+    if isinstance(tests, str):
+        tests = json.loads(tests)
+    if not isinstance(tests, list) or not tests:
+        raise ValueError("tests must be a non-empty list")
+    modes = set()
+    for i, test in enumerate(tests):
+        if not isinstance(test, dict):
+            raise ValueError(f"tests[{i}] is not an object")
+        if "expected" in test:
+            modes.add("function")
+            if not isinstance(test.get("args", []), list) or not isinstance(test.get("kwargs", {}), dict):
+                raise ValueError(f"tests[{i}]: args must be a list and kwargs an object")
+            tolerance = test.get("tolerance")
+            if tolerance is not None and (not _is_number(tolerance) or tolerance < 0):
+                raise ValueError(f"tests[{i}]: tolerance must be a number >= 0")
+        elif "stdin" in test and "stdout" in test:
+            modes.add("stdio")
+            if not isinstance(test["stdin"], str) or not isinstance(test["stdout"], str):
+                raise ValueError(f"tests[{i}]: stdin and stdout must be strings")
+        else:
+            raise ValueError(f"tests[{i}] has neither 'expected' (function test) nor 'stdin'/'stdout' (stdio test)")
+    if len(modes) > 1:
+        raise ValueError("a row's tests must all be function tests or all stdin/stdout tests")
+    mode = modes.pop()
+    if mode == "function" and (not isinstance(entry_point, str) or not entry_point.isidentifier()):
+        raise ValueError(f"function tests need an entry_point that is a Python identifier, got {entry_point!r}")
+    return mode, tests
+
+
+class PythonExec:
+    """Reward for code: the share of a row's tests that the completion's program passes, run in the sandbox."""
+
+    columns = ("tests",)
+    optional_columns = ("entry_point",)
+    PARAMS = (
+        "timeout", "cpu_seconds", "memory_mb", "max_processes", "max_output_bytes", "workers", "isolation",
+        "full_reward", "partial_weight", "programs_per_request",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        timeout: float = 3.0,
+        cpu_seconds: int | None = None,
+        memory_mb: int = 1024,
+        max_processes: int = 32,
+        max_output_bytes: int = 1 << 20,
+        workers: int | None = None,
+        isolation: str = "bwrap",
+        full_reward: float = 1.0,
+        partial_weight: float = 0.5,
+        programs_per_request: int = 8,
+    ) -> None:
+        import os
+
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"python_exec: isolation must be one of {list(ISOLATIONS)}, got {isolation!r}")
+        self.workers = workers if workers is not None else (os.cpu_count() or 1)
+        for key, value in (("workers", self.workers), ("programs_per_request", programs_per_request)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"python_exec: {key} must be an integer >= 1, got {value!r}")
+        for key, value in (("full_reward", full_reward), ("partial_weight", partial_weight)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"python_exec: {key} must be a number >= 0, got {value!r}")
+        self.limits = Limits(
+            wall=timeout,
+            cpu=cpu_seconds if cpu_seconds is not None else max(1, math.ceil(timeout)),
+            memory=memory_mb << 20 if isinstance(memory_mb, int) else memory_mb,
+            nproc=max_processes,
+            output=max_output_bytes,
+        )
+        try:
+            self.limits.check()
+        except ValueError as err:
+            raise ValueError(f"python_exec: {err}") from err
+        self.isolation = isolation
+        self.full_reward = float(full_reward)
+        self.partial_weight = float(partial_weight)
+        self.programs_per_request = programs_per_request
+        self.__name__ = "python_exec"
+        self._pool: SandboxPool | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_pool": None}  # worker processes do not travel; a copy starts its own
+
+    @property
+    def pool(self) -> SandboxPool:
+        if self._pool is None:
+            pool = SandboxPool(self.workers, self.isolation)
+            pool.probe()  # raises SandboxUnavailableError with what is missing
+            self._pool = pool
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def _request_limits(self) -> dict[str, Any]:
+        limits = asdict(self.limits)
+        # The process-count rlimit counts every process of the programs' user, the other workers' programs too.
+        limits["nproc"] = self.limits.nproc + 2 * self.workers + 2
+        return limits
+
+    def score_batch(
+        self, completions: list[Any], tests: list[Any], entry_point: list[Any] | None = None
+    ) -> list[dict]:
+        """Score many completions (in parallel); one result dict per completion, in order."""
+        entry_points = entry_point if entry_point is not None else [None] * len(completions)
+        results: list[dict[str, Any] | None] = [None] * len(completions)
+        jobs: list[tuple[int, str, list[dict[str, Any]], dict[str, Any]]] = []
+        for i, (completion, row_tests, entry) in enumerate(zip(completions, tests, entry_points, strict=True)):
+            try:
+                mode, parsed = parse_tests(row_tests, entry)
+            except (ValueError, TypeError) as err:
+                logger.error("python_exec: row %d has malformed tests (%s); reward is None", i, err)
+                results[i] = {"reward": None, "status": "bad_tests", "error": str(err)}
+                continue
+            code = extract_code(completion_text(completion))
+            if code is None:
+                results[i] = self._finish(0, len(parsed), "no_code")
+            elif len(code) > MAX_CODE_CHARS:
+                results[i] = self._finish(0, len(parsed), "too_long")
+            else:
+                job = {"code": code, "mode": mode, "entry_point": entry or ""}
+                if mode == "function":
+                    job["calls"] = [[t.get("args", []), t.get("kwargs", {})] for t in parsed]
+                    job["runs"] = [{}]
+                else:
+                    job["calls"] = []
+                    job["runs"] = [{"stdin": t["stdin"]} for t in parsed]
+                jobs.append((i, mode, parsed, job))
+        step = self.programs_per_request
+        batches = [jobs[k : k + step] for k in range(0, len(jobs), step)]
+        replies = self._execute([[job for *_, job in batch] for batch in batches])
+        failed = []
+        for batch, reply in zip(batches, replies, strict=True):
+            if isinstance(reply, WorkerError):
+                failed += batch  # one program of the batch may have killed its worker: find out which, below
+                continue
+            for (i, mode, parsed, _), job_result in zip(batch, reply["jobs"], strict=True):
+                results[i] = self._judge(mode, parsed, job_result)
+        if failed:
+            self._retry_alone(failed, results)
+        return results
+
+    def _execute(self, batches: list[list[dict[str, Any]]]) -> list[dict[str, Any] | WorkerError]:
+        limits = self._request_limits()
+        return self.pool.execute_many([{"jobs": jobs, "limits": limits} for jobs in batches])
+
+    def _retry_alone(self, failed: list[tuple[int, str, list, dict]], results: list[dict | None]) -> None:
+        """Run each program of failed batches on its own. One whose worker dies again, while a fresh worker runs
+        a trivial program fine, is judged to have killed it (reward 0); otherwise the verifier failed (None)."""
+        replies = self._execute([[job] for *_, job in failed])
+        healthy = None
+        for (i, mode, parsed, _), reply in zip(failed, replies, strict=True):
+            if not isinstance(reply, WorkerError):
+                results[i] = self._judge(mode, parsed, reply["jobs"][0])
+                continue
+            if healthy is None:
+                probe = {"code": "pass", "mode": "stdio", "entry_point": "", "calls": [], "runs": [{}]}
+                healthy = not isinstance(self._execute([[probe]])[0], WorkerError)
+            if healthy:
+                results[i] = self._finish(0, len(parsed), "crashed", error="the program killed its sandbox worker")
+            else:
+                logger.error("python_exec: verifier failure on row %d: %s; reward is None", i, reply)
+                results[i] = {"reward": None, "status": "infra_error", "error": str(reply)}
+
+    def score(self, completion: Any, tests: Any = None, entry_point: Any = None, **_: Any) -> dict[str, Any]:
+        return self.score_batch([completion], [tests], [entry_point])[0]
+
+    async def __call__(
+        self, completions: list[Any], tests: list[Any] | None = None, entry_point: list[Any] | None = None, **_: Any
+    ) -> list[float | None]:
+        if tests is None:
+            logger.error("python_exec: the dataset has no 'tests' column; every reward is None")
+            return [None] * len(completions)
+        results = await asyncio.to_thread(self.score_batch, completions, tests, entry_point)
+        return [r["reward"] for r in results]
+
+    def _finish(self, passed: int, total: int, status: str, **details: Any) -> dict[str, Any]:
+        if passed == total and total > 0:
+            reward, status = self.full_reward, "ok"
+        else:
+            reward = self.partial_weight * passed / total if total else 0.0
+        return {"reward": reward, "passed": passed, "total": total, "status": status, **details}
+
+    def _judge(self, mode: str, tests: list[dict[str, Any]], result: dict[str, Any]) -> dict[str, Any]:
+        if "compile_error" in result:
+            return self._finish(0, len(tests), "syntax_error", error=result["compile_error"])
+        runs = [(run, [json.loads(line) for line in run["lines"]]) for run in result["runs"]]
+        if mode == "stdio":
+            passed, failure = 0, None
+            for test, (run, outcomes) in zip(tests, runs, strict=True):
+                problem = _problem(run, outcomes)
+                exited_ok = any(o.get("exit") == 0 for o in outcomes)
+                if problem is None and exited_ok and _lines(run.get("stdout", "")) == _lines(test["stdout"]):
+                    passed += 1
+                else:
+                    failure = failure or problem or "wrong_answer"
+            return self._finish(passed, len(tests), failure or "wrong_answer")
+        run, outcomes = runs[0]
+        values = [o for o in outcomes if "value" in o or "error" in o]
+        passed = sum(
+            "value" in o and strict_equal(t["expected"], o["value"], t.get("tolerance"))
+            for t, o in zip(tests, values, strict=False)
+        )
+        status = _problem(run, outcomes)
+        if status is None and len(values) < len(tests):
+            status = "crashed"  # exited (os._exit, a fatal signal) before answering every call
+        load_errors = [o["load_error"] for o in outcomes if "load_error" in o]
+        details = {"error": load_errors[0]} if load_errors else {}
+        return self._finish(passed, len(tests), status or "wrong_answer", **details)
+
+
+def _problem(run: dict[str, Any], outcomes: list[dict[str, Any]]) -> str | None:
+    """What kept a run from answering, if anything: a limit, a crash, or a program that did not load."""
+    if run["timed_out"] or run["signal"] == signal.SIGXCPU:
+        return "timeout"
+    if run["output_truncated"] or run["signal"] == signal.SIGXFSZ:
+        return "output_limit"
+    if run["signal"]:
+        return "crashed"
+    for key in ("memory", "load_error", "missing_entry_point"):
+        if any(key in o for o in outcomes):
+            return key
+    return None

@@ -1,0 +1,256 @@
+"""A local sandbox for model-written Python: a pool of isolated "zygote" processes that fork one child per program.
+
+What it isolates (``isolation="bwrap"``, the default; needs bubblewrap, ``apt-get install bubblewrap``):
+
+* each worker is a bubblewrap sandbox with its own network namespace (no network: only a loopback that nothing
+  listens on), PID, IPC and UTS namespaces, a read-only view of the host file system, a private tmpfs /tmp (the only
+  writable place; emptied after every program), secret-holding paths of the home directory hidden, and an empty
+  environment (no tokens, no keys); it dies with the process that started it;
+* each program is a fresh child forked from the worker: own session and process group, rlimits on address space
+  (memory), CPU seconds, process count, file size (captured output) and open files, a wall-clock deadline; when it
+  ends, its group and every other process left in the worker's PID namespace are killed and reaped;
+* the child reports values (JSON, tagged with a per-run nonce); expected outputs never enter the sandbox, and the
+  host compares. A worker that dies is replaced and the program is tried once more.
+
+What it does not isolate: the kernel (a kernel exploit escapes any namespace sandbox), CPU time shared with the host
+(programs run at the worker's priority), and reads of world-readable host files outside the hidden paths.
+
+``isolation="rlimits"`` is a weaker mode for machines without bubblewrap or user namespaces, taken only when asked
+for: the same fork-per-program, sessions, rlimits, scratch directory and empty environment, but no network or file
+system isolation, and children that leave their process group can outlive the run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+ISOLATIONS = ("bwrap", "rlimits")
+ZYGOTE = Path(__file__).with_name("_zygote.py")
+# Paths under $HOME that commonly hold credentials; hidden inside the sandbox.
+SECRET_PATHS = (
+    ".ssh", ".aws", ".gnupg", ".config", ".netrc", ".git-credentials", ".docker", ".kube",
+    ".cache/huggingface", ".huggingface", ".pypirc", ".wandb",
+)  # fmt: skip
+START_TIMEOUT_S = 30.0
+
+
+class SandboxUnavailableError(RuntimeError):
+    """The requested isolation cannot be set up on this machine."""
+
+
+class WorkerError(RuntimeError):
+    """A worker died or stopped answering (an infrastructure failure, not the program's)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-program limits. ``wall`` and ``cpu`` in seconds, ``memory`` and ``output`` in bytes."""
+
+    wall: float = 5.0
+    cpu: int = 5
+    memory: int = 1 << 30
+    nproc: int = 32
+    output: int = 1 << 20
+
+    def check(self) -> None:
+        for key, value in asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"sandbox limit {key} must be a positive number, got {value!r}")
+
+
+def _sandbox_mountpoint() -> str:
+    for candidate in ("/mnt", "/opt", "/srv"):
+        if os.path.isdir(candidate):
+            return candidate
+    raise SandboxUnavailableError("no /mnt, /opt or /srv directory to mount the sandbox's interpreter on")
+
+
+def _python_home() -> tuple[str, str]:
+    """The interpreter's installation prefix and the executable's path relative to it."""
+    prefix = Path(sys.base_prefix)
+    name = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (prefix / "bin" / name, prefix / "bin" / "python3"):
+        if candidate.is_file():
+            return str(prefix), str(candidate.relative_to(prefix))
+    raise SandboxUnavailableError(f"cannot find the Python executable under {prefix}")
+
+
+def bwrap_command() -> list[str]:
+    """The bubblewrap command line that starts one zygote."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SandboxUnavailableError(
+            "python_exec needs bubblewrap (the `bwrap` command) for isolation and it is not installed. "
+            "Install it (Debian/Ubuntu: apt-get install bubblewrap), or opt into the weaker documented mode with the "
+            "reward parameter isolation: rlimits (no network or file-system isolation)"
+        )
+    mount = _sandbox_mountpoint()
+    prefix, executable = _python_home()
+    cmd = [bwrap, "--die-with-parent", "--new-session"]
+    cmd += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    if os.getuid() != 0:  # unprivileged users need a user namespace; root drops to nobody inside instead
+        cmd += ["--unshare-user"]
+    cmd += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--tmpfs", "/tmp"]
+    home = Path.home()
+    for rel in SECRET_PATHS:
+        path = home / rel
+        if path.is_dir():
+            cmd += ["--tmpfs", str(path)]
+        elif path.exists():
+            cmd += ["--ro-bind", "/dev/null", str(path)]
+    cmd += ["--tmpfs", mount, "--ro-bind", prefix, f"{mount}/python", "--ro-bind", str(ZYGOTE), f"{mount}/zygote.py"]
+    cmd += ["--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp"]
+    cmd += ["--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--chdir", "/tmp"]
+    cmd += [f"{mount}/python/{executable}", "-I", "-S", f"{mount}/zygote.py", "/tmp", "1"]
+    return cmd
+
+
+class Zygote:
+    """One worker process: a sandboxed Python that forks a child per program. Not thread-safe: one user at a time."""
+
+    def __init__(self, isolation: str) -> None:
+        self.isolation = isolation
+        self.scratch: str | None = None
+        if isolation == "bwrap":
+            cmd = bwrap_command()
+        else:
+            self.scratch = tempfile.mkdtemp(prefix="grpo_ext_exec_")
+            cmd = [sys.executable, "-I", "-S", str(ZYGOTE), self.scratch, "0"]
+        self.process = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"} if isolation == "rlimits" else {},
+            cwd=self.scratch or "/",
+            start_new_session=True,
+        )
+        hello = self._read_line(time.monotonic() + START_TIMEOUT_S)
+        if not hello.get("ready"):
+            self.close()
+            raise WorkerError(f"sandbox worker did not start: {hello}")
+        self.uid = hello.get("uid")
+
+    def _read_line(self, deadline: float) -> dict[str, Any]:
+        stdout = self.process.stdout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WorkerError("sandbox worker stopped answering")
+            ready, _, _ = select.select([stdout], [], [], remaining)
+            if ready:
+                line = stdout.readline()
+                if not line:
+                    err = self.process.stderr.read(2000).decode(errors="replace") if self.process.poll() else ""
+                    raise WorkerError(f"sandbox worker exited ({self.process.poll()}): {err.strip()}")
+                return json.loads(line)
+
+    def execute(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Send one request (programs, each with its runs); wait for the reply within the runs' deadlines + slack."""
+        runs = sum(len(job["runs"]) for job in request["jobs"])
+        budget = runs * (request["limits"]["wall"] + 2.0) + 5.0
+        try:
+            self.process.stdin.write(json.dumps(request).encode() + b"\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError) as err:
+            raise WorkerError(f"sandbox worker is gone: {err}") from err
+        return self._read_line(time.monotonic() + budget)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, 9)
+            except OSError:
+                self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            stream.close()
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+class SandboxPool:
+    """``workers`` zygotes shared by threads; ``execute_many`` runs requests in parallel and keeps their order."""
+
+    def __init__(self, workers: int, isolation: str = "bwrap") -> None:
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"isolation must be one of {list(ISOLATIONS)}, got {isolation!r}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.workers = workers
+        self.isolation = isolation
+        self._idle: queue.Queue[Zygote | None] = queue.Queue()
+        for _ in range(workers):
+            self._idle.put(None)  # started on first use
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox")
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def probe(self) -> None:
+        """Start one worker now, so that a missing sandbox fails at start-up rather than mid-run."""
+        zygote = self._idle.get()
+        try:
+            zygote = zygote or Zygote(self.isolation)
+        except WorkerError as err:
+            self._idle.put(None)
+            raise SandboxUnavailableError(
+                f"the {self.isolation} sandbox cannot start here: {err}. If user namespaces are disabled, enable "
+                "them (sysctl kernel.unprivileged_userns_clone=1) or opt into the weaker mode isolation: rlimits"
+            ) from err
+        self._idle.put(zygote)
+
+    def execute(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Run one request on an idle worker; a worker that fails is replaced and the request retried once."""
+        zygote = self._idle.get()
+        try:
+            for attempt in (1, 2):
+                try:
+                    zygote = zygote or Zygote(self.isolation)
+                    return zygote.execute(request)
+                except WorkerError as err:
+                    logger.warning("sandbox worker failed (attempt %d): %s", attempt, err)
+                    if zygote is not None:
+                        zygote.close()
+                    zygote = None
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
+        finally:
+            self._idle.put(zygote)
+
+    def execute_many(self, requests: list[dict[str, Any]]) -> list[dict[str, Any] | WorkerError]:
+        futures = [self._executor.submit(self.execute, r) for r in requests]
+        results: list[dict[str, Any] | WorkerError] = []
+        for future in futures:
+            try:
+                results.append(future.result())
+            except WorkerError as err:
+                results.append(err)
+        return results
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._executor.shutdown(wait=True)
+        while not self._idle.empty():
+            zygote = self._idle.get_nowait()
+            if zygote is not None:
+                zygote.close()

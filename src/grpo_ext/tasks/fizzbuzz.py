@@ -1,0 +1,386 @@
+"""``fizzbuzz``: a procedurally generated family of small function-writing problems, scored by ``python_exec``.
+
+Run it with ``python -m grpo_ext.train task=fizzbuzz`` (default model: qwen2.5-coder-0.5b-instruct, the seed's).
+Each problem names a function signature, describes it, shows one example that is not among its tests, and carries
+hidden tests (7 by default) and a reference solution. ``task.difficulty`` (1-3) is the highest problem level drawn:
+
+* level 1: FizzBuzz, balanced parentheses with one bracket kind, digit sums, vowel counts, word reversal;
+* level 2: FizzBuzz with other divisors and words, two bracket kinds, palindromes ignoring case and punctuation,
+  running maxima, Caesar shifts, Collatz step counts;
+* level 3: FizzBuzz with three rules, three bracket kinds among other characters, run-length encoding, the n-th
+  prime, Roman numerals, flattening nested lists.
+
+Expected values come from the oracle functions below, computed here; the reference solutions are separate source
+text, and a test proves that every reference scores 1.0 in the sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from datasets import Dataset
+
+from grpo_ext.tasks.base import RewardSpec, TaskConfig, TaskSplits, chat_prompt, check_positive
+
+INSTRUCTION = "Answer with the complete function in one ```python code block."
+
+
+@dataclass
+class FizzBuzzConfig(TaskConfig):
+    difficulty: int = 3  # highest problem level drawn (1-3)
+    kinds: list[str] = field(default_factory=list)  # restrict to these problem kinds; empty: all up to difficulty
+    tests_per_problem: int = 7
+    train_size: int = 2000
+    eval_size: int = 200
+    max_completion_length: int = 384
+    rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec(name="python_exec")])
+
+
+@dataclass
+class Problem:
+    kind: str
+    level: int
+    description: str
+    signature: str
+    entry_point: str
+    inputs: list[list[Any]]  # positional arguments of each test; the first one is the prompt's example
+    oracle: Callable[..., Any]
+    reference: str
+
+
+# ---- oracles: the truth the tests are computed from -------------------------------------------------------------
+
+
+def fizzbuzz_oracle(rules: list[tuple[int, str]]) -> Callable[[int], str]:
+    def answer(n: int) -> str:
+        return "".join(word for d, word in rules if n % d == 0) or str(n)
+
+    return answer
+
+
+def balanced_oracle(pairs: str) -> Callable[[str], bool]:
+    def answer(s: str) -> bool:
+        closing = {pairs[i + 1]: pairs[i] for i in range(0, len(pairs), 2)}
+        stack: list[str] = []
+        for ch in s:
+            if ch in closing.values():
+                stack.append(ch)
+            elif ch in closing:
+                if not stack or stack.pop() != closing[ch]:
+                    return False
+        return not stack
+
+    return answer
+
+
+def rle(s: str) -> str:
+    out, i = [], 0
+    while i < len(s):
+        j = i
+        while j < len(s) and s[j] == s[i]:
+            j += 1
+        out.append(f"{s[i]}{j - i}")
+        i = j
+    return "".join(out)
+
+
+def nth_prime(n: int) -> int:
+    count, k = 0, 1
+    while count < n:
+        k += 1
+        if all(k % d for d in range(2, int(k**0.5) + 1)):
+            count += 1
+    return k
+
+
+ROMAN = [(1000, "M"), (900, "CM"), (500, "D"), (400, "CD"), (100, "C"), (90, "XC"), (50, "L"), (40, "XL"), (10, "X"),
+         (9, "IX"), (5, "V"), (4, "IV"), (1, "I")]  # fmt: skip
+
+
+def to_roman(n: int) -> str:
+    out = []
+    for value, numeral in ROMAN:
+        count, n = divmod(n, value)
+        out.append(numeral * count)
+    return "".join(out)
+
+
+def collatz_steps(n: int) -> int:
+    steps = 0
+    while n != 1:
+        n = n // 2 if n % 2 == 0 else 3 * n + 1
+        steps += 1
+    return steps
+
+
+def flatten(xs: list) -> list:
+    return [y for x in xs for y in (flatten(x) if isinstance(x, list) else [x])]
+
+
+# ---- problem makers: (rng, tests) -> Problem ----------------------------------------------------------------------
+
+WORDS = ["Fizz", "Buzz", "Bazz", "Pop", "Zap", "Woof", "Ping", "Boom"]
+
+
+def make_fizzbuzz(rng: random.Random, level: int, tests: int) -> Problem:
+    if level == 1:
+        rules = [(3, "Fizz"), (5, "Buzz")]
+    else:
+        divisors = sorted(rng.sample(range(2, 12), level))
+        rules = list(zip(divisors, rng.sample(WORDS, level), strict=True))
+    described = ", ".join(f'"{w}" if n is divisible by {d}' for d, w in rules)
+    multiples = [d * rng.randint(1, 9) for d, _ in rules]
+    product = 1
+    for d, _ in rules:
+        product *= d
+    inputs = [rng.randint(1, 200) for _ in range(tests - len(multiples) - 1)] + multiples + [product]
+    lines = "\n".join(f"    if n % {d} == 0:\n        out += {w!r}" for d, w in rules)
+    return Problem(
+        kind="fizzbuzz",
+        level=level,
+        description=f"returns the concatenation, in this order, of {described}; or str(n) if none applies",
+        signature="fizzbuzz(n: int) -> str",
+        entry_point="fizzbuzz",
+        inputs=[[n] for n in [rng.randint(1, 200)] + inputs],
+        oracle=fizzbuzz_oracle(rules),
+        reference=f'def fizzbuzz(n: int) -> str:\n    out = ""\n{lines}\n    return out or str(n)\n',
+    )
+
+
+def make_balanced(rng: random.Random, level: int, tests: int) -> Problem:
+    pairs = "()[]{}"[: 2 * level]
+    closing = {pairs[i + 1]: pairs[i] for i in range(0, len(pairs), 2)}
+    noise = "ab1 " if level == 3 else ""
+    oracle = balanced_oracle(pairs)
+    inputs = []
+    while len(inputs) < tests + 1:
+        depth = rng.randint(1, 6)
+        opens = [pairs[2 * rng.randrange(level)] for _ in range(depth)]
+        s = "".join(opens) + "".join(pairs[pairs.index(o) + 1] for o in reversed(opens))
+        if rng.random() < 0.5:  # break it
+            i = rng.randrange(len(s))
+            s = s[:i] + rng.choice(pairs) + s[i + 1 :]
+        if noise:
+            s = "".join(ch + (rng.choice(noise) if rng.random() < 0.3 else "") for ch in s)
+        inputs.append(s)
+    kinds = " ".join(pairs[i : i + 2] for i in range(0, len(pairs), 2))
+    extra = ", ignoring every other character" if noise else ""
+    return Problem(
+        kind="balanced",
+        level=level,
+        description=f"returns True if the brackets {kinds} in s are balanced and properly nested{extra}",
+        signature="is_balanced(s: str) -> bool",
+        entry_point="is_balanced",
+        inputs=[[s] for s in inputs],
+        oracle=oracle,
+        reference=(
+            "def is_balanced(s: str) -> bool:\n"
+            f"    closing = {closing!r}\n"
+            "    stack = []\n"
+            "    for ch in s:\n"
+            "        if ch in closing.values():\n"
+            "            stack.append(ch)\n"
+            "        elif ch in closing:\n"
+            "            if not stack or stack.pop() != closing[ch]:\n"
+            "                return False\n"
+            "    return not stack\n"
+        ),
+    )
+
+
+def _text(rng: random.Random, alphabet: str, low: int, high: int) -> str:
+    """A random string of ``alphabet`` characters, ``low`` to ``high`` long."""
+    return "".join(rng.choice(alphabet) for _ in range(rng.randint(low, high)))
+
+
+@dataclass(frozen=True)
+class SimpleKind:
+    """A problem whose instances differ only in their test inputs, drawn by ``draw(rng)``."""
+
+    level: int
+    description: str
+    signature: str
+    reference: str
+    oracle: Callable[..., Any]
+    draw: Callable[[random.Random], list[Any]]
+
+    def make(self, name: str, rng: random.Random, tests: int) -> Problem:
+        entry_point = self.signature.split("(")[0]
+        inputs = [self.draw(rng) for _ in range(tests + 1)]
+        return Problem(name, self.level, self.description, self.signature, entry_point, inputs, self.oracle,
+                       self.reference)  # fmt: skip
+
+
+def is_palindrome(s: str) -> bool:
+    t = [c.lower() for c in s if c.isalnum()]
+    return t == t[::-1]
+
+
+def _palindrome_input(rng: random.Random) -> list[str]:
+    if rng.random() < 0.4:
+        return [_text(rng, "abcd ,", 1, 12)]
+    half = _text(rng, "abc ,!", 0, 8)
+    return [half + rng.choice(["", "x", ", "]) + half[::-1].upper()]
+
+
+def _nested(rng: random.Random, depth: int) -> list:
+    return [_nested(rng, depth - 1) if depth and rng.random() < 0.3 else rng.randint(0, 99)
+            for _ in range(rng.randint(0, 4))]  # fmt: skip
+
+
+SIMPLE_KINDS = {
+    "digit_sum": SimpleKind(
+        1, "returns the sum of the decimal digits of the non-negative integer n", "digit_sum(n: int) -> int",
+        "def digit_sum(n: int) -> int:\n    return sum(int(c) for c in str(n))\n",
+        lambda n: sum(int(c) for c in str(n)), lambda rng: [rng.randint(0, 10 ** rng.randint(1, 12))],
+    ),
+    "count_vowels": SimpleKind(
+        1, "returns how many letters of s are vowels (a, e, i, o, u, either case)", "count_vowels(s: str) -> int",
+        "def count_vowels(s: str) -> int:\n    return sum(c in 'aeiouAEIOU' for c in s)\n",
+        lambda s: sum(c in "aeiouAEIOU" for c in s), lambda rng: [_text(rng, string.ascii_letters + " ", 0, 30)],
+    ),
+    "reverse_words": SimpleKind(
+        1, "returns the words of s (separated by single spaces) in reverse order, joined by single spaces",
+        "reverse_words(s: str) -> str",
+        "def reverse_words(s: str) -> str:\n    return ' '.join(reversed(s.split(' ')))\n",
+        lambda s: " ".join(reversed(s.split(" "))),
+        lambda rng: [" ".join(_text(rng, string.ascii_lowercase, 1, 6) for _ in range(rng.randint(1, 6)))],
+    ),
+    "palindrome": SimpleKind(
+        2, "returns True if s reads the same backwards, ignoring case and non-alphanumeric characters",
+        "is_palindrome(s: str) -> bool",
+        "def is_palindrome(s: str) -> bool:\n    t = [c.lower() for c in s if c.isalnum()]\n    return t == t[::-1]\n",
+        is_palindrome, _palindrome_input,
+    ),
+    "running_max": SimpleKind(
+        2, "returns a list whose i-th element is the largest of xs[0], ..., xs[i]",
+        "running_max(xs: list[int]) -> list[int]",
+        "def running_max(xs: list[int]) -> list[int]:\n    out = []\n    for x in xs:\n"
+        "        out.append(x if not out else max(out[-1], x))\n    return out\n",
+        lambda xs: [max(xs[: i + 1]) for i in range(len(xs))],
+        lambda rng: [[rng.randint(-50, 50) for _ in range(rng.randint(0, 10))]],
+    ),
+    "caesar": SimpleKind(
+        2, "shifts every lowercase letter of s forward by k places in the alphabet (wrapping from z to a) "
+        "and leaves every other character unchanged", "caesar(s: str, k: int) -> str",
+        "def caesar(s: str, k: int) -> str:\n    return ''.join(chr((ord(c) - 97 + k) % 26 + 97) if 'a' <= c <= 'z' "
+        "else c for c in s)\n",
+        lambda s, k: "".join(chr((ord(c) - 97 + k) % 26 + 97) if "a" <= c <= "z" else c for c in s),
+        lambda rng: [_text(rng, string.ascii_lowercase + " .A", 0, 20), rng.randint(0, 60)],
+    ),
+    "collatz": SimpleKind(
+        2, "returns how many steps the Collatz map (n/2 if n is even, else 3n+1) takes to reach 1",
+        "collatz_steps(n: int) -> int",
+        "def collatz_steps(n: int) -> int:\n    steps = 0\n    while n != 1:\n"
+        "        n = n // 2 if n % 2 == 0 else 3 * n + 1\n        steps += 1\n    return steps\n",
+        collatz_steps, lambda rng: [rng.randint(1, 10_000)],
+    ),
+    "run_length": SimpleKind(
+        3, "returns the run-length encoding of s: each run of equal characters as the character followed by the "
+        "run's length, e.g. 'aaab' -> 'a3b1'", "run_length(s: str) -> str",
+        "def run_length(s: str) -> str:\n    out = []\n    for c in s:\n        if out and out[-1][0] == c:\n"
+        "            out[-1][1] += 1\n        else:\n            out.append([c, 1])\n"
+        "    return ''.join(f'{c}{k}' for c, k in out)\n",
+        rle, lambda rng: ["".join(rng.choice("abc") * rng.randint(1, 12) for _ in range(rng.randint(0, 5)))],
+    ),
+    "nth_prime": SimpleKind(
+        3, "returns the n-th prime number, counting from nth_prime(1) == 2", "nth_prime(n: int) -> int",
+        "def nth_prime(n: int) -> int:\n    primes = []\n    k = 1\n    while len(primes) < n:\n        k += 1\n"
+        "        if all(k % p for p in primes if p * p <= k):\n            primes.append(k)\n    return k\n",
+        nth_prime, lambda rng: [rng.randint(1, 300)],
+    ),
+    "roman": SimpleKind(
+        3, "returns n (1 to 3999) in Roman numerals, using subtractive forms such as IV, IX, XL and CM",
+        "to_roman(n: int) -> str",
+        "def to_roman(n: int) -> str:\n    table = [(1000, 'M'), (900, 'CM'), (500, 'D'), (400, 'CD'), (100, 'C'), "
+        "(90, 'XC'), (50, 'L'), (40, 'XL'), (10, 'X'), (9, 'IX'), (5, 'V'), (4, 'IV'), (1, 'I')]\n    out = ''\n"
+        "    for value, numeral in table:\n        while n >= value:\n            out += numeral\n"
+        "            n -= value\n    return out\n",
+        to_roman, lambda rng: [rng.randint(1, 3999)],
+    ),
+    "flatten": SimpleKind(
+        3, "returns the integers of the arbitrarily nested list xs, in order, as one flat list",
+        "flatten(xs: list) -> list[int]",
+        "def flatten(xs: list) -> list[int]:\n    out = []\n    for x in xs:\n"
+        "        out.extend(flatten(x) if isinstance(x, list) else [x])\n    return out\n",
+        flatten, lambda rng: [_nested(rng, 3)],
+    ),
+}  # fmt: skip
+
+# kind -> lowest level it appears at. FizzBuzz and brackets grow harder with the level; the others have one level.
+KIND_LEVELS: dict[str, int] = {"fizzbuzz": 1, "balanced": 1, **{k: v.level for k, v in SIMPLE_KINDS.items()}}
+
+
+def make_problem(kind: str, rng: random.Random, level: int, tests: int) -> Problem:
+    if kind == "fizzbuzz":
+        return make_fizzbuzz(rng, level, tests)
+    if kind == "balanced":
+        return make_balanced(rng, level, tests)
+    return SIMPLE_KINDS[kind].make(kind, rng, tests)
+
+
+def render(problem: Problem, system_prompt: str | None) -> dict[str, Any]:
+    """A dataset row: the prompt (with the first input as a worked example), hidden tests and the reference."""
+    example, *hidden = problem.inputs
+    shown = ", ".join(repr(a) for a in example)
+    user = (
+        f"Write a Python function `{problem.signature}` that {problem.description}.\n"
+        f"For example, {problem.entry_point}({shown}) returns {problem.oracle(*example)!r}.\n{INSTRUCTION}"
+    )
+    tests = [{"args": args, "expected": problem.oracle(*args)} for args in hidden]
+    return {
+        "prompt": chat_prompt(user, system_prompt),
+        "entry_point": problem.entry_point,
+        "tests": json.dumps(tests),
+        "reference": f"```python\n{problem.reference}```",
+        "kind": problem.kind,
+        "level": problem.level,
+    }
+
+
+def _validate(cfg: FizzBuzzConfig) -> list[str]:
+    check_positive(cfg, "train_size", "eval_size")
+    if cfg.difficulty not in (1, 2, 3):
+        raise ValueError(f"task.difficulty must be 1, 2 or 3, got {cfg.difficulty}")
+    if cfg.tests_per_problem < 5:
+        raise ValueError(f"task.tests_per_problem must be >= 5, got {cfg.tests_per_problem}")
+    for i, kind in enumerate(cfg.kinds):
+        if kind not in KIND_LEVELS:
+            raise ValueError(f"task.kinds[{i}] is {kind!r}; valid kinds: {sorted(KIND_LEVELS)}")
+    kinds = [k for k in (cfg.kinds or KIND_LEVELS) if KIND_LEVELS[k] <= cfg.difficulty]
+    if not kinds:
+        raise ValueError(f"no problem kind in {list(cfg.kinds)} appears at difficulty {cfg.difficulty}")
+    return kinds
+
+
+def build(cfg: FizzBuzzConfig) -> TaskSplits:
+    """Draw ``eval_size`` then ``train_size`` distinct problems from ``random.Random(cfg.seed)``."""
+    kinds = _validate(cfg)
+    rng = random.Random(cfg.seed)
+    rows, seen = [], set()
+    attempts = 0
+    while len(rows) < cfg.eval_size + cfg.train_size:
+        attempts += 1
+        if attempts > 20 * (cfg.eval_size + cfg.train_size) + 1000:
+            raise ValueError(
+                f"could only draw {len(rows)} distinct problems for task.kinds={kinds} at difficulty "
+                f"{cfg.difficulty}; lower task.train_size or task.eval_size"
+            )
+        kind = rng.choice(kinds)
+        level = rng.randint(KIND_LEVELS[kind], cfg.difficulty) if kind in ("fizzbuzz", "balanced") else 0
+        row = render(make_problem(kind, rng, level, cfg.tests_per_problem), cfg.system_prompt)
+        key = (row["prompt"][-1]["content"], row["tests"])
+        if key not in seen:
+            seen.add(key)
+            rows.append(row)
+    columns = {key: [row[key] for row in rows] for key in rows[0]}
+    split = cfg.eval_size
+    return TaskSplits(
+        train=Dataset.from_dict({k: v[split:] for k, v in columns.items()}),
+        eval=Dataset.from_dict({k: v[:split] for k, v in columns.items()}),
+    )
