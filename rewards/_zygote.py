@@ -76,6 +76,7 @@ def _child(job, code, run, limits, result_fd, nonce, scratch):
     _limit(resource.RLIMIT_CPU, limits["cpu"], limits["cpu"] + 1)  # SIGXCPU at the soft limit, SIGKILL a second later
     _limit(resource.RLIMIT_NPROC, limits["nproc"])
     _limit(resource.RLIMIT_FSIZE, limits["output"])
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it; past the output cap, the program ends
     _limit(resource.RLIMIT_NOFILE, 64)
     _limit(resource.RLIMIT_CORE, 0)
     prefix = nonce + "\t"
@@ -209,7 +210,7 @@ def run_one(job, code, run, limits, counter):
     if NAMESPACED:
         _kill_everything_else()
     lines = []
-    for raw in b"".join(chunks).decode("utf-8", errors="replace").split("\n"):
+    for raw in b"".join(chunks).decode("utf-8", errors="replace").split("\n")[:-1]:  # complete lines only
         tag, _, body = raw.partition("\t")
         if tag == nonce and body:
             lines.append(body)

@@ -273,7 +273,7 @@ class PythonExec:
     def _judge(self, mode: str, tests: list[dict[str, Any]], result: dict[str, Any]) -> dict[str, Any]:
         if "compile_error" in result:
             return self._finish(0, len(tests), "syntax_error", error=result["compile_error"])
-        runs = [(run, [json.loads(line) for line in run["lines"]]) for run in result["runs"]]
+        runs = [(run, _outcomes(run["lines"])) for run in result["runs"]]
         if mode == "stdio":
             passed, failure = 0, None
             for test, (run, outcomes) in zip(tests, runs, strict=True):
@@ -296,6 +296,19 @@ class PythonExec:
         load_errors = [o["load_error"] for o in outcomes if "load_error" in o]
         details = {"error": load_errors[0]} if load_errors else {}
         return self._finish(passed, len(tests), status or "wrong_answer", **details)
+
+
+def _outcomes(lines: list[str]) -> list[dict[str, Any]]:
+    """The child's report lines as objects; a line the program garbled (it shares the process) is skipped."""
+    outcomes = []
+    for line in lines:
+        try:
+            outcome = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(outcome, dict):
+            outcomes.append(outcome)
+    return outcomes
 
 
 def _problem(run: dict[str, Any], outcomes: list[dict[str, Any]]) -> str | None:

@@ -168,7 +168,7 @@ class Zygote:
         try:
             self.process.stdin.write(json.dumps(request).encode() + b"\n")
             self.process.stdin.flush()
-        except (BrokenPipeError, OSError) as err:
+        except (OSError, ValueError) as err:  # ValueError: its pipe was already closed
             raise WorkerError(f"sandbox worker is gone: {err}") from err
         return self._read_line(time.monotonic() + budget)
 
@@ -180,7 +180,10 @@ class Zygote:
                 self.process.kill()
         self.process.wait()
         for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
-            stream.close()
+            try:
+                stream.close()
+            except OSError:  # unflushed input to a process that is gone
+                pass
         if self.scratch:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
