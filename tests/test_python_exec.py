@@ -155,7 +155,9 @@ def test_tricks_do_not_pass(verifier, code):
 def test_expected_values_never_enter_the_sandbox(verifier, monkeypatch):
     sent = []
     execute_many = verifier.pool.execute_many
-    monkeypatch.setattr(verifier.pool, "execute_many", lambda requests: sent.append(requests) or execute_many(requests))
+    monkeypatch.setattr(
+        verifier.pool, "execute_many", lambda requests: sent.append(requests) or execute_many(requests)
+    )
     marker = "expected-marker-31337"
     verifier.score("def f(x):\n    return x\n", fn_tests((("in",), marker)), "f")
     assert sent and marker not in json.dumps(sent) and "expected" not in json.dumps(sent)
@@ -438,7 +440,9 @@ def test_the_weaker_mode_runs_when_asked_for():
     reward = PythonExec(isolation="rlimits", workers=1)
     try:
         assert reward.score(GOOD, FIZZ, "fizzbuzz")["reward"] == 1.0
-        assert reward.score("def fizzbuzz(n):\n    while True:\n        pass\n", FIZZ, "fizzbuzz")["status"] == "timeout"
+        assert (
+            reward.score("def fizzbuzz(n):\n    while True:\n        pass\n", FIZZ, "fizzbuzz")["status"] == "timeout"
+        )
     finally:
         reward.close()
 

@@ -9,6 +9,7 @@ an error names the row and the column.
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from grpo_ext.rewards.python_exec import parse_tests
 from grpo_ext.tasks.base import RewardSpec, TaskConfig, TaskSplits, chat_prompt, check_positive
 
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+HUB_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -48,11 +50,15 @@ def load_rows(cfg: CodeJsonlConfig) -> Dataset:
             raise ValueError(f"task.path={cfg.path}: no such file")
         return load_dataset(LOCAL_FORMATS[local.suffix], data_files=str(local), split="train")
     try:
+        if os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False"):
+            from huggingface_hub import HfApi
+
+            HfApi().dataset_info(cfg.path, timeout=HUB_TIMEOUT_S)  # fail in seconds, not after the retries
         return load_dataset(cfg.path, split=cfg.split)
-    except Exception as err:  # datasets raises many types for "not found" and "no network"
+    except Exception as err:  # the Hub client and datasets raise many types for "not found" and "no network"
         raise ValueError(
             f"task.path={cfg.path}: not a local .jsonl/.json/.parquet file, and loading it from the Hub failed "
-            f"({type(err).__name__}: {err})"
+            f"({type(err).__name__}: {err}). With a copy in the local cache, set HF_HUB_OFFLINE=1"
         ) from err
 
 
