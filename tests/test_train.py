@@ -110,3 +110,11 @@ def test_unreachable_hub_model_fails_with_the_alternatives(tmp_path):
     )
     assert result.returncode != 0
     assert "model=tiny" in result.stderr and "model.path=/local/dir" in result.stderr
+
+
+def test_fizzbuzz_trains_with_the_sandboxed_reward(tmp_path):
+    cfg = compose_config(["task=fizzbuzz", "model=tiny", *FAST, "task.train_size=40", "task.eval_size=8"])
+    train(cfg, tmp_path)
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records] == [1, 2]
+    assert all("rewards/python_exec/mean" in r for r in records)
