@@ -33,6 +33,8 @@ NAMESPACED = len(sys.argv) > 2 and sys.argv[2] == "1"
 DROP_TO_NOBODY = NAMESPACED and os.getuid() == 0
 FLUSH_INTERVAL_S = 0.05
 _REPORT = {"fd": -1, "pending": []}  # a child's unsent result lines
+_NONCE_PREFIX = os.urandom(8).hex()  # + a counter: unique per run, unguessable without reading this process
+_INHERITED = {"key": None}  # the lasting limits this process has set on itself, which its children inherit
 
 
 def _drop_privileges():
@@ -50,6 +52,28 @@ def _limit(kind, soft, hard=None):
         if current_hard != resource.RLIM_INFINITY:
             soft, hard = min(soft, current_hard), current_hard
         resource.setrlimit(kind, (soft, hard))
+
+
+def _limits_key(limits):
+    return (limits["memory"], limits["nproc"], limits["output"])
+
+
+def _set_lasting_limits(limits):
+    """The limits that do not grow with time spent: address space, processes, file size, open files, core."""
+    _limit(resource.RLIMIT_AS, limits["memory"])
+    _limit(resource.RLIMIT_NPROC, limits["nproc"])
+    _limit(resource.RLIMIT_FSIZE, limits["output"])
+    _limit(resource.RLIMIT_NOFILE, 64)
+    _limit(resource.RLIMIT_CORE, 0)
+
+
+def _inherit_limits(limits):
+    """Set the lasting limits once on this process, so that children inherit them instead of setting them each
+    time (it shows in programs per second). Only the first set of limits is taken; other ones are set per child.
+    The CPU limit is always per child: it counts a process's own time, and this one lives long."""
+    if _INHERITED["key"] is None:
+        _set_lasting_limits(limits)
+        _INHERITED["key"] = _limits_key(limits)
 
 
 # Made once in the parent (and warmed in main) so that children do not rebuild it: a measurable share of a run.
@@ -74,12 +98,9 @@ def _child(job, code, run, limits, result_fd, nonce, scratch):
     os.closerange(result_fd + 1, 65536)
     if DROP_TO_NOBODY:
         _drop_privileges()
-    _limit(resource.RLIMIT_AS, limits["memory"])
+    if _limits_key(limits) != _INHERITED["key"]:
+        _set_lasting_limits(limits)
     _limit(resource.RLIMIT_CPU, limits["cpu"], limits["cpu"] + 1)  # SIGXCPU at the soft limit, SIGKILL a second later
-    _limit(resource.RLIMIT_NPROC, limits["nproc"])
-    _limit(resource.RLIMIT_FSIZE, limits["output"])
-    _limit(resource.RLIMIT_NOFILE, 64)
-    _limit(resource.RLIMIT_CORE, 0)
     prefix = nonce + "\t"
     _REPORT["fd"] = result_fd
     # Results go out in one write at the end (each write wakes the judge: measurably slower); a timer sends what is
@@ -188,7 +209,7 @@ def run_one(job, code, run, limits, counter):
     os.mkdir(scratch, 0o700)
     if DROP_TO_NOBODY:
         os.chown(scratch, NOBODY, NOBODY)
-    nonce = os.urandom(8).hex()
+    nonce = f"{_NONCE_PREFIX}{counter}"
     read_fd, write_fd = os.pipe()
     started = time.monotonic()
     pid = os.fork()
@@ -253,7 +274,7 @@ def _clean(scratch):
         os.rmdir(scratch)
     else:
         _wipe(SCRATCH_ROOT)
-    if NAMESPACED and os.access("/dev/shm", os.W_OK) and os.listdir("/dev/shm"):
+    if NAMESPACED and not DROP_TO_NOBODY and os.listdir("/dev/shm"):  # programs run as nobody cannot write there
         _wipe("/dev/shm")
 
 
@@ -303,6 +324,7 @@ def main():
     for line in requests:
         request = json.loads(line)
         results = []
+        _inherit_limits(request["limits"])
         for job in request["jobs"]:
             result, counter = run_job(job, request["limits"], counter)
             results.append(result)

@@ -134,7 +134,7 @@ class PythonExec:
         isolation: str = "bwrap",
         full_reward: float = 1.0,
         partial_weight: float = 0.5,
-        programs_per_request: int = 8,
+        programs_per_request: int = 16,
     ) -> None:
         import os
 
