@@ -34,6 +34,7 @@ DROP_TO_NOBODY = NAMESPACED and os.getuid() == 0
 FLUSH_INTERVAL_S = 0.05
 _REPORT = {"fd": -1, "pending": []}  # a child's unsent result lines
 _NONCE_PREFIX = os.urandom(8).hex()  # + a counter: unique per run, unguessable without reading this process
+_DEVNULL = {"fd": -1}  # opened once; children dup it onto their standard streams
 _INHERITED = {"key": None}  # the lasting limits this process has set on itself, which its children inherit
 
 
@@ -91,9 +92,8 @@ def _child(job, code, run, limits, result_fd, nonce, scratch):
         os.dup2(os.open(os.path.join(scratch, ".stdout"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 1)
         os.dup2(os.open(os.path.join(scratch, ".stderr"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 2)
     else:  # function tests: what the program prints is not looked at
-        null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
-            os.dup2(null, fd)
+            os.dup2(_DEVNULL["fd"], fd)
     os.closerange(3, result_fd)
     os.closerange(result_fd + 1, 65536)
     if DROP_TO_NOBODY:
@@ -142,11 +142,12 @@ def _child(job, code, run, limits, result_fd, nonce, scratch):
         report(json.dumps({"load_error": type(exc).__name__ + ": " + str(exc)[:200]}))
     signal.setitimer(signal.ITIMER_REAL, 0)
     _flush_report()
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BaseException:  # noqa: BLE001
-        pass
+    if job["mode"] == "stdio":  # a function's prints went to /dev/null: nothing to flush
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException:  # noqa: BLE001
+            pass
     os._exit(0)
 
 
@@ -311,9 +312,9 @@ def main():
     signal.signal(signal.SIGALRM, _flush_report)  # armed in each child only
     os.dup2(0, PROTOCOL_IN)
     os.dup2(1, PROTOCOL_OUT)
-    null = os.open(os.devnull, os.O_RDWR)
+    _DEVNULL["fd"] = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1):
-        os.dup2(null, fd)
+        os.dup2(_DEVNULL["fd"], fd)
     requests = os.fdopen(PROTOCOL_IN, "r", encoding="utf-8")
     replies = os.fdopen(PROTOCOL_OUT, "w", encoding="utf-8")
     replies.write(json.dumps({"ready": True, "uid": os.getuid()}) + "\n")
