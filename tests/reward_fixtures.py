@@ -36,3 +36,17 @@ class Scaled:
 
     def __call__(self, completions, **kwargs):
         return [self.factor * len(str(c)) for c in completions]
+
+
+def fails_on_some(completions, **kwargs):
+    """Raises for a batch holding a completion that contains the letter 'q'; fine one completion at a time."""
+    text = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+    if len(text) > 1 and any("q" in t for t in text):
+        raise ValueError("cannot score a batch with q in it")
+    if any("q" in t for t in text):
+        raise ValueError("q is not allowed")
+    return [1.0 for _ in text]
+
+
+def always_fails(completions, **kwargs):
+    raise RuntimeError("this reward is broken")

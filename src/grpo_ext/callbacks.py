@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
 
 # Keys of the Trainer's closing log line: a summary of the run, not a training step.
 SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss")
@@ -50,3 +57,41 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The records of ``run_dir/metrics.jsonl``, in order."""
     path = Path(run_dir) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class StopOnSignal(TrainerCallback):
+    """SIGTERM or Ctrl-C: finish the current step, save a checkpoint, stop training. A second signal stops at once.
+
+    ``received`` tells the entry point afterwards which signal ended the run (``None`` if none did).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """Handle the signals while inside the block (main thread only), then restore the previous handlers."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping now, without a checkpoint")
+        self.received = signal.Signals(signum)
+        logger.warning(
+            "%s: finishing this step, saving a checkpoint, then stopping (again to stop now)", self.received.name
+        )
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.received is not None:
+            control.should_save = True
+            control.should_training_stop = True

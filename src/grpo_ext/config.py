@@ -130,6 +130,8 @@ def config_schema() -> type:
             ("algorithm", AlgorithmConfig, field(default_factory=AlgorithmConfig)),
             ("trainer", trainer_schema(), field(default_factory=trainer_schema())),
             ("seed", int, field(default=42)),
+            ("resume", str, field(default="auto")),  # auto | none | a checkpoint directory
+            ("reward_failure_limit", float, field(default=0.1)),  # share of a batch a reward may fail on
         ],
     )
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import secrets
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -44,7 +46,20 @@ def setup(cfg: DictConfig, run_dir: Path) -> str:
         os.environ["WANDB_ENTITY"] = cfg.entity
     if cfg.tags:
         os.environ["WANDB_TAGS"] = ",".join(cfg.tags)
+    # One W&B run per run directory: a resumed run continues the same W&B run.
+    id_file = run_dir / "wandb_run_id"
+    if not id_file.exists():
+        id_file.write_text(secrets.token_hex(4) + "\n")
+    os.environ["WANDB_RUN_ID"] = id_file.read_text().strip()
+    os.environ["WANDB_RESUME"] = "allow"
     if mode == "offline":
         upload = f"wandb sync {run_dir}/wandb/offline-run-*"
         return f"logger: wandb offline (no credentials found); upload later with: {upload}"
     return f"logger: wandb {mode}, project {cfg.project}"
+
+
+def finish() -> None:
+    """Close the W&B run if one is open (its files are complete and ready for ``wandb sync``)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()

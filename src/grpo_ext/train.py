@@ -1,9 +1,11 @@
 """GRPO training: ``python -m grpo_ext.train task=arithmetic model=tiny hardware=cpu logger=none``.
 
 The whole run, top to bottom: Hydra composes the config (schemas reject typos), everything that needs no model or
-data is validated (TRL's GRPOConfig checks, task and reward names, reward parameters), then the task's dataset is
-built, the model is resolved to a local directory, and TRL's GRPOTrainer trains. The run directory (Hydra's output
-directory) receives ``config.yaml`` (resolved), ``metrics.jsonl``, checkpoints and ``final_model/``.
+data is validated (TRL's GRPOConfig checks, task and reward names, reward parameters, the resume point), then the
+task's dataset is built and checked against what the rewards read, the model is resolved to a local directory, and
+TRL's GRPOTrainer trains, resuming from the run directory's newest complete checkpoint when there is one. The run
+directory (Hydra's output directory) receives ``config.yaml`` (resolved), ``metrics.jsonl``, checkpoints and
+``final_model/``. SIGTERM or Ctrl-C saves a checkpoint and stops; rerunning the same command resumes.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from grpo_ext import loggers, models
-from grpo_ext.callbacks import MetricsFile, read_metrics
+from grpo_ext import checkpoints, loggers, models
+from grpo_ext.callbacks import MetricsFile, StopOnSignal, read_metrics
 from grpo_ext.config import make_grpo_config, register_configs
+from grpo_ext.reward_guard import RewardFailureError, guard
 from grpo_ext.rewards import build_rewards
 from grpo_ext.tasks import build_task, check_columns, get_task
 
@@ -43,15 +46,20 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
         get_task(cfg.task.name)
         reward_funcs, reward_weights = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
         args = make_grpo_config(cfg, str(run_dir), reward_weights)
+        resume_from = checkpoints.resume_point(cfg.resume, run_dir)
+        guarded = [guard(reward, cfg.reward_failure_limit) for reward in reward_funcs]
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
         logger_line = loggers.setup(cfg.logger, run_dir)
     except ValueError as err:
         sys.exit(f"config error: {err}")
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    except OSError as err:
+        sys.exit(f"error: cannot write to the run directory {run_dir}: {err}")
 
     # 2. Data: the task's splits, checked against what the rewards read.
     try:
         splits = build_task(cfg.task)
         check_columns(splits.train, reward_funcs, f"{cfg.task.name} train split")
+        check_columns(splits.eval, reward_funcs, f"{cfg.task.name} eval split")
     except ValueError as err:
         sys.exit(f"task error: {err}")
     log.info("task %s: %d train / %d eval prompts", cfg.task.name, len(splits.train), len(splits.eval))
@@ -63,20 +71,55 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
         sys.exit(f"model error: {err}")
     log.info("model %s from %s; %s", cfg.model.name, model_path, logger_line)
 
-    # 4. Train with TRL, then keep the final model beside the metrics.
+    # 4. Train with TRL, resuming where the run directory says; keep the final model beside the metrics.
+    resumed_step = checkpoints.checkpoint_step(resume_from) if resume_from else 0
+    checkpoints.discard_after(run_dir, resumed_step)
+    checkpoints.truncate_metrics(run_dir, resumed_step)
+    if resume_from:
+        log.info("resuming from %s (step %d)", resume_from, resumed_step)
     from trl import GRPOTrainer
 
+    stop = StopOnSignal()
     trainer = GRPOTrainer(
         model=model_path,
-        reward_funcs=reward_funcs,
+        reward_funcs=guarded,
         args=args,
         train_dataset=splits.train,
         eval_dataset=splits.eval,
-        callbacks=[MetricsFile(run_dir)],
+        callbacks=[MetricsFile(run_dir), stop],
     )
-    trainer.train()
+    try:
+        with stop.installed():
+            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except RewardFailureError as err:
+        sys.exit(f"error: {err}")
+    except OSError as err:
+        sys.exit(_write_failure(run_dir, err))
+    finally:
+        for reward in reward_funcs:
+            getattr(reward, "close", lambda: None)()  # sandbox workers and the like
+        loggers.finish()
+    if stop.received is not None:
+        saved = checkpoints.latest_complete(run_dir)
+        sys.stderr.write(
+            f"stopped by {stop.received.name} at step {trainer.state.global_step}; checkpoint: {saved}. "
+            "Run the same command (same hydra.run.dir) to resume.\n"
+        )
+        sys.exit(128 + stop.received.value)
     trainer.save_model(str(run_dir / "final_model"))
     print(_summary(run_dir))
+
+
+def _write_failure(run_dir: Path, err: OSError) -> str:
+    """The message for a write that failed mid-run (full disk, lost mount): what is left and how to go on."""
+    removed = checkpoints.remove_incomplete(run_dir)
+    intact = checkpoints.latest_complete(run_dir)
+    return (
+        f"error: writing to {run_dir} failed: {err}. "
+        + (f"Removed the incomplete {', '.join(p.name for p in removed)}. " if removed else "")
+        + (f"The last complete checkpoint, {intact.name}, is intact: " if intact else "No checkpoint was complete: ")
+        + "free space and run the same command to resume."
+    )
 
 
 def _summary(run_dir: Path) -> str:

@@ -52,7 +52,8 @@ __all__ = ["TASKS", "Task", "TaskConfig", "TaskSplits", "build_task", "check_col
 
 
 def check_columns(dataset: Any, rewards: list[Any], where: str) -> None:
-    """Raise ``ValueError`` if a reward reads a column that ``dataset`` lacks; ``where`` names the split."""
+    """Raise ``ValueError`` naming the column (and the row) when a reward reads a column that ``dataset`` lacks or
+    that is empty (``None``) in some row; ``where`` names the split."""
     from grpo_ext.rewards import reward_columns
 
     for reward in rewards:
@@ -62,3 +63,9 @@ def check_columns(dataset: Any, rewards: list[Any], where: str) -> None:
                     f"reward {reward.__name__!r} reads column {column!r}, which the {where} lacks "
                     f"(its columns: {dataset.column_names})"
                 )
+            for row, value in enumerate(dataset[column]):
+                if value is None:
+                    raise ValueError(
+                        f"row {row} of the {where} has no value in column {column!r}, which reward "
+                        f"{reward.__name__!r} reads"
+                    )

@@ -1,0 +1,122 @@
+"""Rewards that cannot take a run down: a reward that raises on one completion gives ``None`` for it.
+
+``guard(reward, max_failure_rate)`` wraps a reward (sync or async, keeping its kind so that TRL still runs async
+rewards concurrently, and its ``__name__``). When the wrapped reward raises or returns the wrong number of values for
+a batch, each completion is scored on its own: the ones that fail get ``None`` (TRL leaves them out of that reward),
+each failure is logged with its completion and traceback, and the count is logged as ``rewards/<name>/errors``. If
+more than ``max_failure_rate`` of a batch fails, the run stops with the first traceback: a reward that fails
+everywhere is a bug to fix, not noise to train through.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class RewardFailureError(RuntimeError):
+    """Too many completions of one batch made a reward raise."""
+
+
+def _slice(kwargs: dict[str, Any], n: int, i: int) -> dict[str, Any]:
+    """The keyword arguments of completion ``i``: per-completion lists sliced, the rest passed as they are."""
+    return {k: [v[i]] if isinstance(v, list) and len(v) == n else v for k, v in kwargs.items()}
+
+
+class _Guard:
+    def __init__(self, reward: Callable, max_failure_rate: float) -> None:
+        self.reward = reward
+        self.max_failure_rate = max_failure_rate
+        self.__name__ = getattr(reward, "__name__", type(reward).__name__)
+        self.failures = 0  # over the whole run
+
+    def __getattr__(self, name: str) -> Any:  # columns, close(), score()... of the wrapped reward
+        if name == "reward":
+            raise AttributeError(name)
+        return getattr(self.reward, name)
+
+    def _check(self, values: Any, n: int) -> list[Any]:
+        values = list(values)
+        if len(values) != n:
+            raise ValueError(f"returned {len(values)} values for {n} completions")
+        return values
+
+    def _finish(self, results: list[Any], errors: list[tuple[int, str]], completions: list[Any], kwargs: dict) -> list:
+        self.failures += len(errors)
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric):
+            log_metric(f"rewards/{self.__name__}/errors", float(len(errors)))
+        for i, trace in errors:
+            logger.error(
+                "reward %s raised on completion %d (its reward is None): %r\n%s",
+                self.__name__, i, str(completions[i])[:500], trace,
+            )  # fmt: skip
+        if errors and len(errors) > self.max_failure_rate * len(completions):
+            raise RewardFailureError(
+                f"reward {self.__name__} failed on {len(errors)} of {len(completions)} completions, more than "
+                f"reward_failure_limit={self.max_failure_rate}; the first failure:\n{errors[0][1]}"
+            )
+        return results
+
+
+class GuardedReward(_Guard):
+    def __call__(self, completions: list[Any], **kwargs: Any) -> list[float | None]:
+        n = len(completions)
+        try:
+            values = self._check(self.reward(completions, **kwargs), n)
+        except Exception:  # noqa: BLE001 - find which completions fail, below
+            values = None
+        if values is not None:
+            return self._finish(values, [], completions, kwargs)
+        results: list[Any] = []
+        errors: list[tuple[int, str]] = []
+        for i in range(n):
+            try:
+                results.append(self._check(self.reward([completions[i]], **_slice(kwargs, n, i)), 1)[0])
+            except Exception:  # noqa: BLE001
+                results.append(None)
+                errors.append((i, traceback.format_exc()))
+        return self._finish(results, errors, completions, kwargs)
+
+
+class AsyncGuardedReward(_Guard):
+    async def __call__(self, completions: list[Any], **kwargs: Any) -> list[float | None]:
+        n = len(completions)
+        try:
+            values = self._check(await self.reward(completions, **kwargs), n)
+        except Exception:  # noqa: BLE001 - find which completions fail, below
+            values = None
+        if values is not None:
+            return self._finish(values, [], completions, kwargs)
+        results: list[Any] = []
+        errors: list[tuple[int, str]] = []
+        for i in range(n):
+            try:
+                results.append(self._check(await self.reward([completions[i]], **_slice(kwargs, n, i)), 1)[0])
+            except Exception:  # noqa: BLE001
+                results.append(None)
+                errors.append((i, traceback.format_exc()))
+        return self._finish(results, errors, completions, kwargs)
+
+
+def is_async_reward(reward: Callable) -> bool:
+    """Whether calling ``reward`` (a function, a ``functools.partial`` or a callable instance) gives a coroutine."""
+    while isinstance(reward, functools.partial):
+        reward = reward.func
+    if inspect.isfunction(reward) or inspect.ismethod(reward):
+        return inspect.iscoroutinefunction(reward)
+    return inspect.iscoroutinefunction(type(reward).__call__)
+
+
+def guard(reward: Callable, max_failure_rate: float) -> _Guard:
+    """Wrap ``reward`` so that its failures on single completions become ``None`` (see the module docstring)."""
+    if not 0.0 <= max_failure_rate <= 1.0:
+        raise ValueError(f"reward_failure_limit must be between 0 and 1, got {max_failure_rate}")
+    cls = AsyncGuardedReward if is_async_reward(reward) else GuardedReward
+    return cls(reward, max_failure_rate)

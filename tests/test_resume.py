@@ -1,0 +1,175 @@
+"""Runs survive interruption: SIGKILL mid-run, SIGTERM, a full disk; resume picks the last complete checkpoint."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import FAST, TESTS, compose_config
+from grpo_ext import checkpoints
+from grpo_ext.callbacks import read_metrics
+from grpo_ext.train import train
+
+SIX_STEPS = [
+    *[o for o in FAST if not o.startswith(("trainer.max_steps", "trainer.save_strategy"))],
+    "task=arithmetic",
+    "model=tiny",
+    "trainer.max_steps=6",
+    "trainer.save_steps=1",
+    "task.rewards=[{name: arithmetic_shaping}, {name: reward_fixtures.prefers_short}]",
+    "trainer.learning_rate=1e-3",
+]
+
+
+def start(run_dir, *extra):
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    cmd = [sys.executable, "-m", "grpo_ext.train", *SIX_STEPS, f"hydra.run.dir={run_dir}", *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_step(run_dir, step, process, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (run_dir / "metrics.jsonl").exists() and any(r["step"] >= step for r in read_metrics(run_dir)):
+            return
+        assert process.poll() is None, process.communicate()[0][-2000:]
+        time.sleep(0.02)
+    raise AssertionError(f"step {step} never came")
+
+
+def history(run_dir):
+    return [(r["step"], round(r["loss"], 6), round(r["reward"], 6)) for r in read_metrics(run_dir)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("full")
+    process = start(run_dir)
+    err, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+    return run_dir
+
+
+def test_sigkill_mid_run_resumes_to_the_same_history(uninterrupted, tmp_path):
+    run_dir = tmp_path / "run"
+    process = start(run_dir)
+    wait_for_step(run_dir, 3, process)
+    process.kill()  # SIGKILL: no handler runs; a checkpoint may be half written
+    process.communicate()
+    resumed = start(run_dir)
+    err, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-3000:]
+    assert "resuming from" in err
+    assert [s for s, *_ in history(run_dir)] == [1, 2, 3, 4, 5, 6]  # no step missing or logged twice
+    assert history(run_dir) == history(uninterrupted)  # the same losses and rewards, step by step
+    state = json.loads((run_dir / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+    optimizer = torch.load(run_dir / "checkpoint-6" / "optimizer.pt", weights_only=False)
+    reference = torch.load(uninterrupted / "checkpoint-6" / "optimizer.pt", weights_only=False)
+    steps = {int(s["step"]) for s in optimizer["state"].values()}
+    assert steps == {int(s["step"]) for s in reference["state"].values()} == {6}
+
+
+def test_a_half_written_checkpoint_is_skipped(uninterrupted, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted, run_dir)
+    for step in (5, 6):  # as if killed while writing checkpoint-5, before checkpoint-6 began
+        (run_dir / f"checkpoint-{step}" / "trainer_state.json").unlink()
+    (run_dir / "checkpoint-6" / "optimizer.pt").write_bytes(b"\0" * 10)
+    assert checkpoints.latest_complete(run_dir).name == "checkpoint-4"
+    shutil.rmtree(run_dir / "final_model")
+    resumed = start(run_dir)
+    err, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-3000:]
+    assert "resuming from" in err and "checkpoint-4" in err
+    assert history(run_dir) == history(uninterrupted)
+    assert checkpoints.is_complete(run_dir / "checkpoint-6")
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_nonzero(uninterrupted, tmp_path):
+    run_dir = tmp_path / "run"
+    process = start(run_dir, "trainer.save_steps=100")  # no periodic checkpoint: the one saved is the signal's
+    wait_for_step(run_dir, 2, process)
+    process.send_signal(signal.SIGTERM)
+    err, _ = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "stopped by SIGTERM" in err and "to resume" in err
+    saved = checkpoints.latest_complete(run_dir)
+    assert saved is not None and checkpoints.checkpoint_step(saved) >= 2
+    assert not (run_dir / "final_model").exists()
+    resumed = start(run_dir, "trainer.save_steps=100")
+    err, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-3000:]
+    assert history(run_dir) == history(uninterrupted)
+
+
+def test_checkpoints_rotate_and_resume_none_or_path(uninterrupted, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted, run_dir)
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        checkpoints.resume_point("none", run_dir)
+    assert sorted(p.name for p in checkpoints.checkpoints(run_dir)) == ["checkpoint-4", "checkpoint-5", "checkpoint-6"]
+    assert checkpoints.resume_point(str(run_dir / "checkpoint-5"), run_dir).name == "checkpoint-5"
+    with pytest.raises(ValueError, match="no such directory"):
+        checkpoints.resume_point(str(tmp_path / "nope"), run_dir)
+    (run_dir / "checkpoint-4" / "trainer_state.json").write_text("{")
+    with pytest.raises(ValueError, match="not a complete checkpoint"):
+        checkpoints.resume_point(str(run_dir / "checkpoint-4"), run_dir)
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    saves = {"n": 0}
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):  # the disk fills up during the second checkpoint's optimizer state
+        if str(f).endswith("optimizer.pt"):
+            saves["n"] += 1
+            if saves["n"] == 2:
+                with open(f, "wb") as partial:
+                    partial.write(b"\0" * 100)
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    cfg = compose_config([*SIX_STEPS])
+    with pytest.raises(SystemExit) as info:
+        train(cfg, tmp_path)
+    message = str(info.value.code)
+    assert "No space left on device" in message and "checkpoint-1, is intact" in message
+    assert "Removed the incomplete checkpoint-2" in message
+    assert checkpoints.latest_complete(tmp_path).name == "checkpoint-1"
+    assert not (tmp_path / "checkpoint-2").exists()
+
+
+def test_an_unwritable_run_directory_fails_before_any_model(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "GRPO_EXT_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-m", "grpo_ext.train", "model=tiny", "logger=none", f"hydra.run.dir={blocker}/run"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0 and str(blocker) in done.stderr
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_resumed_run_continues_the_same_wandb_run(tmp_path):
+    run_dir = tmp_path / "run"
+    for steps in (2, 3):  # the second command resumes the first run's directory for one more step
+        process = start(run_dir, "logger=wandb", f"trainer.max_steps={steps}")
+        out, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, out[-3000:]
+    assert "wandb offline" in out and "wandb sync" in out
+    run_id = (run_dir / "wandb_run_id").read_text().strip()
+    offline_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 2 and {p.name.rsplit("-", 1)[-1] for p in offline_runs} == {run_id}
+    assert [r["step"] for r in read_metrics(run_dir)] == [1, 2, 3]

@@ -1,0 +1,98 @@
+"""A reward that raises on one completion costs that completion its reward, not the run; bad rows stop the run
+before training with the row and the column named."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+
+import pytest
+from datasets import Dataset
+from trl.trainer.utils import is_async_callable
+
+from conftest import FAST, compose_config
+from grpo_ext.callbacks import read_metrics
+from grpo_ext.reward_guard import RewardFailureError, guard
+from grpo_ext.rewards import REWARDS, build_reward
+from grpo_ext.rewards.arithmetic import ArithmeticShaping
+from grpo_ext.tasks import check_columns
+from grpo_ext.train import train
+from test_rewards import SAMPLES
+
+
+def test_a_failing_completion_gets_none_and_is_logged(caplog):
+    logged = {}
+    reward = guard(build_reward("reward_fixtures.fails_on_some"), max_failure_rate=0.5)
+    with caplog.at_level(logging.ERROR):
+        values = reward(["a", "has q", "b"], answer=["1", "2", "3"], log_metric=logged.__setitem__)
+    assert values == [1.0, None, 1.0]
+    assert logged == {"rewards/fails_on_some/errors": 1.0}
+    assert "has q" in caplog.text and "q is not allowed" in caplog.text
+    assert reward.__name__ == "fails_on_some" and reward.failures == 1
+
+
+def test_too_many_failures_stop_with_the_first_traceback():
+    reward = guard(build_reward("reward_fixtures.always_fails"), max_failure_rate=0.1)
+    with pytest.raises(RewardFailureError, match="failed on 4 of 4 completions(.|\n)*this reward is broken"):
+        reward(["a", "b", "c", "d"])
+
+
+def test_wrong_number_of_values_is_a_failure_too():
+    reward = guard(lambda completions, **kw: [1.0], max_failure_rate=1.0)
+    assert reward(["a", "b"]) == [1.0, 1.0]  # one by one, each call returns its one value
+
+
+def test_guard_keeps_async_rewards_async_and_the_rest_of_the_reward():
+    reward = guard(REWARDS["python_exec"](workers=1), 0.1)
+    try:
+        assert is_async_callable(reward) and reward.columns == ("tests",)
+        completions, columns = SAMPLES["python_exec"]
+        assert asyncio.run(reward(completions, **columns)) == [1.0, 0.0]
+    finally:
+        reward.close()
+    sync = guard(ArithmeticShaping(), 0.1)
+    assert not is_async_callable(sync) and sync.columns == ("answer",)
+    clone = pickle.loads(pickle.dumps(sync))
+    assert clone(["<answer>1</answer>"], answer=["1"]) == [1.0]
+
+
+JUNK = ["", "\x00\x01\xfe\xff" * 2000, "🙂" * 20_000, "a" * 2_000_000, "<answer>" * 5000, "```python\n" * 3000]
+
+
+@pytest.mark.parametrize("name", sorted(REWARDS))
+def test_every_builtin_reward_returns_numbers_or_none_on_junk(name):
+    reward = REWARDS[name]()
+    _, columns = SAMPLES[name]
+    one = {key: [value[0]] * len(JUNK) for key, value in columns.items()}
+    try:
+        values = reward(JUNK, **one)
+        values = asyncio.run(values) if asyncio.iscoroutine(values) else values
+    finally:
+        getattr(reward, "close", lambda: None)()
+    assert len(values) == len(JUNK)
+    assert all(v is None or isinstance(v, float) for v in values)
+
+
+def test_a_row_without_a_value_is_named_before_training():
+    data = Dataset.from_dict({"prompt": ["a", "b", "c"], "answer": ["1", None, "3"]})
+    with pytest.raises(ValueError, match="row 1 of the demo split has no value in column 'answer'"):
+        check_columns(data, [ArithmeticShaping()], "demo split")
+
+
+def test_training_goes_on_past_a_reward_that_raises(tmp_path):
+    rewards = "task.rewards=[{name: reward_fixtures.prefers_short}, {name: reward_fixtures.fails_on_some}]"
+    cfg = compose_config(["task=arithmetic", "model=tiny", *FAST, rewards, "reward_failure_limit=1.0",
+                          "trainer.max_completion_length=64"])  # fmt: skip
+    train(cfg, tmp_path)
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records] == [1, 2]
+    assert sum(r["rewards/fails_on_some/errors"] for r in records) > 0  # random text has some q's
+
+
+def test_a_reward_that_always_fails_stops_the_run_with_its_error(tmp_path):
+    rewards = "task.rewards=[{name: arithmetic_shaping}, {name: reward_fixtures.always_fails}]"
+    cfg = compose_config(["task=arithmetic", "model=tiny", *FAST, rewards])
+    with pytest.raises(SystemExit) as info:
+        train(cfg, tmp_path)
+    assert "always_fails failed on" in str(info.value.code) and "this reward is broken" in str(info.value.code)
