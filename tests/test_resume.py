@@ -173,3 +173,35 @@ def test_a_resumed_run_continues_the_same_wandb_run(tmp_path):
     offline_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 2 and {p.name.rsplit("-", 1)[-1] for p in offline_runs} == {run_id}
     assert [r["step"] for r in read_metrics(run_dir)] == [1, 2, 3]
+
+
+def test_stop_on_signal_handles_ctrl_c_then_stops_at_once_on_a_second():
+    from transformers import TrainerControl
+
+    from grpo_ext.callbacks import StopOnSignal
+
+    stop, control = StopOnSignal(), TrainerControl()
+    before = signal.getsignal(signal.SIGINT)
+    with stop.installed():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert stop.received == signal.SIGINT
+        stop.on_step_end(None, None, control)
+        assert control.should_save and control.should_training_stop
+        with pytest.raises(KeyboardInterrupt, match="second SIGINT"):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_wall_time_continues_across_a_resume(uninterrupted, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted, run_dir)
+    shutil.rmtree(run_dir / "final_model")
+    for step in (5, 6):
+        shutil.rmtree(run_dir / f"checkpoint-{step}")
+    resumed = start(run_dir)
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out[-3000:]
+    times = [r["wall_time"] for r in read_metrics(run_dir)]
+    assert times == sorted(times) and len(times) == 6

@@ -34,7 +34,9 @@ class MetricsFile(TrainerCallback):
         self.started = time.monotonic()
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.started = time.monotonic()
+        # A resumed run's clock continues from the last line already in the file.
+        previous = read_metrics(self.run_dir) if (self.run_dir / "metrics.jsonl").exists() else []
+        self.started = time.monotonic() - (previous[-1]["wall_time"] if previous else 0.0)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero or not logs:
@@ -54,9 +56,14 @@ def _is_number(value: Any) -> bool:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The records of ``run_dir/metrics.jsonl``, in order."""
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The records of ``run_dir/metrics.jsonl``, in order (a last line cut short by a kill is left out)."""
+    records = []
+    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
 
 
 class StopOnSignal(TrainerCallback):
