@@ -55,6 +55,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def write_status(run_dir: str | Path, status: str, error: str | None = None) -> None:
+    """Record how a run ended in ``status.json``: ``ok``, ``failed`` (with the error) or ``interrupted``."""
+    record = {"status": status, **({"error": error} if error else {})}
+    (Path(run_dir) / "status.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The records of ``run_dir/metrics.jsonl``, in order (a last line cut short by a kill is left out)."""
     records = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import hashlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -136,8 +137,19 @@ def config_schema() -> type:
     )
 
 
+def dir_name(text: str, limit: int = 120) -> str:
+    """``text`` as one directory name: no ``/``, and long ones cut, with a hash so that they stay distinct."""
+    name = text.replace("/", "_").replace(" ", "") or "default"
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - 9]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
 def register_configs() -> None:
-    """Store the schemas where the YAML defaults lists name them (``config_schema``, ``schema/task/NAME``)."""
+    """Store the schemas where the YAML defaults lists name them (``config_schema``, ``schema/task/NAME``), and
+    the ``dir_name`` resolver that names sweep jobs' directories."""
+    if not OmegaConf.has_resolver("dir_name"):
+        OmegaConf.register_new_resolver("dir_name", dir_name)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=config_schema())
     for name, task in TASKS.items():

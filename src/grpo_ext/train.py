@@ -4,8 +4,8 @@ The whole run, top to bottom: Hydra composes the config (schemas reject typos), 
 data is validated (TRL's GRPOConfig checks, task and reward names, reward parameters, the resume point), then the
 task's dataset is built and checked against what the rewards read, the model is resolved to a local directory, and
 TRL's GRPOTrainer trains, resuming from the run directory's newest complete checkpoint when there is one. The run
-directory (Hydra's output directory) receives ``config.yaml`` (resolved), ``metrics.jsonl``, checkpoints and
-``final_model/``. SIGTERM or Ctrl-C saves a checkpoint and stops; rerunning the same command resumes.
+directory (Hydra's output directory) receives ``config.yaml`` (resolved), ``metrics.jsonl``, checkpoints,
+``final_model/`` and plots. SIGTERM or Ctrl-C saves a checkpoint and stops; rerunning the same command resumes.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from grpo_ext import checkpoints, loggers, models
-from grpo_ext.callbacks import MetricsFile, StopOnSignal, read_metrics
+from grpo_ext.callbacks import MetricsFile, StopOnSignal, read_metrics, write_status
 from grpo_ext.config import make_grpo_config, register_configs
+from grpo_ext.plot import plot_runs
 from grpo_ext.reward_guard import RewardFailureError, guard
 from grpo_ext.rewards import build_rewards
 from grpo_ext.tasks import build_task, check_columns, get_task
@@ -31,7 +33,28 @@ register_configs()
 
 @hydra.main(version_base=None, config_path="pkg://grpo_ext.conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    """One run, or one job of a sweep (``-m``): a job that fails is recorded and reported, and the sweep goes on."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        train(cfg, run_dir)
+    except SystemExit as stop:
+        if stop.code in (None, 0):
+            raise
+        interrupted = isinstance(stop.code, int) and stop.code >= 128  # a signal: the whole sweep stops
+        write_status(run_dir, "interrupted" if interrupted else "failed", str(stop.code))
+        if interrupted or not sweeping:
+            raise
+        log.error("job %s failed, the sweep goes on: %s", hydra_cfg.job.num, stop.code)
+        return
+    except Exception as err:
+        write_status(run_dir, "failed", f"{type(err).__name__}: {err}")
+        if not sweeping:
+            raise
+        log.exception("job %s failed, the sweep goes on", hydra_cfg.job.num)
+        return
+    write_status(run_dir, "ok")
 
 
 def train(cfg: DictConfig, run_dir: Path) -> None:
@@ -107,6 +130,10 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
         )
         sys.exit(128 + stop.received.value)
     trainer.save_model(str(run_dir / "final_model"))
+    try:
+        plot_runs([run_dir], run_dir)
+    except Exception as err:  # noqa: BLE001 - a plot is not worth the run
+        log.warning("could not draw the plots: %s", err)
     print(_summary(run_dir))
 
 

@@ -1,0 +1,104 @@
+"""Plots of runs against step: ``python -m grpo_ext.plot RUN_DIR [RUN_DIR ...] [--out DIR]``.
+
+Writes ``reward.png`` (mean reward with its band of one standard deviation, and eval metrics when logged),
+``kl.png`` and ``completion_length.png`` from each run's ``metrics.jsonl``; several runs (or a multirun directory,
+whose jobs are taken one by one) are overlaid for comparison. Output: ``--out``, else the run directory when there
+is one run, else the current directory. Every training run makes its own at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from grpo_ext.callbacks import read_metrics
+from grpo_ext.summarize import job_overrides, varying
+
+# file name -> (title, the keys drawn, y label)
+FIGURES = {
+    "reward.png": ("Reward", ("reward",), "mean reward"),
+    "kl.png": ("KL to the reference model", ("kl",), "KL"),
+    "completion_length.png": ("Completion length", ("completions/mean_length",), "tokens"),
+}
+
+
+def expand(paths: list[Path]) -> list[Path]:
+    """Run directories: a path with metrics.jsonl is one; a multirun directory gives its jobs that have one."""
+    runs = []
+    for path in paths:
+        if (path / "metrics.jsonl").exists():
+            runs.append(path)
+        elif path.is_dir():
+            runs += sorted(p for p in path.iterdir() if (p / "metrics.jsonl").exists())
+    return runs
+
+
+def series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    points = [(r["step"], r[key]) for r in records if key in r]
+    return [s for s, _ in points], [v for _, v in points]
+
+
+def plot_runs(runs: list[Path], out: Path) -> list[Path]:
+    """Write the figures for ``runs`` into ``out``; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    data = {run: read_metrics(run) for run in runs}
+    labels = dict(zip(runs, [" ".join(v) or run.name for v, run in zip(varying([job_overrides(r) for r in runs]), runs,
+                                                                        strict=True)], strict=True))  # fmt: skip
+    label = labels.get if len(runs) > 1 else (lambda run: "train")
+    written = []
+    for name, (title, keys, ylabel) in FIGURES.items():
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for run, records in data.items():
+            for key in keys:
+                steps, values = series(records, key)
+                if not steps:
+                    continue
+                (line,) = ax.plot(steps, values, label=label(run), linewidth=1.6)
+                if key == "reward":
+                    _, spread = series(records, "reward_std")
+                    if len(spread) == len(values):
+                        low = [v - s for v, s in zip(values, spread, strict=True)]
+                        high = [v + s for v, s in zip(values, spread, strict=True)]
+                        ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+                    for eval_key in sorted({k for r in records for k in r if k.startswith("eval") and "reward" in k}):
+                        eval_steps, eval_values = series(records, eval_key)
+                        ax.plot(
+                            eval_steps, eval_values, "o--", color=line.get_color(), label=f"{label(run)} {eval_key}"
+                        )
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        written.append(out / name)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m grpo_ext.plot", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories, or a multirun directory")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the PNGs")
+    args = parser.parse_args(argv)
+    runs = expand(args.runs)
+    if not runs:
+        print(f"error: no metrics.jsonl in {[str(p) for p in args.runs]} or their job directories", file=sys.stderr)
+        return 2
+    out = args.out or (runs[0] if len(runs) == 1 else Path.cwd())
+    for path in plot_runs(runs, out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""One row per job of a sweep: ``python -m grpo_ext.summarize MULTIRUN_DIR [--metric reward] [--csv PATH]``.
+
+Reads each job directory of a Hydra multirun (``.hydra/overrides.yaml``, ``status.json``, ``metrics.jsonl``) and
+prints a table sorted by the chosen metric (best first; jobs without it last): the overrides that differ between
+jobs, the status, steps, wall time, and the final value of reward, KL and every eval metric logged. "Final" is the
+mean over the last ``--last`` logged steps (default 5), which is steadier than one step. The table is also written
+as CSV (default: ``MULTIRUN_DIR/summary.csv``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from grpo_ext.callbacks import read_metrics
+
+FIXED = ("job", "overrides", "status", "steps", "wall_time_s")
+
+
+def final(records: list[dict[str, Any]], key: str, last: int) -> float | None:
+    values = [r[key] for r in records if key in r]
+    return statistics.fmean(values[-last:]) if values else None
+
+
+def job_overrides(job_dir: Path) -> list[str]:
+    """The command-line overrides a job ran with (from Hydra's record in the job directory)."""
+    path = job_dir / ".hydra" / "overrides.yaml"
+    return list(yaml.safe_load(path.read_text()) or []) if path.exists() else []
+
+
+def job_row(job_dir: Path, last: int) -> dict[str, Any]:
+    overrides = job_overrides(job_dir)
+    status_file = job_dir / "status.json"
+    status = json.loads(status_file.read_text())["status"] if status_file.exists() else "unfinished"
+    records = read_metrics(job_dir) if (job_dir / "metrics.jsonl").exists() else []
+    row: dict[str, Any] = {
+        "job": job_dir.name.split("_", 1)[0],
+        "overrides": overrides,
+        "status": status,
+        "steps": records[-1]["step"] if records else 0,
+        "wall_time_s": records[-1].get("wall_time") if records else None,
+        "reward": final(records, "reward", last),
+        "kl": final(records, "kl", last),
+    }
+    for key in sorted({k for r in records for k in r if k.startswith("eval")}):
+        row[key] = final(records, key, last)
+    return row
+
+
+def varying(overrides: list[list[str]]) -> list[list[str]]:
+    """Each job's overrides, less those every job shares."""
+    common = set.intersection(*(set(o) for o in overrides)) if overrides else set()
+    return [[o for o in own if o not in common] for own in overrides]
+
+
+def summarize(sweep_dir: Path, metric: str, last: int) -> list[dict[str, Any]]:
+    jobs = [d for d in sweep_dir.iterdir() if d.is_dir() and d.name.split("_", 1)[0].isdigit()]
+    if not jobs:
+        raise ValueError(f"{sweep_dir} holds no job directories (NUMBER_overrides/): is it a multirun directory?")
+    rows = [job_row(d, last) for d in sorted(jobs, key=lambda d: int(d.name.split("_", 1)[0]))]
+    for row, own in zip(rows, varying([r["overrides"] for r in rows]), strict=True):
+        row["overrides"] = " ".join(own) or "(none)"
+    return sorted(rows, key=lambda r: (r.get(metric) is None, -(r.get(metric) or 0.0)))
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    columns = list(FIXED) + sorted({k for r in rows for k in r} - set(FIXED))
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m grpo_ext.summarize", description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep_dir", type=Path, help="a Hydra multirun directory")
+    parser.add_argument("--metric", default="reward", help="sort by this column, highest first (default: reward)")
+    parser.add_argument("--last", type=int, default=5, help="final values average the last N logged steps")
+    parser.add_argument(
+        "--csv", type=Path, default=None, help="where to write the CSV (default: SWEEP_DIR/summary.csv)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        if args.last < 1:
+            raise ValueError(f"--last must be >= 1, got {args.last}")
+        if not args.sweep_dir.is_dir():
+            raise ValueError(f"{args.sweep_dir} is not a directory")
+        rows = summarize(args.sweep_dir, args.metric, args.last)
+        if all(args.metric not in r for r in rows):
+            known = sorted({k for r in rows for k in r} - {"job", "overrides", "status"})
+            raise ValueError(f"no job has the metric {args.metric!r}; columns: {known}")
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(render(rows))
+    path = args.csv or args.sweep_dir / "summary.csv"
+    columns = list(FIXED) + sorted({k for r in rows for k in r} - set(FIXED))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"\n{len(rows)} jobs; CSV: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Hydra multirun sweeps: one directory per job, a failed job recorded while the sweep goes on; the summary table
+and the plots read those directories."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from conftest import FAST, run_cli
+from grpo_ext import plot, summarize
+from grpo_ext.callbacks import read_metrics
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    sweep_dir = tmp_path_factory.mktemp("sweep")
+    fast = [o for o in FAST if not o.startswith("trainer.max_steps")]
+    result = run_cli(
+        ["-m", "grpo_ext.train", "-m", "task=arithmetic", "model=tiny", *fast, "trainer.max_steps=3",
+         "trainer.beta=0.0,0.04", "task.ops=[+],[/]", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=sweep_dir,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sweep_dir, result
+
+
+def test_four_jobs_with_their_own_directories_and_a_failure_that_does_not_stop_the_sweep(sweep):
+    sweep_dir, result = sweep
+    jobs = sorted(d for d in sweep_dir.iterdir() if d.is_dir() and d.name[0].isdigit())
+    assert [d.name.split("_", 1)[0] for d in jobs] == ["0", "1", "2", "3"]
+    assert all(len(d.name) <= 125 for d in jobs)  # named from the overrides, cut (with a hash) when long
+    statuses = [summarize.job_row(d, 5)["status"] for d in jobs]
+    assert statuses == ["ok", "failed", "ok", "failed"]  # task.ops=[/] is refused; the next jobs still ran
+    assert "job 1 failed, the sweep goes on" in result.stdout + result.stderr
+    assert [r["step"] for r in read_metrics(jobs[2])] == [1, 2, 3]
+    assert (jobs[0] / "reward.png").is_file()  # every run draws its plots
+
+
+def test_summarize_prints_one_row_per_job_sorted_and_writes_csv(sweep, tmp_path):
+    sweep_dir, _ = sweep
+    result = run_cli(["-m", "grpo_ext.summarize", str(sweep_dir), "--metric", "kl", "--csv", str(tmp_path / "s.csv")],
+                     cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:5] == ["job", "overrides", "status", "steps", "wall_time_s"]
+    rows = list(csv.DictReader(open(tmp_path / "s.csv")))
+    assert len(rows) == 4 and [r["status"] for r in rows[2:]] == ["failed", "failed"]
+    assert rows[0]["overrides"] == "trainer.beta=0.04 task.ops=[+]"  # the only job with a KL comes first
+    assert "model=tiny" not in result.stdout  # overrides every job shares are left out
+
+
+def test_summarize_errors(tmp_path):
+    assert summarize.main([str(tmp_path)]) == 2
+    assert summarize.main([str(tmp_path / "absent")]) == 2
+
+
+def test_plots_overlay_runs(sweep, tmp_path):
+    sweep_dir, _ = sweep
+    written = plot.plot_runs(plot.expand([sweep_dir]), tmp_path)
+    assert sorted(p.name for p in written) == ["completion_length.png", "kl.png", "reward.png"]
+    assert all(p.stat().st_size > 5000 for p in written)
+    assert plot.main([str(tmp_path / "nothing")]) == 2
