@@ -52,9 +52,11 @@ def compose_config(overrides: list[str] | None = None):
         return compose(config_name="config", overrides=list(overrides or []))
 
 
-def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict[str, str] | None = None):
-    """Run ``python ARGS`` in a subprocess; returns the CompletedProcess (text, both streams captured)."""
+def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict[str, str | None] | None = None):
+    """Run ``python ARGS`` in a subprocess (``env`` values of ``None`` are removed); returns the CompletedProcess
+    (text, both streams captured)."""
     full_env = {**os.environ, "PYTHONPATH": str(TESTS), **(env or {})}
+    full_env = {key: value for key, value in full_env.items() if value is not None}
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )

@@ -10,6 +10,7 @@ import pytest
 from conftest import FAST, run_cli
 from grpo_ext import plot, summarize
 from grpo_ext.callbacks import read_metrics
+from wandb_records import run_summary
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +63,45 @@ def test_plots_overlay_runs(sweep, tmp_path):
     assert sorted(p.name for p in written) == ["completion_length.png", "kl.png", "reward.png"]
     assert all(p.stat().st_size > 5000 for p in written)
     assert plot.main([str(tmp_path / "nothing")]) == 2
+
+
+def test_each_job_writes_its_own_wandb_run_with_name_group_tags_and_config(tmp_path):
+    sweep_dir = tmp_path / "sweepB"
+    fast = [o for o in FAST if not o.startswith("logger")]
+    result = run_cli(
+        ["-m", "grpo_ext.train", "-m", "task=arithmetic", "model=tiny", *fast, "logger=wandb", "logger.tags=[demo]",
+         "trainer.beta=0.0,0.04", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path,
+        timeout=600,
+        env={"WANDB_MODE": None, "WANDB_API_KEY": None},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (result.stdout + result.stderr).count("wandb offline (no credentials found)") == 2
+    runs = sorted(sweep_dir.glob("*/wandb/offline-run-*"))
+    assert len(runs) == 2
+    found = [run_summary(run) for run in runs]
+    assert len({f["run_id"] for f in found}) == 2  # one W&B run per job
+    assert [f["name"] for f in found] == [
+        "arithmetic-tiny-cpu-trainer.beta=0.0",
+        "arithmetic-tiny-cpu-trainer.beta=0.04",
+    ]
+    for f in found:
+        assert f["group"] == "sweepB" and f["job_type"] == "train"
+        assert f["tags"] == ["demo", "arithmetic", "tiny", "grpo"]
+        assert "grpo_ext" in f["config_keys"] and "learning_rate" in f["config_keys"]  # ours and TRL's
+        assert {"train/reward", "train/rewards/arithmetic_shaping/mean"} <= f["history_keys"]
+        assert f["exit_code"] == 0  # closed when its job ended
+    assert "train/kl" in found[1]["history_keys"]  # beta 0.04 (with beta 0 TRL computes no KL)
+
+
+def test_a_wandb_that_cannot_start_never_fails_the_run(tmp_path):
+    fast = [o for o in FAST if not o.startswith("logger")]
+    result = run_cli(
+        ["-m", "grpo_ext.train", "task=arithmetic", "model=tiny", *fast, "logger=wandb", "logger.mode=online",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+        env={"WANDB_MODE": None, "WANDB_API_KEY": None, "WANDB_BASE_URL": "http://127.0.0.1:9"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "W&B could not start" in result.stdout + result.stderr
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == [1, 2]

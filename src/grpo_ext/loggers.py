@@ -1,5 +1,6 @@
-"""External loggers. ``logger=wandb`` reports through TRL's own W&B integration; this module points it at the
-right project and decides online or offline before the Trainer starts."""
+"""External loggers. With ``logger=wandb`` this module opens the W&B run itself (name, group, tags, job type, the
+resolved config, an id kept in the run directory so that a resumed run continues it) and TRL's W&B integration logs
+into it; without credentials the run is written offline, and no run ever fails because W&B is unreachable."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -28,34 +30,53 @@ def has_wandb_credentials() -> bool:
         return False
 
 
-def setup(cfg: DictConfig, run_dir: Path) -> str:
-    """Configure the logger named by ``cfg`` for a run writing to ``run_dir``; return a line saying what it does."""
+def check(cfg: DictConfig) -> str:
+    """Validate the ``logger`` node; return the W&B mode the run will use (``none`` for logger=none)."""
     if cfg.name not in LOGGERS:
         raise ValueError(f"logger.name must be one of {list(LOGGERS)}, got {cfg.name!r}")
     if cfg.name == "none":
-        return "logger: none (metrics in metrics.jsonl only)"
+        return "none"
     if cfg.mode not in WANDB_MODES:
         raise ValueError(f"logger.mode must be one of {list(WANDB_MODES)}, got {cfg.mode!r}")
-    mode = cfg.mode
-    if mode == "auto":
-        mode = "online" if has_wandb_credentials() else "offline"
-    os.environ["WANDB_MODE"] = mode
-    os.environ["WANDB_PROJECT"] = cfg.project
-    os.environ["WANDB_DIR"] = str(run_dir)
-    if cfg.entity:
-        os.environ["WANDB_ENTITY"] = cfg.entity
-    if cfg.tags:
-        os.environ["WANDB_TAGS"] = ",".join(cfg.tags)
-    # One W&B run per run directory: a resumed run continues the same W&B run.
-    id_file = run_dir / "wandb_run_id"
+    if cfg.mode == "auto":
+        return "online" if has_wandb_credentials() else "offline"
+    return cfg.mode
+
+
+def start(
+    cfg: DictConfig, run_dir: Path, name: str, tags: list[str], group: str | None, config: dict[str, Any]
+) -> tuple[str, bool]:
+    """Open the W&B run for ``logger=wandb`` (nothing for ``logger=none``). Returns a line saying what it does, and
+    whether W&B is running: when it could not start, the caller drops it from ``report_to`` and goes on."""
+    mode = check(cfg)
+    if mode == "none":
+        return "logger: none (metrics in metrics.jsonl only)", False
+    id_file = run_dir / "wandb_run_id"  # one W&B run per run directory: a resumed run continues the same one
     if not id_file.exists():
         id_file.write_text(secrets.token_hex(4) + "\n")
-    os.environ["WANDB_RUN_ID"] = id_file.read_text().strip()
-    os.environ["WANDB_RESUME"] = "allow"
+    import wandb
+
+    try:
+        wandb.init(
+            project=cfg.project,
+            entity=cfg.entity,
+            id=id_file.read_text().strip(),
+            resume="allow",
+            name=name,
+            group=group,
+            job_type="train",
+            tags=list(dict.fromkeys([*cfg.tags, *tags])),
+            config={"grpo_ext": config},
+            dir=str(run_dir),
+            mode=mode,
+        )
+    except Exception as err:  # noqa: BLE001 - W&B being unreachable must not cost the run
+        logger.warning("W&B could not start (%s); going on with metrics.jsonl only", err)
+        return "logger: wandb could not start; metrics in metrics.jsonl only", False
     if mode == "offline":
         upload = f"wandb sync {run_dir}/wandb/offline-run-*"
-        return f"logger: wandb offline (no credentials found); upload later with: {upload}"
-    return f"logger: wandb {mode}, project {cfg.project}"
+        return f"logger: wandb offline (no credentials found); upload later with: {upload}", True
+    return f"logger: wandb {mode}, project {cfg.project}, run {name}", True
 
 
 def finish() -> None:

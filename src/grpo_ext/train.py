@@ -37,8 +37,14 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    if cfg.trainer.run_name is None:  # the W&B run's name: what was chosen, and the overrides that differ
+        overrides = list(hydra_cfg.overrides.task)
+        if sweeping:  # only the swept keys: the others are the same for every job of the sweep
+            swept = swept_keys(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
+            overrides = [o for o in overrides if o.split("=", 1)[0] in swept]
+        OmegaConf.update(cfg, "trainer.run_name", run_name(cfg, overrides))
     try:
-        train(cfg, run_dir)
+        train(cfg, run_dir, group=Path(hydra_cfg.sweep.dir).name if sweeping else None)
     except SystemExit as stop:
         if stop.code in (None, 0):
             raise
@@ -57,8 +63,8 @@ def main(cfg: DictConfig) -> None:
     write_status(run_dir, "ok")
 
 
-def train(cfg: DictConfig, run_dir: Path) -> None:
-    """Run GRPO as ``cfg`` describes, writing everything to ``run_dir``."""
+def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
+    """Run GRPO as ``cfg`` describes, writing everything to ``run_dir``; ``group`` names the sweep, if any."""
     run_dir.mkdir(parents=True, exist_ok=True)
 
     # 1. Validate everything that needs no model and no data, so that a mistake costs seconds.
@@ -71,8 +77,8 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
         args = make_grpo_config(cfg, str(run_dir), reward_weights)
         resume_from = checkpoints.resume_point(cfg.resume, run_dir)
         guarded = [guard(reward, cfg.reward_failure_limit) for reward in reward_funcs]
+        loggers.check(cfg.logger)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-        logger_line = loggers.setup(cfg.logger, run_dir)
     except ValueError as err:
         sys.exit(f"config error: {err}")
     except OSError as err:
@@ -92,7 +98,7 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
         model_path = models.resolve(cfg.model)
     except models.ModelUnavailableError as err:
         sys.exit(f"model error: {err}")
-    log.info("model %s from %s; %s", cfg.model.name, model_path, logger_line)
+    log.info("model %s from %s", cfg.model.name, model_path)
 
     # 4. Train with TRL, resuming where the run directory says; keep the final model beside the metrics.
     resumed_step = checkpoints.checkpoint_step(resume_from) if resume_from else 0
@@ -100,6 +106,12 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     checkpoints.truncate_metrics(run_dir, resumed_step)
     if resume_from:
         log.info("resuming from %s (step %d)", resume_from, resumed_step)
+    tags = [cfg.task.name, cfg.model.name, cfg.algorithm.name]
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    logger_line, wandb_running = loggers.start(cfg.logger, run_dir, args.run_name, tags, group, resolved)
+    log.info(logger_line)
+    if not wandb_running and args.report_to and "wandb" in args.report_to:
+        args.report_to = [r for r in args.report_to if r != "wandb"]  # W&B could not start: never fail for it
     from trl import GRPOTrainer
 
     stop = StopOnSignal()
@@ -135,6 +147,21 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     except Exception as err:  # noqa: BLE001 - a plot is not worth the run
         log.warning("could not draw the plots: %s", err)
     print(_summary(run_dir))
+
+
+def swept_keys(multirun_yaml: Path) -> set[str]:
+    """The keys a sweep varies (``key=a,b``, ``key=range(...)``...), from the sweep's ``multirun.yaml``."""
+    if not multirun_yaml.exists():
+        return set()
+    sweep = OmegaConf.load(multirun_yaml).hydra.overrides.task
+    return {o.split("=", 1)[0] for o in sweep if "," in o.split("=", 1)[-1] or "(" in o.split("=", 1)[-1]}
+
+
+def run_name(cfg: DictConfig, overrides: list[str]) -> str:
+    """``task-model-hardware``, then the command-line overrides other than those choices and the logger's."""
+    chosen = ("task=", "model=", "hardware=", "logger", "hydra.")
+    extra = [o for o in overrides if not o.startswith(chosen)]
+    return "-".join([cfg.task.name, cfg.model.name, cfg.hardware.name, *extra])[:128]
 
 
 def _write_failure(run_dir: Path, err: OSError) -> str:
