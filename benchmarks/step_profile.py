@@ -30,7 +30,7 @@ from transformers import TrainerCallback
 
 from grpo_ext import models
 from grpo_ext.config import make_grpo_config, register_configs
-from grpo_ext.reward_guard import guard
+from grpo_ext.reward_guard import guard_all
 from grpo_ext.rewards import build_rewards
 from grpo_ext.tasks import build_task
 
@@ -154,7 +154,7 @@ def main(overrides: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         trainer = GRPOTrainer(
             model=models.resolve(cfg.model),
-            reward_funcs=[timed_reward(guard(f, cfg.reward_failure_limit), clock) for f in funcs],
+            reward_funcs=[timed_reward(g, clock) for g in guard_all(funcs, cfg.reward_failure_limit)],
             args=make_grpo_config(cfg, str(Path(tmp)), weights),
             train_dataset=build_task(cfg.task).train,
             callbacks=[clock],

@@ -37,10 +37,12 @@ def task_overrides(task: str) -> list[str]:
 
 
 def test_every_yaml_is_in_a_known_group_and_opens_with_its_command():
-    assert set(GROUPS) == {"task", "model", "hardware", "logger", "algorithm"}
+    assert set(GROUPS) == {"task", "model", "hardware", "logger", "algorithm", "hydra/sweeper", "hydra/launcher"}
     for path in CONF.rglob("*.yaml"):
         lines = [line for line in path.read_text().splitlines() if not line.startswith("# @package")]
         assert lines[0].startswith("# python -m grpo_ext.train"), f"{path} should open with the command that uses it"
+        if path.parent.name in ("sweeper", "launcher"):
+            assert f"hydra/{path.parent.name}={path.stem}" in lines[0]
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 
+import pandas as pd
 import pytest
+import yaml
 
 from conftest import FAST, run_cli
 from grpo_ext import plot, summarize
@@ -105,3 +107,59 @@ def test_a_wandb_that_cannot_start_never_fails_the_run(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "W&B could not start" in result.stdout + result.stderr
     assert [r["step"] for r in read_metrics(tmp_path / "run")] == [1, 2]
+
+
+def compose_hydra(overrides):
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from grpo_ext.config import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="grpo_ext.conf", version_base=None):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+
+
+def test_sweeper_and_slurm_launcher_configs_compose(monkeypatch):
+    grid = compose_hydra(["hydra/sweeper=grid_lr_beta"]).hydra.sweeper
+    assert grid._target_.endswith("BasicSweeper") and grid.params["trainer.beta"] == "0.0,0.04"
+    optuna = compose_hydra(["hydra/sweeper=optuna_lr_beta"]).hydra.sweeper
+    assert "optuna" in optuna._target_.lower() and optuna.direction == "maximize"
+    assert set(optuna.params) == {"trainer.learning_rate", "trainer.beta"}
+    monkeypatch.setenv("SLURM_PARTITION", "gpu-a100")
+    slurm = compose_hydra(["hydra/launcher=slurm", "hardware=gpu"]).hydra.launcher
+    assert "submitit" in slurm._target_.lower() and slurm.gpus_per_node == 1 and slurm.partition == "gpu-a100"
+
+
+def test_an_optuna_sweep_runs_and_maximizes_the_objective(tmp_path):
+    sweep_dir = tmp_path / "optuna"
+    result = run_cli(
+        ["-m", "grpo_ext.train", "-m", "hydra/sweeper=optuna_lr_beta", "hydra.sweeper.n_trials=2", "task=arithmetic",
+         "model=tiny", *FAST, "task.rewards=[{name: reward_fixtures.prefers_short}]", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert set(best["best_params"]) == {"trainer.learning_rate", "trainer.beta"}
+    values = [
+        summarize.final_value(read_metrics(d), "reward")
+        for d in sweep_dir.iterdir()
+        if d.is_dir() and d.name[0].isdigit()
+    ]
+    assert len(values) == 2 and best["best_value"] == pytest.approx(max(values))
+
+
+def test_completions_table_every_n_steps_with_rewards_and_answer(tmp_path):
+    from conftest import compose_config
+    from grpo_ext.train import train
+
+    fast = [o for o in FAST if not o.startswith("trainer.max_steps")]
+    cfg = compose_config(["task=arithmetic", "model=tiny", *fast, "trainer.max_steps=4", "logger.completions_every=2"])
+    train(cfg, tmp_path)
+    tables = sorted(p.name for p in (tmp_path / "completions").iterdir())
+    assert tables == ["completions_00002.parquet", "completions_00004.parquet"]
+    table = pd.read_parquet(tmp_path / "completions" / tables[0])
+    assert {"prompt", "completion", "arithmetic_shaping", "answer", "advantage"} <= set(table.columns)
+    assert len(table) == 8 and table["answer"].str.fullmatch(r"-?\d+").all()

@@ -108,3 +108,17 @@ class StopOnSignal(TrainerCallback):
         if self.received is not None:
             control.should_save = True
             control.should_training_stop = True
+
+
+class CompletionsTable(TrainerCallback):
+    """Turn on TRL's completions table (prompt, completion, each reward, the ground truth, the advantage) every
+    ``every`` steps: logged to W&B when it runs, and saved as ``completions/completions_STEP.parquet``."""
+
+    def __init__(self, trainer: Any, every: int) -> None:
+        self.trainer = trainer
+        self.every = every
+        if every > 0:  # TRL makes this directory only when the table is on from the start
+            (Path(trainer.args.output_dir) / "completions").mkdir(parents=True, exist_ok=True)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer.log_completions = self.every > 0 and state.global_step % self.every == 0

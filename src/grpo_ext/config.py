@@ -67,6 +67,7 @@ class LoggerConfig:
     entity: str | None = None
     mode: str = "auto"  # auto (online with credentials, else offline) | online | offline | disabled
     tags: list[str] = field(default_factory=list)
+    completions_every: int = 0  # a completions table every N steps (0: never)
 
 
 @dataclass
@@ -133,6 +134,7 @@ def config_schema() -> type:
             ("seed", int, field(default=42)),
             ("resume", str, field(default="auto")),  # auto | none | a checkpoint directory
             ("reward_failure_limit", float, field(default=0.1)),  # share of a batch a reward may fail on
+            ("objective", str, field(default="reward")),  # the metrics.jsonl key a run returns to an Optuna sweep
         ],
     )
 

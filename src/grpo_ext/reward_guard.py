@@ -30,9 +30,10 @@ def _slice(kwargs: dict[str, Any], n: int, i: int) -> dict[str, Any]:
 
 
 class _Guard:
-    def __init__(self, reward: Callable, max_failure_rate: float) -> None:
+    def __init__(self, reward: Callable, max_failure_rate: float, log_columns: tuple[str, ...] = ()) -> None:
         self.reward = reward
         self.max_failure_rate = max_failure_rate
+        self.log_columns = log_columns  # ground-truth columns to add to TRL's completions table
         self.__name__ = getattr(reward, "__name__", type(reward).__name__)
         self.failures = 0  # over the whole run
 
@@ -48,6 +49,11 @@ class _Guard:
         return values
 
     def _finish(self, results: list[Any], errors: list[tuple[int, str]], completions: list[Any], kwargs: dict) -> list:
+        log_extra = kwargs.get("log_extra")
+        if callable(log_extra):
+            for column in self.log_columns:
+                if isinstance(kwargs.get(column), list):
+                    log_extra(column, [str(v) for v in kwargs[column]])
         self.failures += len(errors)
         log_metric = kwargs.get("log_metric")
         if callable(log_metric):
@@ -114,9 +120,23 @@ def is_async_reward(reward: Callable) -> bool:
     return inspect.iscoroutinefunction(type(reward).__call__)
 
 
-def guard(reward: Callable, max_failure_rate: float) -> _Guard:
-    """Wrap ``reward`` so that its failures on single completions become ``None`` (see the module docstring)."""
+def guard(reward: Callable, max_failure_rate: float, log_columns: tuple[str, ...] = ()) -> _Guard:
+    """Wrap ``reward`` so that its failures on single completions become ``None`` (see the module docstring);
+    ``log_columns`` are the dataset columns this reward adds to the completions table (each column by one reward)."""
     if not 0.0 <= max_failure_rate <= 1.0:
         raise ValueError(f"reward_failure_limit must be between 0 and 1, got {max_failure_rate}")
     cls = AsyncGuardedReward if is_async_reward(reward) else GuardedReward
-    return cls(reward, max_failure_rate)
+    return cls(reward, max_failure_rate, log_columns)
+
+
+def guard_all(rewards: list[Callable], max_failure_rate: float) -> list[_Guard]:
+    """Guard every reward; the first reward that reads a column logs it to the completions table."""
+    from grpo_ext.rewards import reward_columns
+
+    logged: set[str] = set()
+    guarded = []
+    for reward in rewards:
+        own = tuple(c for c in reward_columns(reward) if c not in logged)
+        logged.update(own)
+        guarded.append(guard(reward, max_failure_rate, own))
+    return guarded

@@ -24,7 +24,8 @@ from grpo_ext.callbacks import read_metrics
 FIXED = ("job", "overrides", "status", "steps", "wall_time_s")
 
 
-def final(records: list[dict[str, Any]], key: str, last: int) -> float | None:
+def final_value(records: list[dict[str, Any]], key: str, last: int = 5) -> float | None:
+    """The mean of ``key`` over the last ``last`` records that have it; ``None`` when none has it."""
     values = [r[key] for r in records if key in r]
     return statistics.fmean(values[-last:]) if values else None
 
@@ -46,11 +47,11 @@ def job_row(job_dir: Path, last: int) -> dict[str, Any]:
         "status": status,
         "steps": records[-1]["step"] if records else 0,
         "wall_time_s": records[-1].get("wall_time") if records else None,
-        "reward": final(records, "reward", last),
-        "kl": final(records, "kl", last),
+        "reward": final_value(records, "reward", last),
+        "kl": final_value(records, "kl", last),
     }
     for key in sorted({k for r in records for k in r if k.startswith("eval")}):
-        row[key] = final(records, key, last)
+        row[key] = final_value(records, key, last)
     return row
 
 

@@ -11,6 +11,7 @@ directory (Hydra's output directory) receives ``config.yaml`` (resolved), ``metr
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -20,11 +21,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from grpo_ext import checkpoints, loggers, models
-from grpo_ext.callbacks import MetricsFile, StopOnSignal, read_metrics, write_status
+from grpo_ext.callbacks import CompletionsTable, MetricsFile, StopOnSignal, read_metrics, write_status
 from grpo_ext.config import make_grpo_config, register_configs
 from grpo_ext.plot import plot_runs
-from grpo_ext.reward_guard import RewardFailureError, guard
+from grpo_ext.reward_guard import RewardFailureError, guard_all
 from grpo_ext.rewards import build_rewards
+from grpo_ext.summarize import final_value
 from grpo_ext.tasks import build_task, check_columns, get_task
 
 log = logging.getLogger("grpo_ext.train")
@@ -32,8 +34,11 @@ register_configs()
 
 
 @hydra.main(version_base=None, config_path="pkg://grpo_ext.conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    """One run, or one job of a sweep (``-m``): a job that fails is recorded and reported, and the sweep goes on."""
+def main(cfg: DictConfig) -> float:
+    """One run, or one job of a sweep (``-m``): a job that fails is recorded and reported, and the sweep goes on.
+
+    Returns the run's final ``objective`` (what an Optuna sweep maximizes); NaN for a failed job.
+    """
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
@@ -53,14 +58,16 @@ def main(cfg: DictConfig) -> None:
         if interrupted or not sweeping:
             raise
         log.error("job %s failed, the sweep goes on: %s", hydra_cfg.job.num, stop.code)
-        return
+        return math.nan
     except Exception as err:
         write_status(run_dir, "failed", f"{type(err).__name__}: {err}")
         if not sweeping:
             raise
         log.exception("job %s failed, the sweep goes on", hydra_cfg.job.num)
-        return
+        return math.nan
     write_status(run_dir, "ok")
+    value = final_value(read_metrics(run_dir), cfg.objective)
+    return math.nan if value is None else value
 
 
 def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
@@ -76,7 +83,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
         reward_funcs, reward_weights = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
         args = make_grpo_config(cfg, str(run_dir), reward_weights)
         resume_from = checkpoints.resume_point(cfg.resume, run_dir)
-        guarded = [guard(reward, cfg.reward_failure_limit) for reward in reward_funcs]
+        guarded = guard_all(reward_funcs, cfg.reward_failure_limit)
         loggers.check(cfg.logger)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     except ValueError as err:
@@ -123,6 +130,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
         eval_dataset=splits.eval,
         callbacks=[MetricsFile(run_dir), stop],
     )
+    trainer.add_callback(CompletionsTable(trainer, cfg.logger.completions_every))
     try:
         with stop.installed():
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
