@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 LOGGERS = ("none", "wandb")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+_TOLD = {"offline": False}
 
 
 def has_wandb_credentials() -> bool:
@@ -74,6 +75,9 @@ def start(
         logger.warning("W&B could not start (%s); going on with metrics.jsonl only", err)
         return "logger: wandb could not start; metrics in metrics.jsonl only", False
     if mode == "offline":
+        if _TOLD["offline"]:  # said once per process: a sweep's later jobs get the short form
+            return f"logger: wandb offline, in {run_dir}/wandb", True
+        _TOLD["offline"] = True
         upload = f"wandb sync {run_dir}/wandb/offline-run-*"
         return f"logger: wandb offline (no credentials found); upload later with: {upload}", True
     return f"logger: wandb {mode}, project {cfg.project}, run {name}", True
