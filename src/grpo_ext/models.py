@@ -30,7 +30,7 @@ CHATML_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-HUB_TIMEOUT_S = 5.0
+HUB_TIMEOUT_S = 5.0  # a Hub that does not answer within this fails the run in seconds, not after retries
 
 
 class ModelUnavailableError(RuntimeError):
@@ -132,6 +132,11 @@ def build_random(cfg: DictConfig) -> Path:
     return target
 
 
+def hub_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` asks for the local cache only."""
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
 def _from_hub(repo_id: str, revision: str | None) -> str:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
@@ -144,7 +149,7 @@ def _from_hub(repo_id: str, revision: str | None) -> str:
         "Use model=tiny (built locally, no network) or model.path=/local/dir (a saved model), "
         "or make the Hub reachable"
     )
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+    if hub_offline():
         raise ModelUnavailableError(f"model {repo_id!r} is not in the local cache and HF_HUB_OFFLINE is set. {hint}.")
     from huggingface_hub import HfApi
 

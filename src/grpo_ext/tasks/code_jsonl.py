@@ -9,7 +9,6 @@ an error names the row and the column.
 from __future__ import annotations
 
 import json
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +17,11 @@ from typing import Any
 from datasets import Dataset
 from omegaconf import MISSING
 
+from grpo_ext.models import HUB_TIMEOUT_S, hub_offline
 from grpo_ext.rewards.python_exec import parse_tests
 from grpo_ext.tasks.base import RewardSpec, TaskConfig, TaskSplits, chat_prompt, check_positive
 
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-HUB_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -50,7 +49,7 @@ def load_rows(cfg: CodeJsonlConfig) -> Dataset:
             raise ValueError(f"task.path={cfg.path}: no such file")
         return load_dataset(LOCAL_FORMATS[local.suffix], data_files=str(local), split="train")
     try:
-        if os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False"):
+        if not hub_offline():
             from huggingface_hub import HfApi
 
             HfApi().dataset_info(cfg.path, timeout=HUB_TIMEOUT_S)  # fail in seconds, not after the retries
