@@ -1,0 +1,175 @@
+"""Worker process of the ``math`` grader: symbolic comparison with sympy, one request at a time.
+
+Started by ``math_grader.SymbolicPool`` as ``python -m grpo_ext.rewards._math_worker MEMORY_MB``. It caps its own
+address space, imports sympy, writes ``{"ready": true}``, then answers each JSON line ``{"gold": str, "pred": str}``
+(normalised answers) with ``{"equal": bool, "status": str}``: only JSON strings and booleans leave this process. The
+parent kills it when an answer runs past its deadline, so nothing here needs a timer. Before sympy evaluates a power,
+factorial or binomial, its size is estimated and anything too big to compute quickly raises ``TooLarge`` instead.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import resource
+import sys
+from typing import Any
+
+import sympy
+from sympy import S
+
+from grpo_ext.rewards.math_expr import Node, ParseError, match, parse
+
+MAX_DIGITS = 2000  # longest number literal turned into a sympy number
+MAX_BITS = 400_000  # largest exact power or factorial computed (about 120,000 digits)
+MAX_EXPONENT = 10_000  # largest exponent of an irrational base
+DIGITS = 50  # precision of numeric comparisons
+RELATIVE = sympy.Float(10) ** -40  # two values closer than this, relative to their size, are equal
+POINTS = 4  # random points at which expressions with variables must agree
+
+_FUNCTIONS = {
+    "sin": sympy.sin, "cos": sympy.cos, "tan": sympy.tan, "cot": sympy.cot, "sec": sympy.sec, "csc": sympy.csc,
+    "arcsin": sympy.asin, "arccos": sympy.acos, "arctan": sympy.atan, "sinh": sympy.sinh, "cosh": sympy.cosh,
+    "tanh": sympy.tanh, "ln": sympy.log, "exp": sympy.exp,
+}  # fmt: skip
+_SYMBOLS = {"e": S.Exp1, "i": S.ImaginaryUnit}
+
+
+class TooLarge(ValueError):
+    """The value would take too long to compute (huge powers, factorials, literals)."""
+
+
+def to_sympy(node: Node) -> Any:
+    kind = node[0]
+    if kind == "num":
+        mantissa, _, power = node[1].lower().partition("e")
+        if len(mantissa) > MAX_DIGITS or (power and abs(int(power)) > MAX_DIGITS):
+            raise TooLarge(f"a number with more than {MAX_DIGITS} digits")
+        return sympy.Rational(node[1])
+    if kind == "sym":
+        return _SYMBOLS.get(node[1]) or sympy.Symbol(node[1])
+    if kind == "const":
+        return S.Pi if node[1] == "pi" else S.Infinity
+    if kind == "neg":
+        return -to_sympy(node[1])
+    if kind in ("add", "sub", "mul", "div"):
+        left, right = to_sympy(node[1]), to_sympy(node[2])
+        return {"add": left + right, "sub": left - right, "mul": left * right}[kind] if kind != "div" else left / right
+    if kind == "pow":
+        return _power(to_sympy(node[1]), to_sympy(node[2]))
+    if kind == "pct":
+        return to_sympy(node[1]) / 100
+    if kind == "fact":
+        value = to_sympy(node[1])
+        _check_integer_size(value, "factorial")
+        return sympy.factorial(value)
+    if kind == "binom":
+        top, bottom = to_sympy(node[1]), to_sympy(node[2])
+        _check_integer_size(top, "binomial")
+        return sympy.binomial(top, bottom)
+    if kind == "sqrt":
+        value = to_sympy(node[1])
+        return sympy.sqrt(value) if node[2] is None else sympy.root(value, to_sympy(node[2]))
+    if kind == "abs":
+        return sympy.Abs(to_sympy(node[1]))
+    if kind == "func":
+        return _function(node[1], to_sympy(node[2]), None if node[3] is None else to_sympy(node[3]))
+    raise ParseError(f"{kind} is not a scalar")
+
+
+def _function(name: str, arg: Any, base: Any) -> Any:
+    if name in ("log", "lg"):
+        if base is None and name == "lg":
+            base = sympy.Integer(10)
+        return sympy.log(arg) if base is None else sympy.log(arg, base)
+    return _FUNCTIONS[name](arg)
+
+
+def _power(base: Any, exponent: Any) -> Any:
+    if exponent.is_Number and base.is_number and abs(exponent) > 64:
+        if base.is_Rational and exponent.is_Rational:
+            bits = max(int(base.p).bit_length(), int(base.q).bit_length()) * abs(int(exponent.p))
+            if bits > MAX_BITS and base not in (0, 1, -1):
+                raise TooLarge("a power with more than about 120,000 digits")
+        elif abs(exponent) > MAX_EXPONENT:
+            raise TooLarge(f"an exponent above {MAX_EXPONENT}")
+    elif exponent.is_number and not exponent.is_Number and base.is_number and base not in (0, 1, -1):
+        magnitude = sympy.Abs(exponent).evalf(15)
+        if magnitude.is_Number and magnitude > MAX_EXPONENT:
+            raise TooLarge(f"an exponent above {MAX_EXPONENT}")
+    return base**exponent
+
+
+def _check_integer_size(value: Any, what: str) -> None:
+    if value.is_Integer and abs(value) * max(1, int(abs(value)).bit_length()) > MAX_BITS:
+        raise TooLarge(f"a {what} of {value}")
+
+
+def sympy_equal(gold: Node, pred: Node) -> bool:
+    """Equality of two scalars: exact for rationals, to ``DIGITS`` digits for constants, at ``POINTS`` random points
+    for expressions with variables."""
+    a, b = to_sympy(gold), to_sympy(pred)
+    if a == b:
+        return True
+    if (a.is_Rational and b.is_Rational) or any(v.has(S.NaN, S.ComplexInfinity) for v in (a, b)):
+        return False
+    if a.has(S.Infinity, S.NegativeInfinity) or b.has(S.Infinity, S.NegativeInfinity):
+        return sympy.simplify(a - b) == 0
+    symbols = sorted(a.free_symbols | b.free_symbols, key=str)
+    if not symbols:
+        return _close(a, b, {}) is True
+    rng = random.Random(0)
+    agreed = 0
+    for attempt in range(4 * POINTS):  # points where either side is undefined are skipped
+        # all negative, all positive, then mixed signs: sqrt(x^2) is not x, |x| is not x
+        signs = [-1 if attempt == 0 else 1 if attempt == 1 else rng.choice((-1, 1)) for _ in symbols]
+        point = {s: sympy.Rational(sign * rng.randint(11, 97), rng.randint(3, 17)) for s, sign in zip(symbols, signs)}
+        verdict = _close(a, b, point)
+        if verdict is False:
+            return False
+        agreed += verdict is True
+        if agreed == POINTS:
+            return True
+    return False
+
+
+def _close(a: Any, b: Any, point: dict[Any, Any]) -> bool | None:
+    """Whether ``a`` and ``b`` agree numerically at ``point``; ``None`` where either is undefined there."""
+    va, vb = a.evalf(DIGITS, subs=point), b.evalf(DIGITS, subs=point)
+    if not (va.is_number and vb.is_number) or any(v.has(S.NaN, S.ComplexInfinity, S.Infinity) for v in (va, vb)):
+        return None
+    scale = max(abs(va), abs(vb))
+    if scale == 0:
+        return True
+    return bool(abs(va - vb) <= scale * RELATIVE)
+
+
+def compare(gold: str, pred: str) -> dict[str, Any]:
+    try:
+        verdict = match(parse(gold), parse(pred), sympy_equal)
+    except TooLarge:
+        return {"equal": False, "status": "too_large"}
+    except ParseError:
+        return {"equal": False, "status": "unparsed_answer"}
+    except MemoryError:
+        return {"equal": False, "status": "memory"}
+    except Exception as err:  # sympy raises many types on odd input; the answer is then not shown equal
+        return {"equal": False, "status": f"sympy_error: {type(err).__name__}"}
+    return {"equal": verdict is True, "status": "symbolic"}
+
+
+def main() -> None:
+    memory = int(sys.argv[1]) << 20
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    sys.setrecursionlimit(5000)
+    out = sys.stdout
+    out.write('{"ready": true}\n')
+    out.flush()
+    for line in sys.stdin:
+        request = json.loads(line)
+        out.write(json.dumps(compare(request["gold"], request["pred"])) + "\n")
+        out.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Final answers of math completions and gold columns: extraction and string normalisation (no sympy here).
+
+``extract_final`` finds what a completion commits to: the last ``\\boxed{...}`` or ``\\fbox{...}`` (braces matched,
+escaped braces skipped), else the content of the last ``<answer>...</answer>``. ``extract_gold`` reads a dataset's
+gold as stored: GSM8K's ``... #### 72``, a boxed solution, or the bare answer. ``normalize`` strips what does not
+change the value (math delimiters, ``\\left``/``\\right``, spacing commands, ``\\text{}`` wrappers, trailing units in
+``\\text{}``, degrees, ``\\$``, thousands separators) so that equal answers usually become equal strings; whatever is
+left over is for the parser in ``math_expr``.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_ANSWER_CHARS = 1000  # longer final answers are not parsed: no competition answer comes near it
+
+_BOXED = re.compile(r"\\(?:boxed|fbox)\b")
+_ANSWER_OPEN, _ANSWER_CLOSE = "<answer>", "</answer>"
+_WRAPPERS = (
+    "text", "textbf", "textit", "textrm", "textsf", "textnormal", "mathrm", "mathbf", "mathit", "mathsf",
+    "mathnormal", "mbox", "boldsymbol", "bm", "emph", "hbox",
+)  # fmt: skip
+_UNIT_TEXT = re.compile(r"\\(?:text|mbox|mathrm|textrm)\{\s*[A-Za-z][A-Za-z .]*\}(?:\^\{?\d\}?)?\s*$")
+_SPACING = re.compile(r"(?<!\\)\\[,;:! >]|\\q?quad\b|~")
+_SIZING = re.compile(r"\\(?:left|right|[bB]igg?[lr]?)(?![A-Za-z])\.?|\\(?:display|text|script)style\b")
+_DEGREES = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ\b|\\circ\b|°|\^\s*\{?\\degree\}?|\\degree\b")
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_SPACED_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?: \d{3})+(?:\.\d+)?")
+_WORD_SEPARATOR = re.compile(r"\s+(?:or|and)\s+", re.IGNORECASE)
+_UNICODE = {
+    "−": "-", "–": "-", "×": r"\times ", "·": r"\cdot ", "÷": r"\div ", "π": r"\pi ", "∞": r"\infty ",
+    "√": r"\sqrt ", "≤": r"\le ", "≥": r"\ge ", "≠": r"\ne ", "∪": r"\cup ", "±": r"\pm ",
+}  # fmt: skip
+_ALIASES = {
+    r"\dfrac": r"\frac", r"\tfrac": r"\frac", r"\cfrac": r"\frac", r"\dbinom": r"\binom", r"\tbinom": r"\binom",
+    r"\leqslant": r"\le", r"\geqslant": r"\ge", r"\leq": r"\le", r"\geq": r"\ge", r"\neq": r"\ne",
+    r"\lvert": "|", r"\rvert": "|", r"\vert": "|", r"\lbrace": r"\{", r"\rbrace": r"\}", r"\varnothing": r"\emptyset",
+}  # fmt: skip
+_ALIAS = re.compile("|".join(re.escape(a) for a in sorted(_ALIASES, key=len, reverse=True)) + r"(?![A-Za-z])")
+
+
+def matching_brace(text: str, open_at: int) -> int | None:
+    """Index of the ``}`` closing the ``{`` at ``open_at``; escaped braces (``\\{``, ``\\}``) do not count."""
+    depth, i = 0, open_at
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return None
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}``/``\\fbox{...}`` (or ``\\boxed 5``); ``None`` when there is none."""
+    for match in reversed(list(_BOXED.finditer(text))):
+        start = match.end()
+        while start < len(text) and text[start] == " ":
+            start += 1
+        if start < len(text) and text[start] == "{":
+            end = matching_brace(text, start)
+            if end is not None:
+                return text[start + 1 : end]
+        elif start > match.end():  # "\boxed 5": the next word, up to a space or a math delimiter
+            word = re.match(r"[^\s$]+", text[start:])
+            if word:
+                return word.group(0)
+    return None
+
+
+def extract_final(completion: str) -> tuple[str | None, str]:
+    """The completion's final answer and where it came from: ``boxed``, ``answer_tag``, or ``None`` (no answer)."""
+    boxed = last_boxed(completion)
+    if boxed is not None:
+        return boxed, "boxed"
+    start = completion.rfind(_ANSWER_OPEN)
+    if start >= 0:
+        end = completion.find(_ANSWER_CLOSE, start)
+        if end >= 0:
+            return completion[start + len(_ANSWER_OPEN) : end], "answer_tag"
+    return None, "none"
+
+
+def extract_gold(gold: str) -> str:
+    """The answer in a dataset's gold: after GSM8K's last ``####``, else a boxed answer, else the whole string."""
+    if "####" in gold:
+        return gold.rsplit("####", 1)[1].strip()
+    boxed = last_boxed(gold)
+    return boxed if boxed is not None else gold.strip()
+
+
+def _unwrap(text: str, names: tuple[str, ...]) -> str:
+    """Replace ``\\name{content}`` by ``content`` for each command in ``names`` (nested ones too)."""
+    pattern = re.compile(r"\\(?:" + "|".join(names) + r")\s*\{")
+    while match := pattern.search(text):
+        end = matching_brace(text, match.end() - 1)
+        if end is None:
+            return text[: match.start()] + text[match.end() :]
+        text = text[: match.start()] + " " + text[match.end() : end] + " " + text[end + 1 :]
+    return text
+
+
+def normalize(answer: str) -> str:
+    """A canonical string for ``answer`` (see the module docstring); whitespace collapsed to single spaces."""
+    s = answer.strip()
+    for char, replacement in _UNICODE.items():
+        s = s.replace(char, replacement)
+    s = s.replace(r"\$", "").replace("$", "").replace(r"\%", "%").replace("{,}", ",")
+    s = re.sub(r"\\[()\[\]]", " ", s)  # \( \) \[ \] math delimiters
+    s = _SIZING.sub("", s)
+    s = _SPACING.sub(" ", s)
+    s = _ALIAS.sub(lambda m: _ALIASES[m.group(0)], s)
+    s = _DEGREES.sub("", s)
+    s = re.sub(r"\\operatorname\s*\{\s*([A-Za-z]+)\s*\}", r"\\\1", s)
+    body = s.strip()
+    if _UNIT_TEXT.search(body) and not re.fullmatch(r"\\\w+\{[^{}]*\}", body):  # "5 \text{ cm}": drop the unit
+        s = _UNIT_TEXT.sub("", body)
+    s = _unwrap(s, _WRAPPERS)
+    s = " ".join(s.split()).strip(" .")
+    s = _WORD_SEPARATOR.sub(", ", s)
+    if _THOUSANDS.fullmatch(s) or _SPACED_THOUSANDS.fullmatch(s):
+        s = s.replace(",", "").replace(" ", "")
+    return s

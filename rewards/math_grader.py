@@ -1,0 +1,283 @@
+"""``math``: 1.0 when the completion's final answer equals the gold ``answer``, else 0.0; never hangs.
+
+Column read: ``answer`` (the gold as datasets store it: LaTeX, a plain number, GSM8K's ``... #### 72``). The final
+answer is the last ``\\boxed{}``/``\\fbox{}``, else the last ``<answer>...</answer>``; none gives 0.0. Equivalence is
+decided cheapest first, gold always on the left:
+
+1. normalised strings (``math_answer.normalize``), in-process;
+2. the parsed answers' shapes (lists and sets without order, tuples and intervals with their brackets, matrices,
+   relations), with scalars compared by exact rational arithmetic, in-process (``math_expr``);
+3. what exact arithmetic cannot decide (radicals, pi, variables, huge numbers) goes to sympy in worker processes
+   (``_math_worker``), each item with a wall-clock deadline: a worker past it is killed and replaced, the item scores
+   0.0 with status ``timeout``.
+
+Near misses are wrong: decimals are read as exact rationals, so ``0.33`` is not ``1/3`` and ``3.14`` is not pi.
+A gold answer that is missing or does not parse gives ``None`` (logged), never 1.0. ``format_bonus`` (default 0) is
+given to a completion that states a final answer which is wrong; a right answer scores 1.0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from grpo_ext.rewards.math_answer import MAX_ANSWER_CHARS, extract_final, extract_gold, normalize
+from grpo_ext.rewards.math_expr import Node, ParseError, exact_equal, match, parse
+from grpo_ext.rewards.text import completion_text
+
+logger = logging.getLogger(__name__)
+
+STARTUP_TIMEOUT_S = 60.0  # a worker importing sympy on a loaded machine
+STATUSES = (
+    "correct", "wrong", "no_answer", "too_long", "unparsed_answer", "timeout", "too_large", "crashed", "memory",
+    "gold_missing", "gold_unparseable", "infra_error",
+)  # fmt: skip
+
+
+class WorkerStartError(RuntimeError):
+    """Symbolic workers could not be started (the verdicts that needed them are ``None``)."""
+
+
+class _Worker:
+    def __init__(self, memory_mb: int) -> None:
+        command = [sys.executable, "-m", "grpo_ext.rewards._math_worker", str(memory_mb)]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        self.fd = self.process.stdout.fileno()
+        self.buffer = b""
+        self.ready = False
+        self.job: int | None = None
+        self.since = time.monotonic()  # when it was started, or when its job was sent
+
+    def send(self, job: int, gold: str, pred: str) -> None:
+        self.job, self.since = job, time.monotonic()
+        self.process.stdin.write((json.dumps({"gold": gold, "pred": pred}) + "\n").encode())
+        self.process.stdin.flush()
+
+    def read_lines(self) -> list[dict[str, Any]] | None:
+        """Complete reply lines read so far; ``None`` when the worker has exited."""
+        data = os.read(self.fd, 1 << 16)
+        if not data:
+            return None
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        return [json.loads(line) for line in lines]
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+class SymbolicPool:
+    """``workers`` sympy processes; ``compare_many`` spreads (gold, pred) pairs over them, each pair with a wall-clock
+    ``timeout`` after which its worker is killed and replaced."""
+
+    def __init__(self, workers: int, timeout: float, memory_mb: int) -> None:
+        self.timeout, self.memory_mb = timeout, memory_mb
+        self.workers = [_Worker(memory_mb) for _ in range(workers)]
+        self.lock = threading.Lock()
+
+    def compare_many(self, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        with self.lock:
+            return self._run(pairs)
+
+    def _run(self, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        results: list[dict[str, Any] | None] = [None] * len(pairs)
+        queue = deque(range(len(pairs)))
+        failed_starts = 0
+        while queue or any(w.job is not None for w in self.workers):
+            for worker in self.workers:
+                if worker.ready and worker.job is None and queue:
+                    job = queue.popleft()
+                    worker.send(job, *pairs[job])
+            readable, _, _ = select.select([w.fd for w in self.workers], [], [], self._wait())
+            for i, worker in enumerate(self.workers):
+                if worker.fd in readable:
+                    lines = worker.read_lines()
+                    if lines is None:  # it died: out of memory beyond the rlimit, a crash, a failed start
+                        failed_starts += not worker.ready
+                        self._replace(i, results, {"equal": False, "status": "crashed"})
+                        continue
+                    for line in lines:
+                        if line.get("ready"):
+                            worker.ready, failed_starts = True, 0
+                        elif worker.job is not None:
+                            results[worker.job], worker.job = line, None
+                elif worker.job is not None and time.monotonic() - worker.since > self.timeout:
+                    self._replace(i, results, {"equal": False, "status": "timeout"})
+                elif not worker.ready and time.monotonic() - worker.since > STARTUP_TIMEOUT_S:
+                    failed_starts += 1
+                    self._replace(i, results, None)
+            if failed_starts >= 2 * len(self.workers):
+                self.close()
+                raise WorkerStartError(
+                    f"math grader: symbolic workers fail to start ({sys.executable} -m grpo_ext.rewards._math_worker)"
+                )
+        return results  # type: ignore[return-value]
+
+    def _wait(self) -> float:
+        now = time.monotonic()
+        limits = [
+            w.since + (self.timeout if w.ready else STARTUP_TIMEOUT_S) - now
+            for w in self.workers
+            if w.job is not None or not w.ready
+        ]
+        return max(0.0, min(limits)) + 0.001 if limits else 1.0
+
+    def _replace(self, index: int, results: list[dict[str, Any] | None], verdict: dict[str, Any] | None) -> None:
+        worker = self.workers[index]
+        if worker.job is not None and verdict is not None:
+            results[worker.job] = verdict
+        worker.kill()
+        self.workers[index] = _Worker(self.memory_mb)
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.kill()
+
+
+@functools.lru_cache(maxsize=4096)
+def _gold(gold: str) -> tuple[str, Node | None, str]:
+    """A gold answer normalised and parsed (rows repeat once per generation, so this is cached)."""
+    text = normalize(extract_gold(gold))
+    if not text:
+        return text, None, "gold_missing"
+    try:
+        return text, parse(text), "ok"
+    except ParseError as err:
+        return text, None, f"gold_unparseable ({err})"
+
+
+def _compact(text: str) -> str:
+    return text.replace(" ", "")
+
+
+class MathGrader:
+    """Binary reward for math answers (see the module docstring). Reads the ``answer`` column."""
+
+    columns = ("answer",)
+    PARAMS = ("format_bonus", "workers", "timeout", "memory_mb")
+
+    def __init__(
+        self, format_bonus: float = 0.0, workers: int = 2, timeout: float = 1.0, memory_mb: int = 1024
+    ) -> None:
+        if isinstance(format_bonus, bool) or not isinstance(format_bonus, (int, float)) or not 0 <= format_bonus < 1:
+            raise ValueError(f"math: format_bonus must be a number in [0, 1), got {format_bonus!r}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"math: workers must be an integer >= 1, got {workers!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ValueError(f"math: timeout must be a number of seconds > 0, got {timeout!r}")
+        if isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or memory_mb < 256:
+            raise ValueError(f"math: memory_mb must be an integer >= 256, got {memory_mb!r}")
+        self.format_bonus = float(format_bonus)
+        self.workers, self.timeout, self.memory_mb = workers, float(timeout), memory_mb
+        self.__name__ = "math"
+        self._pool: SymbolicPool | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_pool": None}  # worker processes do not travel; a copy starts its own
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def score_batch(self, completions: list[Any], answer: list[Any]) -> list[dict[str, Any]]:
+        """One result per completion, in order: ``reward``, ``status``, and the compared answers."""
+        results: list[dict[str, Any]] = []
+        symbolic: list[int] = []
+        for i, (completion, gold) in enumerate(zip(completions, answer, strict=True)):
+            result = self._grade_here(completion, gold)
+            if result.get("status") == "symbolic":
+                symbolic.append(i)
+            results.append(result)
+        if symbolic:
+            self._grade_in_workers([results[i] for i in symbolic])
+        for i, result in enumerate(results):
+            if result["reward"] is None:
+                logger.error("math: row %d not graded (%s); reward is None", i, result["status"])
+        return results
+
+    def _grade_here(self, completion: Any, gold: Any) -> dict[str, Any]:
+        if isinstance(gold, (int, float)) and not isinstance(gold, bool):
+            gold = str(gold)
+        if not isinstance(gold, str):
+            return {"reward": None, "status": "gold_missing"}
+        gold_text, gold_tree, gold_status = _gold(gold)
+        if gold_tree is None:
+            status, _, error = gold_status.partition(" ")
+            return {
+                "reward": None,
+                "status": status,
+                "gold": gold_text,
+                **({"error": error.strip("()")} if error else {}),
+            }
+        final, source = extract_final(completion_text(completion))
+        if final is None:
+            return {"reward": 0.0, "status": "no_answer", "gold": gold_text}
+        result: dict[str, Any] = {"reward": self.format_bonus, "status": "wrong", "source": source, "gold": gold_text}
+        if len(final) > MAX_ANSWER_CHARS:
+            return {**result, "status": "too_long"}
+        pred_text = normalize(final)
+        result["answer"] = pred_text
+        if _compact(pred_text) == _compact(gold_text):
+            return {**result, "reward": 1.0, "status": "correct", "method": "string"}
+        try:
+            pred_tree = parse(pred_text)
+        except ParseError:
+            return {**result, "status": "unparsed_answer"}
+        verdict = match(gold_tree, pred_tree, exact_equal)
+        if verdict is None:
+            return {**result, "status": "symbolic"}
+        return {
+            **result,
+            "reward": 1.0 if verdict else self.format_bonus,
+            "status": "correct" if verdict else "wrong",
+            "method": "exact",
+        }
+
+    def _grade_in_workers(self, results: list[dict[str, Any]]) -> None:
+        try:
+            if self._pool is None:
+                self._pool = SymbolicPool(self.workers, self.timeout, self.memory_mb)
+            verdicts = self._pool.compare_many([(r["gold"], r["answer"]) for r in results])
+        except (WorkerStartError, OSError) as err:
+            self._pool = None
+            for result in results:
+                result.update(reward=None, status="infra_error", error=str(err))
+            return
+        for result, verdict in zip(results, verdicts, strict=True):
+            equal = verdict is not None and verdict.get("equal") is True
+            status = (
+                "correct" if equal else verdict["status"] if verdict and verdict["status"] != "symbolic" else "wrong"
+            )
+            result.update(reward=1.0 if equal else self.format_bonus, status=status, method="symbolic")
+
+    def score(self, completion: Any, answer: Any = None, **_: Any) -> dict[str, Any]:
+        return self.score_batch([completion], [answer])[0]
+
+    async def __call__(self, completions: list[Any], answer: list[Any] | None = None, **_: Any) -> list[float | None]:
+        if answer is None:
+            logger.error("math: the dataset has no 'answer' column; every reward is None")
+            return [None] * len(completions)
+        results = await asyncio.to_thread(self.score_batch, completions, answer)
+        return [r["reward"] for r in results]
