@@ -123,7 +123,8 @@ def sympy_equal(gold: Node, pred: Node) -> bool:
     for attempt in range(4 * POINTS):  # points where either side is undefined are skipped
         # all negative, all positive, then mixed signs: sqrt(x^2) is not x, |x| is not x
         signs = [-1 if attempt == 0 else 1 if attempt == 1 else rng.choice((-1, 1)) for _ in symbols]
-        point = {s: sympy.Rational(sign * rng.randint(11, 97), rng.randint(3, 17)) for s, sign in zip(symbols, signs)}
+        values = [sympy.Rational(sign * rng.randint(11, 97), rng.randint(3, 17)) for sign in signs]
+        point = dict(zip(symbols, values, strict=True))
         verdict = _close(a, b, point)
         if verdict is False:
             return False

@@ -27,9 +27,12 @@ _DEGREES = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ\b|\\circ\b|°|\^\s*\{?
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _SPACED_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?: \d{3})+(?:\.\d+)?")
 _WORD_SEPARATOR = re.compile(r"\s+(?:or|and)\s+", re.IGNORECASE)
+_NUMBER_THEN_WORDS = re.compile(r"([-+]?[\d.,]*\d)((?:\s+[A-Za-z]{3,})+)")  # "20 minutes": a unit in plain words
+_NOT_UNITS = {"inf", "infty", "infinity", "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "exp"}
 _UNICODE = {
     "−": "-", "–": "-", "×": r"\times ", "·": r"\cdot ", "÷": r"\div ", "π": r"\pi ", "∞": r"\infty ",
-    "√": r"\sqrt ", "≤": r"\le ", "≥": r"\ge ", "≠": r"\ne ", "∪": r"\cup ", "±": r"\pm ",
+    "√": r"\sqrt ", "≤": r"\le ", "≥": r"\ge ", "≠": r"\ne ", "∪": r"\cup ", "±": r"\pm ", "∈": r"\in ",
+    "²": "^2", "³": "^3",
 }  # fmt: skip
 _ALIASES = {
     r"\dfrac": r"\frac", r"\tfrac": r"\frac", r"\cfrac": r"\frac", r"\dbinom": r"\binom", r"\tbinom": r"\binom",
@@ -122,8 +125,11 @@ def normalize(answer: str) -> str:
     if _UNIT_TEXT.search(body) and not re.fullmatch(r"\\\w+\{[^{}]*\}", body):  # "5 \text{ cm}": drop the unit
         s = _UNIT_TEXT.sub("", body)
     s = _unwrap(s, _WRAPPERS)
-    s = " ".join(s.split()).strip(" .")
+    s = " ".join(s.split()).rstrip(" .")
     s = _WORD_SEPARATOR.sub(", ", s)
+    words = _NUMBER_THEN_WORDS.fullmatch(s)
+    if words and not _NOT_UNITS.intersection(words.group(2).lower().split()):
+        s = words.group(1)
     if _THOUSANDS.fullmatch(s) or _SPACED_THOUSANDS.fullmatch(s):
         s = s.replace(",", "").replace(" ", "")
     return s

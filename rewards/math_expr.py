@@ -42,8 +42,10 @@ GREEK = {
 }  # fmt: skip
 CONSTANTS = {"pi": "pi", "infty": "oo", "inf": "oo", "infinity": "oo", "oo": "oo"}
 RELATIONS = {"=": "=", "<": "<", ">": ">", "<=": "<=", ">=": ">=", "!=": "!=", r"\le": "<=", r"\ge": ">=",
-             r"\ne": "!=", r"\lt": "<", r"\gt": ">"}  # fmt: skip
-MIRROR = {"=": "=", "!=": "!=", "<": ">", ">": "<", "<=": ">=", ">=": "<="}
+             r"\ne": "!=", r"\lt": "<", r"\gt": ">", r"\in": "in"}  # fmt: skip
+MIRROR = {"=": "=", "!=": "!=", "<": ">", ">": "<", "<=": ">=", ">=": "<=", "in": "in"}
+# x < a is the interval (-oo, a): the brackets, and which end the bound is, by the operator with x on the left
+_RAYS = {"<": ("(", ")", "high"), "<=": ("(", "]", "high"), ">": ("(", ")", "low"), ">=": ("[", ")", "low")}
 MATRICES = {"pmatrix", "bmatrix", "matrix", "Bmatrix", "smallmatrix"}
 _MUL = {"*", r"\cdot", r"\times", "**"}
 _STARTS_ATOM = {"(", "[", "{"}
@@ -133,8 +135,9 @@ class _Parser:
         if self.peek() in RELATIONS:
             op = RELATIONS[self.take()]
             right = self.union()
-            if self.peek() in RELATIONS:
-                raise ParseError("chained relations")
+            if self.peek() in RELATIONS:  # a < x <= b is an interval
+                second = RELATIONS[self.take()]
+                return _between(left, op, right, second, self.union())
             return ("rel", op, left, right)
         return left
 
@@ -383,14 +386,37 @@ def _is_plain_fraction(node: Node) -> bool:
 
 
 def _strip_assignment(node: Node) -> Node:
-    """``x = 5`` answers ``5``: an equation whose left side is a lone variable gives its right side."""
-    if node[0] == "rel" and node[1] == "=" and node[2][0] == "sym":
-        return node[3]
+    """``x = 5`` answers ``5`` and ``x \\in [1, 2]`` answers ``[1, 2]`` (the right side of a lone variable's
+    equation); ``x > 3`` is the interval ``(3, oo)``."""
+    if node[0] != "rel":
+        return node
+    op, left, right = node[1:]
+    if left[0] != "sym" and right[0] == "sym" and op in _RAYS:
+        op, left, right = MIRROR[op], right, left
+    if left[0] != "sym":
+        return node
+    if op == "in":
+        return right
+    if op in _RAYS:
+        low, high, bound = _RAYS[op]
+        ends = [("neg", ("const", "oo")), right] if bound == "high" else [right, ("const", "oo")]
+        return ("tuple", low, high, ends)
     return node
 
 
+def _between(low: Node, op: str, middle: Node, second: str, high: Node) -> Node:
+    """``a < x <= b`` as the interval ``(a, b]`` (and ``b >= x > a`` likewise)."""
+    if op in (">", ">=") and second in (">", ">="):
+        low, op, second, high = high, MIRROR[second], MIRROR[op], low
+    if middle[0] != "sym" or op not in ("<", "<=") or second not in ("<", "<="):
+        raise ParseError("a chain of relations that is not an interval")
+    return ("tuple", "(" if op == "<" else "[", ")" if second == "<" else "]", [low, high])
+
+
 def _expand_pm(node: Node) -> list[Node]:
-    """``a \\pm b`` is the two answers ``a + b`` and ``a - b``."""
+    """``a \\pm b`` is the two answers ``a + b`` and ``a - b`` (``x = a \\pm b`` likewise)."""
+    if _is_assignment(node):
+        return [("rel", "=", node[2], value) for value in _expand_pm(node[3])]
     if node[0] == "pm":
         left, right = node[1], node[2]
         if left is None:
@@ -404,8 +430,18 @@ def _expand_pm(node: Node) -> list[Node]:
 Scalar = Callable[[Node, Node], "bool | None"]
 
 
+def _is_assignment(node: Node) -> bool:
+    return node[0] == "rel" and node[1] == "=" and node[2][0] == "sym"
+
+
 def match(gold: Node, pred: Node, scalar: Scalar) -> bool | None:
-    """Whether ``pred`` answers ``gold``: ``True``, ``False``, or ``None`` when ``scalar`` could not decide."""
+    """Whether ``pred`` answers ``gold``: ``True``, ``False``, or ``None`` when ``scalar`` could not decide.
+
+    ``x = 5`` answers ``5`` (and the reverse); two equations compare as equations."""
+    if _is_assignment(gold) and pred[0] != "rel":
+        gold = gold[3]
+    if _is_assignment(pred) and gold[0] != "rel":
+        pred = pred[3]
     kind = gold[0]
     if kind in ("list", "set"):
         if pred[0] not in ("list", "set") or len(pred[1]) != len(gold[1]):
@@ -429,7 +465,11 @@ def match(gold: Node, pred: Node, scalar: Scalar) -> bool | None:
         mirrored = pred[1] == MIRROR[gold[1]] and _all(
             [match(gold[2], pred[3], scalar), match(gold[3], pred[2], scalar)]
         )
-        return _any([same, mirrored])
+        verdict = _any([same, mirrored])
+        if verdict is not True and gold[1] == pred[1] == "=":  # the same equation rearranged: equal differences
+            gold_diff, pred_diff = ("sub", gold[2], gold[3]), ("sub", pred[2], pred[3])
+            verdict = _any([verdict, scalar(gold_diff, pred_diff), scalar(gold_diff, ("neg", pred_diff))])
+        return verdict
     if kind == "text" or pred[0] == "text":
         return gold == pred
     if pred[0] in ("list", "set", "union", "tuple", "matrix", "rel"):

@@ -102,10 +102,15 @@ class SymbolicPool:
         queue = deque(range(len(pairs)))
         failed_starts = 0
         while queue or any(w.job is not None for w in self.workers):
-            for worker in self.workers:
+            for i, worker in enumerate(self.workers):
                 if worker.ready and worker.job is None and queue:
                     job = queue.popleft()
-                    worker.send(job, *pairs[job])
+                    try:
+                        worker.send(job, *pairs[job])
+                    except OSError:  # it died while idle: the job waits for its replacement
+                        queue.appendleft(job)
+                        worker.job = None
+                        self._replace(i, results, None)
             readable, _, _ = select.select([w.fd for w in self.workers], [], [], self._wait())
             for i, worker in enumerate(self.workers):
                 if worker.fd in readable:
@@ -235,7 +240,7 @@ class MathGrader:
         if final is None:
             return {"reward": 0.0, "status": "no_answer", "gold": gold_text}
         result: dict[str, Any] = {"reward": self.format_bonus, "status": "wrong", "source": source, "gold": gold_text}
-        if len(final) > MAX_ANSWER_CHARS:
+        if len(final) > max(MAX_ANSWER_CHARS, 2 * len(gold_text)):
             return {**result, "status": "too_long"}
         pred_text = normalize(final)
         result["answer"] = pred_text

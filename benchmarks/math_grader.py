@@ -1,0 +1,164 @@
+"""Accuracy, latency and throughput of the ``math`` reward against math-verify 0.9.0, on the same labelled cases.
+
+    python benchmarks/math_grader.py [--cap 10] [--show-errors]
+
+Cases: ``benchmarks/math_cases.py`` (category, completion, gold, equivalent?). Our grader runs in this process (its
+symbolic work in its own killable workers, as in training). math-verify runs in a child process, item by item, with
+its own signal-based timeouts; an item still running after ``--cap`` seconds is counted as a hang (no verdict) and
+its process is killed and replaced. math-verify is given the whole completion (it extracts the answer itself) and the
+gold as ``$...$`` after the same ``####``/boxed extraction ours does.
+
+Prints, for both: accuracy, false positives, false negatives, undecided (hangs), p50/p99/max latency per item, and
+simple items per second (2,000 GSM8K-style numeric items, each grader in one process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from math_cases import SIMPLE, cases  # noqa: E402
+
+from grpo_ext.rewards.math_answer import extract_gold  # noqa: E402
+from grpo_ext.rewards.math_grader import MathGrader  # noqa: E402
+
+
+def _math_verify_serve(conn) -> None:
+    from math_verify import parse, verify
+
+    while (request := conn.recv()) is not None:
+        kind, items = request
+        start = time.perf_counter()
+        verdicts = []
+        for completion, gold in items:
+            try:
+                verdicts.append(bool(verify(parse(f"${extract_gold(gold)}$"), parse(completion))))
+            except Exception:  # noqa: BLE001 - an error is a "not equal" verdict, as a reward would give
+                verdicts.append(False)
+        conn.send((verdicts, time.perf_counter() - start))
+
+
+class MathVerifyProcess:
+    """math-verify in a child process that is killed when an item runs past ``cap`` seconds."""
+
+    def __init__(self, cap: float) -> None:
+        self.cap = cap
+        self.ctx = mp.get_context("spawn")
+        self._start()
+
+    def _start(self) -> None:
+        self.conn, child = self.ctx.Pipe()
+        self.process = self.ctx.Process(target=_math_verify_serve, args=(child,), daemon=True)
+        self.process.start()
+        self.conn.send(("warmup", [("$\\boxed{1}$", "1")]))
+        self.conn.recv()
+
+    def grade(self, items: list[tuple[str, str]], cap: float | None = None) -> tuple[list[bool] | None, float]:
+        cap = cap or self.cap
+        self.conn.send(("grade", items))
+        if self.conn.poll(cap):
+            return self.conn.recv()
+        self.process.kill()
+        self.process.join()
+        self._start()
+        return None, cap
+
+    def close(self) -> None:
+        self.conn.send(None)
+        self.process.join(5)
+
+
+def summarize(name: str, labels: list[bool], verdicts: list[bool | None], latencies: list[float]) -> dict:
+    right = sum(v is not None and v == label for v, label in zip(verdicts, labels, strict=True))
+    false_pos = sum(v is True and not label for v, label in zip(verdicts, labels, strict=True))
+    false_neg = sum(v is False and label for v, label in zip(verdicts, labels, strict=True))
+    hangs = sum(v is None for v in verdicts)
+    ordered = sorted(latencies)
+    return {
+        "grader": name,
+        "accuracy": right / len(labels),
+        "correct": right,
+        "false_pos": false_pos,
+        "false_neg": false_neg,
+        "hangs": hangs,
+        "p50_ms": 1000 * statistics.median(ordered),
+        "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+        "max_ms": 1000 * ordered[-1],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cap", type=float, default=10.0, help="seconds before a math-verify item counts as a hang")
+    parser.add_argument("--show-errors", action="store_true", help="list the cases each grader gets wrong")
+    args = parser.parse_args()
+    rows = cases()
+    labels = [label for *_, label in rows]
+    print(
+        f"{len(rows)} labelled cases ({sum(labels)} equivalent, {len(rows) - sum(labels)} not), "
+        f"{len({r[0] for r in rows})} categories"
+    )
+
+    ours = MathGrader()
+    ours.score(r"\boxed{\sqrt{2}}", r"\sqrt2")  # start the symbolic workers before timing
+    our_verdicts, our_latencies = [], []
+    for _, completion, gold, _ in rows:
+        start = time.perf_counter()
+        result = ours.score(completion, gold)
+        our_latencies.append(time.perf_counter() - start)
+        our_verdicts.append(result["reward"] == 1.0)
+
+    theirs = MathVerifyProcess(args.cap)
+    their_verdicts, their_latencies = [], []
+    for _, completion, gold, _ in rows:
+        verdicts, seconds = theirs.grade([(completion, gold)])
+        their_verdicts.append(None if verdicts is None else verdicts[0])
+        their_latencies.append(seconds)
+
+    simple_completions, simple_golds = zip(*SIMPLE, strict=True)
+    start = time.perf_counter()
+    ours.score_batch(list(simple_completions), list(simple_golds))
+    our_rate = len(SIMPLE) / (time.perf_counter() - start)
+    _, seconds = theirs.grade(list(SIMPLE), cap=600)
+    their_rate = len(SIMPLE) / seconds
+    theirs.close()
+    ours.close()
+
+    table = [
+        {**summarize("grpo_ext math", labels, our_verdicts, our_latencies), "simple_per_s": our_rate},
+        {**summarize("math-verify 0.9.0", labels, their_verdicts, their_latencies), "simple_per_s": their_rate},
+    ]
+    print(
+        f"{'grader':<18} {'accuracy':>9} {'correct':>8} {'false+':>7} {'false-':>7} {'hangs':>6} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>9} {'simple/s':>9}"
+    )
+    for r in table:
+        print(
+            f"{r['grader']:<18} {r['accuracy']:>9.1%} {r['correct']:>8} {r['false_pos']:>7} {r['false_neg']:>7} "
+            f"{r['hangs']:>6} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.1f} {r['max_ms']:>9.1f} {r['simple_per_s']:>9.0f}"
+        )
+    categories = sorted({r[0] for r in rows})
+    print("\nright answers by category (ours / math-verify / cases):")
+    for category in categories:
+        idx = [i for i, r in enumerate(rows) if r[0] == category]
+        mine = sum(our_verdicts[i] == labels[i] for i in idx)
+        other = sum(their_verdicts[i] is not None and their_verdicts[i] == labels[i] for i in idx)
+        print(f"  {category:<20} {mine:>3} / {other:>3} / {len(idx)}")
+    if args.show_errors:
+        for name, verdicts in (("grpo_ext math", our_verdicts), ("math-verify", their_verdicts)):
+            print(f"\n{name} gets wrong:")
+            for (category, completion, gold, label), verdict in zip(rows, verdicts, strict=True):
+                if verdict != label:
+                    print(
+                        f"  [{category}] label={label} verdict={verdict} gold={gold[:60]!r} pred={completion[-70:]!r}"
+                    )
+
+
+if __name__ == "__main__":
+    main()
