@@ -199,7 +199,7 @@ class MathGrader:
         return {**self.__dict__, "_pool": None}  # worker processes do not travel; a copy starts its own
 
     def close(self) -> None:
-        if self._pool is not None:
+        if getattr(self, "_pool", None) is not None:  # also from __del__ of a half-built instance
             self._pool.close()
             self._pool = None
 

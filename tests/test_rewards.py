@@ -103,6 +103,7 @@ def test_extract_answer_keeps_inner_text():
 # One good and one bad completion per registered reward, with the columns it reads.
 SAMPLES = {
     "arithmetic_shaping": (["<answer>1</answer>", "1"], {"answer": ["1", "1"]}),
+    "math": ([r"\boxed{\sqrt{2}/2}", r"\boxed{0.707}"], {"answer": [r"\frac{1}{\sqrt2}"] * 2}),
     "python_exec": (
         ["def f(x):\n    return x\n", "def f(x):\n    return 0\n"],
         {"tests": [[{"args": [1], "expected": 1}]] * 2, "entry_point": ["f", "f"]},
@@ -128,7 +129,7 @@ def test_every_registered_reward_pickles_and_is_named_by_its_key():
 
 def test_unknown_reward_lists_valid_names():
     with pytest.raises(
-        ValueError, match=r"unknown reward 'nope'; valid names: \['arithmetic_shaping', 'python_exec'\]"
+        ValueError, match=r"unknown reward 'nope'; valid names: \['arithmetic_shaping', 'math', 'python_exec'\]"
     ):
         build_reward("nope")
 

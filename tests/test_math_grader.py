@@ -1,0 +1,207 @@
+"""The ``math`` reward: extraction, normalisation, exact and symbolic equivalence, and that it never hangs.
+
+The labelled cases of ``benchmarks/math_cases.py`` are also checked here, so a change that breaks one fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from grpo_ext.rewards.math_answer import extract_final, extract_gold, normalize
+from grpo_ext.rewards.math_expr import ParseError, parse
+from grpo_ext.rewards.math_grader import MathGrader, SymbolicPool
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+from math_cases import cases  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def grader():
+    built = MathGrader()
+    yield built
+    built.close()
+
+
+def boxed(answer: str) -> str:
+    return rf"so the answer is $\boxed{{{answer}}}$."
+
+
+def test_every_labelled_case(grader):
+    rows = cases()
+    results = grader.score_batch([completion for _, completion, _, _ in rows], [gold for _, _, gold, _ in rows])
+    wrong = [(row, r["status"]) for row, r in zip(rows, results, strict=True) if (r["reward"] == 1.0) != row[3]]
+    assert not wrong
+
+
+@pytest.mark.parametrize(
+    "pred,gold",
+    [
+        ("0.5", r"\frac{1}{2}"), ("1000", "1{,}000"), ("x=5", "5"), (r"\frac{\sqrt2}{2}", r"\frac{1}{\sqrt{2}}"),
+        (r"(-\infty, 3) \cup (4, \infty)", r"(4,\infty)\cup(-\infty,3)"), (r"\{3, 1\}", "1, 3"),
+        ("(x+1)^2", "x^2+2x+1"),
+        (r"10\text{ cm}", "10"), (r"\$5", "5"), (r"90^\circ", "90"), (r"50\%", "0.5"), (r"1.5\times10^{3}", "1500"),
+    ],
+)  # fmt: skip
+def test_equivalent_forms_score_one(grader, pred, gold):
+    assert grader.score(boxed(pred), gold)["reward"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "pred,gold",
+    [
+        ("3.14", r"\pi"), ("0.33", r"\frac13"), ("1/2006!", "1/2004!"), ("1/2^99", "1/2^98"), ("(1,2]", "[1,2)"),
+        ("(2, 1)", "(1, 2)"), (r"\sqrt{x^2}", "x"), ("1, 2, 2", "1, 2"), (r"1+10^{-25}", "1"),
+    ],
+)  # fmt: skip
+def test_near_misses_score_zero(grader, pred, gold):
+    assert grader.score(boxed(pred), gold)["reward"] == 0.0
+
+
+def test_gold_first_extraction_of_gsm8k_and_boxed_solutions():
+    assert extract_gold("She has 3 + 4 = 7 apples.\n#### 7") == "7"
+    assert extract_gold(r"So the area is $\boxed{\frac{9}{2}}$.") == r"\frac{9}{2}"
+    assert extract_gold(" 12 ") == "12"
+
+
+def test_extraction_takes_the_last_boxed_then_the_last_answer_tag():
+    assert extract_final(r"\boxed{1} then \fbox{2}") == ("2", "boxed")
+    assert extract_final(r"\boxed{\{1, \frac{2}{3}\}}") == (r"\{1, \frac{2}{3}\}", "boxed")
+    assert extract_final("<answer>1</answer><answer> 2 </answer>") == (" 2 ", "answer_tag")
+    assert extract_final(r"\boxed{unclosed") == (None, "none")
+    assert extract_final("the answer is 4") == (None, "none")
+
+
+def test_normalize_strips_what_does_not_change_the_value():
+    assert normalize(r"$\left( \dfrac{1}{2}, 3 \right)$") == r"( \frac{1}{2}, 3 )"
+    assert normalize(r"1{,}234{,}567") == "1234567"
+    assert normalize(r"\text{(C)}") == "(C)"
+    assert normalize(r"12 \text{ inches}^2") == "12"
+
+
+def test_no_final_answer_scores_zero_and_format_bonus_only_for_a_stated_wrong_answer():
+    bonus = MathGrader(format_bonus=0.1)
+    assert bonus.score("it is 5", "5") == {"reward": 0.0, "status": "no_answer", "gold": "5"}
+    assert bonus.score(boxed("6"), "5")["reward"] == pytest.approx(0.1)
+    assert bonus.score(boxed("5"), "5")["reward"] == 1.0
+
+
+@pytest.mark.parametrize("gold", ["", "  ", None, r"\frac{", "#### ", [1, 2], r"\unknowncommand{3}"])
+def test_gold_that_cannot_be_read_gives_none_never_one(grader, gold, caplog):
+    result = grader.score(boxed("3"), gold)
+    assert result["reward"] is None
+    assert result["status"] in ("gold_missing", "gold_unparseable")
+    assert "not graded" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "junk",
+    ["\x00\x01\xff" * 1000, "\ud800", boxed("\u202e41"), "🙂" * 10_000, r"\boxed{" * 5000, "a" * 1_000_000,
+     boxed("(" * 300 + "1" + ")" * 300), boxed("1+" * 2000 + "1"), boxed(r"\frac" * 500)],
+)  # fmt: skip
+def test_junk_completions_score_zero_without_raising(grader, junk):
+    assert grader.score(junk, "41")["reward"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "pred",
+    [r"9^{9^{9^{9^9}}}", "99999999!", r"\sqrt{2}^{10^{9}}", "1" * 3000, r"2^{3^{4^{5}}}", r"\binom{10^{9}}{10^{8}}"],
+)
+def test_pathological_answers_are_screened_within_a_second(grader, pred):
+    grader.score(boxed(r"\sqrt{2}"), r"\sqrt{2}")  # workers started
+    start = time.monotonic()
+    result = grader.score(boxed(pred), "5")
+    assert result["reward"] == 0.0
+    assert time.monotonic() - start < 1.0
+
+
+def test_an_answer_past_the_deadline_is_killed_and_the_next_one_is_graded():
+    impatient = MathGrader(timeout=0.001, workers=1)
+    try:
+        impatient._pool = pool = SymbolicPool(workers=1, timeout=0.001, memory_mb=1024)
+        first_worker = pool.workers[0].process
+        first = impatient.score(boxed("(x+1)^2"), "x^2+2x+1")
+        assert first["status"] == "timeout" and first["reward"] == 0.0
+        assert first_worker.returncode is not None  # killed and reaped
+        assert pool.workers[0].process is not first_worker
+        pool.timeout = 30.0
+        assert impatient.score(boxed("(x+1)^2"), "x^2+2x+1")["reward"] == 1.0
+    finally:
+        impatient.close()
+
+
+def test_a_worker_that_dies_is_replaced(grader):
+    grader.score(boxed(r"\sqrt{8}"), r"2\sqrt2")
+    for worker in grader._pool.workers:
+        worker.process.kill()
+        worker.process.wait()
+    assert grader.score(boxed(r"\sqrt{8}"), r"2\sqrt2")["reward"] == 1.0
+
+
+def test_workers_that_cannot_start_give_none_with_infra_error(monkeypatch, caplog):
+    broken = MathGrader(workers=1)
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    try:
+        results = broken.score_batch([boxed(r"\sqrt{8}"), boxed("3")], [r"2\sqrt2", "3"])
+    finally:
+        broken.close()
+    assert results[0]["reward"] is None and results[0]["status"] == "infra_error"
+    assert results[1]["reward"] == 1.0  # what is decided in-process does not need the workers
+
+
+def test_only_plain_strings_and_booleans_leave_a_worker():
+    pool = SymbolicPool(workers=1, timeout=30.0, memory_mb=1024)
+    try:
+        replies = pool.compare_many([(r"\sqrt{2}", r"\frac{2}{\sqrt2}"), ("x", "y"), ("1/2004!", "1/2006!")])
+    finally:
+        pool.close()
+    assert [r["equal"] for r in replies] == [True, False, False]
+    assert all(
+        set(r) == {"equal", "status"} and type(r["equal"]) is bool and type(r["status"]) is str for r in replies
+    )
+
+
+def test_parser_limits_raise_parse_error():
+    with pytest.raises(ParseError):
+        parse("(" * 100 + "1" + ")" * 100)
+    with pytest.raises(ParseError):
+        parse("1+" * 1000 + "1")
+    assert parse(r"\frac12") == ("div", ("num", "1"), ("num", "2"))
+
+
+def test_async_call_and_missing_column(grader):
+    chat = [{"role": "assistant", "content": boxed("7")}]
+    assert asyncio.run(grader([chat, boxed("8")], answer=["7", "7"])) == [1.0, 0.0]
+    assert asyncio.run(grader([boxed("7")])) == [None]
+
+
+@pytest.mark.parametrize(
+    "bad,key",
+    [({"format_bonus": 1.5}, "format_bonus"), ({"workers": 0}, "workers"), ({"timeout": 0}, "timeout"),
+     ({"memory_mb": 10}, "memory_mb"), ({"timeout": True}, "timeout")],
+)  # fmt: skip
+def test_bad_parameters_are_named(bad, key):
+    with pytest.raises(ValueError, match=f"math: {key}"):
+        MathGrader(**bad)
+
+
+def test_score_cli_reads_completion_and_answer(tmp_path):
+    lines = [
+        {"completion": boxed(r"\frac{1}{2}"), "answer": "0.5"},
+        {"completion": boxed("3.14"), "answer": r"\pi"},
+        {"completion": "<answer>72</answer>", "answer": "Natalia sold 72 clips.\n#### 72"},
+        {"completion": boxed("1"), "answer": ""},
+    ]
+    path = tmp_path / "math.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    result = run_cli(["-m", "grpo_ext.score", "math", str(path), "--timeout", "2"], cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [o["reward"] for o in out] == [1.0, 0.0, 1.0, None]
+    assert [o["status"] for o in out] == ["correct", "wrong", "correct", "gold_missing"]
