@@ -169,6 +169,12 @@ def _gold(gold: str) -> tuple[str, Node | None, str]:
         return text, None, f"gold_unparseable ({err})"
 
 
+def gold_error(gold: str) -> str | None:
+    """Why the grader cannot read the gold answer ``gold`` (it would score ``None``), or ``None`` when it can."""
+    _, tree, status = _gold(gold)
+    return None if tree is not None else status
+
+
 def _compact(text: str) -> str:
     return text.replace(" ", "")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from grpo_ext.tasks import arithmetic, code_jsonl, fizzbuzz
+from grpo_ext.tasks import arithmetic, code_jsonl, fizzbuzz, math_datasets, mathexpr
 from grpo_ext.tasks.base import TaskConfig, TaskSplits
 
 
@@ -26,6 +26,9 @@ TASKS: dict[str, Task] = {
     "arithmetic": Task(schema=arithmetic.ArithmeticConfig, build=arithmetic.build),
     "fizzbuzz": Task(schema=fizzbuzz.FizzBuzzConfig, build=fizzbuzz.build),
     "code_jsonl": Task(schema=code_jsonl.CodeJsonlConfig, build=code_jsonl.build),
+    "mathexpr": Task(schema=mathexpr.MathExprConfig, build=mathexpr.build),
+    "gsm8k": Task(schema=math_datasets.GSM8KConfig, build=math_datasets.build),
+    "math": Task(schema=math_datasets.MathConfig, build=math_datasets.build),
 }
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
@@ -49,3 +51,50 @@ def check_positive(cfg: Any, *keys: str) -> None:
         value = getattr(cfg, key)
         if value < 1:
             raise ValueError(f"task.{key} must be >= 1, got {value}")
+
+
+LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+def load_table(path: str, split: str, subset: str | None = None) -> Dataset:
+    """The rows at ``path`` (``task.path``): a local .jsonl/.json/.parquet file by its suffix, else a Hub dataset
+    name, read at ``split`` (and config ``subset``). Raises ``ValueError`` saying what was tried."""
+    from datasets import load_dataset
+
+    from grpo_ext.models import HUB_TIMEOUT_S, hub_offline
+
+    local = Path(path).expanduser()
+    if local.suffix in LOCAL_FORMATS:
+        if not local.is_file():
+            raise ValueError(f"task.path={path}: no such file")
+        return load_dataset(LOCAL_FORMATS[local.suffix], data_files=str(local), split="train")
+    try:
+        if not hub_offline():
+            from huggingface_hub import HfApi
+
+            HfApi().dataset_info(path, timeout=HUB_TIMEOUT_S)  # fail in seconds, not after the retries
+        return load_dataset(path, subset, split=split)
+    except Exception as err:  # the Hub client and datasets raise many types for "not found" and "no network"
+        raise ValueError(
+            f"task.path={path}: not a local .jsonl/.json/.parquet file, and loading it from the Hub failed "
+            f"({type(err).__name__}: {err}). With a copy in the local cache, set HF_HUB_OFFLINE=1"
+        ) from err
+
+
+def hold_out(rows: list[dict[str, Any]], cfg: Any) -> TaskSplits:
+    """Shuffle checked rows with ``cfg.seed``; the first ``cfg.eval_size`` are eval, then up to ``cfg.train_size``
+    (0: all the rest) are train. Raises ``ValueError`` when no train row would be left."""
+    if len(rows) <= cfg.eval_size:
+        raise ValueError(
+            f"task.path={cfg.path} has {len(rows)} usable rows, not more than task.eval_size={cfg.eval_size}"
+        )
+    rows = list(rows)
+    random.Random(cfg.seed).shuffle(rows)
+    eval_rows, train_rows = rows[: cfg.eval_size], rows[cfg.eval_size :]
+    if cfg.train_size:
+        train_rows = train_rows[: cfg.train_size]
+
+    def columns(part: list[dict[str, Any]]) -> dict[str, list]:
+        return {key: [r[key] for r in part] for key in part[0]}
+
+    return TaskSplits(train=Dataset.from_dict(columns(train_rows)), eval=Dataset.from_dict(columns(eval_rows)))

@@ -9,19 +9,13 @@ an error names the row and the column.
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from datasets import Dataset
 from omegaconf import MISSING
 
-from grpo_ext.models import HUB_TIMEOUT_S, hub_offline
 from grpo_ext.rewards.python_exec import parse_tests
-from grpo_ext.tasks.base import RewardSpec, TaskConfig, TaskSplits, chat_prompt, check_positive
-
-LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+from grpo_ext.tasks.base import RewardSpec, TaskConfig, TaskSplits, chat_prompt, check_positive, hold_out, load_table
 
 
 @dataclass
@@ -37,28 +31,6 @@ class CodeJsonlConfig(TaskConfig):
     eval_size: int = 50
     max_completion_length: int = 512
     rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec(name="python_exec")])
-
-
-def load_rows(cfg: CodeJsonlConfig) -> Dataset:
-    """The raw dataset at ``cfg.path``: a local file by its suffix, else a Hub dataset name."""
-    from datasets import load_dataset
-
-    local = Path(cfg.path).expanduser()
-    if local.suffix in LOCAL_FORMATS:
-        if not local.is_file():
-            raise ValueError(f"task.path={cfg.path}: no such file")
-        return load_dataset(LOCAL_FORMATS[local.suffix], data_files=str(local), split="train")
-    try:
-        if not hub_offline():
-            from huggingface_hub import HfApi
-
-            HfApi().dataset_info(cfg.path, timeout=HUB_TIMEOUT_S)  # fail in seconds, not after the retries
-        return load_dataset(cfg.path, split=cfg.split)
-    except Exception as err:  # the Hub client and datasets raise many types for "not found" and "no network"
-        raise ValueError(
-            f"task.path={cfg.path}: not a local .jsonl/.json/.parquet file, and loading it from the Hub failed "
-            f"({type(err).__name__}: {err}). With a copy in the local cache, set HF_HUB_OFFLINE=1"
-        ) from err
 
 
 def _row(raw: dict[str, Any], number: int, cfg: CodeJsonlConfig) -> dict[str, Any]:
@@ -84,21 +56,11 @@ def build(cfg: CodeJsonlConfig) -> TaskSplits:
     check_positive(cfg, "eval_size")
     if "{prompt}" not in cfg.prompt_template:
         raise ValueError("task.prompt_template must contain the placeholder {prompt}")
-    raw = load_rows(cfg)
+    raw = load_table(cfg.path, cfg.split)
     for column in (cfg.prompt_column, cfg.tests_column):
         if column not in raw.column_names:
             raise ValueError(f"task.path={cfg.path} has no column {column!r}; its columns: {raw.column_names}")
     if cfg.reference_column and cfg.reference_column not in raw.column_names:
         raise ValueError(f"task.reference_column {cfg.reference_column!r} is not a column of {cfg.path}")
     rows = [_row(r, number, cfg) for number, r in enumerate(raw, start=1)]
-    if len(rows) <= cfg.eval_size:
-        raise ValueError(f"task.path={cfg.path} has {len(rows)} rows, not more than task.eval_size={cfg.eval_size}")
-    random.Random(cfg.seed).shuffle(rows)
-    eval_rows, train_rows = rows[: cfg.eval_size], rows[cfg.eval_size :]
-    if cfg.train_size:
-        train_rows = train_rows[: cfg.train_size]
-
-    def columns(part: list[dict[str, Any]]) -> dict[str, list]:
-        return {key: [r[key] for r in part] for key in part[0]}
-
-    return TaskSplits(train=Dataset.from_dict(columns(train_rows)), eval=Dataset.from_dict(columns(eval_rows)))
+    return hold_out(rows, cfg)
