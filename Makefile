@@ -1,4 +1,4 @@
-.PHONY: style quality test test-slow
+.PHONY: style quality test test-slow bench
 
 style:
 	ruff format .
@@ -14,3 +14,8 @@ test:
 
 test-slow:
 	pytest -m slow
+
+bench:  # the CPU benchmarks; math_grader.py needs the bench extra (pip install -e ".[bench]")
+	python benchmarks/verifier_throughput.py
+	python benchmarks/math_grader.py
+	python benchmarks/overhead.py

@@ -71,7 +71,9 @@ def test_bad_task_config_is_named(overrides, message):
 def test_registry_errors_list_the_names():
     assert "arithmetic" in TASKS
     with pytest.raises(
-        ValueError, match=r"unknown task 'nope'; valid names: \['arithmetic', 'code_jsonl', 'fizzbuzz'\]"
+        ValueError,
+        match=r"unknown task 'nope'; valid names: \['arithmetic', 'code_jsonl', 'fizzbuzz', 'gsm8k', 'math', "
+        r"'mathexpr'\]",
     ):
         get_task("nope")
 

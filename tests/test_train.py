@@ -85,7 +85,7 @@ def assert_fails_before_any_model(result, cache, message):
         (["trainer.num_generations=1", "trainer.per_device_train_batch_size=1"], "at least 2 generations"),
         (
             ["task.rewards=[{name: nope}]"],
-            "task.rewards[0]: unknown reward 'nope'; valid names: ['arithmetic_shaping', 'python_exec']",
+            "task.rewards[0]: unknown reward 'nope'; valid names: ['arithmetic_shaping', 'math', 'python_exec']",
         ),
         (["task.ops=[/]"], "task.ops[0] is '/'"),
         (["trainer.lerning_rate=1"], "Key 'lerning_rate' not in 'TrainerConfig'"),
