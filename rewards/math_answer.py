@@ -22,12 +22,12 @@ _WRAPPERS = (
 )  # fmt: skip
 _UNIT_TEXT = re.compile(r"\\(?:text|mbox|mathrm|textrm)\{\s*[A-Za-z][A-Za-z .]*\}(?:\^\{?\d\}?)?\s*$")
 _SPACING = re.compile(r"(?<!\\)\\[,;:! >]|\\q?quad\b|~")
-_SIZING = re.compile(r"\\(?:left|right|[bB]igg?[lr]?)(?![A-Za-z])\.?|\\(?:display|text|script)style\b")
+_SIZING = re.compile(r"\\(?:left|right|[bB]igg?[lr]?)(?![A-Za-z])\.?|\\(?:display|text|script)style\b|\\angle\b")
 _DEGREES = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ\b|\\circ\b|°|\^\s*\{?\\degree\}?|\\degree\b")
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _SPACED_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?: \d{3})+(?:\.\d+)?")
 _WORD_SEPARATOR = re.compile(r"\s+(?:or|and)\s+", re.IGNORECASE)
-_NUMBER_THEN_WORDS = re.compile(r"([-+]?[\d.,]*\d)((?:\s+[A-Za-z]{3,})+)")  # "20 minutes": a unit in plain words
+_NUMBER_THEN_WORDS = re.compile(r"([-+]?[\d.,/]*\d)((?:\s+[A-Za-z]{3,})+)")  # "20 minutes": a unit in plain words
 _NOT_UNITS = {"inf", "infty", "infinity", "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "exp"}
 _UNICODE = {
     "−": "-", "–": "-", "×": r"\times ", "·": r"\cdot ", "÷": r"\div ", "π": r"\pi ", "∞": r"\infty ",

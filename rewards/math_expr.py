@@ -28,7 +28,7 @@ _TOKEN = re.compile(
     r"(?P<num>\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)"
     r"|(?P<cmd>\\[A-Za-z]+|\\[{}|\\])"
     r"|(?P<word>[A-Za-z]+)"
-    r"|(?P<op><=|>=|!=|\*\*|[-+*/^_()\[\]{},|!=<>&%])"
+    r"|(?P<op><=|>=|!=|\*\*|[-+*/^_()\[\]{},|!=<>&%:])"
     r"|(?P<space>\s+)"
 )
 FUNCTIONS = {
@@ -165,10 +165,10 @@ class _Parser:
         node = self.unary()
         while True:
             op = self.peek()
-            if op in _MUL or op in ("/", r"\div"):
+            if op in _MUL or op in ("/", r"\div", ":"):  # a ratio a:b is the number a/b
                 self.take()
                 right = self.unary()
-                node = ("div", node, right) if op in ("/", r"\div") else ("mul", node, right)
+                node = ("mul", node, right) if op in _MUL else ("div", node, right)
             elif self._starts_factor():
                 node = ("mul", node, self.power())
             else:
@@ -233,6 +233,8 @@ class _Parser:
     def atom(self) -> Node:
         kind, value = self.peek_kind(), self.take()
         if kind == "num":
+            if self.peek() == r"\overline" and "." in value:
+                return self.repeating(value)
             if self.peek() == r"\frac" and "." not in value:  # a mixed number: 2\frac{1}{2} is 5/2
                 fraction = self.atom()
                 return ("add" if _is_plain_fraction(fraction) else "mul", ("num", value), fraction)
@@ -257,6 +259,19 @@ class _Parser:
         if kind == "cmd":
             return self.command(value[1:])
         raise ParseError(f"unexpected {value!r}")
+
+    def repeating(self, value: str) -> Node:
+        """``0.1\\overline{6}`` is 1/6: the decimal so far plus the repeating digits."""
+        self.take(r"\overline")
+        self.take("{")
+        digits = self.take()
+        self.take("}")
+        if not digits.isdigit() or len(digits) > 50 or "e" in value.lower():
+            raise ParseError("a repeating decimal needs plain digits under \\overline")
+        fixed = value.split(".", 1)[1]
+        repeat = Fraction(int(digits), (10 ** len(digits) - 1) * 10 ** len(fixed))
+        total = Fraction(value.rstrip(".") or "0") + repeat
+        return ("div", ("num", str(total.numerator)), ("num", str(total.denominator)))
 
     def bracketed(self, opener: str) -> Node:
         items = self.nested(lambda: self.items({")", "]"}))
@@ -431,7 +446,11 @@ Scalar = Callable[[Node, Node], "bool | None"]
 
 
 def _is_assignment(node: Node) -> bool:
-    return node[0] == "rel" and node[1] == "=" and node[2][0] == "sym"
+    """``x = ...`` or ``f(x) = ...``: a lone variable or a function of one on the left."""
+    if node[0] != "rel" or node[1] != "=":
+        return False
+    left = node[2]
+    return left[0] == "sym" or (left[0] == "mul" and left[1][0] == "sym" and left[2][0] == "sym")
 
 
 def match(gold: Node, pred: Node, scalar: Scalar) -> bool | None:
