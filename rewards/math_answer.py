@@ -60,17 +60,35 @@ def matching_brace(text: str, open_at: int) -> int | None:
     return None
 
 
+def _closing_braces(text: str) -> dict[int, int]:
+    """For every ``{`` that is closed, the index of its ``}``: one pass, so a completion of a thousand unclosed
+    ``\\boxed{`` costs no more than its length."""
+    pairs, stack, i = {}, [], 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "{":
+            stack.append(i)
+        elif char == "}" and stack:
+            pairs[stack.pop()] = i
+        i += 1
+    return pairs
+
+
 def last_boxed(text: str) -> str | None:
     """Content of the last ``\\boxed{...}``/``\\fbox{...}`` (or ``\\boxed 5``); ``None`` when there is none."""
-    for match in reversed(list(_BOXED.finditer(text))):
+    matches = list(_BOXED.finditer(text))
+    pairs = _closing_braces(text) if matches else {}
+    for match in reversed(matches):
         start = match.end()
         while start < len(text) and text[start] == " ":
             start += 1
         if start < len(text) and text[start] == "{":
-            end = matching_brace(text, start)
-            if end is not None:
-                return text[start + 1 : end]
-        elif start > match.end():  # "\boxed 5": the next word, up to a space or a math delimiter
+            if start in pairs:
+                return text[start + 1 : pairs[start]]
+        elif start > match.end():  # "\\boxed 5": the next word, up to a space or a math delimiter
             word = re.match(r"[^\s$]+", text[start:])
             if word:
                 return word.group(0)
