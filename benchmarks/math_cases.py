@@ -279,10 +279,20 @@ _BY_CATEGORY: dict[str, list[tuple[str, str, bool]]] = {
         ("x^2 + y^2 = 4", "y^2 + x^2 = 4", T),
     ],
     "other_forms": [
-        ("2x", "f(x) = 2x", T), (r"1.\overline{3}", r"\frac43", T), (r"0.1\overline{6}", "1/6", T),
-        (r"0.\overline{3}", "0.33", F), ("1:2", "1:2", T), ("60", r"\angle 60", T), ("1/2 inch", "0.5", T),
-        (r"\text{No solution}", "no solution", T), (r"x^{1/2}", r"\sqrt{x}", T), (r"\frac{\pi}{6}", "30", F),
-        (r"\cos^2\theta", r"1-\sin^2\theta", T), ("(-1)^{2}", "1", T), ("-1^2", "-1", T), ("2,3", "(2,3)", F),
+        ("2x", "f(x) = 2x", T),
+        (r"1.\overline{3}", r"\frac43", T),
+        (r"0.1\overline{6}", "1/6", T),
+        (r"0.\overline{3}", "0.33", F),
+        ("1:2", "1:2", T),
+        ("60", r"\angle 60", T),
+        ("1/2 inch", "0.5", T),
+        (r"\text{No solution}", "no solution", T),
+        (r"x^{1/2}", r"\sqrt{x}", T),
+        (r"\frac{\pi}{6}", "30", F),
+        (r"\cos^2\theta", r"1-\sin^2\theta", T),
+        ("(-1)^{2}", "1", T),
+        ("-1^2", "-1", T),
+        ("2,3", "(2,3)", F),
     ],
     "tuples": [
         ("(1, 2)", "(1,2)", T),
@@ -434,6 +444,9 @@ _EXTRACTION: list[tuple[str, str, bool]] = [
     (r"\boxed{\boxed{6}}", "6", T),
     ("<answer>\n  -3\n</answer>", "-3", T),
     ("<answer>3", "3", F),
+    (r"The roots are $\boxed{2}$ and $\boxed{-3}$.", "-3, 2", T),
+    (r"The roots are $\boxed{2}$ and $\boxed{-3}$.", "-3", T),
+    (r"Try $\boxed{1}$; it fails, so try again: $\boxed{2}$.", "1, 2", F),
 ]
 
 

@@ -95,6 +95,27 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
+_GLUE = re.compile(r"[\s$,;.]*(?:and|or|,)?[\s$,;.]*", re.IGNORECASE)
+
+
+def last_boxes(text: str, count: int) -> str | None:
+    """The last ``count`` boxed answers joined by commas, when they sit side by side (``\\boxed{2}, \\boxed{3}``):
+    a list answered one box per item. ``None`` otherwise."""
+    pairs = _closing_braces(text)
+    boxes = []
+    for match in _BOXED.finditer(text):
+        start = match.end()
+        if start < len(text) and text[start] == "{" and start in pairs:
+            boxes.append((match.start(), pairs[start]))
+    boxes = boxes[-count:]
+    if len(boxes) < count or count < 2:
+        return None
+    for (_, end), (next_start, _) in zip(boxes, boxes[1:], strict=False):
+        if not _GLUE.fullmatch(text[end + 1 : next_start]):
+            return None
+    return ", ".join(text[text.index("{", start) + 1 : end] for start, end in boxes)
+
+
 def extract_final(completion: str) -> tuple[str | None, str]:
     """The completion's final answer and where it came from: ``boxed``, ``answer_tag``, or ``None`` (no answer)."""
     boxed = last_boxed(completion)

@@ -31,7 +31,7 @@ import time
 from collections import deque
 from typing import Any
 
-from grpo_ext.rewards.math_answer import MAX_ANSWER_CHARS, extract_final, extract_gold, normalize
+from grpo_ext.rewards.math_answer import MAX_ANSWER_CHARS, extract_final, extract_gold, last_boxes, normalize
 from grpo_ext.rewards.math_expr import Node, ParseError, exact_equal, match, parse
 from grpo_ext.rewards.text import completion_text
 
@@ -242,7 +242,10 @@ class MathGrader:
                 "gold": gold_text,
                 **({"error": error.strip("()")} if error else {}),
             }
-        final, source = extract_final(completion_text(completion))
+        text = completion_text(completion)
+        final, source = extract_final(text)
+        if source == "boxed" and gold_tree[0] in ("list", "set"):  # "\boxed{2} and \boxed{3}" for "2, 3"
+            final = last_boxes(text, len(gold_tree[1])) or final
         if final is None:
             return {"reward": 0.0, "status": "no_answer", "gold": gold_text}
         result: dict[str, Any] = {"reward": self.format_bonus, "status": "wrong", "source": source, "gold": gold_text}
