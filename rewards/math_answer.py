@@ -156,6 +156,7 @@ def normalize(answer: str) -> str:
     s = s.replace(r"\$", "").replace("$", "").replace(r"\%", "%").replace("{,}", ",")
     s = re.sub(r"\\[()\[\]]", " ", s)  # \( \) \[ \] math delimiters
     s = _SIZING.sub("", s)
+    s = s.replace(",\\!", ",")  # MATH writes thousands as 32,\!348
     s = _SPACING.sub(" ", s)
     s = _ALIAS.sub(lambda m: _ALIASES[m.group(0)], s)
     s = _DEGREES.sub("", s)

@@ -23,6 +23,7 @@ import functools
 import json
 import logging
 import os
+import re
 import select
 import subprocess
 import sys
@@ -175,6 +176,9 @@ def gold_error(gold: str) -> str | None:
     return None if tree is not None else status
 
 
+_CHOICE = re.compile(r"\(([A-Ea-e])\)(?:\s|$)")
+
+
 def _compact(text: str) -> str:
     return text.replace(" ", "")
 
@@ -255,6 +259,15 @@ class MathGrader:
         result["answer"] = pred_text
         if _compact(pred_text) == _compact(gold_text):
             return {**result, "reward": 1.0, "status": "correct", "method": "string"}
+        choice = _CHOICE.match(pred_text)
+        if gold_tree[0] == "sym" and gold_tree[1] in "ABCDE" and choice:  # "(B) 5" answers the choice "(B)"
+            correct = choice.group(1).upper() == gold_tree[1]
+            return {
+                **result,
+                "reward": 1.0 if correct else self.format_bonus,
+                "status": "correct" if correct else "wrong",
+                "method": "choice",
+            }
         try:
             pred_tree = parse(pred_text)
         except ParseError:
