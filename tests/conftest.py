@@ -30,6 +30,8 @@ FAST = [
     "trainer.save_strategy=no",
     "task.train_size=64",
     "task.eval_size=16",
+    "eval.size=4",
+    "eval.max_new_tokens=12",
 ]
 
 

@@ -122,3 +122,58 @@ class CompletionsTable(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.trainer.log_completions = self.every > 0 and state.global_step % self.every == 0
+
+
+class EvalCallback(TrainerCallback):
+    """Evaluate the policy before the first step, every ``every`` steps (0: never in between) and at the end.
+
+    ``evaluate(model, tokenizer)`` returns the metrics (``grpo_ext.evaluate.run_eval``'s). Each evaluation becomes a
+    ``metrics.jsonl`` line of ``eval/<metric>`` values at its step, and a W&B log when a W&B run is open. Only the
+    main process evaluates; the others wait for it at their next collective operation.
+    """
+
+    def __init__(self, run_dir: str | Path, evaluate: Any, every: int) -> None:
+        self.run_dir, self.evaluate, self.every = Path(run_dir), evaluate, every
+        self.started = time.monotonic()
+        self.history: list[dict[str, Any]] = []
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == 0:
+            self._run(state, kwargs)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
+            self._run(state, kwargs)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not self.history or self.history[-1]["step"] != state.global_step:
+            self._run(state, kwargs)
+
+    def _run(self, state: Any, kwargs: dict[str, Any]) -> None:
+        if not state.is_world_process_zero:
+            return
+        metrics = self.evaluate(kwargs["model"], kwargs["processing_class"])["metrics"]
+        values = {f"eval/{key}": value for key, value in metrics.items() if key not in ("n", "seconds")}
+        record = {"step": state.global_step, "wall_time": round(time.monotonic() - self.started, 3), **values}
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.history.append(record)
+        logger.info("eval at step %d: %s (%.1f s)", state.global_step, values, metrics["seconds"])
+        import wandb
+
+        if wandb.run is not None:
+            wandb.log({**values, "train/global_step": state.global_step})
+
+
+def eval_change(records: list[dict[str, Any]]) -> str | None:
+    """``eval accuracy 12.5% (step 0) -> 40.0% (step 200): +27.5 points``, from metrics records; ``None`` without
+    two evaluations."""
+    evals = [r for r in records if "eval/accuracy" in r]
+    if len(evals) < 2:
+        return None
+    first, last = evals[0], evals[-1]
+    change = 100 * (last["eval/accuracy"] - first["eval/accuracy"])
+    return (
+        f"eval accuracy: {first['eval/accuracy']:.1%} (step {first['step']}) -> {last['eval/accuracy']:.1%} "
+        f"(step {last['step']}): {change:+.1f} points"
+    )

@@ -76,6 +76,33 @@ class AlgorithmConfig:
     description: str = ""
 
 
+@dataclass
+class EvalConfig:
+    """Evaluation on the eval split: ``python -m grpo_ext.evaluate``, and during training."""
+
+    every: int = 0  # during training: also every N steps (0: only before the first step and at the end)
+    size: int = 100  # eval prompts used (0: the whole eval split)
+    k: int = 1  # samples per prompt for pass@k (1: greedy only)
+    temperature: float = 1.0  # of the pass@k samples
+    batch_size: int = 64  # completions generated at once
+    max_new_tokens: int | None = None  # null: task.max_completion_length
+    during_training: bool = True  # evaluate before the first step, every `every` steps and at the end
+
+
+@dataclass
+class SftConfig:
+    """Supervised warm start on the task's references: ``python -m grpo_ext.sft``."""
+
+    steps: int = 500
+    batch_size: int = 64
+    learning_rate: float = 1e-3  # for a small model trained from scratch; a pretrained one wants ~1e-5
+    warmup_fraction: float = 0.05  # of the steps, then cosine decay
+    weight_decay: float = 0.0
+    max_length: int = 1024  # prompt + completion tokens; longer pairs are cut
+    logging_steps: int = 10
+    save_steps: int = 200
+
+
 def _node_type(annotation: Any) -> Any:
     """The closest type OmegaConf can check for a GRPOConfig field annotation; ``Any`` when there is none."""
     primitives = (bool, int, float, str)
@@ -130,6 +157,8 @@ def config_schema() -> type:
             ("hardware", HardwareConfig, field(default_factory=HardwareConfig)),
             ("logger", LoggerConfig, field(default_factory=LoggerConfig)),
             ("algorithm", AlgorithmConfig, field(default_factory=AlgorithmConfig)),
+            ("eval", EvalConfig, field(default_factory=EvalConfig)),
+            ("sft", SftConfig, field(default_factory=SftConfig)),
             ("trainer", trainer_schema(), field(default_factory=trainer_schema())),
             ("seed", int, field(default=42)),
             ("resume", str, field(default="auto")),  # auto | none | a checkpoint directory

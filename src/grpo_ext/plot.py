@@ -21,6 +21,7 @@ FIGURES = {
     "reward.png": ("Reward", ("reward",), "mean reward"),
     "kl.png": ("KL to the reference model", ("kl",), "KL"),
     "completion_length.png": ("Completion length", ("completions/mean_length",), "tokens"),
+    "accuracy.png": ("Held-out accuracy (greedy)", ("eval/accuracy",), "share of eval prompts fully right"),
 }
 
 

@@ -10,6 +10,7 @@ directory (Hydra's output directory) receives ``config.yaml`` (resolved), ``metr
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import sys
@@ -21,8 +22,17 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from grpo_ext import checkpoints, loggers, models
-from grpo_ext.callbacks import CompletionsTable, MetricsFile, StopOnSignal, read_metrics, write_status
+from grpo_ext.callbacks import (
+    CompletionsTable,
+    EvalCallback,
+    MetricsFile,
+    StopOnSignal,
+    eval_change,
+    read_metrics,
+    write_status,
+)
 from grpo_ext.config import make_grpo_config, register_configs
+from grpo_ext.evaluate import check_eval, run_eval
 from grpo_ext.plot import plot_runs
 from grpo_ext.reward_guard import RewardFailureError, guard_all
 from grpo_ext.rewards import build_rewards
@@ -80,6 +90,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
         if missing:
             raise ValueError(f"these keys need a value, on the command line (KEY=VALUE): {', '.join(missing)}")
         get_task(cfg.task.name)
+        check_eval(cfg.eval)
         reward_funcs, reward_weights = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
         args = make_grpo_config(cfg, str(run_dir), reward_weights)
         resume_from = checkpoints.resume_point(cfg.resume, run_dir)
@@ -131,6 +142,9 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
         callbacks=[MetricsFile(run_dir), stop],
     )
     trainer.add_callback(CompletionsTable(trainer, cfg.logger.completions_every))
+    if cfg.eval.during_training:  # held-out greedy accuracy before the first step, every eval.every steps, at the end
+        evaluate = functools.partial(run_eval, dataset=splits.eval, reward=reward_funcs[0], cfg=cfg)
+        trainer.add_callback(EvalCallback(run_dir, evaluate, cfg.eval.every))
     try:
         with stop.installed():
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -189,9 +203,11 @@ def _summary(run_dir: Path) -> str:
     if not records:
         return f"run directory: {run_dir} (no training step was logged)"
     first, last = records[0], records[-1]
+    change = eval_change(read_metrics(run_dir))
     return (
         f"steps: {last['step']}  reward: {first['reward']:.3f} (step {first['step']}) -> {last['reward']:.3f}\n"
-        f"run directory: {run_dir}"
+        + (f"{change}\n" if change else "")
+        + f"run directory: {run_dir}"
     )
 
 

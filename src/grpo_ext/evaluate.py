@@ -1,0 +1,225 @@
+"""Evaluation on a task's eval split: ``python -m grpo_ext.evaluate task=NAME model.path=DIR [eval.k=8]``.
+
+For each of the first ``eval.size`` eval prompts: one greedy completion, scored by the task's first reward, and, with
+``eval.k`` > 1, ``k`` sampled completions at ``eval.temperature``. Reported: ``accuracy`` (greedy pass@1: the
+reward's full score), ``pass@k`` (any of the k samples fully right), ``format`` (the share of greedy completions that
+state an answer or code at all, for rewards that say so), and ``reward`` (the mean greedy reward). The report goes to
+``eval_report.json`` in the output directory (with every greedy completion and its score) and a table to the console.
+The same function runs inside training (``EvalCallback``): before the first step, every ``eval.every`` steps and at
+the end, its figures logged as ``eval/accuracy``, ``eval/format``, ``eval/reward`` and ``eval/pass@k``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("grpo_ext.evaluate")
+
+# Reward statuses meaning "the completion never stated an answer (or code)": what format accuracy counts.
+FORMAT_FAILURES = {"no_answer", "malformed_answer", "multiple_answers", "no_code", "too_long"}
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[Any],
+    *,
+    max_new_tokens: int,
+    samples: int = 0,
+    temperature: float = 1.0,
+    batch_size: int = 64,
+) -> list[list[str]]:
+    """Completions of chat (or plain) ``prompts``: one greedy each (``samples=0``), or ``samples`` sampled each."""
+    import torch
+
+    texts = [
+        tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) if isinstance(p, list) else p
+        for p in prompts
+    ]
+    tokenizer.padding_side = "left"
+    per_prompt = max(samples, 1)
+    # Plain sampling at the temperature (no top-k/top-p from the model's generation config); greedy otherwise.
+    sampling = (
+        {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} if samples else {"do_sample": False}
+    )
+    was_training = model.training
+    model.eval()
+    out: list[list[str]] = []
+    try:
+        for start in range(0, len(texts), max(1, batch_size // per_prompt)):
+            chunk = texts[start : start + max(1, batch_size // per_prompt)]
+            batch = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            with torch.no_grad():
+                ids = model.generate(
+                    **batch,
+                    max_new_tokens=max_new_tokens,
+                    num_return_sequences=per_prompt,
+                    eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id,
+                    **sampling,
+                )
+            decoded = tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+            out += [decoded[i : i + per_prompt] for i in range(0, len(decoded), per_prompt)]
+    finally:
+        model.train(was_training)
+    return out
+
+
+def score_completions(reward: Callable, completions: list[str], columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """One result dict (``reward``, and ``status`` where the reward reports one) per completion."""
+    if hasattr(reward, "score_batch"):
+        names = (*getattr(reward, "columns", ()), *getattr(reward, "optional_columns", ()))
+        return reward.score_batch(completions, **{n: columns[n] for n in names if n in columns})
+    if hasattr(reward, "score"):
+        return [reward.score(c, **{k: v[i] for k, v in columns.items()}) for i, c in enumerate(completions)]
+    values = reward(completions, **columns)
+    if inspect.isawaitable(values):
+        values = asyncio.run(values)
+    return [{"reward": v} for v in values]
+
+
+def evaluate(
+    model: Any,
+    tokenizer: Any,
+    dataset: Any,
+    reward: Callable,
+    *,
+    size: int,
+    k: int,
+    temperature: float,
+    batch_size: int,
+    max_new_tokens: int,
+) -> dict[str, Any]:
+    """Greedy accuracy, pass@k, format accuracy and mean reward on the first ``size`` rows (0: all) of ``dataset``."""
+    rows = dataset.select(range(min(size, len(dataset)))) if size else dataset
+    columns = {name: list(rows[name]) for name in rows.column_names if name != "prompt"}
+    full = float(getattr(reward, "full_reward", 1.0))
+    started = time.monotonic()
+    greedy = [c[0] for c in generate(model, tokenizer, list(rows["prompt"]), max_new_tokens=max_new_tokens,
+                                     batch_size=batch_size)]  # fmt: skip
+    results = score_completions(reward, greedy, columns)
+    rewards = [r.get("reward") for r in results]
+    scored = [r for r in rewards if r is not None]
+    metrics: dict[str, Any] = {
+        "n": len(rows),
+        "accuracy": sum(r is not None and r >= full for r in rewards) / len(rows),
+        "reward": sum(scored) / len(scored) if scored else float("nan"),
+    }
+    if all("status" in r for r in results):
+        metrics["format"] = sum(r["status"] not in FORMAT_FAILURES for r in results) / len(rows)
+    if k > 1:
+        sampled = generate(model, tokenizer, list(rows["prompt"]), max_new_tokens=max_new_tokens, samples=k,
+                           temperature=temperature, batch_size=batch_size)  # fmt: skip
+        flat = [c for group in sampled for c in group]
+        repeated = {name: [v for v in values for _ in range(k)] for name, values in columns.items()}
+        sample_rewards = [r.get("reward") for r in score_completions(reward, flat, repeated)]
+        hits = [
+            any(r is not None and r >= full for r in sample_rewards[i * k : (i + 1) * k]) for i in range(len(rows))
+        ]
+        metrics[f"pass@{k}"] = sum(hits) / len(rows)
+    metrics["seconds"] = round(time.monotonic() - started, 2)
+    examples = [{"completion": c, **r} for c, r in zip(greedy, results, strict=True)]
+    return {"metrics": metrics, "examples": examples}
+
+
+def table(metrics: dict[str, Any]) -> str:
+    """The metrics as a two-column console table."""
+    width = max(len(key) for key in metrics)
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
+    for key, value in metrics.items():
+        shown = f"{value:.1%}" if key in ("accuracy", "format") or key.startswith("pass@") else f"{value:.4g}"
+        lines.append(f"{key:<{width}}  {shown}")
+    return "\n".join(lines)
+
+
+def load_model(cfg: Any) -> tuple[Any, Any]:
+    """The model ``cfg.model`` names (resolved as training would), on ``cfg.hardware.device``, and its tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from grpo_ext import models
+
+    path = models.resolve(cfg.model)
+    dtype = models.torch_dtype(cfg.model.dtype, cfg.hardware.dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(cfg.hardware.device)
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def write_report(run_dir: Path, report: dict[str, Any], cfg: Any) -> Path:
+    path = run_dir / "eval_report.json"
+    header = {"task": cfg.task.name, "model": cfg.model.path or cfg.model.name, "eval": dict(cfg.eval)}
+    path.write_text(json.dumps({**header, **report}, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def check_eval(node: Any) -> None:
+    """Raise ``ValueError`` naming the ``eval`` key whose value is out of range."""
+    for key, low in (("every", 0), ("size", 0), ("k", 1), ("batch_size", 1)):
+        if getattr(node, key) < low:
+            raise ValueError(f"eval.{key} must be >= {low}, got {getattr(node, key)}")
+    if node.temperature <= 0:
+        raise ValueError(f"eval.temperature must be > 0, got {node.temperature}")
+    if node.max_new_tokens is not None and node.max_new_tokens < 1:
+        raise ValueError(
+            f"eval.max_new_tokens must be >= 1 (or null: task.max_completion_length), got {node.max_new_tokens}"
+        )
+
+
+def run_eval(model: Any, tokenizer: Any, dataset: Any, reward: Callable, cfg: Any) -> dict[str, Any]:
+    """``evaluate`` with the settings of the config's ``eval`` node."""
+    node = cfg.eval
+    return evaluate(
+        model, tokenizer, dataset, reward, size=node.size, k=node.k, temperature=node.temperature,
+        batch_size=node.batch_size, max_new_tokens=node.max_new_tokens or cfg.task.max_completion_length,
+    )  # fmt: skip
+
+
+def main() -> None:
+    import sys
+
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import DictConfig, OmegaConf
+
+    from grpo_ext.config import register_configs
+    from grpo_ext.models import ModelUnavailableError
+    from grpo_ext.rewards import build_rewards
+    from grpo_ext.tasks import build_task
+
+    register_configs()
+
+    @hydra.main(version_base=None, config_path="pkg://grpo_ext.conf", config_name="config")
+    def _main(cfg: DictConfig) -> None:
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        try:
+            check_eval(cfg.eval)
+            rewards, _ = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
+        except ValueError as err:
+            sys.exit(f"config error: {err}")
+        try:
+            splits = build_task(cfg.task)
+            model, tokenizer = load_model(cfg)
+            report = run_eval(model, tokenizer, splits.eval, rewards[0], cfg)
+        except ValueError as err:
+            sys.exit(f"task error: {err}")
+        except ModelUnavailableError as err:
+            sys.exit(f"model error: {err}")
+        finally:
+            for reward in rewards:
+                getattr(reward, "close", lambda: None)()
+        path = write_report(run_dir, report, cfg)
+        print(f"{cfg.task.name} eval split, {report['metrics']['n']} prompts, reward {rewards[0].__name__}:")
+        print(table(report["metrics"]))
+        print(f"report: {path}")
+
+    _main()
+
+
+if __name__ == "__main__":
+    main()

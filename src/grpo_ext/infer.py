@@ -1,0 +1,86 @@
+"""One answer from a model, for a quick look: ``python -m grpo_ext.infer "What is (4 - 9) * 6?" model.path=DIR``.
+
+The question goes to the model as the user's message (after the task's system prompt, if it has one), through the
+model's chat template; the completion is printed. Options: ``--samples N`` (N sampled answers instead of the greedy
+one), ``--temperature``, ``--max-new-tokens`` (default: the task's ``max_completion_length``), and ``--answer GOLD``
+to score each answer with the task's first reward (the gold goes to the reward's ``answer`` column). Any other
+argument is a config override, as for ``grpo_ext.train`` (``task=``, ``model=``, ``model.path=``, ``hardware=``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+USAGE_ERROR = 2
+
+
+def compose(overrides: list[str]) -> Any:
+    """The config ``grpo_ext.train`` would compose from ``overrides`` (without running Hydra's app)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    from grpo_ext.config import register_configs
+
+    register_configs()
+    with initialize_config_module(config_module="grpo_ext.conf", version_base=None):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m grpo_ext.infer", description=__doc__.split("\n\n")[0])
+    parser.add_argument("question", help="the user's message")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model.path=DIR task=arithmetic")
+    parser.add_argument("--samples", type=int, default=0, help="sampled answers (default: one greedy answer)")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument("--answer", default=None, help="the gold answer: score each completion with the task reward")
+    args = parser.parse_args(argv)
+    try:
+        bad = [o for o in args.overrides if "=" not in o]
+        if bad:
+            raise ValueError(f"expected config overrides KEY=VALUE after the question, got {bad}")
+        if args.samples < 0 or args.temperature <= 0 or (args.max_new_tokens is not None and args.max_new_tokens < 1):
+            raise ValueError("--samples must be >= 0, --temperature > 0 and --max-new-tokens >= 1")
+        cfg = compose(args.overrides)
+    except Exception as err:  # Hydra raises several types for bad overrides; all are usage errors here
+        print(f"error: {err}", file=sys.stderr)
+        return USAGE_ERROR
+
+    from grpo_ext.evaluate import generate, load_model, score_completions
+    from grpo_ext.models import ModelUnavailableError
+    from grpo_ext.rewards import build_rewards
+    from grpo_ext.tasks.base import chat_prompt
+
+    try:
+        model, tokenizer = load_model(cfg)
+    except (ModelUnavailableError, ValueError, OSError) as err:
+        print(f"model error: {err}", file=sys.stderr)
+        return 1
+    prompt = chat_prompt(args.question, cfg.task.system_prompt)
+    completions = generate(
+        model, tokenizer, [prompt], max_new_tokens=args.max_new_tokens or cfg.task.max_completion_length,
+        samples=args.samples, temperature=args.temperature,
+    )[0]  # fmt: skip
+    results: list[dict[str, Any]] = [{} for _ in completions]
+    if args.answer is not None:
+        from omegaconf import OmegaConf
+
+        rewards, _ = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
+        try:
+            results = score_completions(rewards[0], completions, {"answer": [args.answer] * len(completions)})
+        finally:
+            for reward in rewards:
+                getattr(reward, "close", lambda: None)()
+    for i, (completion, result) in enumerate(zip(completions, results, strict=True)):
+        if len(completions) > 1:
+            print(f"--- sample {i + 1}")
+        print(completion)
+        if result:
+            print(f"[reward {result.get('reward')} ({result.get('status', '')})]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

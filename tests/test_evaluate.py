@@ -1,0 +1,123 @@
+"""Evaluation, inference and the SFT warm start: ``grpo_ext.evaluate``, ``grpo_ext.infer``, ``grpo_ext.sft``, and
+the evaluations that training runs before, during and after."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import FAST, compose_config, run_cli
+from grpo_ext import evaluate as evaluation
+from grpo_ext.rewards.arithmetic import ArithmeticShaping
+from grpo_ext.tasks import build_task
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return build_task(compose_config(["task=arithmetic", "task.train_size=10", "task.eval_size=8"]).task).eval
+
+
+def test_metrics_count_right_answers_formats_and_pass_at_k(rows, monkeypatch):
+    answers = list(rows["answer"])
+
+    def fake_generate(model, tokenizer, prompts, *, max_new_tokens, samples=0, temperature=1.0, batch_size=64):
+        assert len(prompts) <= len(answers)
+        answers_here = answers[: len(prompts)]
+        if not samples:  # greedy: right on rows 0-3, a wrong answer on 4-5, no answer on 6-7
+            return [[f"<answer>{a}</answer>"] if i < 4 else ["<answer>x</answer>"] if i < 6 else ["no"]
+                    for i, a in enumerate(answers_here)]  # fmt: skip
+        # samples: row i has one right sample among k when i is even
+        return [
+            ["no"] * (samples - 1) + [f"<answer>{a}</answer>" if i % 2 == 0 else "no"] for i, a in enumerate(answers)
+        ]
+
+    monkeypatch.setattr(evaluation, "generate", fake_generate)
+    report = evaluation.evaluate(None, None, rows, ArithmeticShaping(), size=0, k=3, temperature=1.0, batch_size=4,
+                                 max_new_tokens=8)  # fmt: skip
+    metrics = report["metrics"]
+    assert metrics["n"] == 8
+    assert metrics["accuracy"] == 0.5
+    assert metrics["format"] == 0.75
+    assert metrics["reward"] == pytest.approx((4 * 1.0 + 2 * 0.2) / 8)
+    assert metrics["pass@3"] == 0.5
+    assert [e["status"] for e in report["examples"]][4:] == ["not_a_number", "not_a_number", "no_answer", "no_answer"]
+    assert evaluation.evaluate(None, None, rows, ArithmeticShaping(), size=2, k=1, temperature=1.0, batch_size=4,
+                               max_new_tokens=8)["metrics"]["n"] == 2  # fmt: skip
+
+
+def test_evaluate_cli_writes_a_report_and_prints_a_table(tmp_path):
+    result = run_cli(
+        ["-m", "grpo_ext.evaluate", "task=arithmetic", "model=tiny", *FAST, "eval.size=6", "eval.k=2",
+         f"hydra.run.dir={tmp_path / 'eval'}"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "eval" / "eval_report.json").read_text())
+    assert report["metrics"]["n"] == 6 and len(report["examples"]) == 6
+    assert set(report["metrics"]) >= {"accuracy", "format", "reward", "pass@2"}
+    assert "accuracy" in result.stdout and "pass@2" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [("eval.k=0", "eval.k must be >= 1"), ("eval.temperature=0", "eval.temperature must be > 0"),
+     ("eval.size=-1", "eval.size must be >= 0")],
+)  # fmt: skip
+def test_bad_eval_settings_fail_before_any_model_is_built(tmp_path, override, message):
+    result = run_cli(["-m", "grpo_ext.train", "task=arithmetic", "model=tiny", *FAST, override,
+                      f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)  # fmt: skip
+    assert result.returncode != 0 and message in result.stderr
+
+
+def test_training_evaluates_before_every_n_steps_and_at_the_end(tmp_path):
+    result = run_cli(
+        ["-m", "grpo_ext.train", "task=arithmetic", "model=tiny", *FAST, "trainer.max_steps=3", "eval.every=2",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [line for line in lines if "eval/accuracy" in line]
+    assert [line["step"] for line in evals] == [0, 2, 3]
+    assert all({"eval/format", "eval/reward"} <= set(line) for line in evals)
+    assert "eval accuracy: 0.0% (step 0) -> 0.0% (step 3): +0.0 points" in result.stdout
+    assert (tmp_path / "run" / "accuracy.png").is_file()
+
+
+def test_sft_saves_a_model_that_grpo_starts_from(tmp_path):
+    sft = run_cli(
+        ["-m", "grpo_ext.sft", "task=arithmetic", "model=tiny", *FAST, "sft.steps=4", "sft.batch_size=8",
+         "sft.logging_steps=1", f"hydra.run.dir={tmp_path / 'sft'}"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert sft.returncode == 0, sft.stderr[-2000:]
+    final = tmp_path / "sft" / "final_model"
+    assert (final / "config.json").is_file() and "eval accuracy" in sft.stdout
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()
+              if "loss" in line]  # fmt: skip
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    grpo = run_cli(["-m", "grpo_ext.train", "task=arithmetic", "model=tiny", f"model.path={final}", *FAST,
+                    f"hydra.run.dir={tmp_path / 'grpo'}"], cwd=tmp_path)  # fmt: skip
+    assert grpo.returncode == 0, grpo.stderr[-2000:]
+    assert f"model tiny from {final}" in grpo.stdout + grpo.stderr
+
+
+def test_bad_sft_settings_are_named(tmp_path):
+    result = run_cli(["-m", "grpo_ext.sft", "task=arithmetic", "model=tiny", *FAST, "sft.steps=0",
+                      f"hydra.run.dir={tmp_path / 'sft'}"], cwd=tmp_path)  # fmt: skip
+    assert result.returncode != 0 and "sft.steps must be >= 1" in result.stderr
+
+
+def test_infer_prints_an_answer_and_scores_it(tmp_path):
+    result = run_cli(["-m", "grpo_ext.infer", "What is (4 - 9) * 6?", "model=tiny", "hardware=cpu", "--answer", "-30",
+                      "--max-new-tokens", "8", "--samples", "2"], cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("--- sample") == 2
+    assert result.stdout.count("[reward ") == 2
+
+
+@pytest.mark.parametrize("args", [["What?", "model"], ["What?", "task=nope"], ["What?", "--samples", "-1"]])
+def test_infer_usage_errors_exit_2(tmp_path, args):
+    result = run_cli(["-m", "grpo_ext.infer", *args], cwd=tmp_path)
+    assert result.returncode == 2 and "error" in result.stderr
