@@ -30,6 +30,7 @@ FAST = [
     "trainer.save_strategy=no",
     "task.train_size=64",
     "task.eval_size=16",
+    "eval.during_training=false",  # tests that look at evaluations turn it on
     "eval.size=4",
     "eval.max_new_tokens=12",
 ]

@@ -73,6 +73,7 @@ def test_bad_eval_settings_fail_before_any_model_is_built(tmp_path, override, me
 def test_training_evaluates_before_every_n_steps_and_at_the_end(tmp_path):
     result = run_cli(
         ["-m", "grpo_ext.train", "task=arithmetic", "model=tiny", *FAST, "trainer.max_steps=3", "eval.every=2",
+         "eval.during_training=true",
          f"hydra.run.dir={tmp_path / 'run'}"],
         cwd=tmp_path,
     )  # fmt: skip

@@ -63,7 +63,7 @@ def test_summarize_errors(tmp_path):
 def test_plots_overlay_runs(sweep, tmp_path):
     sweep_dir, _ = sweep
     written = plot.plot_runs(plot.expand([sweep_dir]), tmp_path)
-    assert sorted(p.name for p in written) == ["completion_length.png", "kl.png", "reward.png"]
+    assert sorted(p.name for p in written) == ["accuracy.png", "completion_length.png", "kl.png", "reward.png"]
     assert all(p.stat().st_size > 5000 for p in written)
     assert plot.main([str(tmp_path / "nothing")]) == 2
 

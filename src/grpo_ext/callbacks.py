@@ -46,9 +46,14 @@ class MetricsFile(TrainerCallback):
             summary = {"step": state.global_step, **values}
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             return
-        record = {"step": state.global_step, "wall_time": round(time.monotonic() - self.started, 3), **values}
+        self.append(state.global_step, values)
+
+    def append(self, step: int, values: dict[str, Any]) -> dict[str, Any]:
+        """Write one line at ``step`` with the run's wall time (which continues across resumes); return it."""
+        record = {"step": step, "wall_time": round(time.monotonic() - self.started, 3), **values}
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        return record
 
 
 def _is_number(value: Any) -> bool:
@@ -128,13 +133,13 @@ class EvalCallback(TrainerCallback):
     """Evaluate the policy before the first step, every ``every`` steps (0: never in between) and at the end.
 
     ``evaluate(model, tokenizer)`` returns the metrics (``grpo_ext.evaluate.run_eval``'s). Each evaluation becomes a
-    ``metrics.jsonl`` line of ``eval/<metric>`` values at its step, and a W&B log when a W&B run is open. Only the
-    main process evaluates; the others wait for it at their next collective operation.
+    line of ``eval/<metric>`` values at its step in ``metrics`` (the run's ``MetricsFile``, whose clock it shares),
+    and a W&B log when a W&B run is open. Only the main process evaluates; the others wait for it at their next
+    collective operation.
     """
 
-    def __init__(self, run_dir: str | Path, evaluate: Any, every: int) -> None:
-        self.run_dir, self.evaluate, self.every = Path(run_dir), evaluate, every
-        self.started = time.monotonic()
+    def __init__(self, metrics: MetricsFile, evaluate: Any, every: int) -> None:
+        self.metrics, self.evaluate, self.every = metrics, evaluate, every
         self.history: list[dict[str, Any]] = []
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -154,10 +159,7 @@ class EvalCallback(TrainerCallback):
             return
         metrics = self.evaluate(kwargs["model"], kwargs["processing_class"])["metrics"]
         values = {f"eval/{key}": value for key, value in metrics.items() if key not in ("n", "seconds")}
-        record = {"step": state.global_step, "wall_time": round(time.monotonic() - self.started, 3), **values}
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        self.history.append(record)
+        self.history.append(self.metrics.append(state.global_step, values))
         logger.info("eval at step %d: %s (%.1f s)", state.global_step, values, metrics["seconds"])
         import wandb
 

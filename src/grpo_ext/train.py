@@ -132,19 +132,19 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
         args.report_to = [r for r in args.report_to if r != "wandb"]  # W&B could not start: never fail for it
     from trl import GRPOTrainer
 
-    stop = StopOnSignal()
+    stop, metrics = StopOnSignal(), MetricsFile(run_dir)
     trainer = GRPOTrainer(
         model=model_path,
         reward_funcs=guarded,
         args=args,
         train_dataset=splits.train,
         eval_dataset=splits.eval,
-        callbacks=[MetricsFile(run_dir), stop],
+        callbacks=[metrics, stop],
     )
     trainer.add_callback(CompletionsTable(trainer, cfg.logger.completions_every))
     if cfg.eval.during_training:  # held-out greedy accuracy before the first step, every eval.every steps, at the end
         evaluate = functools.partial(run_eval, dataset=splits.eval, reward=reward_funcs[0], cfg=cfg)
-        trainer.add_callback(EvalCallback(run_dir, evaluate, cfg.eval.every))
+        trainer.add_callback(EvalCallback(metrics, evaluate, cfg.eval.every))
     try:
         with stop.installed():
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
