@@ -43,7 +43,7 @@ def generate(
         tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) if isinstance(p, list) else p
         for p in prompts
     ]
-    tokenizer.padding_side = "left"
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # restored below: a trainer may share it
     per_prompt = max(samples, 1)
     # Plain sampling at the temperature (no top-k/top-p from the model's generation config); greedy otherwise.
     sampling = (
@@ -69,6 +69,7 @@ def generate(
             out += [decoded[i : i + per_prompt] for i in range(0, len(decoded), per_prompt)]
     finally:
         model.train(was_training)
+        tokenizer.padding_side = padding_side
     return out
 
 
