@@ -42,24 +42,6 @@ _ALIASES = {
 _ALIAS = re.compile("|".join(re.escape(a) for a in sorted(_ALIASES, key=len, reverse=True)) + r"(?![A-Za-z])")
 
 
-def matching_brace(text: str, open_at: int) -> int | None:
-    """Index of the ``}`` closing the ``{`` at ``open_at``; escaped braces (``\\{``, ``\\}``) do not count."""
-    depth, i = 0, open_at
-    while i < len(text):
-        char = text[i]
-        if char == "\\":
-            i += 2
-            continue
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return None
-
-
 def _closing_braces(text: str) -> dict[int, int]:
     """For every ``{`` that is closed, the index of its ``}``: one pass, so a completion of a thousand unclosed
     ``\\boxed{`` costs no more than its length."""
@@ -75,6 +57,11 @@ def _closing_braces(text: str) -> dict[int, int]:
             pairs[stack.pop()] = i
         i += 1
     return pairs
+
+
+def matching_brace(text: str, open_at: int) -> int | None:
+    """Index of the ``}`` closing the ``{`` at ``open_at``; escaped braces (``\\{``, ``\\}``) do not count."""
+    return _closing_braces(text).get(open_at)
 
 
 def last_boxed(text: str) -> str | None:
