@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
 from grpo_ext.config import register_configs
+from grpo_ext.hardware import resolve_auto
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -47,12 +48,14 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
-def compose_config(overrides: list[str] | None = None):
-    """Compose conf/config.yaml exactly as ``python -m grpo_ext.train`` would, with ``overrides``."""
+def compose_config(overrides: list[str] | None = None, resolve_hardware: bool = True):
+    """Compose conf/config.yaml exactly as ``python -m grpo_ext.train`` would, with ``overrides`` (and, unless
+    ``resolve_hardware`` is false, ``hardware=auto`` replaced by this machine's profile, as the entry points do)."""
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="grpo_ext.conf", version_base=None):
-        return compose(config_name="config", overrides=list(overrides or []))
+        cfg = compose(config_name="config", overrides=list(overrides or []))
+        return resolve_auto(cfg, list(overrides or [])) if resolve_hardware else cfg
 
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict[str, str | None] | None = None):

@@ -37,7 +37,16 @@ def task_overrides(task: str) -> list[str]:
 
 
 def test_every_yaml_is_in_a_known_group_and_opens_with_its_command():
-    assert set(GROUPS) == {"task", "model", "hardware", "logger", "algorithm", "hydra/sweeper", "hydra/launcher"}
+    assert set(GROUPS) == {
+        "task",
+        "model",
+        "hardware",
+        "peft",
+        "logger",
+        "algorithm",
+        "hydra/sweeper",
+        "hydra/launcher",
+    }
     for path in CONF.rglob("*.yaml"):
         lines = [line for line in path.read_text().splitlines() if not line.startswith("# @package")]
         assert lines[0].startswith("# python -m grpo_ext.train"), f"{path} should open with the command that uses it"
@@ -45,12 +54,20 @@ def test_every_yaml_is_in_a_known_group_and_opens_with_its_command():
             assert f"hydra/{path.parent.name}={path.stem}" in lines[0]
 
 
-@pytest.mark.parametrize(
-    "task,model,hardware", list(itertools.product(GROUPS["task"], GROUPS["model"], GROUPS["hardware"]))
-)
-def test_every_task_model_hardware_combination_composes(task, model, hardware):
-    cfg = compose_config([*task_overrides(task), f"model={model}", f"hardware={hardware}"])
-    assert (cfg.task.name, cfg.model.name, cfg.hardware.name) == (task, model, hardware)
+# Every task with every model, and every hardware profile and adapter choice with every model (the groups do not
+# touch each other's keys, so the full product would only repeat these).
+COMBINATIONS = sorted(
+    {(task, model, "cpu", "none") for task, model in itertools.product(GROUPS["task"], GROUPS["model"])}
+    | {("arithmetic", model, hardware, peft) for model, hardware, peft
+       in itertools.product(GROUPS["model"], GROUPS["hardware"], GROUPS["peft"])}
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("task,model,hardware,peft", COMBINATIONS)
+def test_every_task_model_hardware_combination_composes(task, model, hardware, peft):
+    overrides = [*task_overrides(task), f"model={model}", f"hardware={hardware}", f"peft={peft}"]
+    cfg = compose_config(overrides, resolve_hardware=False)
+    assert (cfg.task.name, cfg.model.name, cfg.hardware.name, cfg.peft.name) == (task, model, hardware, peft)
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # nothing left unset or unresolvable
 
 

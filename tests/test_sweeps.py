@@ -40,6 +40,8 @@ def test_four_jobs_with_their_own_directories_and_a_failure_that_does_not_stop_t
     assert "job 1 failed, the sweep goes on" in result.stdout + result.stderr
     assert [r["step"] for r in read_metrics(jobs[2])] == [1, 2, 3]
     assert (jobs[0] / "reward.png").is_file()  # every run draws its plots
+    ports = [yaml.safe_load((jobs[i] / "config.yaml").read_text())["hardware"]["vllm"] for i in (0, 2)]
+    assert [(p["port"], p["group_port"]) for p in ports] == [(8000, 51216), (8002, 51218)]  # one pair per job
 
 
 def test_summarize_prints_one_row_per_job_sorted_and_writes_csv(sweep, tmp_path):

@@ -59,7 +59,13 @@ def test_cli_run_from_another_directory(tmp_path):
 def test_help_lists_the_config_groups(tmp_path):
     result = run_cli(["-m", "grpo_ext.train", "--help"], cwd=tmp_path)
     assert result.returncode == 0
-    for line in ("task: arithmetic", "hardware: cpu, gpu", "algorithm: dapo, dr_grpo, grpo", "logger: none, wandb"):
+    for line in (
+        "task: arithmetic",
+        "hardware: auto, cpu, gpu, gpu2_vllm_server, gpu_10gb, gpu_24gb, gpu_80gb, multigpu",
+        "peft: lora, none, qlora",
+        "algorithm: dapo, dr_grpo, grpo",
+        "logger: none, wandb",
+    ):
         assert line in result.stdout
     assert "trainer.FIELD=VALUE" in result.stdout
 

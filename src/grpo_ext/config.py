@@ -52,12 +52,44 @@ class ModelConfig:
 
 
 @dataclass
+class VllmConfig:
+    """How completions are generated: TRL's own ``generate``, or vLLM colocated or as a server on its own GPU."""
+
+    mode: str = "off"  # off | auto (colocate when vLLM is installed, else off) | colocate | server
+    gpu_memory_utilization: float = 0.3  # colocate: the share of the training GPU vLLM may take
+    managed: bool = True  # server: start and stop `vllm serve` with the run (false: connect to a running one)
+    server_gpu: int = 1  # server: the GPU index `vllm serve` runs on
+    host: str = "127.0.0.1"
+    port: int = 8000  # server HTTP port; a sweep's job N uses port + N
+    group_port: int = 51216  # weight-sync (NCCL) port; a sweep's job N uses group_port + N
+    server_memory_utilization: float = 0.9  # server: the share of its GPU vLLM takes
+    startup_timeout_s: float = 600.0  # server: how long it may take to answer /health
+    extra_args: list[str] = field(default_factory=list)  # server: more `vllm serve` flags, as given
+
+
+@dataclass
 class HardwareConfig:
     """Placement and precision. The profile's YAML also sets the matching ``trainer`` fields."""
 
     name: str = MISSING
     device: str = "cpu"  # cpu | cuda
     dtype: str = "float32"  # the model dtype when model.dtype is auto
+    num_processes: int = 1  # training processes (multigpu: one per training GPU, under accelerate)
+    accelerate_config: str | None = None  # multigpu: ddp | zero3 (a file under conf/accelerate/) or a path
+    vllm: VllmConfig = field(default_factory=VllmConfig)
+
+
+@dataclass
+class PeftConfig:
+    """Adapters: ``none`` trains every weight; ``lora`` trains low-rank adapters; ``qlora`` adds a 4-bit base."""
+
+    name: str = "none"  # none | lora | qlora
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: Any = "all-linear"  # "all-linear" or a list of module names
+    quant_type: str = "nf4"  # qlora: nf4 | fp4
+    double_quant: bool = True  # qlora: quantize the quantization constants too
 
 
 @dataclass
@@ -155,6 +187,7 @@ def config_schema() -> type:
             ("task", Any, field(default=MISSING)),  # typed per task: conf/task/NAME.yaml names its schema
             ("model", ModelConfig, field(default_factory=ModelConfig)),
             ("hardware", HardwareConfig, field(default_factory=HardwareConfig)),
+            ("peft", PeftConfig, field(default_factory=PeftConfig)),
             ("logger", LoggerConfig, field(default_factory=LoggerConfig)),
             ("algorithm", AlgorithmConfig, field(default_factory=AlgorithmConfig)),
             ("eval", EvalConfig, field(default_factory=EvalConfig)),
@@ -205,9 +238,17 @@ def make_grpo_config(cfg: DictConfig, run_dir: str, reward_weights: list[float])
     """
     from trl import GRPOConfig
 
+    from grpo_ext.hardware import generation_settings
     from grpo_ext.models import torch_dtype
 
+    if cfg.hardware.name == "auto":
+        raise ValueError(
+            "hardware=auto is resolved by the command-line entry points (grpo_ext.hardware.resolve_auto); "
+            "name a profile (hardware=cpu, gpu_10gb, gpu_24gb, gpu_80gb, ...) when composing a config yourself"
+        )
     kwargs = trainer_overrides(cfg.trainer)
+    for key, value in generation_settings(cfg).items():  # the profile's generation path, unless set explicitly
+        kwargs.setdefault(key, value)
     kwargs.setdefault("output_dir", run_dir)
     kwargs.setdefault("run_name", f"{cfg.task.name}-{cfg.model.name}-{cfg.hardware.name}")
     if "reward_weights" not in kwargs:

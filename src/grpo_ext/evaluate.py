@@ -189,6 +189,7 @@ def main() -> None:
     from omegaconf import DictConfig, OmegaConf
 
     from grpo_ext.config import register_configs
+    from grpo_ext.hardware import resolve_auto
     from grpo_ext.models import ModelUnavailableError
     from grpo_ext.rewards import build_rewards
     from grpo_ext.tasks import build_task
@@ -198,6 +199,7 @@ def main() -> None:
     @hydra.main(version_base=None, config_path="pkg://grpo_ext.conf", config_name="config")
     def _main(cfg: DictConfig) -> None:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
+        cfg = resolve_auto(cfg, list(HydraConfig.get().overrides.task))
         try:
             check_eval(cfg.eval)
             rewards, _ = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))

@@ -22,10 +22,11 @@ def compose(overrides: list[str]) -> Any:
     from hydra import initialize_config_module
 
     from grpo_ext.config import register_configs
+    from grpo_ext.hardware import resolve_auto
 
     register_configs()
     with initialize_config_module(config_module="grpo_ext.conf", version_base=None):
-        return hydra_compose(config_name="config", overrides=overrides)
+        return resolve_auto(hydra_compose(config_name="config", overrides=overrides), overrides)
 
 
 def main(argv: list[str] | None = None) -> int:

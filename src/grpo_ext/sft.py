@@ -22,6 +22,7 @@ from grpo_ext import checkpoints, models
 from grpo_ext.callbacks import MetricsFile, write_status
 from grpo_ext.config import register_configs
 from grpo_ext.evaluate import check_eval, run_eval
+from grpo_ext.hardware import resolve_auto
 from grpo_ext.rewards import build_rewards
 from grpo_ext.tasks import build_task
 
@@ -73,6 +74,7 @@ def sft_config(cfg: DictConfig, run_dir: Path) -> Any:
 @hydra.main(version_base=None, config_path="pkg://grpo_ext.conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    cfg = resolve_auto(cfg, list(HydraConfig.get().overrides.task))
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         check_sft(cfg.sft)

@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from grpo_ext import checkpoints, loggers, models
+from grpo_ext import adapters, checkpoints, hardware, loggers, models, vllm_server
 from grpo_ext.callbacks import (
     CompletionsTable,
     EvalCallback,
@@ -52,6 +52,10 @@ def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    cfg = hardware.resolve_auto(cfg, list(hydra_cfg.overrides.task))  # hardware=auto: the profile for this machine
+    if sweeping:  # each job of a sweep its own vLLM ports, so that jobs running side by side never collide
+        OmegaConf.update(cfg, "hardware.vllm.port", cfg.hardware.vllm.port + hydra_cfg.job.num)
+        OmegaConf.update(cfg, "hardware.vllm.group_port", cfg.hardware.vllm.group_port + hydra_cfg.job.num)
     if cfg.trainer.run_name is None:  # the W&B run's name: what was chosen, and the overrides that differ
         overrides = list(hydra_cfg.overrides.task)
         if sweeping:  # only the swept keys: the others are the same for every job of the sweep
@@ -91,6 +95,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
             raise ValueError(f"these keys need a value, on the command line (KEY=VALUE): {', '.join(missing)}")
         get_task(cfg.task.name)
         check_eval(cfg.eval)
+        adapters.check(cfg.peft, cfg.hardware.device)
         reward_funcs, reward_weights = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
         args = make_grpo_config(cfg, str(run_dir), reward_weights)
         resume_from = checkpoints.resume_point(cfg.resume, run_dir)
@@ -133,21 +138,26 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
     from trl import GRPOTrainer
 
     stop, metrics = StopOnSignal(), MetricsFile(run_dir)
-    trainer = GRPOTrainer(
-        model=model_path,
-        reward_funcs=guarded,
-        args=args,
-        train_dataset=splits.train,
-        eval_dataset=splits.eval,
-        callbacks=[metrics, stop],
-    )
-    trainer.add_callback(CompletionsTable(trainer, cfg.logger.completions_every))
-    if cfg.eval.during_training:  # held-out greedy accuracy before the first step, every eval.every steps, at the end
-        evaluate = functools.partial(run_eval, dataset=splits.eval, reward=reward_funcs[0], cfg=cfg)
-        trainer.add_callback(EvalCallback(metrics, evaluate, cfg.eval.every))
-    try:
-        with stop.installed():
+    dtype = models.torch_dtype(cfg.model.dtype, cfg.hardware.dtype)
+    try:  # a vLLM server of our own, when the profile says so, lives exactly as long as the trainer
+        with vllm_server.for_run(cfg, model_path, run_dir), stop.installed():
+            trainer = GRPOTrainer(
+                model=model_path,
+                reward_funcs=guarded,
+                args=args,
+                train_dataset=splits.train,
+                eval_dataset=splits.eval,
+                callbacks=[metrics, stop],
+                peft_config=adapters.lora_config(cfg.peft),
+                quantization_config=adapters.quantization_config(cfg.peft, dtype),
+            )
+            trainer.add_callback(CompletionsTable(trainer, cfg.logger.completions_every))
+            if cfg.eval.during_training:  # held-out greedy accuracy before step 1, every eval.every steps, at the end
+                evaluate = functools.partial(run_eval, dataset=splits.eval, reward=reward_funcs[0], cfg=cfg)
+                trainer.add_callback(EvalCallback(metrics, evaluate, cfg.eval.every))
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except vllm_server.ServerError as err:
+        sys.exit(f"vLLM server error: {err}")
     except RewardFailureError as err:
         sys.exit(f"error: {err}")
     except OSError as err:
@@ -163,7 +173,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
             "Run the same command (same hydra.run.dir) to resume.\n"
         )
         sys.exit(128 + stop.received.value)
-    trainer.save_model(str(run_dir / "final_model"))
+    adapters.save_final(trainer, run_dir, cfg.peft, model_path, dtype)
     try:
         plot_runs([run_dir], run_dir)
     except Exception as err:  # noqa: BLE001 - a plot is not worth the run

@@ -1,0 +1,102 @@
+"""Adapters (the ``peft`` group): LoRA over a frozen base, or QLoRA over a base loaded in 4-bit.
+
+TRL applies them itself: ``peft_config`` and ``quantization_config`` are arguments of ``GRPOTrainer``. What is ours:
+checking the values, the bitsandbytes configuration, and the final model. A run with adapters saves the adapter
+(``final_adapter/``) and also the base with the adapter merged in, in full precision (``final_model/``), so that
+``model.path=RUN/final_model`` works for evaluation, inference, SFT and vLLM exactly as after full fine-tuning.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+QUANT_TYPES = ("nf4", "fp4")
+
+
+def check(peft: DictConfig, device: str) -> None:
+    """Refuse bad adapter settings before anything is loaded."""
+    if peft.name not in ("none", "lora", "qlora"):
+        raise ValueError(f"peft.name must be none, lora or qlora, got {peft.name!r}")
+    if peft.name == "none":
+        return
+    if peft.r < 1:
+        raise ValueError(f"peft.r (the LoRA rank) must be at least 1, got {peft.r}")
+    if peft.alpha <= 0:
+        raise ValueError(f"peft.alpha must be positive, got {peft.alpha}")
+    if not 0.0 <= peft.dropout < 1.0:
+        raise ValueError(f"peft.dropout must be in [0, 1), got {peft.dropout}")
+    targets = peft.target_modules
+    if not (
+        targets == "all-linear"
+        or (OmegaConf.is_list(targets) and targets and all(isinstance(t, str) for t in targets))
+    ):
+        raise ValueError(f"peft.target_modules must be 'all-linear' or a list of module names, got {targets!r}")
+    if peft.name == "qlora":
+        if peft.quant_type not in QUANT_TYPES:
+            raise ValueError(f"peft.quant_type must be one of {list(QUANT_TYPES)}, got {peft.quant_type!r}")
+        if device != "cuda":
+            raise ValueError(f"peft=qlora needs a CUDA GPU (4-bit bitsandbytes kernels); hardware.device is {device}")
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ValueError("peft=qlora needs bitsandbytes: install the quant extra, pip install 'grpo-ext[quant]'")
+
+
+def lora_config(peft: DictConfig) -> Any:
+    """The ``peft.LoraConfig`` for ``GRPOTrainer(peft_config=...)``, or None for full fine-tuning."""
+    if peft.name == "none":
+        return None
+    from peft import LoraConfig
+
+    targets = peft.target_modules
+    return LoraConfig(
+        r=peft.r,
+        lora_alpha=peft.alpha,
+        lora_dropout=peft.dropout,
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        task_type="CAUSAL_LM",
+    )
+
+
+def quantization_config(peft: DictConfig, compute_dtype: str) -> Any:
+    """The 4-bit ``BitsAndBytesConfig`` for ``GRPOTrainer(quantization_config=...)`` under QLoRA, else None."""
+    if peft.name != "qlora":
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=peft.quant_type,
+        bnb_4bit_use_double_quant=peft.double_quant,
+        bnb_4bit_compute_dtype=getattr(torch, compute_dtype),
+    )
+
+
+def save_final(trainer: Any, run_dir: Path, peft: DictConfig, base_path: str, dtype: str) -> Path:
+    """Save the trained model as ``run_dir/final_model`` (and the adapter as ``final_adapter``); return the former.
+
+    With adapters, the base is loaded again in ``dtype`` on the CPU (never 4-bit) and the adapter merged into it,
+    so a QLoRA run's final model is not degraded by the quantization used while training.
+    """
+    final = run_dir / "final_model"
+    if peft.name == "none":
+        trainer.save_model(str(final))
+        return final
+    adapter_dir = run_dir / "final_adapter"
+    trainer.save_model(str(adapter_dir))
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=getattr(torch, dtype), device_map="cpu")
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(str(final))
+    trainer.processing_class.save_pretrained(str(final))
+    log.info("adapter saved in %s and merged into the base in %s", adapter_dir, final)
+    return final

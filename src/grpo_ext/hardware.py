@@ -1,0 +1,152 @@
+"""Hardware profiles at run time: ``hardware=auto`` picks a profile from the visible GPUs, and the generation path
+(TRL's own ``generate``, vLLM colocated, or a vLLM server on its own GPU) is settled here, with errors that name
+what is missing and how to get it.
+
+The profiles themselves are YAML under ``conf/hardware/`` (placement and precision only); this module holds what
+cannot be decided before the run starts: which GPUs exist, and whether a usable vLLM is installed.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+# The vLLM releases TRL 1.16 supports (trl.import_utils.is_vllm_available); the `vllm` extra pins the same range.
+VLLM_RANGE = ("0.22.0", "0.31.0")
+VLLM_MODES = ("off", "auto", "colocate", "server")
+PEFT_NAMES = ("none", "lora", "qlora")
+SINGLE_GPU_LIMITS_GIB = ((16.0, "gpu_10gb"), (40.0, "gpu_24gb"))  # under 16 GiB: gpu_10gb; under 40: gpu_24gb
+INSTALL_VLLM = "install the vllm extra: pip install 'grpo-ext[vllm]' (needs CUDA and vLLM's matching torch)"
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    memory_gib: float
+
+
+def visible_gpus() -> list[Gpu]:
+    """The CUDA GPUs this process can see (``CUDA_VISIBLE_DEVICES`` applies), with their total memory."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    properties = [torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())]
+    return [Gpu(p.name, p.total_memory / 2**30) for p in properties]
+
+
+def pick_profile(gpus: list[Gpu], vllm_ready: bool) -> tuple[str, str]:
+    """The profile ``hardware=auto`` stands for on a machine with ``gpus``, and why, in words for the log."""
+    if not gpus:
+        return "cpu", "no CUDA GPU is visible"
+    if len(gpus) >= 2 and vllm_ready:
+        if len(gpus) == 2:
+            return "gpu2_vllm_server", "2 GPUs and vLLM installed: training on GPU 0, a vLLM server on GPU 1"
+        last = len(gpus) - 1
+        return "multigpu", f"{len(gpus)} GPUs and vLLM installed: training on GPUs 0-{last - 1}, vLLM on GPU {last}"
+    first = gpus[0]
+    single = next((name for limit, name in SINGLE_GPU_LIMITS_GIB if first.memory_gib < limit), "gpu_80gb")
+    why = f"{first.name} with {first.memory_gib:.0f} GiB"
+    if len(gpus) >= 2:
+        why = f"{len(gpus)} GPUs but no usable vLLM ({vllm_problem()}), so one GPU trains: {why}"
+    return single, why
+
+
+def vllm_version() -> str | None:
+    """The installed vLLM's version, or None."""
+    try:
+        return importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def vllm_problem(version: str | None = None) -> str | None:
+    """Why the installed vLLM (or ``version``) cannot be used with TRL 1.16, or None when it can."""
+    from packaging.version import InvalidVersion, Version
+
+    version = version or vllm_version()
+    if version is None:
+        return "vLLM is not installed"
+    low, high = VLLM_RANGE
+    try:
+        supported = Version(low) <= Version(Version(version).base_version) <= Version(high)
+    except InvalidVersion:
+        supported = False
+    if not supported:
+        return f"vLLM {version} is installed but TRL 1.16 supports {low} to {high}"
+    return None
+
+
+def resolve_auto(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """``cfg`` with ``hardware=auto`` replaced by the profile this machine calls for, composed again with the same
+    command-line ``overrides`` (so that the profile's own choices, such as ``peft=lora``, and the user's, apply).
+
+    Needs Hydra's global state, as inside ``@hydra.main`` or an ``initialize`` block.
+    """
+    if cfg.hardware.name != "auto":
+        return cfg
+    from hydra import compose
+
+    vllm_ready = vllm_problem() is None
+    name, why = pick_profile(visible_gpus(), vllm_ready)
+    log.info("hardware=auto picked hardware=%s: %s", name, why)
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "hardware"]
+    return compose(config_name="config", overrides=[*kept, f"hardware={name}"])
+
+
+def generation_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The ``GRPOConfig`` fields that the profile's generation path sets (``hardware.vllm``, with ``peft``).
+
+    ``mode: auto`` uses colocated vLLM when a supported vLLM is installed and falls back to TRL's own generate (with
+    a log line saying why); ``colocate`` and ``server`` insist, with an error naming the missing extra.
+    """
+    vllm, peft = cfg.hardware.vllm, cfg.peft.name
+    if vllm.mode not in VLLM_MODES:
+        raise ValueError(f"hardware.vllm.mode must be one of {list(VLLM_MODES)}, got {vllm.mode!r}")
+    if peft not in PEFT_NAMES:
+        raise ValueError(f"peft.name must be one of {list(PEFT_NAMES)}, got {peft!r}")
+    for key in ("port", "group_port"):
+        if not 1 <= vllm[key] <= 65535:
+            raise ValueError(f"hardware.vllm.{key} must be a TCP port (1-65535), got {vllm[key]}")
+    if vllm.port == vllm.group_port:
+        raise ValueError(f"hardware.vllm.port and hardware.vllm.group_port must differ (both {vllm.port})")
+    mode = vllm.mode
+    if mode == "auto":
+        problem = (
+            "peft=qlora (adapters merged into 4-bit weights for vLLM would be lossy)" if peft == "qlora" else None
+        )
+        problem = problem or vllm_problem()
+        if problem:
+            log.info("generation with TRL's own generate: %s", problem)
+            return {}
+        mode = "colocate"
+    if mode == "off":
+        return {}
+    if peft == "qlora":
+        raise ValueError(
+            f"peft=qlora cannot be used with hardware.vllm.mode={mode}: the adapters would be merged into 4-bit "
+            "weights before every weight sync, which is lossy. Use peft=lora, or hardware.vllm.mode=off"
+        )
+    problem = vllm_problem()
+    if problem:
+        raise ValueError(f"hardware.vllm.mode={mode} needs vLLM: {problem}; {INSTALL_VLLM}")
+    if mode == "colocate":
+        if not 0.0 < vllm.gpu_memory_utilization < 1.0:
+            raise ValueError(
+                f"hardware.vllm.gpu_memory_utilization must be in (0, 1), got {vllm.gpu_memory_utilization}"
+            )
+        return {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": vllm.gpu_memory_utilization}
+    return {
+        "use_vllm": True,
+        "vllm_mode": "server",
+        "vllm_server_host": vllm.host,
+        "vllm_server_port": vllm.port,
+        "vllm_group_port": vllm.group_port,
+        "vllm_server_timeout": vllm.startup_timeout_s,
+    }

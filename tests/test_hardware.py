@@ -1,0 +1,114 @@
+"""Hardware profiles and adapters: what ``hardware=auto`` picks for a machine, that the profile's choices and the
+user's overrides both survive the pick, and LoRA training on the CPU with a merged final model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from safetensors.torch import load_file
+
+from conftest import FAST, compose_config, run_cli
+from grpo_ext import adapters, hardware, models
+from grpo_ext.config import make_grpo_config, register_configs
+from grpo_ext.evaluate import load_model
+from grpo_ext.train import train
+from test_train import WITH_SIGNAL
+
+RTX3080, RTX4090 = hardware.Gpu("RTX 3080", 10.0), hardware.Gpu("RTX 4090", 23.6)
+L4, A100_40, H100 = hardware.Gpu("L4", 22.0), hardware.Gpu("A100", 39.4), hardware.Gpu("H100", 79.2)
+
+
+@pytest.mark.parametrize(
+    "gpus,vllm_ready,profile",
+    [
+        ([], True, "cpu"),
+        ([RTX3080], False, "gpu_10gb"),
+        ([RTX4090], True, "gpu_24gb"),
+        ([L4], False, "gpu_24gb"),
+        ([A100_40], False, "gpu_24gb"),  # 39.4 GiB usable: under the 40 GiB line
+        ([H100], True, "gpu_80gb"),
+        ([H100, H100], True, "gpu2_vllm_server"),
+        ([H100, H100], False, "gpu_80gb"),  # no vLLM: the second GPU has nothing to do
+        ([H100] * 4, True, "multigpu"),
+        ([RTX3080] * 4, False, "gpu_10gb"),
+    ],
+)
+def test_auto_picks_a_profile_from_the_gpus_and_says_why(gpus, vllm_ready, profile):
+    picked, why = hardware.pick_profile(gpus, vllm_ready)
+    assert picked == profile
+    assert why and (not gpus or gpus[0].name in why or str(len(gpus)) in why)
+
+
+def test_auto_resolves_to_cpu_here_keeping_overrides_and_choices(caplog):
+    caplog.set_level("INFO")
+    overrides = ["task=fizzbuzz", "peft=lora", "trainer.learning_rate=3e-5", "hardware.vllm.port=8123"]
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="grpo_ext.conf", version_base=None):
+        cfg = compose(config_name="config", overrides=overrides)
+        assert cfg.hardware.name == "auto"  # the default
+        resolved = hardware.resolve_auto(cfg, [*overrides, "hardware=auto"])
+    assert resolved.hardware.name == ("gpu_80gb" if torch.cuda.is_available() else "cpu")
+    assert (resolved.task.name, resolved.peft.name, resolved.trainer.learning_rate) == ("fizzbuzz", "lora", 3e-5)
+    assert resolved.hardware.vllm.port == 8123
+    assert "hardware=auto picked hardware=" in caplog.text
+
+
+def test_a_config_composed_by_hand_must_name_its_profile(tmp_path):
+    with pytest.raises(ValueError, match="hardware=auto is resolved by the command-line entry points"):
+        make_grpo_config(compose_config([], resolve_hardware=False), str(tmp_path), [1.0])
+
+
+def test_gpu_10gb_chooses_lora_and_the_command_line_can_undo_it():
+    assert compose_config(["hardware=gpu_10gb"]).peft.name == "lora"
+    assert compose_config(["hardware=gpu_10gb", "peft=none"]).peft.name == "none"
+    assert compose_config(["peft=qlora", "hardware=gpu_10gb"]).peft.name == "qlora"
+    assert compose_config(["hardware=gpu_24gb"]).peft.name == "none"
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["peft=lora", "peft.r=0"], r"peft.r \(the LoRA rank\) must be at least 1, got 0"),
+        (["peft=lora", "peft.dropout=1.5"], r"peft.dropout must be in \[0, 1\), got 1.5"),
+        (["peft=lora", "peft.target_modules=[1,2]"], "peft.target_modules must be 'all-linear' or a list"),
+        (["peft=qlora"], "peft=qlora needs a CUDA GPU"),
+        (["peft=qlora", "peft.quant_type=int3"], r"peft.quant_type must be one of \['nf4', 'fp4'\]"),
+    ],
+)
+def test_bad_adapter_settings_are_refused(overrides, message):
+    cfg = compose_config(["hardware=cpu", *overrides])
+    with pytest.raises(ValueError, match=message):
+        adapters.check(cfg.peft, cfg.hardware.device)
+
+
+@pytest.mark.skipif(adapters.importlib.util.find_spec("bitsandbytes") is not None, reason="bitsandbytes installed")
+def test_qlora_without_bitsandbytes_names_the_quant_extra():
+    cfg = compose_config(["hardware=gpu_10gb", "peft=qlora"])
+    with pytest.raises(ValueError, match=r"needs bitsandbytes: install the quant extra"):
+        adapters.check(cfg.peft, cfg.hardware.device)
+
+
+def test_lora_trains_adapters_only_and_saves_a_merged_model(tmp_path):
+    cfg = compose_config(["task=arithmetic", "model=tiny", *FAST, *WITH_SIGNAL, "peft=lora", "peft.r=4"])
+    train(cfg, tmp_path)
+    adapter = tmp_path / "final_adapter"
+    assert (adapter / "adapter_config.json").is_file()
+    lora = load_file(adapter / "adapter_model.safetensors")
+    assert lora and all("lora_" in key for key in lora)  # only the adapters were saved as trained weights
+    assert any(key.endswith("lora_B.weight") and lora[key].abs().sum() > 0 for key in lora)  # B starts at 0: trained
+    base = load_file(f"{models.resolve(cfg.model)}/model.safetensors")
+    merged = load_file(tmp_path / "final_model" / "model.safetensors")
+    assert set(merged) == set(base)  # a plain model of the base's shape, no adapter keys
+    assert any(not torch.equal(base[k], merged[k]) for k in base)
+    reloaded = compose_config(["task=arithmetic", "hardware=cpu", f"model.path={tmp_path / 'final_model'}"])
+    model, _ = load_model(reloaded)
+    assert not hasattr(model, "peft_config")
+
+
+def test_train_refuses_qlora_on_the_cpu_before_loading_anything(tmp_path):
+    result = run_cli(["-m", "grpo_ext.train", *FAST, "peft=qlora", f"hydra.run.dir={tmp_path}"], cwd=tmp_path)
+    assert result.returncode == 1
+    assert "config error: peft=qlora needs a CUDA GPU" in result.stderr
