@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train on one GPU of a multi-GPU machine, with the run's output under OUTPUT_ROOT.
+# Train on one GPU of a multi-GPU machine (hardware=auto picks the profile for that GPU), output under OUTPUT_ROOT.
 #
 # Usage:
 #   launch/single_gpu.sh [HYDRA_OVERRIDES...]
@@ -27,6 +27,6 @@ fi
 
 export CUDA_VISIBLE_DEVICES="$GPU"
 exec "$PYTHON" -m grpo_ext.train \
-    "task=$TASK" "model=$MODEL" hardware=gpu \
+    "task=$TASK" "model=$MODEL" hardware=auto \
     "hydra.run.dir=$OUTPUT_ROOT/$TASK/$MODEL/\${now:%Y-%m-%d_%H-%M-%S}" \
     "$@"

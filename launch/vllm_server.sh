@@ -8,12 +8,13 @@
 # Usage:
 #   launch/vllm_server.sh [HYDRA_OVERRIDES...]
 #   MODEL=Qwen/Qwen2.5-1.5B-Instruct launch/vllm_server.sh task=gsm8k trainer.max_steps=500
-#   MODEL=/runs/sft/final_model TRAIN_GPUS=0,1,2 VLLM_GPU=3 launch/vllm_server.sh hardware.accelerate_config=zero3
+#   MODEL=/runs/sft/final_model TRAIN_GPUS=0,1,2 VLLM_GPU=3 ACCELERATE_CONFIG=zero3 launch/vllm_server.sh
 #
 # Inputs (environment variables, with defaults):
 #   MODEL            model path or Hub id, served by vLLM and trained (required)
 #   VLLM_GPU         GPU index for the server (default 1)
 #   TRAIN_GPUS       GPU indices for training, comma-separated (default 0); several run under `accelerate launch`
+#   ACCELERATE_CONFIG  with several TRAIN_GPUS: ddp or zero3 (launch/accelerate/NAME.yaml) or a file (default ddp)
 #   HOST             address the server listens on (default 127.0.0.1)
 #   PORT             server HTTP port (default 8000)
 #   GROUP_PORT       weight-sync (NCCL) port (default 51216)
@@ -41,6 +42,7 @@ VLLM_EXTRA_ARGS="${VLLM_EXTRA_ARGS:-}"
 VLLM="${VLLM:-vllm}"
 PYTHON="${PYTHON:-python}"
 TRAIN_CMD="${TRAIN_CMD:-}"
+ACCELERATE_CONFIG="${ACCELERATE_CONFIG:-ddp}"
 
 die() {
     echo "launch/vllm_server.sh: $*" >&2
@@ -55,6 +57,10 @@ for name in PORT GROUP_PORT STARTUP_TIMEOUT; do
     [[ "${!name}" =~ ^[0-9]+$ ]] || die "$name must be a whole number, got '${!name}'"
 done
 [[ "$PORT" != "$GROUP_PORT" ]] || die "PORT and GROUP_PORT must differ (both $PORT)"
+IFS=, read -r -a train_gpus <<<"$TRAIN_GPUS"
+config_file="$ACCELERATE_CONFIG"
+[[ -f "$config_file" ]] || config_file="$(dirname "${BASH_SOURCE[0]}")/accelerate/$ACCELERATE_CONFIG.yaml"
+[[ -f "$config_file" ]] || die "ACCELERATE_CONFIG=$ACCELERATE_CONFIG is not ddp, zero3 or an existing file"
 command -v "$VLLM" >/dev/null || die "'$VLLM' not found: install the vllm extra (pip install 'grpo-ext[vllm]')"
 
 port_in_use() {  # something accepts connections on $1
@@ -118,15 +124,14 @@ until [[ "$(health_status 2>/dev/null)" == "200" ]]; do
 done
 echo "vLLM is healthy on port $PORT; training on GPU(s) $TRAIN_GPUS" >&2
 
-IFS=, read -r -a train_gpus <<<"$TRAIN_GPUS"
 common=("model.path=$MODEL" hardware.vllm.managed=false "hardware.vllm.host=$HOST" "hardware.vllm.port=$PORT"
     "hardware.vllm.group_port=$GROUP_PORT")
 if [[ -n "$TRAIN_CMD" ]]; then
     read -r -a trainer <<<"$TRAIN_CMD"
     trainer+=("${common[@]}")
 elif ((${#train_gpus[@]} > 1)); then
-    trainer=("$PYTHON" -m accelerate.commands.launch --num_processes "${#train_gpus[@]}" -m grpo_ext.train
-        hardware=multigpu "hardware.num_processes=${#train_gpus[@]}" "${common[@]}")
+    trainer=("$PYTHON" -m accelerate.commands.launch --config_file "$config_file" --num_processes "${#train_gpus[@]}"
+        -m grpo_ext.train hardware=multigpu "${common[@]}")
 else
     trainer=("$PYTHON" -m grpo_ext.train hardware=gpu2_vllm_server "${common[@]}")
 fi

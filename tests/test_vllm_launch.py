@@ -327,3 +327,34 @@ def test_launcher_refuses_a_port_in_use(fake_vllm, tmp_path):
         result = launch(tmp_path, {"PORT": str(port)})
     assert result.returncode == 2 and f"PORT={port} is already in use" in result.stderr
     assert not fake_vllm.exists()
+
+
+def test_launcher_runs_several_training_gpus_under_accelerate(fake_vllm, tmp_path):
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\necho "$CUDA_VISIBLE_DEVICES $*" > "{tmp_path / "argv.txt"}"\n')
+    python.chmod(0o755)
+    result = launch(tmp_path, {"TRAIN_CMD": "", "PYTHON": str(python), "TRAIN_GPUS": "0,1,2", "VLLM_GPU": "3"}, "a=1")
+    assert result.returncode == 0, result.stderr
+    gpus, *argv = (tmp_path / "argv.txt").read_text().split()
+    assert gpus == "0,1,2"
+    assert argv[:3] == ["-m", "accelerate.commands.launch", "--config_file"]
+    assert argv[3].endswith("launch/accelerate/ddp.yaml") and argv[4:6] == ["--num_processes", "3"]
+    assert argv[6:9] == ["-m", "grpo_ext.train", "hardware=multigpu"] and argv[-1] == "a=1"
+    assert json.loads(fake_vllm.read_text())["env"]["CUDA_VISIBLE_DEVICES"] == "3"
+
+
+def test_launcher_refuses_an_unknown_accelerate_config(fake_vllm, tmp_path):
+    result = launch(tmp_path, {"TRAIN_GPUS": "0,1", "VLLM_GPU": "2", "ACCELERATE_CONFIG": "zero9"})
+    assert result.returncode == 2 and "ACCELERATE_CONFIG=zero9 is not ddp, zero3 or an existing file" in result.stderr
+
+
+def test_multigpu_outside_accelerate_points_to_the_launcher(tmp_path):
+    from conftest import FAST, run_cli
+
+    fast = [o for o in FAST if o != "hardware=cpu"]
+    result = run_cli(["-m", "grpo_ext.train", *fast, "hardware=multigpu", f"hydra.run.dir={tmp_path}"],
+                     cwd=tmp_path, timeout=120, env={"WORLD_SIZE": None})  # fmt: skip
+    assert result.returncode == 1
+    assert "hardware=multigpu trains one process per GPU under accelerate: start it with launch/vllm_server.sh" in (
+        result.stderr
+    )

@@ -74,8 +74,7 @@ class HardwareConfig:
     name: str = MISSING
     device: str = "cpu"  # cpu | cuda
     dtype: str = "float32"  # the model dtype when model.dtype is auto
-    num_processes: int = 1  # training processes (multigpu: one per training GPU, under accelerate)
-    accelerate_config: str | None = None  # multigpu: ddp | zero3 (a file under conf/accelerate/) or a path
+    num_processes: int = 1  # training processes; 0: several, one per training GPU, under `accelerate launch`
     vllm: VllmConfig = field(default_factory=VllmConfig)
 
 

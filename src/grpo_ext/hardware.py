@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +99,15 @@ def resolve_auto(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     log.info("hardware=auto picked hardware=%s: %s", name, why)
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "hardware"]
     return compose(config_name="config", overrides=[*kept, f"hardware={name}"])
+
+
+def check_launch(hw: DictConfig) -> None:
+    """Several training processes exist only under ``accelerate launch``: refuse to start one process alone."""
+    if hw.num_processes != 1 and "WORLD_SIZE" not in os.environ:
+        raise ValueError(
+            f"hardware={hw.name} trains one process per GPU under accelerate: start it with launch/vllm_server.sh "
+            "(for example MODEL=... TRAIN_GPUS=0,1,2 VLLM_GPU=3 launch/vllm_server.sh), which also runs vLLM"
+        )
 
 
 def generation_settings(cfg: DictConfig) -> dict[str, Any]:

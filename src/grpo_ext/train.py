@@ -95,6 +95,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
             raise ValueError(f"these keys need a value, on the command line (KEY=VALUE): {', '.join(missing)}")
         get_task(cfg.task.name)
         check_eval(cfg.eval)
+        hardware.check_launch(cfg.hardware)
         adapters.check(cfg.peft, cfg.hardware.device)
         reward_funcs, reward_weights = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
         args = make_grpo_config(cfg, str(run_dir), reward_weights)
