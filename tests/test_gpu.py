@@ -27,3 +27,13 @@ def test_two_steps_on_one_gpu_in_bf16(tmp_path):
     initial = load_file(f"{models.resolve(cfg.model)}/model.safetensors")
     assert any(not torch.equal(initial[k].float(), final[k].float()) for k in initial)
     assert torch.cuda.max_memory_allocated() > 0
+
+
+def test_auto_picks_a_gpu_profile_and_lora_trains_on_it(tmp_path):
+    overrides = [o for o in FAST if o != "hardware=cpu"]
+    cfg = compose_config(["task=arithmetic", "model=tiny", *overrides, *WITH_SIGNAL, "peft=lora"])
+    assert cfg.hardware.name in ("gpu_10gb", "gpu_24gb", "gpu_80gb", "gpu2_vllm_server", "multigpu")
+    cfg.hardware.vllm.mode = "off"  # this test is about placement and adapters; vLLM has its own marker
+    train(cfg, tmp_path)
+    assert (tmp_path / "final_adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "final_model" / "config.json").is_file()

@@ -358,3 +358,30 @@ def test_multigpu_outside_accelerate_points_to_the_launcher(tmp_path):
     assert "hardware=multigpu trains one process per GPU under accelerate: start it with launch/vllm_server.sh" in (
         result.stderr
     )
+
+
+# --- a real vLLM (marker vllm: needs vLLM installed and two GPUs) -------------------------------------------------
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(hardware.vllm_problem() is not None, reason="needs a vLLM release TRL 1.16 supports")
+def test_a_real_vllm_server_is_started_used_and_stopped_by_the_run(tmp_path):
+    import torch
+
+    from conftest import FAST
+    from grpo_ext.callbacks import read_metrics
+    from grpo_ext.train import train
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    overrides = [o for o in FAST if o != "hardware=cpu"]
+    vllm_ports = [f"hardware.vllm.port={free_port()}", f"hardware.vllm.group_port={free_port()}"]
+    cfg = compose_config(["task=arithmetic", "model=tiny", *overrides, "hardware=gpu2_vllm_server", *vllm_ports])
+    train(cfg, tmp_path)
+    assert [r["step"] for r in read_metrics(tmp_path) if "reward" in r] == [1, 2]
+    assert (tmp_path / "vllm_server.log").stat().st_size > 0  # the server's own output, kept in the run directory
+    assert not port_in_use_now(cfg.hardware.vllm.port)
+
+
+def port_in_use_now(port: int) -> bool:
+    return vllm_server.port_in_use("127.0.0.1", port)
