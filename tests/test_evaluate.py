@@ -122,3 +122,15 @@ def test_infer_prints_an_answer_and_scores_it(tmp_path):
 def test_infer_usage_errors_exit_2(tmp_path, args):
     result = run_cli(["-m", "grpo_ext.infer", *args], cwd=tmp_path)
     assert result.returncode == 2 and "error" in result.stderr
+
+
+def test_sft_with_lora_saves_the_adapter_and_a_merged_model(tmp_path):
+    sft = run_cli(
+        ["-m", "grpo_ext.sft", "task=arithmetic", "model=tiny", *FAST, "peft=lora", "sft.steps=3", "sft.batch_size=8",
+         "sft.logging_steps=1", f"hydra.run.dir={tmp_path / 'sft'}"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert sft.returncode == 0, sft.stderr[-2000:]
+    assert (tmp_path / "sft" / "final_adapter" / "adapter_config.json").is_file()
+    merged = json.loads((tmp_path / "sft" / "final_model" / "config.json").read_text())
+    assert merged["model_type"] == "qwen2" and not (tmp_path / "sft" / "final_model" / "adapter_config.json").exists()

@@ -18,7 +18,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from grpo_ext import checkpoints, models
+from grpo_ext import adapters, checkpoints, models
 from grpo_ext.callbacks import MetricsFile, write_status
 from grpo_ext.config import register_configs
 from grpo_ext.evaluate import check_eval, run_eval
@@ -79,6 +79,7 @@ def main(cfg: DictConfig) -> None:
     try:
         check_sft(cfg.sft)
         check_eval(cfg.eval)
+        adapters.check(cfg.peft, cfg.hardware.device)
         rewards, _ = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
         args = sft_config(cfg, run_dir)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
@@ -97,12 +98,20 @@ def main(cfg: DictConfig) -> None:
     )
     from trl import SFTTrainer
 
-    trainer = SFTTrainer(model=model_path, args=args, train_dataset=train, callbacks=[MetricsFile(run_dir)])
+    dtype = models.torch_dtype(cfg.model.dtype, cfg.hardware.dtype)
+    trainer = SFTTrainer(
+        model=model_path,
+        args=args,
+        train_dataset=train,
+        callbacks=[MetricsFile(run_dir)],
+        peft_config=adapters.lora_config(cfg.peft),
+        quantization_config=adapters.quantization_config(cfg.peft, dtype),
+    )
     try:
         before = run_eval(trainer.model, trainer.processing_class, splits.eval, rewards[0], cfg)["metrics"]
         resume = checkpoints.latest_complete(run_dir)
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        trainer.save_model(str(run_dir / "final_model"))
+        adapters.save_final(trainer, run_dir, cfg.peft, model_path, dtype)
         after = run_eval(trainer.model, trainer.processing_class, splits.eval, rewards[0], cfg)["metrics"]
     finally:
         for reward in rewards:
