@@ -28,17 +28,17 @@ PRESETS = {
             "task.eval_size=500",
             "eval.size=500",
         ],  # fmt: skip
-        "sft": ["sft.steps=320", "sft.batch_size=64", "sft.learning_rate=1e-3"],
+        "sft": ["sft.steps=500", "sft.batch_size=64", "sft.learning_rate=1e-3"],  # 42.8% held-out
         "grpo": [
             "trainer.num_generations=8",
             "trainer.per_device_train_batch_size=128",
             "trainer.max_completion_length=24",
-            "trainer.learning_rate=1e-4",
+            "trainer.learning_rate=5e-5",
             "trainer.beta=0.04",
             "trainer.loss_type=grpo",
-            "trainer.max_steps=600",
-            "trainer.save_steps=100",
-            "eval.every=50",
+            "trainer.max_steps=300",
+            "trainer.save_steps=50",
+            "eval.every=25",
         ],  # fmt: skip
     },
 }
