@@ -54,12 +54,11 @@ def test_every_yaml_is_in_a_known_group_and_opens_with_its_command():
             assert f"hydra/{path.parent.name}={path.stem}" in lines[0]
 
 
-# Every task with every model, and every hardware profile and adapter choice with every model (the groups do not
-# touch each other's keys, so the full product would only repeat these).
+# Every task with every model, and every hardware profile with every adapter choice (hardware and peft do not touch
+# the task's or the model's keys, so the full product would only repeat these).
 COMBINATIONS = sorted(
     {(task, model, "cpu", "none") for task, model in itertools.product(GROUPS["task"], GROUPS["model"])}
-    | {("arithmetic", model, hardware, peft) for model, hardware, peft
-       in itertools.product(GROUPS["model"], GROUPS["hardware"], GROUPS["peft"])}
+    | {("arithmetic", "tiny", hw, peft) for hw, peft in itertools.product(GROUPS["hardware"], GROUPS["peft"])}
 )  # fmt: skip
 
 
