@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 # The vLLM releases TRL 1.16 supports (trl.import_utils.is_vllm_available); the `vllm` extra pins the same range.
 VLLM_RANGE = ("0.22.0", "0.31.0")
 VLLM_MODES = ("off", "auto", "colocate", "server")
-PEFT_NAMES = ("none", "lora", "qlora")
 SINGLE_GPU_LIMITS_GIB = ((16.0, "gpu_10gb"), (40.0, "gpu_24gb"))  # under 16 GiB: gpu_10gb; under 40: gpu_24gb
 INSTALL_VLLM = "install the vllm extra: pip install 'grpo-ext[vllm]' (needs CUDA and vLLM's matching torch)"
 
@@ -119,8 +118,6 @@ def generation_settings(cfg: DictConfig) -> dict[str, Any]:
     vllm, peft = cfg.hardware.vllm, cfg.peft.name
     if vllm.mode not in VLLM_MODES:
         raise ValueError(f"hardware.vllm.mode must be one of {list(VLLM_MODES)}, got {vllm.mode!r}")
-    if peft not in PEFT_NAMES:
-        raise ValueError(f"peft.name must be one of {list(PEFT_NAMES)}, got {peft!r}")
     for key in ("port", "group_port"):
         if not 1 <= vllm[key] <= 65535:
             raise ValueError(f"hardware.vllm.{key} must be a TCP port (1-65535), got {vllm[key]}")
