@@ -97,9 +97,9 @@ def main() -> None:
             if state.global_step % EVAL_EVERY == 0:
                 print(f"step {state.global_step}: {accuracy(model, processing_class, eval_set):.1%}", flush=True)
 
-    config = GRPOConfig(output_dir=str(args.out / "grpo"), learning_rate=args.lr, max_steps=args.steps,
-                        per_device_train_batch_size=128, num_generations=8, max_completion_length=24, beta=0.04,
-                        loss_type="grpo", logging_steps=1000, **{**common, **extra})  # fmt: skip
+    settings = {"per_device_train_batch_size": 128, "num_generations": 8, "max_completion_length": 24, "beta": 0.04,
+                "loss_type": "grpo", "logging_steps": 1000, **common, **extra}  # fmt: skip
+    config = GRPOConfig(output_dir=str(args.out / "grpo"), learning_rate=args.lr, max_steps=args.steps, **settings)
     trainer = GRPOTrainer(
         model=str(args.out / "sft" / "final"),
         reward_funcs=[
