@@ -36,7 +36,7 @@ L4, A100_40, H100 = hardware.Gpu("L4", 22.0), hardware.Gpu("A100", 39.4), hardwa
     ],
 )
 def test_auto_picks_a_profile_from_the_gpus_and_says_why(gpus, vllm_ready, profile):
-    picked, why = hardware.pick_profile(gpus, vllm_ready)
+    picked, why = hardware.pick_profile(gpus, None if vllm_ready else "vLLM is not installed")
     assert picked == profile
     assert why and (not gpus or gpus[0].name in why or str(len(gpus)) in why)
 

@@ -41,11 +41,12 @@ def visible_gpus() -> list[Gpu]:
     return [Gpu(p.name, p.total_memory / 2**30) for p in properties]
 
 
-def pick_profile(gpus: list[Gpu], vllm_ready: bool) -> tuple[str, str]:
-    """The profile ``hardware=auto`` stands for on a machine with ``gpus``, and why, in words for the log."""
+def pick_profile(gpus: list[Gpu], vllm_issue: str | None) -> tuple[str, str]:
+    """The profile ``hardware=auto`` stands for on a machine with ``gpus`` and ``vllm_issue`` (``vllm_problem()``:
+    None when a usable vLLM is installed), and why, in words for the log."""
     if not gpus:
         return "cpu", "no CUDA GPU is visible"
-    if len(gpus) >= 2 and vllm_ready:
+    if len(gpus) >= 2 and vllm_issue is None:
         if len(gpus) == 2:
             return "gpu2_vllm_server", "2 GPUs and vLLM installed: training on GPU 0, a vLLM server on GPU 1"
         last = len(gpus) - 1
@@ -54,7 +55,7 @@ def pick_profile(gpus: list[Gpu], vllm_ready: bool) -> tuple[str, str]:
     single = next((name for limit, name in SINGLE_GPU_LIMITS_GIB if first.memory_gib < limit), "gpu_80gb")
     why = f"{first.name} with {first.memory_gib:.0f} GiB"
     if len(gpus) >= 2:
-        why = f"{len(gpus)} GPUs but no usable vLLM ({vllm_problem()}), so one GPU trains: {why}"
+        why = f"{len(gpus)} GPUs but no usable vLLM ({vllm_issue}), so one GPU trains: {why}"
     return single, why
 
 
@@ -93,8 +94,7 @@ def resolve_auto(cfg: DictConfig, overrides: list[str]) -> DictConfig:
         return cfg
     from hydra import compose
 
-    vllm_ready = vllm_problem() is None
-    name, why = pick_profile(visible_gpus(), vllm_ready)
+    name, why = pick_profile(visible_gpus(), vllm_problem())
     log.info("hardware=auto picked hardware=%s: %s", name, why)
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "hardware"]
     return compose(config_name="config", overrides=[*kept, f"hardware={name}"])
