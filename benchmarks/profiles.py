@@ -3,7 +3,7 @@
   python benchmarks/profiles.py model=qwen2.5-3b-instruct model.init=random trainer.max_completion_length=512
   python benchmarks/profiles.py --profiles gpu_10gb --baseline none model=qwen2.5-7b-instruct model.init=random \
       peft=qlora trainer.max_completion_length=512
-  python benchmarks/profiles.py --profiles cpu --baseline none hardware.device=cpu   (a smoke run on the CPU)
+  python benchmarks/profiles.py --profiles cpu --baseline none --steps 2 model=tiny   (a smoke run on the CPU)
 
 Every measurement is a fresh process running ``grpo_ext.train``'s job (``train()``; no eval, no checkpoints) for
 ``--steps`` steps of 8 generations of one prompt (``trainer.num_generations=8``, ``per_device_train_batch_size=8``,
