@@ -402,6 +402,9 @@ _BY_CATEGORY: dict[str, list[tuple[str, str, bool]]] = {
         (r"\tan\frac{\pi}{4}", "1", T),
         (r"\sin\frac{\pi}{3}", r"\frac{\sqrt3}{2}", T),
         (r"\cos\frac{\pi}{3}", r"\frac{\sqrt3}{2}", F),
+        (r"\sin 60^\circ", r"\frac{\sqrt3}{2}", T),  # degrees inside a trig function are degrees, not dropped
+        (r"\cos(60^{\circ})", r"\frac{\sqrt3}{2}", F),
+        (r"\tan 45°", "1", T),
         (r"e^{i\pi}", "-1", T),
         (r"2e", "e+e", T),
         (r"\binom{5}{2}", "10", T),

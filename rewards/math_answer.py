@@ -24,6 +24,9 @@ _UNIT_TEXT = re.compile(r"\\(?:text|mbox|mathrm|textrm)\{\s*[A-Za-z][A-Za-z .]*\
 _SPACING = re.compile(r"(?<!\\)\\[,;:! >]|\\q?quad\b|~")
 _SIZING = re.compile(r"\\(?:left|right|[bB]igg?[lr]?)(?![A-Za-z])\.?|\\(?:display|text|script)style\b|\\angle\b")
 _DEGREES = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ\b|\\circ\b|°|\^\s*\{?\\degree\}?|\\degree\b")
+_TRIG_DEGREES = re.compile(  # "\\sin 60^\\circ": the argument in degrees, made radians before degree marks go
+    r"(\\(?:sin|cos|tan|cot|sec|csc)\s*)(\(?\s*)([-+]?\d+(?:\.\d+)?)\s*(?:" + _DEGREES.pattern + ")"
+)
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _SPACED_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?: \d{3})+(?:\.\d+)?")
 _WORD_SEPARATOR = re.compile(r"\s+(?:or|and)\s+", re.IGNORECASE)
@@ -146,6 +149,7 @@ def normalize(answer: str) -> str:
     s = s.replace(",\\!", ",")  # MATH writes thousands as 32,\!348
     s = _SPACING.sub(" ", s)
     s = _ALIAS.sub(lambda m: _ALIASES[m.group(0)], s)
+    s = _TRIG_DEGREES.sub(lambda m: rf"{m.group(1)}{m.group(2)}({m.group(3)}\pi/180)", s)
     s = _DEGREES.sub("", s)
     s = re.sub(r"\\operatorname\s*\{\s*([A-Za-z]+)\s*\}", r"\\\1", s)
     body = s.strip()
