@@ -245,6 +245,8 @@ _BY_CATEGORY: dict[str, list[tuple[str, str, bool]]] = {
     "intervals": [
         ("[1, 2)", "[1,2)", T),
         ("(1, 2]", "[1,2)", F),
+        (r"\mathbb{R}", r"(-\infty,\infty)", T),  # the real line written as a set
+        (r"\mathbb{R}", r"[0,\infty)", F),
         (r"(-\infty, 3)", r"(-\infty,3)", T),
         (r"(-\infty, 3]", r"(-\infty,3)", F),
         (r"(-\infty, 3) \cup (4, \infty)", r"(-\infty,3)\cup(4,\infty)", T),
@@ -409,6 +411,8 @@ _BY_CATEGORY: dict[str, list[tuple[str, str, bool]]] = {
         (r"2e", "e+e", T),
         (r"\binom{5}{2}", "10", T),
         (r"\binom{6}{3}", "15", F),
+        (r"{10 \choose 3}", "120", T),
+        (r"{10 \choose 3}", "210", F),
     ],
     "gsm8k": [
         ("72", "Natalia sold 48/2 = 24 clips in May.\n#### 72", T),

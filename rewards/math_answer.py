@@ -27,6 +27,8 @@ _DEGREES = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ\b|\\circ\b|°|\^\s*\{?
 _TRIG_DEGREES = re.compile(  # "\\sin 60^\\circ": the argument in degrees, made radians before degree marks go
     r"(\\(?:sin|cos|tan|cot|sec|csc)\s*)(\(?\s*)([-+]?\d+(?:\.\d+)?)\s*(?:" + _DEGREES.pattern + ")"
 )
+_CHOOSE = re.compile(r"\{\s*([^{}\\]+?)\s*\\choose\s*([^{}\\]+?)\s*\}")  # "{10 \\choose 3}": TeX's binomial
+_REALS = re.compile(r"\\mathbb\s*(?:\{\s*R\s*\}|R\b)")  # the real line as a set
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _SPACED_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?: \d{3})+(?:\.\d+)?")
 _WORD_SEPARATOR = re.compile(r"\s+(?:or|and)\s+", re.IGNORECASE)
@@ -151,6 +153,8 @@ def normalize(answer: str) -> str:
     s = _ALIAS.sub(lambda m: _ALIASES[m.group(0)], s)
     s = _TRIG_DEGREES.sub(lambda m: rf"{m.group(1)}{m.group(2)}({m.group(3)}\pi/180)", s)
     s = _DEGREES.sub("", s)
+    s = _CHOOSE.sub(r"\\binom{\1}{\2}", s)
+    s = _REALS.sub(r"(-\\infty,\\infty)", s)
     s = re.sub(r"\\operatorname\s*\{\s*([A-Za-z]+)\s*\}", r"\\\1", s)
     body = s.strip()
     if _UNIT_TEXT.search(body) and not re.fullmatch(r"\\\w+\{[^{}]*\}", body):  # "5 \text{ cm}": drop the unit
