@@ -120,7 +120,7 @@ class PythonExec:
     optional_columns = ("entry_point",)
     PARAMS = (
         "timeout", "cpu_seconds", "memory_mb", "max_processes", "max_output_bytes", "workers", "isolation",
-        "full_reward", "partial_weight", "programs_per_request",
+        "full_reward", "partial_weight", "programs_per_request", "scratch_mb",
     )  # fmt: skip
 
     def __init__(
@@ -135,13 +135,16 @@ class PythonExec:
         full_reward: float = 1.0,
         partial_weight: float = 0.5,
         programs_per_request: int = 16,
+        scratch_mb: int = 64,
     ) -> None:
         import os
 
         if isolation not in ISOLATIONS:
             raise ValueError(f"python_exec: isolation must be one of {list(ISOLATIONS)}, got {isolation!r}")
         self.workers = workers if workers is not None else (os.cpu_count() or 1)
-        for key, value in (("workers", self.workers), ("programs_per_request", programs_per_request)):
+        for key, value in (
+            ("workers", self.workers), ("programs_per_request", programs_per_request), ("scratch_mb", scratch_mb),
+        ):  # fmt: skip
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"python_exec: {key} must be an integer >= 1, got {value!r}")
         for key, value in (("full_reward", full_reward), ("partial_weight", partial_weight)):
@@ -162,6 +165,7 @@ class PythonExec:
         self.full_reward = float(full_reward)
         self.partial_weight = float(partial_weight)
         self.programs_per_request = programs_per_request
+        self.scratch_bytes = scratch_mb << 20
         self.__name__ = "python_exec"
         self._pool: SandboxPool | None = None
 
@@ -171,7 +175,7 @@ class PythonExec:
     @property
     def pool(self) -> SandboxPool:
         if self._pool is None:
-            pool = SandboxPool(self.workers, self.isolation)
+            pool = SandboxPool(self.workers, self.isolation, self.scratch_bytes)
             pool.probe()  # raises SandboxUnavailableError with what is missing
             self._pool = pool
         return self._pool

@@ -4,7 +4,8 @@ What it isolates (``isolation="bwrap"``, the default; needs bubblewrap, ``apt-ge
 
 * each worker is a bubblewrap sandbox with its own network namespace (no network: only a loopback that nothing
   listens on), PID, IPC and UTS namespaces, a read-only view of the host file system, a private tmpfs /tmp (the only
-  writable place; emptied after every program), secret-holding paths of the home directory hidden, and an empty
+  writable place; emptied after every program; capped, 64 MiB by default, since tmpfs pages are memory that the
+  programs' memory limit does not count), secret-holding paths of the home directory hidden, and an empty
   environment (no tokens, no keys); it dies with the process that started it;
 * each program is a fresh child forked from the worker: own session and process group, rlimits on address space
   (memory), CPU seconds, process count, file size (captured output) and open files, a wall-clock deadline; when it
@@ -17,11 +18,13 @@ What it does not isolate: the kernel (a kernel exploit escapes any namespace san
 
 ``isolation="rlimits"`` is a weaker mode for machines without bubblewrap or user namespaces, taken only when asked
 for: the same fork-per-program, sessions, rlimits, scratch directory and empty environment, but no network or file
-system isolation, and children that leave their process group can outlive the run.
+system isolation, no cap on the scratch directory's total size (each file is capped), and children that leave their
+process group can outlive the run.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -48,6 +51,8 @@ SECRET_PATHS = (
     ".cache/huggingface", ".huggingface", ".pypirc", ".wandb",
 )  # fmt: skip
 START_TIMEOUT_S = 30.0
+SCRATCH_BYTES = 64 << 20  # the default size of a worker's /tmp
+SMALL_TMPFS_BYTES = 1 << 20  # the tmpfs mounts that only hide paths or hold mount points
 
 
 class SandboxUnavailableError(RuntimeError):
@@ -91,8 +96,18 @@ def _python_home() -> tuple[str, str]:
     raise SandboxUnavailableError(f"cannot find the Python executable under {prefix}")
 
 
-def bwrap_command() -> list[str]:
-    """The bubblewrap command line that starts one zygote."""
+@functools.cache
+def _bwrap_sizes_tmpfs(bwrap: str) -> bool:
+    """Whether this bubblewrap has ``--size`` (0.5.0 and later), which caps a tmpfs."""
+    try:
+        usage = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--size" in usage
+
+
+def bwrap_command(scratch_bytes: int = SCRATCH_BYTES) -> list[str]:
+    """The bubblewrap command line that starts one zygote; its /tmp and /dev/shm hold at most ``scratch_bytes``."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise SandboxUnavailableError(
@@ -102,19 +117,31 @@ def bwrap_command() -> list[str]:
         )
     mount = _sandbox_mountpoint()
     prefix, executable = _python_home()
+    sized = _bwrap_sizes_tmpfs(bwrap)
+    if not sized:
+        logger.warning(
+            "this bubblewrap has no --size option (0.5.0 and later have it): the sandbox's /tmp is not capped, so a "
+            "program can fill memory through it; upgrade bubblewrap"
+        )
+
+    def tmpfs(path: str, size: int) -> list[str]:
+        return [*(["--size", str(size)] if sized else []), "--tmpfs", path]
+
     cmd = [bwrap, "--die-with-parent", "--new-session"]
     cmd += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if os.getuid() != 0:  # unprivileged users need a user namespace; root drops to nobody inside instead
         cmd += ["--unshare-user"]
-    cmd += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--tmpfs", "/tmp"]
+    cmd += ["--ro-bind", "/", "/", "--dev", "/dev", *tmpfs("/dev/shm", scratch_bytes), "--proc", "/proc"]
+    cmd += ["--perms", "1777", *tmpfs("/tmp", scratch_bytes)]
     home = Path.home()
     for rel in SECRET_PATHS:
         path = home / rel
         if path.is_dir():
-            cmd += ["--tmpfs", str(path)]
+            cmd += tmpfs(str(path), SMALL_TMPFS_BYTES)
         elif path.exists():
             cmd += ["--ro-bind", "/dev/null", str(path)]
-    cmd += ["--tmpfs", mount, "--ro-bind", prefix, f"{mount}/python", "--ro-bind", str(ZYGOTE), f"{mount}/zygote.py"]
+    cmd += [*tmpfs(mount, SMALL_TMPFS_BYTES), "--ro-bind", prefix, f"{mount}/python"]
+    cmd += ["--ro-bind", str(ZYGOTE), f"{mount}/zygote.py"]
     cmd += ["--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp"]
     cmd += ["--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--chdir", "/tmp"]
     cmd += [f"{mount}/python/{executable}", "-I", "-S", f"{mount}/zygote.py", "/tmp", "1"]
@@ -124,11 +151,11 @@ def bwrap_command() -> list[str]:
 class Zygote:
     """One worker process: a sandboxed Python that forks a child per program. Not thread-safe: one user at a time."""
 
-    def __init__(self, isolation: str) -> None:
+    def __init__(self, isolation: str, scratch_bytes: int = SCRATCH_BYTES) -> None:
         self.isolation = isolation
         self.scratch: str | None = None
         if isolation == "bwrap":
-            cmd = bwrap_command()
+            cmd = bwrap_command(scratch_bytes)
         else:
             self.scratch = tempfile.mkdtemp(prefix="grpo_ext_exec_")
             cmd = [sys.executable, "-I", "-S", str(ZYGOTE), self.scratch, "0"]
@@ -191,13 +218,14 @@ class Zygote:
 class SandboxPool:
     """``workers`` zygotes shared by threads; ``execute_many`` runs requests in parallel and keeps their order."""
 
-    def __init__(self, workers: int, isolation: str = "bwrap") -> None:
+    def __init__(self, workers: int, isolation: str = "bwrap", scratch_bytes: int = SCRATCH_BYTES) -> None:
         if isolation not in ISOLATIONS:
             raise ValueError(f"isolation must be one of {list(ISOLATIONS)}, got {isolation!r}")
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers = workers
         self.isolation = isolation
+        self.scratch_bytes = scratch_bytes
         self._idle: queue.Queue[Zygote | None] = queue.Queue()
         for _ in range(workers):
             self._idle.put(None)  # started on first use
@@ -209,7 +237,7 @@ class SandboxPool:
         """Start one worker now, so that a missing sandbox fails at start-up rather than mid-run."""
         zygote = self._idle.get()
         try:
-            zygote = zygote or Zygote(self.isolation)
+            zygote = zygote or Zygote(self.isolation, self.scratch_bytes)
         except WorkerError as err:
             self._idle.put(None)
             raise SandboxUnavailableError(
@@ -224,7 +252,7 @@ class SandboxPool:
         try:
             for attempt in (1, 2):
                 try:
-                    zygote = zygote or Zygote(self.isolation)
+                    zygote = zygote or Zygote(self.isolation, self.scratch_bytes)
                     return zygote.execute(request)
                 except WorkerError as err:
                     logger.warning("sandbox worker failed (attempt %d): %s", attempt, err)

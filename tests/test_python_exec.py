@@ -336,6 +336,25 @@ def test_fork_bomb_is_contained(verifier):
     assert verifier.score(GOOD, FIZZ, "fizzbuzz")["reward"] == 1.0
 
 
+@pytest.mark.parametrize("directory", ["/tmp", "/dev/shm"])
+def test_scratch_space_is_capped(verifier, directory):
+    # tmpfs pages are memory that RLIMIT_AS does not count: uncapped, 1 MiB files in a loop filled 2 GB in 3 s
+    body = f"""
+import os
+written = 0
+for i in range(4096):
+    try:
+        with open(os.path.join({directory!r}, f"fill{{i}}"), "wb") as out:
+            out.write(b"x" * ((1 << 20) - 1))
+    except OSError:
+        break
+    written += 1
+return "isolated" if written <= 64 else f"wrote {{written}} MiB"
+"""
+    assert probe(verifier, body)["reward"] == 1.0
+    assert verifier.score(GOOD, FIZZ, "fizzbuzz")["reward"] == 1.0  # and the next program has its space back
+
+
 def test_memory_cap():
     small = PythonExec(memory_mb=256, workers=1)
     try:
@@ -450,7 +469,7 @@ def test_the_weaker_mode_runs_when_asked_for():
 @pytest.mark.parametrize(
     "params,key",
     [({"isolation": "none"}, "isolation"), ({"workers": 0}, "workers"), ({"timeout": -1}, "wall"),
-     ({"partial_weight": -0.5}, "partial_weight"), ({"memory_mb": 0}, "memory")],
+     ({"partial_weight": -0.5}, "partial_weight"), ({"memory_mb": 0}, "memory"), ({"scratch_mb": 0}, "scratch_mb")],
 )  # fmt: skip
 def test_bad_parameters_are_named(params, key):
     with pytest.raises(ValueError, match=key):
