@@ -66,6 +66,7 @@ def _set_lasting_limits(limits):
     _limit(resource.RLIMIT_FSIZE, limits["output"])
     _limit(resource.RLIMIT_NOFILE, 64)
     _limit(resource.RLIMIT_CORE, 0)
+    _limit(resource.RLIMIT_MSGQUEUE, 0)  # POSIX message queues: kernel memory that would outlive the program
 
 
 def _inherit_limits(limits):
@@ -205,6 +206,34 @@ def _kill_everything_else():
             return
 
 
+_SYSV_IPC = (("/proc/sysvipc/shm", "shmctl"), ("/proc/sysvipc/msg", "msgctl"), ("/proc/sysvipc/sem", "semctl"))
+_SYSV_FDS = []  # the three tables, opened once; read with pread after every program
+IPC_RMID = 0
+
+
+def _remove_sysv_ipc():
+    """Remove the SysV shared memory segments, message queues and semaphores a program left in this sandbox's IPC
+    namespace: they outlive the program, and their memory counts against none of its limits (a program can leave
+    gigabytes of shared memory behind). Reading the three tables costs three system calls; ctypes is loaded only
+    when one is not empty. A table that cannot be emptied raises, which ends this worker (and its namespace)."""
+    if not _SYSV_FDS:
+        _SYSV_FDS.extend(os.open(table, os.O_RDONLY) for table, _ in _SYSV_IPC)
+    if all(os.pread(fd, 512, 0).count(b"\n") <= 1 for fd in _SYSV_FDS):  # a header line only: nothing left
+        return
+    leftovers = []
+    for table, call in _SYSV_IPC:
+        with open(table, "rb") as f:
+            rows = f.read().splitlines()[1:]  # a header, then one line per object: key, id, ...
+        leftovers += [(table, call, int(row.split()[1])) for row in rows]
+    import ctypes  # noqa: PLC0415 - only after a program left objects behind
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for table, call, ident in leftovers:
+        args = (ident, 0, IPC_RMID, None) if call == "semctl" else (ident, IPC_RMID, None)
+        if getattr(libc, call)(*args) != 0:
+            raise OSError(ctypes.get_errno(), f"cannot remove SysV IPC object {ident} listed in {table}")
+
+
 def run_one(job, code, run, limits, counter):
     scratch = os.path.join(SCRATCH_ROOT, f"run{counter}")
     os.mkdir(scratch, 0o700)
@@ -246,6 +275,7 @@ def run_one(job, code, run, limits, counter):
     elapsed = time.monotonic() - started
     if NAMESPACED:
         _kill_everything_else()
+        _remove_sysv_ipc()
     lines = []
     for raw in b"".join(chunks).decode("utf-8", errors="replace").split("\n")[:-1]:  # complete lines only
         tag, _, body = raw.partition("\t")

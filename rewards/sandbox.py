@@ -9,7 +9,9 @@ What it isolates (``isolation="bwrap"``, the default; needs bubblewrap, ``apt-ge
   environment (no tokens, no keys); it dies with the process that started it;
 * each program is a fresh child forked from the worker: own session and process group, rlimits on address space
   (memory), CPU seconds, process count, file size (captured output) and open files, a wall-clock deadline; when it
-  ends, its group and every other process left in the worker's PID namespace are killed and reaped;
+  ends, its group and every other process left in the worker's PID namespace are killed and reaped, and SysV
+  shared memory, message queues and semaphores it left in the worker's IPC namespace are removed (POSIX message
+  queues are refused by an rlimit);
 * the child reports values (JSON, tagged with a per-run nonce); expected outputs never enter the sandbox, and the
   host compares. A worker that dies is replaced and the program is tried once more.
 
@@ -18,8 +20,8 @@ What it does not isolate: the kernel (a kernel exploit escapes any namespace san
 
 ``isolation="rlimits"`` is a weaker mode for machines without bubblewrap or user namespaces, taken only when asked
 for: the same fork-per-program, sessions, rlimits, scratch directory and empty environment, but no network or file
-system isolation, no cap on the scratch directory's total size (each file is capped), and children that leave their
-process group can outlive the run.
+system isolation, no cap on the scratch directory's total size (each file is capped), no clean-up of SysV IPC
+objects (the host's namespace is shared), and children that leave their process group can outlive the run.
 """
 
 from __future__ import annotations

@@ -355,6 +355,28 @@ return "isolated" if written <= 64 else f"wrote {{written}} MiB"
     assert verifier.score(GOOD, FIZZ, "fizzbuzz")["reward"] == 1.0  # and the next program has its space back
 
 
+def test_sysv_shared_memory_does_not_outlive_the_program():
+    # a segment outlives its maker and its memory counts against no rlimit: left alone, programs pile up gigabytes
+    leave = """
+def f():
+    import ctypes
+    libc = ctypes.CDLL(None)
+    libc.shmat.restype = ctypes.c_void_p
+    ident = libc.shmget(0, 16 << 20, 0o1666)  # IPC_PRIVATE, IPC_CREAT | 0666
+    address = libc.shmat(ident, None, 0)
+    ctypes.memset(address, 1, 16 << 20)
+    libc.shmdt(ctypes.c_void_p(address))
+    return open("/proc/sysvipc/shm").read().count("\\n") - 1
+"""
+    look = "def f():\n    return open('/proc/sysvipc/shm').read().count('\\n') - 1\n"
+    single = PythonExec(workers=1)  # one worker: the second program runs in the first one's IPC namespace
+    try:
+        assert single.score(leave, fn_tests(((), 1)), "f")["passed"] == 1  # the segment existed while it ran
+        assert single.score(look, fn_tests(((), 0)), "f")["passed"] == 1  # and is gone for the next program
+    finally:
+        single.close()
+
+
 def test_memory_cap():
     small = PythonExec(memory_mb=256, workers=1)
     try:
