@@ -308,7 +308,7 @@ def _outcomes(lines: list[str]) -> list[dict[str, Any]]:
     for line in lines:
         try:
             outcome = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a forged line nested 100,000 deep
             continue
         if isinstance(outcome, dict):
             outcomes.append(outcome)

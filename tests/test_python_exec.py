@@ -152,6 +152,23 @@ def test_tricks_do_not_pass(verifier, code):
     assert result["passed"] == 0 and result["reward"] == 0.0, result
 
 
+def test_a_forged_result_line_cannot_crash_the_judge(verifier):
+    # the program finds its nonce and result pipe in the reporting frame and writes a line nested too deep to parse
+    code = """
+def f():
+    import sys, os
+    frame = sys._getframe()
+    while frame is not None and "prefix" not in frame.f_locals:
+        frame = frame.f_back
+    prefix, fd = frame.f_locals["prefix"], frame.f_locals["result_fd"]
+    os.write(fd, (prefix + '{"value": ' + "[" * 100000 + "]" * 100000 + "}\\n").encode())
+    return 2
+"""
+    result = verifier.score(code, fn_tests(((), 1)), "f")
+    assert result["reward"] == 0.0 and result["passed"] == 0, result
+    assert verifier.score(GOOD, FIZZ, "fizzbuzz")["reward"] == 1.0
+
+
 def test_expected_values_never_enter_the_sandbox(verifier, monkeypatch):
     sent = []
     execute_many = verifier.pool.execute_many
