@@ -211,14 +211,18 @@ _SYSV_FDS = []  # the three tables, opened once; read with pread after every pro
 IPC_RMID = 0
 
 
+def _sysv_fds():
+    if not _SYSV_FDS:
+        _SYSV_FDS.extend(os.open(table, os.O_RDONLY) for table, _ in _SYSV_IPC)
+    return _SYSV_FDS
+
+
 def _remove_sysv_ipc():
     """Remove the SysV shared memory segments, message queues and semaphores a program left in this sandbox's IPC
     namespace: they outlive the program, and their memory counts against none of its limits (a program can leave
     gigabytes of shared memory behind). Reading the three tables costs three system calls; ctypes is loaded only
     when one is not empty. A table that cannot be emptied raises, which ends this worker (and its namespace)."""
-    if not _SYSV_FDS:
-        _SYSV_FDS.extend(os.open(table, os.O_RDONLY) for table, _ in _SYSV_IPC)
-    if all(os.pread(fd, 512, 0).count(b"\n") <= 1 for fd in _SYSV_FDS):  # a header line only: nothing left
+    if all(os.pread(fd, 512, 0).count(b"\n") <= 1 for fd in _sysv_fds()):  # a header line only: nothing left
         return
     leftovers = []
     for table, call in _SYSV_IPC:
@@ -232,6 +236,30 @@ def _remove_sysv_ipc():
         args = (ident, 0, IPC_RMID, None) if call == "semctl" else (ident, IPC_RMID, None)
         if getattr(libc, call)(*args) != 0:
             raise OSError(ctypes.get_errno(), f"cannot remove SysV IPC object {ident} listed in {table}")
+
+
+MEMORY_POLL_S = 0.02  # while a program runs longer than this, its processes' memory is summed this often
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _sandbox_memory():
+    """Bytes held by the program's processes together (every process of this sandbox but its init and this one:
+    resident memory not backed by files) plus SysV shared memory: RLIMIT_AS caps one process, and a program may
+    have up to its process limit of them."""
+    total, own = 0, (1, os.getpid())
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) not in own:
+            try:
+                with open(f"/proc/{name}/statm", "rb") as f:
+                    fields = f.read().split()
+            except OSError:  # it ended meanwhile
+                continue
+            total += (int(fields[1]) - int(fields[2])) * _PAGE  # resident - file-backed or shared
+    rows = os.pread(_sysv_fds()[0], 1 << 16, 0).splitlines()
+    if len(rows) > 1:
+        rss = rows[0].split().index(b"rss")
+        total += sum(int(row.split()[rss]) for row in rows[1:])
+    return total
 
 
 def run_one(job, code, run, limits, counter):
@@ -251,14 +279,17 @@ def run_one(job, code, run, limits, counter):
             os._exit(70)
     os.close(write_fd)
     deadline = started + limits["wall"]
-    chunks, size, timed_out = [], 0, False
+    chunks, size, timed_out, over_memory = [], 0, False, False
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             timed_out = True
             break
-        ready, _, _ = select.select([read_fd], [], [], remaining)
+        ready, _, _ = select.select([read_fd], [], [], min(remaining, MEMORY_POLL_S) if NAMESPACED else remaining)
         if not ready:
+            if NAMESPACED and _sandbox_memory() > limits["memory"]:
+                over_memory = True
+                break
             continue
         chunk = os.read(read_fd, 65536)
         if not chunk:
@@ -284,6 +315,7 @@ def run_one(job, code, run, limits, counter):
     out = {
         "lines": lines,
         "timed_out": timed_out,
+        "over_memory": over_memory,
         "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0,
         "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
         "output_truncated": size > limits["output"],

@@ -321,6 +321,8 @@ def _problem(run: dict[str, Any], outcomes: list[dict[str, Any]]) -> str | None:
         return "timeout"
     if run["output_truncated"] or run["signal"] == signal.SIGXFSZ:
         return "output_limit"
+    if run.get("over_memory"):
+        return "memory"  # the program's processes together held more than the memory limit
     if run["signal"]:
         return "crashed"
     for key in ("memory", "load_error", "missing_entry_point"):

@@ -8,7 +8,8 @@ What it isolates (``isolation="bwrap"``, the default; needs bubblewrap, ``apt-ge
   programs' memory limit does not count), secret-holding paths of the home directory hidden, and an empty
   environment (no tokens, no keys); it dies with the process that started it;
 * each program is a fresh child forked from the worker: own session and process group, rlimits on address space
-  (memory), CPU seconds, process count, file size (captured output) and open files, a wall-clock deadline; when it
+  (memory), CPU seconds, process count, file size (captured output) and open files, a wall-clock deadline, and the
+  memory of all its processes together (plus SysV shared memory) summed every 20 ms against the same limit; when it
   ends, its group and every other process left in the worker's PID namespace are killed and reaped, and SysV
   shared memory, message queues and semaphores it left in the worker's IPC namespace are removed (POSIX message
   queues are refused by an rlimit);
@@ -20,8 +21,9 @@ What it does not isolate: the kernel (a kernel exploit escapes any namespace san
 
 ``isolation="rlimits"`` is a weaker mode for machines without bubblewrap or user namespaces, taken only when asked
 for: the same fork-per-program, sessions, rlimits, scratch directory and empty environment, but no network or file
-system isolation, no cap on the scratch directory's total size (each file is capped), no clean-up of SysV IPC
-objects (the host's namespace is shared), and children that leave their process group can outlive the run.
+system isolation, no cap on the scratch directory's total size (each file is capped), a memory limit per process
+only (not summed over a program's processes), no clean-up of SysV IPC objects (the host's namespace is shared), and
+children that leave their process group can outlive the run.
 """
 
 from __future__ import annotations

@@ -372,6 +372,31 @@ return "isolated" if written <= 64 else f"wrote {{written}} MiB"
     assert verifier.score(GOOD, FIZZ, "fizzbuzz")["reward"] == 1.0  # and the next program has its space back
 
 
+def test_memory_cap_counts_all_of_a_programs_processes():
+    # RLIMIT_AS caps one process: three children of 300 MiB each would hold 900 MiB under a 512 MiB limit
+    code = """
+import os, time
+def f():
+    for _ in range(3):
+        if os.fork() == 0:
+            block = bytearray(300 << 20)
+            for k in range(0, len(block), 4096):
+                block[k] = 1
+            time.sleep(10)
+            os._exit(0)
+    time.sleep(10)
+    return 1
+"""
+    small = PythonExec(memory_mb=512, workers=1, timeout=5.0)
+    try:
+        result = small.score(code, fn_tests(((), 1)), "f")
+        assert result["status"] == "memory" and result["reward"] == 0.0, result
+        alone = "def f():\n    block = bytearray(300 << 20)\n    return len(block[::4096])\n"
+        assert small.score(alone, fn_tests(((), 300 << 8)), "f")["reward"] == 1.0  # one process under the cap
+    finally:
+        small.close()
+
+
 def test_sysv_shared_memory_does_not_outlive_the_program():
     # a segment outlives its maker and its memory counts against no rlimit: left alone, programs pile up gigabytes
     leave = """
