@@ -336,9 +336,17 @@ def _clean(scratch):
             os.unlink(os.path.join(scratch, name))
         os.rmdir(scratch)
     else:
-        _wipe(SCRATCH_ROOT)
+        _wipe_or_end(SCRATCH_ROOT)
     if NAMESPACED and not DROP_TO_NOBODY and os.listdir("/dev/shm"):  # programs run as nobody cannot write there
-        _wipe("/dev/shm")
+        _wipe_or_end("/dev/shm")
+
+
+def _wipe_or_end(path):
+    """Wipe ``path``; what could not be removed would be seen by the next program, so this worker ends instead (the
+    host starts a fresh one, with an empty /tmp). A tree too deep to walk ends it the same way (RecursionError)."""
+    _wipe(path)
+    if os.listdir(path):
+        raise RuntimeError(f"could not empty {path} after a program: {sorted(os.listdir(path))[:5]}")
 
 
 _COMPILED = {}  # source -> code object: a group of completions often repeats a program verbatim

@@ -140,6 +140,8 @@ def bwrap_command(scratch_bytes: int = SCRATCH_BYTES) -> list[str]:
     home = Path.home()
     for rel in SECRET_PATHS:
         path = home / rel
+        if path.resolve().is_relative_to("/tmp"):
+            continue  # the sandbox's own empty /tmp hides it already (and its /tmp must hold no mount points)
         if path.is_dir():
             cmd += tmpfs(str(path), SMALL_TMPFS_BYTES)
         elif path.exists():

@@ -372,6 +372,26 @@ return "isolated" if written <= 64 else f"wrote {{written}} MiB"
     assert verifier.score(GOOD, FIZZ, "fizzbuzz")["reward"] == 1.0  # and the next program has its space back
 
 
+def test_what_the_wipe_cannot_remove_does_not_reach_the_next_program():
+    deep = """
+import os
+def f():
+    os.chdir("/tmp")
+    for _ in range(800):  # a path longer than the kernel takes (PATH_MAX): a walk by full paths cannot reach it
+        os.mkdir("d" * 16)
+        os.chdir("d" * 16)
+    open("note", "w").write("left for the next program")
+    return 1
+"""
+    look = "import os\ndef f():\n    return [len(os.listdir('/tmp')), os.listdir('.')]\n"
+    single = PythonExec(workers=1)  # one worker: the next program would share its /tmp
+    try:
+        assert single.score(deep, fn_tests(((), 1)), "f")["reward"] == 0.0  # its worker ends: it scores 0
+        assert single.score(look, fn_tests(((), [1, []])), "f")["reward"] == 1.0  # only its own, empty, directory
+    finally:
+        single.close()
+
+
 def test_memory_cap_counts_all_of_a_programs_processes():
     # RLIMIT_AS caps one process: three children of 300 MiB each would hold 900 MiB under a 512 MiB limit
     code = """
