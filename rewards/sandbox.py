@@ -5,8 +5,9 @@ What it isolates (``isolation="bwrap"``, the default; needs bubblewrap, ``apt-ge
 * each worker is a bubblewrap sandbox with its own network namespace (no network: only a loopback that nothing
   listens on), PID, IPC and UTS namespaces, a read-only view of the host file system, a private tmpfs /tmp (the only
   writable place; emptied after every program; capped, 64 MiB by default, since tmpfs pages are memory that the
-  programs' memory limit does not count), secret-holding paths of the home directory hidden, and an empty
-  environment (no tokens, no keys); it dies with the process that started it;
+  programs' memory limit does not count), secret-holding paths of the home directory hidden, an empty
+  environment (no tokens, no keys), and a seccomp filter that refuses new namespaces (``namespace_filter``); it
+  dies with the process that started it;
 * each program is a fresh child forked from the worker: own session and process group, rlimits on address space
   (memory), CPU seconds, process count, file size (captured output) and open files, a wall-clock deadline, and the
   memory of all its processes together (plus SysV shared memory) summed every 20 ms against the same limit; when it
@@ -35,6 +36,7 @@ import os
 import queue
 import select
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -110,8 +112,51 @@ def _bwrap_sizes_tmpfs(bwrap: str) -> bool:
     return "--size" in usage
 
 
-def bwrap_command(scratch_bytes: int = SCRATCH_BYTES) -> list[str]:
-    """The bubblewrap command line that starts one zygote; its /tmp and /dev/shm hold at most ``scratch_bytes``."""
+# A seccomp filter (classic BPF) that keeps programs from making namespaces. Inside a user namespace of its own a
+# program is "root" there and may mount a tmpfs of any size: memory that no limit of ours would see.
+_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+_SYSCALLS = {  # unshare, clone, setns, clone3
+    "x86_64": (272, 56, 308, 435),
+    "aarch64": (97, 220, 268, 435),
+}
+_NEW_NAMESPACE_FLAGS = 0x10000000 | 0x00020000 | 0x40000000 | 0x20000000 | 0x08000000 | 0x04000000 | 0x02000000 | 0x80
+# CLONE_NEWUSER | NEWNS | NEWNET | NEWPID | NEWIPC | NEWUTS | NEWCGROUP | NEWTIME
+_X32_SYSCALL_BIT = 0x40000000
+_LD_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
+_ALLOW, _EPERM, _ENOSYS = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
+
+
+def namespace_filter(machine: str | None = None) -> bytes | None:
+    """The filter as ``bwrap --seccomp`` reads it: ``unshare`` and ``clone`` with a new-namespace flag and ``setns``
+    fail with EPERM, ``clone3`` with ENOSYS (the C library then falls back to ``clone``, whose flags a filter can
+    see), system calls of another ABI (i386, x32) fail. ``None`` on an architecture it does not know."""
+    machine = machine or os.uname().machine
+    if machine not in _SYSCALLS:
+        return None
+    unshare, clone, setns, clone3 = _SYSCALLS[machine]
+    program = [
+        (_LD_ABS, 0, 0, 4),  # 0: the architecture
+        (_JEQ, 1, 0, _AUDIT_ARCH[machine]),  # 1: ours: go on
+        (_RET, 0, 0, _ENOSYS),  # 2: another ABI
+        (_LD_ABS, 0, 0, 0),  # 3: the system call number
+        (_JGE, 9, 0, _X32_SYSCALL_BIT),  # 4: x32 -> 14
+        (_JEQ, 4, 0, unshare),  # 5: -> 10
+        (_JEQ, 3, 0, clone),  # 6: -> 10
+        (_JEQ, 6, 0, setns),  # 7: -> 14
+        (_JEQ, 3, 0, clone3),  # 8: -> 12
+        (_RET, 0, 0, _ALLOW),  # 9
+        (_LD_ABS, 0, 0, 16),  # 10: the flags (first argument, low 32 bits)
+        (_JSET, 2, 1, _NEW_NAMESPACE_FLAGS),  # 11: a new namespace -> 14, else -> 13 (allow)
+        (_RET, 0, 0, _ENOSYS),  # 12: clone3
+        (_RET, 0, 0, _ALLOW),  # 13
+        (_RET, 0, 0, _EPERM),  # 14
+    ]
+    return b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
+
+
+def bwrap_command(scratch_bytes: int = SCRATCH_BYTES, seccomp_fd: int | None = None) -> list[str]:
+    """The bubblewrap command line that starts one zygote; its /tmp and /dev/shm hold at most ``scratch_bytes``;
+    ``seccomp_fd``: a file descriptor to read ``namespace_filter()`` from."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise SandboxUnavailableError(
@@ -131,7 +176,7 @@ def bwrap_command(scratch_bytes: int = SCRATCH_BYTES) -> list[str]:
     def tmpfs(path: str, size: int) -> list[str]:
         return [*(["--size", str(size)] if sized else []), "--tmpfs", path]
 
-    cmd = [bwrap, "--die-with-parent", "--new-session"]
+    cmd = [bwrap, "--die-with-parent", "--new-session", *(["--seccomp", str(seccomp_fd)] if seccomp_fd else [])]
     cmd += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if os.getuid() != 0:  # unprivileged users need a user namespace; root drops to nobody inside instead
         cmd += ["--unshare-user"]
@@ -160,20 +205,33 @@ class Zygote:
     def __init__(self, isolation: str, scratch_bytes: int = SCRATCH_BYTES) -> None:
         self.isolation = isolation
         self.scratch: str | None = None
+        filter_fd = None
         if isolation == "bwrap":
-            cmd = bwrap_command(scratch_bytes)
+            program = namespace_filter()
+            if program is None:
+                logger.warning("no seccomp filter for %s: programs may create namespaces", os.uname().machine)
+            else:  # bubblewrap reads the filter from a pipe that it inherits
+                filter_fd, write_end = os.pipe()
+                os.write(write_end, program)
+                os.close(write_end)
+            cmd = bwrap_command(scratch_bytes, filter_fd)
         else:
             self.scratch = tempfile.mkdtemp(prefix="grpo_ext_exec_")
             cmd = [sys.executable, "-I", "-S", str(ZYGOTE), self.scratch, "0"]
-        self.process = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"} if isolation == "rlimits" else {},
-            cwd=self.scratch or "/",
-            start_new_session=True,
-        )
+        try:
+            self.process = subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"} if isolation == "rlimits" else {},
+                cwd=self.scratch or "/",
+                start_new_session=True,
+                pass_fds=() if filter_fd is None else (filter_fd,),
+            )
+        finally:
+            if filter_fd is not None:
+                os.close(filter_fd)
         hello = self._read_line(time.monotonic() + START_TIMEOUT_S)
         if not hello.get("ready"):
             self.close()

@@ -392,6 +392,30 @@ def f():
         single.close()
 
 
+@pytest.mark.parametrize("flags", [0x10000000 | 0x00020000, 0x40000000])  # a user + mount namespace; a network one
+def test_programs_cannot_make_namespaces(verifier, flags):
+    # in a user namespace of its own a program is root there and mounted a 4 GiB tmpfs no limit of ours could see
+    body = f"""
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.unshare({flags}) == 0:
+    return "unshared"
+pid = os.fork()  # forking and threads still work: only new namespaces are refused
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+return "isolated" if ctypes.get_errno() == 1 else "errno"
+"""
+    assert probe(verifier, body)["reward"] == 1.0
+
+
+def test_the_namespace_filter_knows_its_architectures():
+    from grpo_ext.rewards.sandbox import namespace_filter
+
+    assert len(namespace_filter("x86_64")) == len(namespace_filter("aarch64")) == 15 * 8
+    assert namespace_filter("mips") is None
+
+
 def test_memory_cap_counts_all_of_a_programs_processes():
     # RLIMIT_AS caps one process: three children of 300 MiB each would hold 900 MiB under a 512 MiB limit
     code = """
