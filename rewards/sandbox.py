@@ -6,8 +6,8 @@ What it isolates (``isolation="bwrap"``, the default; needs bubblewrap, ``apt-ge
   listens on), PID, IPC and UTS namespaces, a read-only view of the host file system, a private tmpfs /tmp (the only
   writable place; emptied after every program; capped, 64 MiB by default, since tmpfs pages are memory that the
   programs' memory limit does not count), secret-holding paths of the home directory hidden, an empty
-  environment (no tokens, no keys), and a seccomp filter that refuses new namespaces (``namespace_filter``); it
-  dies with the process that started it;
+  environment (no tokens, no keys), and a seccomp filter that refuses new namespaces, ptrace and a few other calls
+  (``syscall_filter``); it dies with the process that started it;
 * each program is a fresh child forked from the worker: own session and process group, rlimits on address space
   (memory), CPU seconds, process count, file size (captured output) and open files, a wall-clock deadline, and the
   memory of all its processes together (plus SysV shared memory) summed every 20 ms against the same limit; when it
@@ -112,12 +112,15 @@ def _bwrap_sizes_tmpfs(bwrap: str) -> bool:
     return "--size" in usage
 
 
-# A seccomp filter (classic BPF) that keeps programs from making namespaces. Inside a user namespace of its own a
-# program is "root" there and may mount a tmpfs of any size: memory that no limit of ours would see.
+# A seccomp filter (classic BPF) for the sandbox. It keeps programs from making namespaces (inside a user namespace
+# of its own a program is "root" there and may mount a tmpfs of any size: memory that no limit of ours would see)
+# and from calls that reach into other processes or widen the kernel's attack surface (ptrace, which a program could
+# otherwise use on a worker of its own uid; process_vm_*; bpf; perf_event_open; userfaultfd; the key calls).
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
-_SYSCALLS = {  # unshare, clone, setns, clone3
-    "x86_64": (272, 56, 308, 435),
-    "aarch64": (97, 220, 268, 435),
+_SYSCALLS = {  # unshare, clone, clone3, then the ones refused outright: setns, ptrace, process_vm_readv,
+    # process_vm_writev, perf_event_open, bpf, userfaultfd, add_key, request_key, keyctl
+    "x86_64": (272, 56, 435, (308, 101, 310, 311, 298, 321, 323, 248, 249, 250)),
+    "aarch64": (97, 220, 435, (268, 117, 270, 271, 241, 280, 282, 217, 218, 219)),
 }
 _NEW_NAMESPACE_FLAGS = 0x10000000 | 0x00020000 | 0x40000000 | 0x20000000 | 0x08000000 | 0x04000000 | 0x02000000 | 0x80
 # CLONE_NEWUSER | NEWNS | NEWNET | NEWPID | NEWIPC | NEWUTS | NEWCGROUP | NEWTIME
@@ -126,37 +129,54 @@ _LD_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
 _ALLOW, _EPERM, _ENOSYS = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
 
 
-def namespace_filter(machine: str | None = None) -> bytes | None:
-    """The filter as ``bwrap --seccomp`` reads it: ``unshare`` and ``clone`` with a new-namespace flag and ``setns``
-    fail with EPERM, ``clone3`` with ENOSYS (the C library then falls back to ``clone``, whose flags a filter can
-    see), system calls of another ABI (i386, x32) fail. ``None`` on an architecture it does not know."""
+def syscall_filter(machine: str | None = None) -> bytes | None:
+    """The filter as ``bwrap --seccomp`` reads it: ``unshare`` and ``clone`` with a new-namespace flag fail with
+    EPERM, ``clone3`` with ENOSYS (the C library then falls back to ``clone``, whose flags a filter can see), the
+    calls listed above with EPERM, and system calls of another ABI (i386, x32) are refused. ``None`` on an
+    architecture it does not know."""
     machine = machine or os.uname().machine
     if machine not in _SYSCALLS:
         return None
-    unshare, clone, setns, clone3 = _SYSCALLS[machine]
-    program = [
-        (_LD_ABS, 0, 0, 4),  # 0: the architecture
-        (_JEQ, 1, 0, _AUDIT_ARCH[machine]),  # 1: ours: go on
-        (_RET, 0, 0, _ENOSYS),  # 2: another ABI
-        (_LD_ABS, 0, 0, 0),  # 3: the system call number
-        (_JGE, 9, 0, _X32_SYSCALL_BIT),  # 4: x32 -> 14
-        (_JEQ, 4, 0, unshare),  # 5: -> 10
-        (_JEQ, 3, 0, clone),  # 6: -> 10
-        (_JEQ, 6, 0, setns),  # 7: -> 14
-        (_JEQ, 3, 0, clone3),  # 8: -> 12
-        (_RET, 0, 0, _ALLOW),  # 9
-        (_LD_ABS, 0, 0, 16),  # 10: the flags (first argument, low 32 bits)
-        (_JSET, 2, 1, _NEW_NAMESPACE_FLAGS),  # 11: a new namespace -> 14, else -> 13 (allow)
-        (_RET, 0, 0, _ENOSYS),  # 12: clone3
-        (_RET, 0, 0, _ALLOW),  # 13
-        (_RET, 0, 0, _EPERM),  # 14
+    unshare, clone, clone3, refused = _SYSCALLS[machine]
+    # (code, true label, false label, k); labels are resolved to BPF's relative jumps below
+    program: list[tuple[int, str | None, str | None, int]] = [
+        (_LD_ABS, None, None, 4),  # the architecture
+        (_JEQ, "number", "enosys", _AUDIT_ARCH[machine]),
+        ("number", None, None, 0),  # label
+        (_LD_ABS, None, None, 0),  # the system call number
+        (_JGE, "eperm", None, _X32_SYSCALL_BIT),
+        (_JEQ, "flags", None, unshare),
+        (_JEQ, "flags", None, clone),
+        (_JEQ, "enosys", None, clone3),
+        *[(_JEQ, "eperm", None, number) for number in refused],
+        (_RET, None, None, _ALLOW),
+        ("flags", None, None, 0),
+        (_LD_ABS, None, None, 16),  # the first argument's low 32 bits: the flags of unshare and clone
+        (_JSET, "eperm", "allow", _NEW_NAMESPACE_FLAGS),
+        ("enosys", None, None, 0),
+        (_RET, None, None, _ENOSYS),
+        ("allow", None, None, 0),
+        (_RET, None, None, _ALLOW),
+        ("eperm", None, None, 0),
+        (_RET, None, None, _EPERM),
     ]
-    return b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
+    labels, instructions = {}, []
+    for code, true, false, k in program:
+        if isinstance(code, str):
+            labels[code] = len(instructions)
+        else:
+            instructions.append((code, true, false, k))
+    out = []
+    for index, (code, true, false, k) in enumerate(instructions):
+        jt = labels[true] - index - 1 if true else 0
+        jf = labels[false] - index - 1 if false else 0
+        out.append(struct.pack("=HBBI", code, jt, jf, k))
+    return b"".join(out)
 
 
 def bwrap_command(scratch_bytes: int = SCRATCH_BYTES, seccomp_fd: int | None = None) -> list[str]:
     """The bubblewrap command line that starts one zygote; its /tmp and /dev/shm hold at most ``scratch_bytes``;
-    ``seccomp_fd``: a file descriptor to read ``namespace_filter()`` from."""
+    ``seccomp_fd``: a file descriptor to read ``syscall_filter()`` from."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise SandboxUnavailableError(
@@ -207,7 +227,7 @@ class Zygote:
         self.scratch: str | None = None
         filter_fd = None
         if isolation == "bwrap":
-            program = namespace_filter()
+            program = syscall_filter()
             if program is None:
                 logger.warning("no seccomp filter for %s: programs may create namespaces", os.uname().machine)
             else:  # bubblewrap reads the filter from a pipe that it inherits

@@ -409,11 +409,22 @@ return "isolated" if ctypes.get_errno() == 1 else "errno"
     assert probe(verifier, body)["reward"] == 1.0
 
 
-def test_the_namespace_filter_knows_its_architectures():
-    from grpo_ext.rewards.sandbox import namespace_filter
+def test_programs_cannot_ptrace(verifier):
+    # PTRACE_TRACEME succeeds for any process without the filter; with it, ptrace fails before doing anything
+    body = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+return "isolated" if libc.ptrace(0, 0, None, None) == -1 and ctypes.get_errno() == 1 else "traced"
+"""
+    assert probe(verifier, body)["reward"] == 1.0
 
-    assert len(namespace_filter("x86_64")) == len(namespace_filter("aarch64")) == 15 * 8
-    assert namespace_filter("mips") is None
+
+def test_the_syscall_filter_knows_its_architectures():
+    from grpo_ext.rewards.sandbox import syscall_filter
+
+    x86, arm = syscall_filter("x86_64"), syscall_filter("aarch64")
+    assert len(x86) == len(arm) and len(x86) % 8 == 0 and x86 != arm
+    assert syscall_filter("mips") is None
 
 
 def test_memory_cap_counts_all_of_a_programs_processes():
