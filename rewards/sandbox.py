@@ -29,10 +29,12 @@ children that leave their process group can outlive the run.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import logging
 import os
+import py_compile
 import queue
 import select
 import shutil
@@ -100,6 +102,16 @@ def _python_home() -> tuple[str, str]:
         if candidate.is_file():
             return str(prefix), str(candidate.relative_to(prefix))
     raise SandboxUnavailableError(f"cannot find the Python executable under {prefix}")
+
+
+@functools.cache
+def compiled_zygote() -> str:
+    """``_zygote.py`` compiled once per process into a private directory. A worker started from the bytecode holds
+    about 1 MiB less memory than one that compiles its source at start-up (the compiler's garbage stays in the
+    allocator's pages), and fork copies, and exit tears down, every page: about 45 us a program per MiB here."""
+    directory, owner = tempfile.mkdtemp(prefix="grpo_ext_zygote_"), os.getpid()
+    atexit.register(lambda: os.getpid() == owner and shutil.rmtree(directory, ignore_errors=True))  # not forks'
+    return py_compile.compile(str(ZYGOTE), cfile=os.path.join(directory, "zygote.pyc"), doraise=True)
 
 
 @functools.cache
@@ -212,10 +224,10 @@ def bwrap_command(scratch_bytes: int = SCRATCH_BYTES, seccomp_fd: int | None = N
         elif path.exists():
             cmd += ["--ro-bind", "/dev/null", str(path)]
     cmd += [*tmpfs(mount, SMALL_TMPFS_BYTES), "--ro-bind", prefix, f"{mount}/python"]
-    cmd += ["--ro-bind", str(ZYGOTE), f"{mount}/zygote.py"]
+    cmd += ["--ro-bind", compiled_zygote(), f"{mount}/zygote.pyc"]
     cmd += ["--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp"]
     cmd += ["--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--chdir", "/tmp"]
-    cmd += [f"{mount}/python/{executable}", "-I", "-S", f"{mount}/zygote.py", "/tmp", "1"]
+    cmd += [f"{mount}/python/{executable}", "-I", "-S", f"{mount}/zygote.pyc", "/tmp", "1"]
     return cmd
 
 
@@ -237,7 +249,7 @@ class Zygote:
             cmd = bwrap_command(scratch_bytes, filter_fd)
         else:
             self.scratch = tempfile.mkdtemp(prefix="grpo_ext_exec_")
-            cmd = [sys.executable, "-I", "-S", str(ZYGOTE), self.scratch, "0"]
+            cmd = [sys.executable, "-I", "-S", compiled_zygote(), self.scratch, "0"]
         try:
             self.process = subprocess.Popen(
                 cmd,
