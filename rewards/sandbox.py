@@ -151,10 +151,10 @@ def syscall_filter(machine: str | None = None) -> bytes | None:
         return None
     unshare, clone, clone3, refused = _SYSCALLS[machine]
     # (code, true label, false label, k); labels are resolved to BPF's relative jumps below
-    program: list[tuple[int, str | None, str | None, int]] = [
+    program: list[tuple[int | str, str | None, str | None, int]] = [  # a str code: a label, not an instruction
         (_LD_ABS, None, None, 4),  # the architecture
         (_JEQ, "number", "enosys", _AUDIT_ARCH[machine]),
-        ("number", None, None, 0),  # label
+        ("number", None, None, 0),
         (_LD_ABS, None, None, 0),  # the system call number
         (_JGE, "eperm", None, _X32_SYSCALL_BIT),
         (_JEQ, "flags", None, unshare),
@@ -208,7 +208,12 @@ def bwrap_command(scratch_bytes: int = SCRATCH_BYTES, seccomp_fd: int | None = N
     def tmpfs(path: str, size: int) -> list[str]:
         return [*(["--size", str(size)] if sized else []), "--tmpfs", path]
 
-    cmd = [bwrap, "--die-with-parent", "--new-session", *(["--seccomp", str(seccomp_fd)] if seccomp_fd else [])]
+    cmd = [
+        bwrap,
+        "--die-with-parent",
+        "--new-session",
+        *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
+    ]
     cmd += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if os.getuid() != 0:  # unprivileged users need a user namespace; root drops to nobody inside instead
         cmd += ["--unshare-user"]
