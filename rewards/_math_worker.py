@@ -135,7 +135,13 @@ def sympy_equal(gold: Node, pred: Node) -> bool:
 
 
 def _close(a: Any, b: Any, point: dict[Any, Any]) -> bool | None:
-    """Whether ``a`` and ``b`` agree numerically at ``point``; ``None`` where either is undefined there."""
+    """Whether ``a`` and ``b`` agree at ``point``: exactly where both come out rational there (a relative tolerance
+    would call ``(x+1)^{100000}`` and ``(x+1)^{100000}+1`` equal), else numerically; ``None`` where either is
+    undefined there."""
+    if point:
+        ea, eb = a.subs(point), b.subs(point)
+        if ea.is_Rational and eb.is_Rational:
+            return bool(ea == eb)
     va, vb = a.evalf(DIGITS, subs=point), b.evalf(DIGITS, subs=point)
     if not (va.is_number and vb.is_number) or any(v.has(S.NaN, S.ComplexInfinity, S.Infinity) for v in (va, vb)):
         return None
