@@ -4,6 +4,8 @@ GRPO lowers held-out accuracy here too, the cause is not in grpo_ext.
 
   python benchmarks/plain_trl_probe.py sft --steps 400 --out probe           # held-out greedy accuracy after SFT
   python benchmarks/plain_trl_probe.py grpo --lr 5e-5 --steps 150 --out probe [KEY=VALUE ...]  # GRPOConfig fields
+  python benchmarks/plain_trl_probe.py sft --steps 1200 --out probe19 --config task.max_operand=19 \
+      --config task.train_size=30000    # a larger problem space (the same --config for the grpo stage)
 
 Prompts are ``Q:(a op1 b) op2 c\\nA:`` and the answer follows, then the end-of-turn token; the reward is the seeds'
 shaping (0.2 for an integer answer, +0.2 within 1, +0.6 exact). Held-out greedy accuracy on the task's 500 eval
@@ -30,11 +32,13 @@ from grpo_ext.tasks import build_task
 EVAL_EVERY = 25
 
 
-def data() -> tuple[Dataset, Dataset, str]:
+def data(extra: list[str]) -> tuple[Dataset, Dataset, str]:
+    """The arithmetic task's splits as plain-text prompts, and the tiny model; ``extra``: more Hydra overrides
+    (``task.max_operand=19``, ``model.architecture.intermediate_size=1024``, ...)."""
     register_configs()
     with initialize_config_module(config_module="grpo_ext.conf", version_base=None):
         overrides = ["task=arithmetic", "task.train_size=8000", "task.eval_size=500", "hardware=cpu", "model=tiny"]
-        cfg = compose(config_name="config", overrides=overrides)
+        cfg = compose(config_name="config", overrides=[*overrides, *extra])
     splits = build_task(cfg.task)
 
     def plain(split: Dataset) -> Dataset:
@@ -76,9 +80,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--out", type=Path, default=Path("probe"))
+    parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Hydra override for the task or model, e.g. task.max_operand=19 (repeatable; give the "
+                        "same ones to both stages)")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="GRPOConfig fields as KEY=VALUE (JSON values)")
     args = parser.parse_intermixed_args()
-    train, eval_set, tiny = data()
+    train, eval_set, tiny = data(args.config)
     common = {"use_cpu": not torch.cuda.is_available(), "save_strategy": "no", "report_to": [], "disable_tqdm": True,
               "gradient_checkpointing": False, "seed": 42}  # fmt: skip
     if args.stage == "sft":
