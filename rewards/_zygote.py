@@ -217,6 +217,15 @@ def _sysv_fds():
     return _SYSV_FDS
 
 
+def _table_rows(fd):
+    """The rows of a /proc/sysvipc table, read from its open descriptor: a header, then one line per object."""
+    chunks, offset = [], 0
+    while chunk := os.pread(fd, 1 << 16, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks).splitlines()
+
+
 def _remove_sysv_ipc():
     """Remove the SysV shared memory segments, message queues and semaphores a program left in this sandbox's IPC
     namespace: they outlive the program, and their memory counts against none of its limits (a program can leave
@@ -225,10 +234,8 @@ def _remove_sysv_ipc():
     if all(os.pread(fd, 512, 0).count(b"\n") <= 1 for fd in _sysv_fds()):  # a header line only: nothing left
         return
     leftovers = []
-    for table, call in _SYSV_IPC:
-        with open(table, "rb") as f:
-            rows = f.read().splitlines()[1:]  # a header, then one line per object: key, id, ...
-        leftovers += [(table, call, int(row.split()[1])) for row in rows]
+    for (table, call), fd in zip(_SYSV_IPC, _SYSV_FDS, strict=True):
+        leftovers += [(table, call, int(row.split()[1])) for row in _table_rows(fd)[1:]]  # key, id, ...
     import ctypes  # noqa: PLC0415 - only after a program left objects behind
 
     libc = ctypes.CDLL(None, use_errno=True)
@@ -255,7 +262,7 @@ def _sandbox_memory():
             except OSError:  # it ended meanwhile
                 continue
             total += (int(fields[1]) - int(fields[2])) * _PAGE  # resident - file-backed or shared
-    rows = os.pread(_sysv_fds()[0], 1 << 16, 0).splitlines()
+    rows = _table_rows(_sysv_fds()[0])
     if len(rows) > 1:
         rss = rows[0].split().index(b"rss")
         total += sum(int(row.split()[rss]) for row in rows[1:])
