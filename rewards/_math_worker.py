@@ -139,10 +139,10 @@ def _close(a: Any, b: Any, point: dict[Any, Any]) -> bool | None:
     would call ``(x+1)^{100000}`` and ``(x+1)^{100000}+1`` equal), else numerically; ``None`` where either is
     undefined there."""
     if point:
-        ea, eb = a.subs(point), b.subs(point)
-        if ea.is_Rational and eb.is_Rational:
-            return bool(ea == eb)
-    va, vb = a.evalf(DIGITS, subs=point), b.evalf(DIGITS, subs=point)
+        a, b = a.subs(point), b.subs(point)
+        if a.is_Rational and b.is_Rational:
+            return bool(a == b)
+    va, vb = a.evalf(DIGITS), b.evalf(DIGITS)
     if not (va.is_number and vb.is_number) or any(v.has(S.NaN, S.ComplexInfinity, S.Infinity) for v in (va, vb)):
         return None
     scale = max(abs(va), abs(vb))
