@@ -1,7 +1,8 @@
 """The process that runs model-written programs, one fresh forked child per program. Standard library only.
 
-It is started inside the sandbox (see ``sandbox.py``) as ``python -I -S _zygote.py SCRATCH_ROOT NAMESPACED``, reads one
-JSON request per line on fd 0 and answers one JSON line per request on fd 1. For each run it forks a child that:
+It is started inside the sandbox (see ``sandbox.py``) as ``python -I -S _zygote.py SCRATCH_ROOT NAMESPACED``, reads
+requests on fd 0 (length-prefixed marshal, see ``_requests``) and answers one JSON line per request on fd 1. For each
+run it forks a child that:
 
 * starts its own session and process group, in a fresh scratch directory under /tmp;
 * gets rlimits: address space, CPU seconds, process count, file size (caps captured output), open files, no core;
@@ -17,14 +18,19 @@ each child drops to uid/gid 65534 before running the program: the kernel exempts
 and a program must not be able to signal the process that judges it.
 """
 
+import _signal as signal  # the signal module wraps its constants in enums: importing enum costs every fork
 import gc
-import json
+import marshal
 import os
 import resource
 import select
-import signal
 import sys
 import time
+
+try:
+    from _json import encode_basestring_ascii as _quote
+except ImportError:  # an interpreter without the json accelerator
+    from json.encoder import py_encode_basestring_ascii as _quote
 
 NOBODY = 65534
 PROTOCOL_IN, PROTOCOL_OUT = 3, 4
@@ -78,8 +84,55 @@ def _inherit_limits(limits):
         _INHERITED["key"] = _limits_key(limits)
 
 
-# Made once in the parent (and warmed in main) so that children do not rebuild it: a measurable share of a run.
-_ENCODE = json.JSONEncoder(ensure_ascii=True, allow_nan=True).encode
+# JSON is written here without the json package: it imports re and enum, about 0.4 MiB more of this process's
+# memory, and every fork pays for every page (programs per second fall by about 1% per 0.1 MiB).
+_INFINITY = float("inf")
+
+
+def _dump(value):
+    """JSON text for ``value`` as ``json.dumps`` writes it with ``ensure_ascii`` and ``allow_nan``: tuples as lists,
+    subclasses of str, int, float, list and dict as their base types, NaN and the infinities as JavaScript names;
+    anything else raises TypeError. Deep or circular structures raise RecursionError."""
+    if isinstance(value, str):
+        return _quote(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        return _float(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join([_dump(item) for item in value]) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join([_key(key) + ": " + _dump(item) for key, item in value.items()]) + "}"
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _float(value):
+    if value != value:
+        return "NaN"
+    if value == _INFINITY:
+        return "Infinity"
+    if value == -_INFINITY:
+        return "-Infinity"
+    return float.__repr__(value)
+
+
+def _key(key):
+    """A dict key as json writes it: strings as they are; floats, booleans, None and ints as quoted text."""
+    if isinstance(key, str):
+        return _quote(key)
+    if isinstance(key, float):
+        return '"' + _float(key) + '"'
+    if key is True or key is False or key is None:
+        return '"' + _dump(key) + '"'
+    if isinstance(key, int):
+        return '"' + int.__repr__(key) + '"'
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
 
 
 def _child(job, code, run, limits, result_fd, nonce, scratch):
@@ -120,27 +173,27 @@ def _child(job, code, run, limits, result_fd, nonce, scratch):
             except SystemExit as exc:
                 exit_code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
             sys.stdout.flush()
-            report(json.dumps({"exit": exit_code}))
+            report(_dump({"exit": exit_code}))
         else:
             namespace = {"__name__": "__solution__"}
             exec(code, namespace)
             function = namespace.get(job["entry_point"])
             if not callable(function):
-                report(json.dumps({"missing_entry_point": job["entry_point"]}))
+                report(_dump({"missing_entry_point": job["entry_point"]}))
             else:
                 for args, kwargs in job["calls"]:
                     try:
-                        line = '{"value": ' + _ENCODE(function(*args, **kwargs)) + "}"
+                        line = '{"value": ' + _dump(function(*args, **kwargs)) + "}"
                     except MemoryError:
-                        report(json.dumps({"memory": True}))
+                        report(_dump({"memory": True}))
                         break
                     except BaseException as exc:  # noqa: BLE001 - the program's failure is its result
-                        line = json.dumps({"error": type(exc).__name__})
+                        line = _dump({"error": type(exc).__name__})
                     report(line)
     except MemoryError:
-        report(json.dumps({"memory": True}))
+        report(_dump({"memory": True}))
     except BaseException as exc:  # noqa: BLE001 - a program that fails to load
-        report(json.dumps({"load_error": type(exc).__name__ + ": " + str(exc)[:200]}))
+        report(_dump({"load_error": type(exc).__name__ + ": " + str(exc)[:200]}))
     signal.setitimer(signal.ITIMER_REAL, 0)
     _flush_report()
     if job["mode"] == "stdio":  # a function's prints went to /dev/null: nothing to flush
@@ -392,22 +445,39 @@ def main():
     _DEVNULL["fd"] = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1):
         os.dup2(_DEVNULL["fd"], fd)
-    requests = os.fdopen(PROTOCOL_IN, "r", encoding="utf-8")
-    replies = os.fdopen(PROTOCOL_OUT, "w", encoding="utf-8")
-    replies.write(json.dumps({"ready": True, "uid": os.getuid()}) + "\n")
+    replies = os.fdopen(PROTOCOL_OUT, "w", encoding="ascii")
+    replies.write(_dump({"ready": True, "uid": os.getuid()}) + "\n")
     replies.flush()
     counter = 0
-    _ENCODE(["warm", 1, 2.5, None, True, {"a": [1]}])
     gc.freeze()  # keep the collector from touching (and so copying) the parent's pages in every child
-    for line in requests:
-        request = json.loads(line)
+    for request in _requests(PROTOCOL_IN):
         results = []
         _inherit_limits(request["limits"])
         for job in request["jobs"]:
             result, counter = run_job(job, request["limits"], counter)
             results.append(result)
-        replies.write(json.dumps({"jobs": results}, ensure_ascii=False) + "\n")
+        replies.write(_dump({"jobs": results}) + "\n")
         replies.flush()
+
+
+def _requests(fd):
+    """The host's requests: each an 8-byte little-endian length, then the request in marshal format (the host is
+    trusted, and marshal is built into the interpreter, where json would be imported). Ends at end of input."""
+    while header := _read_exactly(fd, 8):
+        yield marshal.loads(_read_exactly(fd, int.from_bytes(header, "little")))
+
+
+def _read_exactly(fd, size):
+    chunks, missing = [], size
+    while missing:
+        chunk = os.read(fd, min(missing, 1 << 20))
+        if not chunk:
+            if missing == size:
+                return b""
+            raise EOFError(f"the host's request ended {missing} bytes early")
+        chunks.append(chunk)
+        missing -= len(chunk)
+    return b"".join(chunks)
 
 
 if __name__ == "__main__":

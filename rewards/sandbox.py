@@ -33,6 +33,7 @@ import atexit
 import functools
 import json
 import logging
+import marshal
 import os
 import py_compile
 import queue
@@ -294,7 +295,8 @@ class Zygote:
         runs = sum(len(job["runs"]) for job in request["jobs"])
         budget = runs * (request["limits"]["wall"] + 2.0) + 5.0
         try:
-            self.process.stdin.write(json.dumps(request).encode() + b"\n")
+            payload = marshal.dumps(request)  # the worker's format (see _zygote._requests)
+            self.process.stdin.write(len(payload).to_bytes(8, "little") + payload)
             self.process.stdin.flush()
         except (OSError, ValueError) as err:  # ValueError: its pipe was already closed
             raise WorkerError(f"sandbox worker is gone: {err}") from err

@@ -123,6 +123,53 @@ def test_exact_types_end_to_end(verifier):
     assert verifier.score("def f():\n    return (1, 2)\n", fn_tests(((), [1, 2])), "f")["passed"] == 1
 
 
+class _Str(str):
+    def __eq__(self, other):  # a subclass is written as its base type's value, whatever it claims
+        return True
+
+    __hash__ = str.__hash__
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None, True, False, 0, -7, 10**40, 2.5, -0.0, 1e300, 1e-300, float("nan"), float("inf"), float("-inf"),
+        "", "Fizz", 'quote " backslash \\ newline \n tab \t', "é ü 中 \U0001f600", "\ud800 lone surrogate", "\x00\x1f",
+        [], [1, [2, [3, []]]], (1, "a", None), {"a": 1, "b": [True, None]}, {1: "int", 2.5: "float", False: "f",
+        None: "n", "s": {}}, _Str("x"), {_Str("k"): _Str("v")},
+    ],
+)  # fmt: skip
+def test_the_workers_json_writer_matches_the_json_module(value):
+    """The worker writes results without the json package (see _zygote._dump); the host reads them with it."""
+    zygote = _zygote_module()
+    assert zygote._dump(value) == json.dumps(value)
+
+
+@pytest.mark.parametrize("value", [{1, 2}, b"bytes", object(), {(1, 2): 3}, [1, {"a": 1j}]])
+def test_the_workers_json_writer_refuses_what_json_refuses(value):
+    with pytest.raises(TypeError):
+        json.dumps(value)
+    with pytest.raises(TypeError):
+        _zygote_module()._dump(value)
+
+
+def test_the_worker_stays_small(verifier):
+    """Every fork copies the worker's page tables and every page a program touches: the worker imports neither the
+    json package nor what it pulls in (re, enum), which cost about 1 MiB and about 7% of programs per second."""
+    heavy = "{'json', 're', 'enum', 'signal', 'functools'}"
+    code = f"import sys\ndef f():\n    return sorted({heavy} & set(sys.modules))\n"
+    assert verifier.score(code, fn_tests(((), [])), "f")["reward"] == 1.0
+
+
+def _zygote_module():
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.spec_from_file_location("_zygote_under_test", sandbox.ZYGOTE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_kwargs_are_passed(verifier):
     tests = [{"args": [2], "kwargs": {"power": 3}, "expected": 8}]
     assert verifier.score("def p(x, power=2):\n    return x ** power\n", tests, "p")["reward"] == 1.0
