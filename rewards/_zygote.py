@@ -7,11 +7,13 @@ run it forks a child that:
 * starts its own session and process group, in a fresh scratch directory under /tmp;
 * gets rlimits: address space, CPU seconds, process count, file size (caps captured output), open files, no core;
 * has stdin from a file (stdio tests) or /dev/null, stdout and stderr to files in the scratch directory, and no
-  other file descriptor but the result pipe;
-* reports what the program returned, one line per call, prefixed with a per-run nonce; expected values never enter
-  this process, so nothing the program does here can make a wrong answer pass.
+  other file descriptor but the write end of a pipe that is never written: its end of file tells this process that
+  the child and everything it forked have ended, without waking it for anything else;
+* reports what the program returned, one line per call, prefixed with a per-run nonce, into a region of shared
+  memory made once by this process (no system call per result, and what was reported before a hang or a crash is
+  kept); expected values never enter this process, so nothing the program does here can make a wrong answer pass.
 
-After the child exits or its wall-clock deadline passes, its process group is killed; inside the sandbox
+After the child ends or its wall-clock deadline passes, its process group is killed; inside the sandbox
 (NAMESPACED=1) so is every other process of the sandbox's PID namespace (``kill(-1)``: children that left the group
 with ``setsid`` too). SCRATCH_ROOT is then emptied and the result goes back. Inside the sandbox, when started as root,
 each child drops to uid/gid 65534 before running the program: the kernel exempts root from the process-count limit,
@@ -21,6 +23,7 @@ and a program must not be able to signal the process that judges it.
 import _signal as signal  # the signal module wraps its constants in enums: importing enum costs every fork
 import gc
 import marshal
+import mmap
 import os
 import resource
 import select
@@ -37,8 +40,8 @@ PROTOCOL_IN, PROTOCOL_OUT = 3, 4
 SCRATCH_ROOT = sys.argv[1] if len(sys.argv) > 1 else "/tmp"
 NAMESPACED = len(sys.argv) > 2 and sys.argv[2] == "1"
 DROP_TO_NOBODY = NAMESPACED and os.getuid() == 0
-FLUSH_INTERVAL_S = 0.05
-_REPORT = {"fd": -1, "pending": []}  # a child's unsent result lines
+HEADER = 8  # the results region starts with the length of what follows it (little-endian)
+_RESULTS = {"region": None, "size": 0}  # shared memory that children write their results into; made once
 _NONCE_PREFIX = os.urandom(8).hex()  # + a counter: unique per run, unguessable without reading this process
 _DEVNULL = {"fd": -1}  # opened once; children dup it onto their standard streams
 _INHERITED = {"key": None}  # the lasting limits this process has set on itself, which its children inherit
@@ -135,34 +138,41 @@ def _key(key):
     raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
 
 
-def _child(job, code, run, limits, result_fd, nonce, scratch):
+def _child(job, code, run, limits, exit_fd, nonce, scratch):
     os.setsid()
     os.chdir(scratch)
     if job["mode"] == "stdio":
-        stdin_path = os.path.join(scratch, ".stdin")
+        stdin_path = scratch + "/.stdin"
         with open(stdin_path, "w", encoding="utf-8") as f:
             f.write(run.get("stdin") or "")
         os.dup2(os.open(stdin_path, os.O_RDONLY), 0)
-        os.dup2(os.open(os.path.join(scratch, ".stdout"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 1)
-        os.dup2(os.open(os.path.join(scratch, ".stderr"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 2)
+        os.dup2(os.open(scratch + "/.stdout", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 1)
+        os.dup2(os.open(scratch + "/.stderr", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 2)
     else:  # function tests: what the program prints is not looked at
         for fd in (0, 1, 2):
             os.dup2(_DEVNULL["fd"], fd)
-    os.closerange(3, result_fd)
-    os.closerange(result_fd + 1, 65536)
+    os.closerange(3, exit_fd)
+    os.closerange(exit_fd + 1, 65536)
     if DROP_TO_NOBODY:
         _drop_privileges()
     if _limits_key(limits) != _INHERITED["key"]:
         _set_lasting_limits(limits)
     _limit(resource.RLIMIT_CPU, limits["cpu"], limits["cpu"] + 1)  # SIGXCPU at the soft limit, SIGKILL a second later
-    prefix = nonce + "\t"
-    _REPORT["fd"] = result_fd
-    # Results go out in one write at the end (each write wakes the judge: measurably slower); a timer sends what is
-    # pending every FLUSH_INTERVAL_S, so a program that hangs after some calls still gets credit for them.
-    signal.setitimer(signal.ITIMER_REAL, FLUSH_INTERVAL_S, FLUSH_INTERVAL_S)
+    # Each result goes straight into the shared region (no system call, nothing to wake): what was reported before
+    # a hang, a crash or a kill is there for the judge to read.
+    prefix, region, capacity, end = nonce + "\t", _RESULTS["region"], _RESULTS["size"] - HEADER, [0]
 
     def report(line):
-        _REPORT["pending"].append(prefix + line + "\n")
+        """Append one line; False once the results would pass the output cap (marked by a length over it)."""
+        data = (prefix + line + "\n").encode()
+        start = end[0]
+        if start + len(data) > capacity:
+            region[:HEADER] = (capacity + 1).to_bytes(HEADER, "little")
+            return False
+        region[HEADER + start : HEADER + start + len(data)] = data
+        end[0] = start + len(data)
+        region[:HEADER] = end[0].to_bytes(HEADER, "little")
+        return True
 
     try:
         if job["mode"] == "stdio":
@@ -189,13 +199,12 @@ def _child(job, code, run, limits, result_fd, nonce, scratch):
                         break
                     except BaseException as exc:  # noqa: BLE001 - the program's failure is its result
                         line = _dump({"error": type(exc).__name__})
-                    report(line)
+                    if not report(line):
+                        break
     except MemoryError:
         report(_dump({"memory": True}))
     except BaseException as exc:  # noqa: BLE001 - a program that fails to load
         report(_dump({"load_error": type(exc).__name__ + ": " + str(exc)[:200]}))
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    _flush_report()
     if job["mode"] == "stdio":  # a function's prints went to /dev/null: nothing to flush
         try:
             sys.stdout.flush()
@@ -205,12 +214,15 @@ def _child(job, code, run, limits, result_fd, nonce, scratch):
     os._exit(0)
 
 
-def _flush_report(*_):
-    pending = _REPORT["pending"]
-    if pending:
-        data = "".join(pending).encode()
-        del pending[:]
-        os.write(_REPORT["fd"], data)
+def _results_region(limits):
+    """The shared region children write results into, ``limits["output"]`` bytes after the header. Made once (and
+    again only when the output cap changes); the header is reset before every run."""
+    size = HEADER + limits["output"]
+    if _RESULTS["size"] != size:
+        if _RESULTS["region"] is not None:
+            _RESULTS["region"].close()
+        _RESULTS["region"], _RESULTS["size"] = mmap.mmap(-1, size), size  # anonymous and shared with children
+    return _RESULTS["region"]
 
 
 def _read_tail(path, limit):
@@ -246,17 +258,12 @@ def _wipe(path):
 
 
 def _kill_everything_else():
+    """Kill every process of the sandbox but its init and this one. The program's own child is already reaped;
+    what it forked was reparented to the namespace's init (bubblewrap's), which reaps it."""
     try:
         os.kill(-1, signal.SIGKILL)
     except OSError:
         pass
-    while True:  # reap what was ours; the namespace's init reaps the rest
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 _SYSV_IPC = (("/proc/sysvipc/shm", "shmctl"), ("/proc/sysvipc/msg", "msgctl"), ("/proc/sysvipc/sem", "semctl"))
@@ -284,8 +291,12 @@ def _remove_sysv_ipc():
     namespace: they outlive the program, and their memory counts against none of its limits (a program can leave
     gigabytes of shared memory behind). Reading the three tables costs three system calls; ctypes is loaded only
     when one is not empty. A table that cannot be emptied raises, which ends this worker (and its namespace)."""
-    if all(os.pread(fd, 512, 0).count(b"\n") <= 1 for fd in _sysv_fds()):  # a header line only: nothing left
-        return
+    shm, msg, sem = _SYSV_FDS or _sysv_fds()  # a header line is under 200 bytes, as is a row
+    lines = (
+        os.pread(shm, 512, 0).count(b"\n") + os.pread(msg, 512, 0).count(b"\n") + os.pread(sem, 512, 0).count(b"\n")
+    )
+    if lines == 3:
+        return  # a header line each: nothing left
     leftovers = []
     for (table, call), fd in zip(_SYSV_IPC, _SYSV_FDS, strict=True):
         leftovers += [(table, call, int(row.split()[1])) for row in _table_rows(fd)[1:]]  # key, id, ...
@@ -323,12 +334,15 @@ def _sandbox_memory():
 
 
 def run_one(job, code, run, limits, counter):
-    scratch = os.path.join(SCRATCH_ROOT, f"run{counter}")
+    name = f"run{counter}"
+    scratch = f"{SCRATCH_ROOT}/{name}"  # not os.path.join: every object this loop touches costs a page fault
     os.mkdir(scratch, 0o700)
     if DROP_TO_NOBODY:
         os.chown(scratch, NOBODY, NOBODY)
     nonce = f"{_NONCE_PREFIX}{counter}"
-    read_fd, write_fd = os.pipe()
+    region = _results_region(limits)
+    region[:HEADER] = bytes(HEADER)
+    read_fd, write_fd = os.pipe()  # never written: its end of file says that the child and what it forked are gone
     started = time.monotonic()
     pid = os.fork()
     if pid == 0:
@@ -339,24 +353,20 @@ def run_one(job, code, run, limits, counter):
             os._exit(70)
     os.close(write_fd)
     deadline = started + limits["wall"]
-    chunks, size, timed_out, over_memory = [], 0, False, False
+    timed_out = over_memory = False
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             timed_out = True
             break
         ready, _, _ = select.select([read_fd], [], [], min(remaining, MEMORY_POLL_S) if NAMESPACED else remaining)
-        if not ready:
-            if NAMESPACED and _sandbox_memory() > limits["memory"]:
-                over_memory = True
+        if ready:
+            if not os.read(read_fd, 65536):
                 break
-            continue
-        chunk = os.read(read_fd, 65536)
-        if not chunk:
+            continue  # the program found the descriptor and wrote to it: what it wrote is not looked at
+        if NAMESPACED and _sandbox_memory() > limits["memory"]:
+            over_memory = True
             break
-        if size < limits["output"]:
-            chunks.append(chunk)
-        size += len(chunk)
     os.close(read_fd)
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -367,8 +377,10 @@ def run_one(job, code, run, limits, counter):
     if NAMESPACED:
         _kill_everything_else()
         _remove_sysv_ipc()
+    size = int.from_bytes(region[:HEADER], "little")  # what the program left there; it could write anything
+    text = region[HEADER : HEADER + min(size, limits["output"])].decode("utf-8", errors="replace")
     lines = []
-    for raw in b"".join(chunks).decode("utf-8", errors="replace").split("\n")[:-1]:  # complete lines only
+    for raw in text.split("\n")[:-1]:  # complete lines only
         tag, _, body = raw.partition("\t")
         if tag == nonce and body:
             lines.append(body)
@@ -382,23 +394,26 @@ def run_one(job, code, run, limits, counter):
         "seconds": round(elapsed, 4),
     }
     if job["mode"] == "stdio":
-        out["stdout"] = _read_tail(os.path.join(scratch, ".stdout"), limits["output"])
-        out["stderr"] = _read_tail(os.path.join(scratch, ".stderr"), 2000)
-    _clean(scratch)
+        out["stdout"] = _read_tail(scratch + "/.stdout", limits["output"])
+        out["stderr"] = _read_tail(scratch + "/.stderr", 2000)
+    _clean(scratch, name)
     return out
 
 
-def _clean(scratch):
+def _clean(scratch, name):
     """Remove the run's scratch directory and anything else the program wrote (the common case is cheap)."""
-    leftovers = [name for name in os.listdir(scratch) if name not in (".stdin", ".stdout", ".stderr")]
-    if not leftovers and os.listdir(SCRATCH_ROOT) == [os.path.basename(scratch)]:
-        for name in os.listdir(scratch):
-            os.unlink(os.path.join(scratch, name))
+    leftovers = os.listdir(scratch)
+    if (not leftovers or _OWN_FILES.issuperset(leftovers)) and os.listdir(SCRATCH_ROOT) == [name]:
+        for own in leftovers:
+            os.unlink(f"{scratch}/{own}")
         os.rmdir(scratch)
     else:
         _wipe_or_end(SCRATCH_ROOT)
     if NAMESPACED and not DROP_TO_NOBODY and os.listdir("/dev/shm"):  # programs run as nobody cannot write there
         _wipe_or_end("/dev/shm")
+
+
+_OWN_FILES = frozenset((".stdin", ".stdout", ".stderr"))  # what a stdio run leaves in its scratch directory
 
 
 def _wipe_or_end(path):
@@ -439,7 +454,6 @@ def run_job(job, limits, counter):
 def main():
     # Python ignores SIGXFSZ; children inherit the default, so a program writing past the output cap ends there.
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-    signal.signal(signal.SIGALRM, _flush_report)  # armed in each child only
     os.dup2(0, PROTOCOL_IN)
     os.dup2(1, PROTOCOL_OUT)
     _DEVNULL["fd"] = os.open(os.devnull, os.O_RDWR)
