@@ -215,10 +215,12 @@ def _child(job, code, run, limits, exit_fd, nonce, scratch):
 
 
 def _results_region(limits):
-    """The shared region children write results into, ``limits["output"]`` bytes after the header. Made once (and
-    again only when the output cap changes); the header is reset before every run."""
+    """The shared region children write results into, ``limits["output"]`` bytes after the header. Inside the
+    sandbox it is made once (again only when the output cap changes): every process that could still write to it is
+    killed after each run. Outside it (NAMESPACED=0) a program's escaped descendants survive the run, so each run
+    gets a region of its own, which no earlier program holds."""
     size = HEADER + limits["output"]
-    if _RESULTS["size"] != size:
+    if _RESULTS["size"] != size or not NAMESPACED:
         if _RESULTS["region"] is not None:
             _RESULTS["region"].close()
         _RESULTS["region"], _RESULTS["size"] = mmap.mmap(-1, size), size  # anonymous and shared with children

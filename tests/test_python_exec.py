@@ -614,6 +614,43 @@ def test_verifier_failure_gives_none_not_zero(verifier, monkeypatch):
     assert results[1]["status"] == "no_code"  # judged without running: still a real zero
 
 
+# A program that finds the results region and its nonce in the reporting frame, leaves a detached process behind
+# and has it write forged results for the runs that come next (their nonces are its own plus a counter).
+FORGER = """
+import os, sys, time
+def f():
+    frame = sys._getframe(1)
+    region, nonce = frame.f_locals["region"], frame.f_locals["prefix"][:-1]
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            os.closerange(3, 256)  # the judge waits for every holder of its descriptors
+            ahead = [nonce[:16] + str(int(nonce[16:]) + k) for k in range(1, 20)]
+            lines = "".join(a + '\\t{"value": "right"}\\n' for a in ahead).encode()
+            time.sleep(0.5)  # this run has been judged by then
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline:
+                region[8 : 8 + len(lines)] = lines
+                region[:8] = len(lines).to_bytes(8, "little")
+        os._exit(0)
+    return "right"
+"""
+
+
+@pytest.mark.parametrize("isolation", ["bwrap", "rlimits"])
+def test_a_survivor_cannot_forge_the_next_programs_results(isolation):
+    reward = PythonExec(isolation=isolation, workers=1, timeout=2)
+    try:
+        assert reward.score(FORGER, fn_tests(((), "right")), "f")["reward"] == 1.0
+        for _ in range(3):  # the survivor, if any, writes for 4 s
+            wrong = reward.score(
+                "import time\ndef f():\n    time.sleep(0.5)\n    return 'wrong'\n", fn_tests(((), "right")), "f"
+            )
+            assert wrong["passed"] == 0, wrong
+    finally:
+        reward.close()
+
+
 def test_missing_bubblewrap_is_refused_with_the_way_out(monkeypatch):
     monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
     reward = PythonExec(workers=1)
