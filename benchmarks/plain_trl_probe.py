@@ -4,18 +4,22 @@ GRPO lowers held-out accuracy here too, the cause is not in grpo_ext.
 
   python benchmarks/plain_trl_probe.py sft --steps 400 --out probe           # held-out greedy accuracy after SFT
   python benchmarks/plain_trl_probe.py grpo --lr 5e-5 --steps 150 --out probe [KEY=VALUE ...]  # GRPOConfig fields
+  python benchmarks/plain_trl_probe.py grpo --reward even --steps 60 --out probe   # a target with no arithmetic
   python benchmarks/plain_trl_probe.py sft --steps 1200 --out probe19 --config task.max_operand=19 \
       --config task.train_size=30000    # a larger problem space (the same --config for the grpo stage)
 
 Prompts are ``Q:(a op1 b) op2 c\\nA:`` and the answer follows, then the end-of-turn token; the reward is the seeds'
-shaping (0.2 for an integer answer, +0.2 within 1, +0.6 exact). Held-out greedy accuracy on the task's 500 eval
-problems is printed before GRPO and every 25 steps. Nothing is asserted.
+shaping (0.2 for an integer answer, +0.2 within 1, +0.6 exact); controls: ``--reward even`` (1 for an even integer
+answer: learnable without arithmetic, so it shows whether the trainer moves the policy at all) and ``--reward noise``
+(uniform random). Held-out greedy accuracy on the task's 500 eval problems is printed before GRPO and every 25
+steps, with the mean training reward since the last print. Nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import re
 from pathlib import Path
 
@@ -58,6 +62,14 @@ def score(text: str, gold: str) -> float:
     return 0.2 + 0.2 * (abs(int(answer) - int(gold)) <= 1) + 0.6 * (int(answer) == int(gold))
 
 
+def even(text: str, gold: str) -> float:
+    answer = text.split("<|im_end|>")[0].strip()
+    return float(re.fullmatch(r"-?\d+", answer) is not None and int(answer) % 2 == 0)
+
+
+REWARDS = {"shaped": score, "even": even, "noise": lambda text, gold: random.random()}
+
+
 def accuracy(model, tokenizer, eval_set: Dataset) -> float:
     model.eval()
     tokenizer.padding_side = "left"
@@ -83,6 +95,7 @@ def main() -> None:
     parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
                         help="a Hydra override for the task or model, e.g. task.max_operand=19 (repeatable; give the "
                         "same ones to both stages)")  # fmt: skip
+    parser.add_argument("--reward", choices=sorted(REWARDS), default="shaped")
     parser.add_argument("overrides", nargs="*", help="GRPOConfig fields as KEY=VALUE (JSON values)")
     args = parser.parse_intermixed_args()
     train, eval_set, tiny = data(args.config)
@@ -98,20 +111,27 @@ def main() -> None:
         print(f"SFT {args.steps} steps: held-out accuracy {held_out:.1%}")
         return
     extra = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.overrides)}
+    rewards_seen: list[float] = []
+
+    def reward(completions: list[str], answer: list[str], **_: object) -> list[float]:
+        values = [REWARDS[args.reward](c, a) for c, a in zip(completions, answer, strict=True)]
+        rewards_seen.extend(values)
+        return values
 
     class Evaluate(TrainerCallback):
         def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
             if state.global_step % EVAL_EVERY == 0:
-                print(f"step {state.global_step}: {accuracy(model, processing_class, eval_set):.1%}", flush=True)
+                mean = sum(rewards_seen) / max(1, len(rewards_seen))
+                rewards_seen.clear()
+                held_out = accuracy(model, processing_class, eval_set)
+                print(f"step {state.global_step}: {held_out:.1%} [training reward {mean:.3f}]", flush=True)
 
     settings = {"per_device_train_batch_size": 128, "num_generations": 8, "max_completion_length": 24, "beta": 0.04,
                 "loss_type": "grpo", "logging_steps": 1000, **common, **extra}  # fmt: skip
     config = GRPOConfig(output_dir=str(args.out / "grpo"), learning_rate=args.lr, max_steps=args.steps, **settings)
     trainer = GRPOTrainer(
         model=str(args.out / "sft" / "final"),
-        reward_funcs=[
-            lambda completions, answer, **_: [score(c, a) for c, a in zip(completions, answer, strict=True)]
-        ],
+        reward_funcs=[reward],
         args=config,
         train_dataset=train.remove_columns(["completion"]),
         callbacks=[Evaluate()],
