@@ -293,7 +293,7 @@ def _remove_sysv_ipc():
     namespace: they outlive the program, and their memory counts against none of its limits (a program can leave
     gigabytes of shared memory behind). Reading the three tables costs three system calls; ctypes is loaded only
     when one is not empty. A table that cannot be emptied raises, which ends this worker (and its namespace)."""
-    shm, msg, sem = _SYSV_FDS or _sysv_fds()  # a header line is under 200 bytes, as is a row
+    shm, msg, sem = _sysv_fds()  # a header line is under 200 bytes, as is a row
     lines = (
         os.pread(shm, 512, 0).count(b"\n") + os.pread(msg, 512, 0).count(b"\n") + os.pread(sem, 512, 0).count(b"\n")
     )
@@ -405,7 +405,7 @@ def run_one(job, code, run, limits, counter):
 def _clean(scratch, name):
     """Remove the run's scratch directory and anything else the program wrote (the common case is cheap)."""
     leftovers = os.listdir(scratch)
-    if (not leftovers or _OWN_FILES.issuperset(leftovers)) and os.listdir(SCRATCH_ROOT) == [name]:
+    if _OWN_FILES.issuperset(leftovers) and os.listdir(SCRATCH_ROOT) == [name]:
         for own in leftovers:
             os.unlink(f"{scratch}/{own}")
         os.rmdir(scratch)
