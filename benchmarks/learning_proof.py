@@ -1,11 +1,13 @@
-"""Proof that training learns: SFT a model trained from scratch to a middling accuracy, then GRPO, on held-out data.
+"""Proof that training learns: a model trained from scratch, SFT to a middling accuracy, then GRPO, on held-out data.
 
-    python benchmarks/learning_proof.py arithmetic [--hardware cpu] [--out proofs] [--grpo-steps N] [KEY=VALUE ...]
+    python benchmarks/learning_proof.py arithmetic [--out proofs] [--seed 1] [KEY=VALUE ...]
 
-Runs ``python -m grpo_ext.sft`` then ``python -m grpo_ext.train`` from its ``final_model`` with the preset below
-(extra ``KEY=VALUE`` overrides go to both), and prints the held-out greedy accuracy before SFT, after SFT, and along
-GRPO (every ``eval.every`` steps; the same 500 eval problems throughout), with the wall time of each stage. The GRPO
-run directory keeps ``metrics.jsonl`` and the plots (``accuracy.png``, ``reward.png``). Nothing is asserted: the
+Runs the project's own commands with the task's experiment config (``conf/experiment/<task>_proof.yaml``):
+``grpo_ext.sft``, ``grpo_ext.evaluate`` on the warm start, ``grpo_ext.train`` from it, and ``grpo_ext.evaluate`` on
+the result; extra ``KEY=VALUE`` overrides go to all four. A warm start already in ``OUT/sft`` is reused (delete it,
+or give another ``--out``, to train it again); GRPO always starts afresh. Prints held-out greedy accuracy, pass@k
+and how often the greedy answer shows its work, before and after GRPO, accuracy along GRPO, and the wall time of
+each stage; draws ``OUT/proof.png`` (held-out accuracy and training reward against step). Nothing is asserted: the
 figures go to the README.
 """
 
@@ -13,35 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-PRESETS = {
-    # The seeds' testbed, (a op1 b) op2 c with digits 0-9, prompts reduced to the bare expression for a small model.
-    "arithmetic": {
-        "task": [
-            "task=arithmetic",
-            'task.prompt_template="{expression}"',
-            "task.train_size=8000",
-            "task.eval_size=500",
-            "eval.size=500",
-        ],  # fmt: skip
-        "sft": ["sft.steps=500", "sft.batch_size=64", "sft.learning_rate=1e-3"],  # 42.8% held-out
-        "grpo": [
-            "trainer.num_generations=8",
-            "trainer.per_device_train_batch_size=128",
-            "trainer.max_completion_length=24",
-            "trainer.learning_rate=5e-5",
-            "trainer.beta=0.04",
-            "trainer.loss_type=grpo",
-            "trainer.max_steps=300",
-            "trainer.save_steps=50",
-            "eval.every=25",
-        ],  # fmt: skip
-    },
-}
+# task -> what a greedy answer that "shows its work" looks like in that task's eval report
+SHOWS_WORK = {"arithmetic": lambda completion: " = " in completion}
+SAMPLES = 8  # pass@k of the evaluations before and after GRPO
 
 
 def run(args: list[str], log: Path) -> float:
@@ -54,34 +36,78 @@ def run(args: list[str], log: Path) -> float:
     return time.monotonic() - started
 
 
+def summary(report_dir: Path, task: str) -> dict[str, float]:
+    """Accuracy, pass@k and the share of greedy answers that show their work, from an ``eval_report.json``."""
+    report = json.loads((report_dir / "eval_report.json").read_text())
+    examples = report["examples"]
+    worked = sum(SHOWS_WORK[task](e["completion"]) for e in examples) / len(examples)
+    return {**report["metrics"], "shows_work": worked}
+
+
+def draw(records: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for key, style, label in (
+        ("reward", "-", "training reward (mean over the step's completions)"),
+        ("eval/accuracy", "o-", "held-out accuracy (greedy)"),
+    ):
+        steps = [r["step"] for r in records if key in r]
+        ax.plot(steps, [r[key] for r in records if key in r], style, label=label, linewidth=1.5)
+    ax.set_xlabel("GRPO step")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("GRPO from the SFT warm start")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("task", choices=sorted(PRESETS))
-    parser.add_argument("--hardware", default="cpu")
+    parser.add_argument("task", choices=sorted(SHOWS_WORK))
     parser.add_argument("--out", type=Path, default=Path("proofs"))
-    parser.add_argument("--grpo-steps", type=int, default=None)
-    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--seed", type=int, default=42, help="the training seed of both stages (config key seed)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every stage, e.g. hardware=cpu")
     args = parser.parse_args()
-    preset = PRESETS[args.task]
     out = args.out.resolve() / args.task
-    common = [*preset["task"], "model=tiny", f"hardware={args.hardware}", "logger=none", "trainer.disable_tqdm=true",
-              *args.overrides]  # fmt: skip
-    sft_dir, grpo_dir = out / "sft", out / "grpo"
     out.mkdir(parents=True, exist_ok=True)
-    sft_seconds = run(["grpo_ext.sft", *common, *preset["sft"], f"hydra.run.dir={sft_dir}"], out / "sft.log")
-    grpo = [*preset["grpo"], *([f"trainer.max_steps={args.grpo_steps}"] if args.grpo_steps else [])]
-    grpo_seconds = run(
-        ["grpo_ext.train", *common, *grpo, f"model.path={sft_dir / 'final_model'}", f"hydra.run.dir={grpo_dir}"],
-        out / "grpo.log",
+    common = [f"experiment={args.task}_proof", f"seed={args.seed}", "logger=none", "trainer.disable_tqdm=true",
+              *args.overrides]  # fmt: skip
+    sft_model, grpo_dir = out / "sft" / "final_model", out / "grpo"
+    seconds = {"sft": 0.0}
+    if not (sft_model / "config.json").is_file():
+        seconds["sft"] = run(["grpo_ext.sft", *common, f"hydra.run.dir={out / 'sft'}"], out / "sft.log")
+    evaluate = ["grpo_ext.evaluate", *common, f"eval.k={SAMPLES}"]
+    run([*evaluate, f"model.path={sft_model}", f"hydra.run.dir={out / 'eval_sft'}"], out / "eval_sft.log")
+    shutil.rmtree(grpo_dir, ignore_errors=True)  # GRPO always starts afresh from the warm start
+    seconds["grpo"] = run(
+        ["grpo_ext.train", *common, f"model.path={sft_model}", f"hydra.run.dir={grpo_dir}"], out / "grpo.log"
     )
-    sft_line = next(line for line in (out / "sft.log").read_text().splitlines() if line.startswith("SFT "))
+    run([*evaluate, f"model.path={grpo_dir / 'final_model'}", f"hydra.run.dir={out / 'eval_grpo'}"],
+        out / "eval_grpo.log")  # fmt: skip
+    before, after = summary(out / "eval_sft", args.task), summary(out / "eval_grpo", args.task)
     records = [json.loads(line) for line in (grpo_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [(r["step"], r["eval/accuracy"]) for r in records if "eval/accuracy" in r]
-    print(f"{args.task} on {args.hardware}: {sft_line}  [{sft_seconds / 60:.1f} min]")
-    print(f"GRPO, {evals[-1][0]} steps [{grpo_seconds / 60:.1f} min]: held-out greedy accuracy by step:")
-    print("  " + "  ".join(f"{step}: {acc:.1%}" for step, acc in evals))
-    change = 100 * (evals[-1][1] - evals[0][1])
-    print(f"GRPO change: {evals[0][1]:.1%} -> {evals[-1][1]:.1%} ({change:+.1f} points); plots in {grpo_dir}")
+    draw(records, out / "proof.png")
+
+    sft_time = f"{seconds['sft'] / 60:.1f} min" if seconds["sft"] else "reused"
+    print(
+        f"{args.task}, seed {args.seed}: SFT [{sft_time}], GRPO {evals[-1][0]} steps [{seconds['grpo'] / 60:.1f} min]"
+    )
+    print(f"{'':<22}{'accuracy':>10}{f'pass@{SAMPLES}':>10}{'shows work':>12}{'reward':>9}")
+    for name, m in (("after SFT", before), ("after GRPO", after)):
+        print(
+            f"{name:<22}{m['accuracy']:>10.1%}{m[f'pass@{SAMPLES}']:>10.1%}{m['shows_work']:>12.1%}{m['reward']:>9.3f}"
+        )
+    print("held-out greedy accuracy along GRPO: " + "  ".join(f"{step}: {acc:.1%}" for step, acc in evals))
+    change = 100 * (after["accuracy"] - before["accuracy"])
+    print(f"GRPO change: {before['accuracy']:.1%} -> {after['accuracy']:.1%} ({change:+.1f} points); "
+          f"plot: {out / 'proof.png'}")  # fmt: skip
 
 
 if __name__ == "__main__":

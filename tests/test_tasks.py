@@ -46,6 +46,27 @@ def test_answers_are_right_and_references_score_one():
     assert prompt[-1]["role"] == "user" and splits.train[0]["expression"] in prompt[-1]["content"]
 
 
+def test_worked_references_show_both_steps_and_score_one():
+    plain = arithmetic("task.train_size=400", "task.eval_size=50", "task.min_operand=-9")
+    mixed = arithmetic("task.train_size=400", "task.eval_size=50", "task.min_operand=-9", "task.worked_fraction=0.5")
+    assert (
+        mixed.train["expression"] == plain.train["expression"] and mixed.eval["expression"] == plain.eval["expression"]
+    )
+    worked = [row for row in mixed.train if row["reference"] != f"<answer>{row['answer']}</answer>"]
+    assert 150 < len(worked) < 250  # about half of 400
+    reward = ArithmeticShaping()
+    for row in worked:
+        first, second, answer_line = row["reference"].split("\n")
+        a, op1, b = row["expression"].replace("(", "").replace(")", "").split()[:3]
+        inner = evaluate(int(a), op1, int(b), "+", 0)
+        assert first == f"{a} {op1} {b} = {inner}"
+        assert second.startswith(f"{inner} ") and second.endswith(f" = {row['answer']}")
+        assert answer_line == f"<answer>{row['answer']}</answer>"
+        assert reward.score(row["reference"], row["answer"])["reward"] == 1.0
+    every = arithmetic("task.train_size=50", "task.eval_size=5", "task.worked_fraction=1")
+    assert all(ref.count("\n") == 2 for ref in every.train["reference"])
+
+
 def test_system_prompt_and_operators():
     splits = arithmetic("task.train_size=20", "task.eval_size=5", "task.ops=[+]", "task.system_prompt='Be brief.'")
     assert splits.train[0]["prompt"][0] == {"role": "system", "content": "Be brief."}
@@ -61,6 +82,7 @@ def test_system_prompt_and_operators():
         (["task.train_size=0"], "task.train_size must be >= 1"),
         (["task.max_operand=1", "task.train_size=1000"], "allow only 72 distinct problems"),
         (["task.prompt_template='no placeholder'"], "must contain the placeholder"),
+        (["task.worked_fraction=1.5"], r"task.worked_fraction must be in \[0, 1\], got 1.5"),
     ],
 )
 def test_bad_task_config_is_named(overrides, message):

@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from conftest import FAST, compose_config, run_cli
+from conftest import CONF, FAST, compose_config, run_cli
 from grpo_ext import models
 from grpo_ext.callbacks import read_metrics
 from grpo_ext.train import train
@@ -42,6 +42,15 @@ def test_two_steps_on_cpu_write_metrics_and_change_the_weights(tmp_path):
     saved = OmegaConf.load(tmp_path / "config.yaml")
     assert saved.trainer.max_completion_length == 12 and saved.task.name == "arithmetic"
     assert json.loads((tmp_path / "summary.json").read_text())["step"] == 2
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_every_experiment_trains_a_step(experiment, tmp_path):
+    cfg = compose_config([f"experiment={experiment}", *FAST, "trainer.max_steps=1"])
+    assert cfg.trainer.learning_rate != compose_config(FAST).trainer.learning_rate  # the experiment's own values
+    train(cfg, tmp_path)
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1]
+    assert (tmp_path / "final_model" / "config.json").is_file()
 
 
 def test_cli_run_from_another_directory(tmp_path):

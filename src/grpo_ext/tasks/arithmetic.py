@@ -23,6 +23,9 @@ class ArithmeticConfig(TaskConfig):
     max_operand: int = 9
     ops: list[str] = field(default_factory=lambda: ["+", "-", "*"])
     prompt_template: str = "What is {expression}? Put the final answer inside <answer></answer>."
+    # Share of rows whose reference works the two steps out (`3 + 4 = 7`, `7 * 5 = 35`) before the answer; the
+    # rest answer at once. A warm start on a mix can do both, and GRPO can find out which one pays.
+    worked_fraction: float = 0.0
     max_completion_length: int = 32
     rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec(name="arithmetic_shaping")])
 
@@ -41,6 +44,8 @@ def _validate(cfg: ArithmeticConfig) -> int:
     for i, op in enumerate(cfg.ops):
         if op not in OPERATORS:
             raise ValueError(f"task.ops[{i}] is {op!r}; allowed: {sorted(OPERATORS)}")
+    if not 0.0 <= cfg.worked_fraction <= 1.0:
+        raise ValueError(f"task.worked_fraction must be in [0, 1], got {cfg.worked_fraction}")
     if "{expression}" not in cfg.prompt_template:
         raise ValueError("task.prompt_template must contain the placeholder {expression}")
     span = cfg.max_operand - cfg.min_operand + 1
@@ -54,15 +59,22 @@ def _validate(cfg: ArithmeticConfig) -> int:
     return pool
 
 
-def _rows(problems: list[tuple[int, str, int, str, int]], cfg: ArithmeticConfig) -> dict[str, list]:
+def worked_solution(a: int, op1: str, b: int, op2: str, c: int) -> str:
+    """The two steps, one per line, then the answer: ``3 + 4 = 7\n7 * 5 = 35\n<answer>35</answer>``."""
+    inner = OPERATORS[op1](a, b)
+    answer = OPERATORS[op2](inner, c)
+    return f"{a} {op1} {b} = {inner}\n{inner} {op2} {c} = {answer}\n<answer>{answer}</answer>"
+
+
+def _rows(problems: list[tuple[int, str, int, str, int]], worked: list[bool], cfg: ArithmeticConfig) -> dict:
     columns: dict[str, list] = {"prompt": [], "answer": [], "expression": [], "reference": []}
-    for a, op1, b, op2, c in problems:
+    for (a, op1, b, op2, c), show_work in zip(problems, worked, strict=True):
         expression = f"({a} {op1} {b}) {op2} {c}"
         answer = str(evaluate(a, op1, b, op2, c))
         columns["prompt"].append(chat_prompt(cfg.prompt_template.format(expression=expression), cfg.system_prompt))
         columns["answer"].append(answer)
         columns["expression"].append(expression)
-        columns["reference"].append(f"<answer>{answer}</answer>")
+        columns["reference"].append(worked_solution(a, op1, b, op2, c) if show_work else f"<answer>{answer}</answer>")
     return columns
 
 
@@ -79,7 +91,9 @@ def build(cfg: ArithmeticConfig) -> TaskSplits:
         if problem not in seen:
             seen.add(problem)
             problems.append(problem)
+    # Drawn after the problems, so that worked_fraction never changes which problems are in which split.
+    worked = [rng.random() < cfg.worked_fraction for _ in problems]
     return TaskSplits(
-        train=Dataset.from_dict(_rows(problems[cfg.eval_size :], cfg)),
-        eval=Dataset.from_dict(_rows(problems[: cfg.eval_size], cfg)),
+        train=Dataset.from_dict(_rows(problems[cfg.eval_size :], worked[cfg.eval_size :], cfg)),
+        eval=Dataset.from_dict(_rows(problems[: cfg.eval_size], worked[: cfg.eval_size], cfg)),
     )
