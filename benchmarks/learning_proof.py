@@ -6,9 +6,10 @@ Runs the project's own commands with the task's experiment config (``conf/experi
 ``grpo_ext.sft``, ``grpo_ext.evaluate`` on the warm start, ``grpo_ext.train`` from it, and ``grpo_ext.evaluate`` on
 the result; extra ``KEY=VALUE`` overrides go to all four. A warm start already in ``OUT/sft`` is reused (delete it,
 or give another ``--out``, to train it again); GRPO always starts afresh. Prints held-out greedy accuracy, pass@k
-and how often the greedy answer shows its work, before and after GRPO, accuracy along GRPO, and the wall time of
-each stage; draws ``OUT/proof.png`` (held-out accuracy and training reward against step). Nothing is asserted: the
-figures go to the README.
+and how often the greedy answer shows its work, before and after GRPO, with the accuracy of each way of answering
+when the first characters of the answer force it; accuracy along GRPO, and the wall time of each stage. Draws
+``OUT/proof.png`` (held-out accuracy and training reward against step). Nothing is asserted: the figures go to the
+README.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ from pathlib import Path
 
 # task -> what a greedy answer that "shows its work" looks like in that task's eval report
 SHOWS_WORK = {"arithmetic": lambda completion: " = " in completion}
+# task -> each way of answering, as the first characters that commit a completion to it (given the eval row)
+STYLES = {
+    "arithmetic": {
+        "at once": lambda row: "<answer>",
+        "worked out": lambda row: row["expression"].lstrip("(").split()[0],  # the first operand starts the work
+    }
+}
 SAMPLES = 8  # pass@k of the evaluations before and after GRPO
 
 
@@ -44,6 +52,40 @@ def summary(report_dir: Path, task: str) -> dict[str, float]:
     return {**report["metrics"], "shows_work": worked}
 
 
+def style_accuracy(model_dir: Path, overrides: list[str], task: str) -> dict[str, float]:
+    """Held-out greedy accuracy of each way of answering, each forced by the first characters of its answer."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    from grpo_ext.config import register_configs
+    from grpo_ext.evaluate import generate, score_completions
+    from grpo_ext.rewards import build_rewards
+    from grpo_ext.tasks import build_task
+
+    transformers_logging.disable_progress_bar()
+    register_configs()
+    with initialize_config_module(config_module="grpo_ext.conf", version_base=None):
+        cfg = compose(config_name="config", overrides=overrides)
+    rows = build_task(cfg.task).eval
+    rows = rows.select(range(min(cfg.eval.size or len(rows), len(rows))))
+    reward = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))[0][0]
+    full = getattr(reward, "full_reward", 1.0)
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    prompts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in rows["prompt"]]
+    columns = {name: list(rows[name]) for name in rows.column_names if name != "prompt"}
+    accuracy = {}
+    for style, start in STYLES[task].items():
+        starts = [start(row) for row in rows]
+        outputs = generate(model, tokenizer, [p + s for p, s in zip(prompts, starts, strict=True)],
+                           max_new_tokens=cfg.task.max_completion_length)  # fmt: skip
+        completions = [s + o[0] for s, o in zip(starts, outputs, strict=True)]
+        results = score_completions(reward, completions, columns)
+        accuracy[style] = sum(r["reward"] is not None and r["reward"] >= full for r in results) / len(rows)
+    return accuracy
+
+
 def draw(records: list[dict], out: Path) -> None:
     import matplotlib
 
@@ -51,12 +93,14 @@ def draw(records: list[dict], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for key, style, label in (
-        ("reward", "-", "training reward (mean over the step's completions)"),
-        ("eval/accuracy", "o-", "held-out accuracy (greedy)"),
-    ):
-        steps = [r["step"] for r in records if key in r]
-        ax.plot(steps, [r[key] for r in records if key in r], style, label=label, linewidth=1.5)
+    steps = [r["step"] for r in records if "reward" in r]
+    rewards = [r["reward"] for r in records if "reward" in r]
+    smooth = [sum(rewards[max(0, i - 9) : i + 1]) / len(rewards[max(0, i - 9) : i + 1]) for i in range(len(rewards))]
+    ax.plot(steps, rewards, color="tab:blue", alpha=0.25, linewidth=1)
+    ax.plot(steps, smooth, color="tab:blue", linewidth=1.8, label="training reward (mean of a step, last 10 steps)")
+    evals = [(r["step"], r["eval/accuracy"]) for r in records if "eval/accuracy" in r]
+    ax.plot([s for s, _ in evals], [a for _, a in evals], "o-", color="tab:orange", linewidth=2,
+            label="held-out accuracy (greedy)")  # fmt: skip
     ax.set_xlabel("GRPO step")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
@@ -73,7 +117,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("proofs"))
     parser.add_argument("--seed", type=int, default=42, help="the training seed of both stages (config key seed)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every stage, e.g. hardware=cpu")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     out = args.out.resolve() / args.task
     out.mkdir(parents=True, exist_ok=True)
     common = [f"experiment={args.task}_proof", f"seed={args.seed}", "logger=none", "trainer.disable_tqdm=true",
@@ -91,6 +135,9 @@ def main() -> None:
     run([*evaluate, f"model.path={grpo_dir / 'final_model'}", f"hydra.run.dir={out / 'eval_grpo'}"],
         out / "eval_grpo.log")  # fmt: skip
     before, after = summary(out / "eval_sft", args.task), summary(out / "eval_grpo", args.task)
+    compose = [o for o in common if not o.startswith("trainer.")]
+    styles = {name: style_accuracy(model, compose, args.task) for name, model in
+              (("after SFT", sft_model), ("after GRPO", grpo_dir / "final_model"))}  # fmt: skip
     records = [json.loads(line) for line in (grpo_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [(r["step"], r["eval/accuracy"]) for r in records if "eval/accuracy" in r]
     draw(records, out / "proof.png")
@@ -99,11 +146,12 @@ def main() -> None:
     print(
         f"{args.task}, seed {args.seed}: SFT [{sft_time}], GRPO {evals[-1][0]} steps [{seconds['grpo'] / 60:.1f} min]"
     )
-    print(f"{'':<22}{'accuracy':>10}{f'pass@{SAMPLES}':>10}{'shows work':>12}{'reward':>9}")
+    forced = list(STYLES[args.task])
+    print(f"{'':<12}{'accuracy':>10}{f'pass@{SAMPLES}':>9}{'shows work':>12}{'reward':>8}"
+          + "".join(f"{f'forced {s}':>20}" for s in forced))  # fmt: skip
     for name, m in (("after SFT", before), ("after GRPO", after)):
-        print(
-            f"{name:<22}{m['accuracy']:>10.1%}{m[f'pass@{SAMPLES}']:>10.1%}{m['shows_work']:>12.1%}{m['reward']:>9.3f}"
-        )
+        print(f"{name:<12}{m['accuracy']:>10.1%}{m[f'pass@{SAMPLES}']:>9.1%}{m['shows_work']:>12.1%}{m['reward']:>8.3f}"
+              + "".join(f"{styles[name][s]:>20.1%}" for s in forced))  # fmt: skip
     print("held-out greedy accuracy along GRPO: " + "  ".join(f"{step}: {acc:.1%}" for step, acc in evals))
     change = 100 * (after["accuracy"] - before["accuracy"])
     print(f"GRPO change: {before['accuracy']:.1%} -> {after['accuracy']:.1%} ({change:+.1f} points); "
