@@ -28,7 +28,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from transformers import TrainerCallback
 
-from grpo_ext import models
+from grpo_ext import hardware, models
 from grpo_ext.config import make_grpo_config, register_configs
 from grpo_ext.reward_guard import guard_all
 from grpo_ext.rewards import build_rewards
@@ -152,12 +152,14 @@ def main(overrides: list[str]) -> None:
     clock = StepClock()
     funcs, weights = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
     with tempfile.TemporaryDirectory() as tmp:
+        args = make_grpo_config(cfg, str(Path(tmp)), weights)
         trainer = GRPOTrainer(
             model=models.resolve(cfg.model),
             reward_funcs=[timed_reward(g, clock) for g in guard_all(funcs, cfg.reward_failure_limit)],
-            args=make_grpo_config(cfg, str(Path(tmp)), weights),
+            args=args,
             train_dataset=build_task(cfg.task).train,
             callbacks=[clock],
+            rollout_func=hardware.rollout_func(cfg.hardware, args.use_vllm),  # hardware.rollout=static_cache
         )
         instrument(trainer.model, clock)
         if getattr(trainer, "ref_model", None) is not None:

@@ -76,6 +76,8 @@ class HardwareConfig:
     dtype: str = "float32"  # the model dtype when model.dtype is auto
     num_processes: int = 1  # training processes; 0: several, one per training GPU, under `accelerate launch`
     vllm: VllmConfig = field(default_factory=VllmConfig)
+    # Without vLLM: trl (TRL's own generate) | static_cache (grpo_ext.rollout: static KV cache, compiled on CUDA)
+    rollout: str = "trl"
 
 
 @dataclass

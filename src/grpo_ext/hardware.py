@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 # The vLLM releases TRL 1.16 supports (trl.import_utils.is_vllm_available); the `vllm` extra pins the same range.
 VLLM_RANGE = ("0.22.0", "0.31.0")
 VLLM_MODES = ("off", "auto", "colocate", "server")
+ROLLOUTS = ("trl", "static_cache")  # hardware.rollout: how completions are generated when vLLM is not used
 SINGLE_GPU_LIMITS_GIB = ((16.0, "gpu_10gb"), (40.0, "gpu_24gb"))  # under 16 GiB: gpu_10gb; under 40: gpu_24gb
 INSTALL_VLLM = "install the vllm extra: pip install 'grpo-ext[vllm]' (needs CUDA and vLLM's matching torch)"
 
@@ -157,3 +158,25 @@ def generation_settings(cfg: DictConfig) -> dict[str, Any]:
         "vllm_group_port": vllm.group_port,
         "vllm_server_timeout": vllm.startup_timeout_s,
     }
+
+
+def rollout_func(hw: DictConfig, uses_vllm: bool) -> Any:
+    """The ``rollout_func`` for ``GRPOTrainer`` that ``hardware.rollout`` names: ``None`` for TRL's own generate,
+    a ``grpo_ext.rollout.StaticCacheRollout`` for ``static_cache``. ``uses_vllm``: the run's GRPOConfig.use_vllm."""
+    if hw.rollout not in ROLLOUTS:
+        raise ValueError(f"hardware.rollout must be one of {list(ROLLOUTS)}, got {hw.rollout!r}")
+    if hw.rollout == "trl":
+        return None
+    if uses_vllm:
+        raise ValueError(
+            f"hardware.rollout={hw.rollout} generates without vLLM, but this run generates with vLLM "
+            f"(hardware.vllm.mode={hw.vllm.mode}); add hardware.vllm.mode=off, or leave hardware.rollout=trl"
+        )
+    if hw.num_processes != 1:
+        raise ValueError(
+            f"hardware.rollout={hw.rollout} is for one training process (DeepSpeed ZeRO-3 shards the weights that "
+            "generation needs); leave hardware.rollout=trl with several"
+        )
+    from grpo_ext.rollout import StaticCacheRollout
+
+    return StaticCacheRollout()

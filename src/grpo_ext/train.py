@@ -99,6 +99,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
         adapters.check(cfg.peft, cfg.hardware.device)
         reward_funcs, reward_weights = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
         args = make_grpo_config(cfg, str(run_dir), reward_weights)
+        rollout = hardware.rollout_func(cfg.hardware, args.use_vllm)  # None: TRL's own generate (or vLLM)
         resume_from = checkpoints.resume_point(cfg.resume, run_dir)
         guarded = guard_all(reward_funcs, cfg.reward_failure_limit)
         loggers.check(cfg.logger)
@@ -151,6 +152,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
                 callbacks=[metrics, stop],
                 peft_config=adapters.lora_config(cfg.peft),
                 quantization_config=adapters.quantization_config(cfg.peft, dtype),
+                rollout_func=rollout,
             )
             trainer.add_callback(CompletionsTable(trainer, cfg.logger.completions_every))
             if cfg.eval.during_training:  # held-out greedy accuracy before step 1, every eval.every steps, at the end

@@ -1,0 +1,101 @@
+"""``hardware.rollout=static_cache``: the rollout TRL calls instead of its own generate, checked against TRL's
+contract (one completion per prompt, cut after the first end token, the chat template's prompt ids) and against the
+trainer's own log-probabilities."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from datasets import Dataset
+from trl import GRPOConfig, GRPOTrainer
+
+from conftest import FAST, compose_config
+from grpo_ext import hardware, models
+from grpo_ext.callbacks import read_metrics
+from grpo_ext.rollout import StaticCacheRollout
+from grpo_ext.train import train
+
+PROMPTS = [[{"role": "user", "content": text}] for text in ("(1 + 2) * 3", "4 - 5", "(7 * 8) - 9 + 0", "6")]
+
+
+def trainer_with(tmp_path, **settings) -> GRPOTrainer:
+    """A real GRPOTrainer over the tiny model (random weights), with the rollout installed."""
+    model = models.resolve(compose_config(["model=tiny"]).model)
+    config = {"max_completion_length": 16, "per_device_train_batch_size": 4, "num_generations": 2, **settings}
+    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to=[], save_strategy="no", **config)
+    data = Dataset.from_dict({"prompt": PROMPTS})
+    return GRPOTrainer(model=model, reward_funcs=[lambda completions, **_: [0.0] * len(completions)], args=args,
+                       train_dataset=data, rollout_func=StaticCacheRollout(pad_to=8))  # fmt: skip
+
+
+def trainer_logprobs(trainer: GRPOTrainer, prompt_ids: list[int], completion_ids: list[int]) -> torch.Tensor:
+    """The log-probabilities TRL's loss uses: the model's logits over the temperature, log-softmaxed."""
+    with torch.no_grad():
+        logits = trainer.model(torch.tensor([prompt_ids + completion_ids])).logits[0, len(prompt_ids) - 1 : -1]
+    return torch.log_softmax(logits.float() / trainer.args.temperature, dim=-1)
+
+
+def test_one_completion_per_prompt_cut_after_the_end_token(tmp_path):
+    trainer = trainer_with(tmp_path)
+    torch.manual_seed(0)
+    out = StaticCacheRollout(pad_to=8)(PROMPTS, trainer)
+    assert len(out["prompt_ids"]) == len(out["completion_ids"]) == len(out["logprobs"]) == len(PROMPTS)
+    tokenizer = trainer.processing_class
+    for prompt, ids in zip(PROMPTS, out["prompt_ids"], strict=True):
+        assert ids == tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
+                                                    return_dict=True)["input_ids"]  # fmt: skip
+    for ids, logprobs in zip(out["completion_ids"], out["logprobs"], strict=True):
+        assert 1 <= len(ids) <= 16 and len(logprobs) == len(ids)
+        ends = [i for i, t in enumerate(ids) if t in trainer.eos_token_ids]
+        assert ends in ([], [len(ids) - 1])  # nothing after the first end token, which is kept
+        assert ends or len(ids) == 16  # a completion without one ran to max_completion_length
+
+
+def test_logprobs_are_the_trainers_own(tmp_path):
+    trainer = trainer_with(tmp_path, temperature=0.8)
+    torch.manual_seed(1)
+    out = StaticCacheRollout(pad_to=8)(PROMPTS * 2, trainer)
+    diffs = []
+    for prompt_ids, ids, logprobs in zip(out["prompt_ids"], out["completion_ids"], out["logprobs"], strict=True):
+        expected = trainer_logprobs(trainer, prompt_ids, ids).gather(1, torch.tensor(ids)[:, None]).squeeze(1)
+        diffs.append((expected - torch.tensor(logprobs)).abs().max().item())
+    assert max(diffs) < 1e-4, diffs  # float32 on the CPU; padding the prompts to 8 tokens changes nothing
+
+
+def test_top_k_truncates_what_is_sampled_and_its_logprobs(tmp_path):
+    trainer = trainer_with(tmp_path, top_k=3)
+    torch.manual_seed(2)
+    out = StaticCacheRollout(pad_to=8)(PROMPTS * 4, trainer)
+    for prompt_ids, ids, logprobs in zip(out["prompt_ids"], out["completion_ids"], out["logprobs"], strict=True):
+        full = trainer_logprobs(trainer, prompt_ids, ids)
+        top3 = full.topk(3, dim=-1)
+        assert all(t in row for t, row in zip(ids, top3.indices.tolist(), strict=True))  # only the 3 likeliest
+        renormalised = full.gather(1, torch.tensor(ids)[:, None]).squeeze(1) - top3.values.logsumexp(-1)
+        assert torch.allclose(torch.tensor(logprobs), renormalised, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message", [({"compile": "yes"}, "compile must be true, false or 'auto'"), ({"pad_to": 0}, "pad_to")]
+)
+def test_bad_rollout_settings_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        StaticCacheRollout(**kwargs)
+
+
+def test_the_hardware_node_chooses_the_rollout():
+    assert hardware.rollout_func(compose_config(["hardware=cpu"]).hardware, uses_vllm=False) is None
+    chosen = hardware.rollout_func(compose_config(["hardware=cpu", "hardware.rollout=static_cache"]).hardware, False)
+    assert isinstance(chosen, StaticCacheRollout)
+    with pytest.raises(ValueError, match=r"hardware.rollout must be one of \['trl', 'static_cache'\], got 'fast'"):
+        hardware.rollout_func(compose_config(["hardware=cpu", "hardware.rollout=fast"]).hardware, False)
+    with pytest.raises(ValueError, match="add hardware.vllm.mode=off"):
+        hardware.rollout_func(compose_config(["hardware=cpu", "hardware.rollout=static_cache"]).hardware, True)
+
+
+def test_training_with_the_static_cache_rollout(tmp_path):
+    cfg = compose_config(["task=arithmetic", "model=tiny", *FAST, "hardware.rollout=static_cache"])
+    train(cfg, tmp_path)
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records] == [1, 2]
+    assert all(0 < r["completions/mean_length"] <= 12 for r in records)
+    assert (tmp_path / "final_model" / "config.json").is_file()
