@@ -33,7 +33,6 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
 
 from grpo_ext import models
 from grpo_ext.config import make_grpo_config, register_configs
@@ -67,7 +66,7 @@ def generation_times(trainer, prompts: list, repeats: int) -> dict[str, float]:
     model = trainer.accelerator.unwrap_model(trainer.model)
     ids = rollout.tokenize(prompts, trainer.processing_class, args.chat_template_kwargs or {})
     full = {"min_new_tokens": args.max_completion_length}
-    sampling, static = rollout.generation_config(args, trainer.processing_class, trainer.eos_token_ids, trainer)
+    sampling, static = rollout.generation_config(trainer)
     static.update(**full)
     trl_config = GenerationConfig(max_new_tokens=args.max_completion_length, do_sample=True,
                                   temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
@@ -187,7 +186,6 @@ def main() -> None:
     print(f"{'step-time ratio (trl / static_cache)':<34}{ratio:>16.2f}")
     print(f"\nrollout log-probs against the trainer's ({cfg.hardware.dtype}): mean |diff| {mean_diff:.2e}, "
           f"largest {max_diff:.2e}")  # fmt: skip
-    print(f"config: {OmegaConf.to_container(cfg.hardware)}")
 
 
 if __name__ == "__main__":

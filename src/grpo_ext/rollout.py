@@ -21,10 +21,7 @@ and environments, and DeepSpeed ZeRO-3 (whose sharded parameters must be gathere
 
 from __future__ import annotations
 
-import logging
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 
 class StaticCacheRollout:
@@ -51,7 +48,7 @@ class StaticCacheRollout:
         args, tokenizer = trainer.args, trainer.processing_class
         prompt_ids = self.tokenize(prompts, tokenizer, args.chat_template_kwargs or {})
         input_ids, attention_mask = self.left_pad(prompt_ids, tokenizer.pad_token_id, trainer.accelerator.device)
-        sampling, generation_config = self.generation_config(args, tokenizer, trainer.eos_token_ids, trainer)
+        sampling, generation_config = self.generation_config(trainer)
         recorder = SampledLogprobs()
         with (
             unwrap_model_for_generation(
@@ -103,7 +100,7 @@ class StaticCacheRollout:
             attention_mask[row, width - len(ids) :] = 1
         return input_ids.to(device), attention_mask.to(device)
 
-    def generation_config(self, args: Any, tokenizer: Any, eos_token_ids: list[int], trainer: Any) -> tuple[list, Any]:
+    def generation_config(self, trainer: Any) -> tuple[list, Any]:
         """TRL's sampling settings as logits processors of our own (so that the recorder, which must come after
         them, sees the distribution that is sampled from), and the rest of TRL's generation settings with a static
         cache and, where it pays, a compiled decode step."""
@@ -116,12 +113,13 @@ class StaticCacheRollout:
             TopPLogitsWarper,
         )
 
+        args, tokenizer = trainer.args, trainer.processing_class
         settings = {
             "max_new_tokens": args.max_completion_length,
             "do_sample": True,
             "pad_token_id": tokenizer.pad_token_id,
             "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": eos_token_ids,
+            "eos_token_id": trainer.eos_token_ids,
             "temperature": args.temperature,
             "top_p": args.top_p,
             "top_k": args.top_k,
