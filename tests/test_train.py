@@ -46,8 +46,14 @@ def test_two_steps_on_cpu_write_metrics_and_change_the_weights(tmp_path):
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
 def test_every_experiment_trains_a_step(experiment, tmp_path):
-    cfg = compose_config([f"experiment={experiment}", *FAST, "trainer.max_steps=1"])
-    assert cfg.trainer.learning_rate != compose_config(FAST).trainer.learning_rate  # the experiment's own values
+    overrides = [*FAST, "trainer.max_steps=1"]
+    cfg = compose_config([f"experiment={experiment}", *overrides])
+    own = OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml")
+    overridden = {o.split("=", 1)[0] for o in overrides}
+    for node in ("task", "trainer", "sft", "eval"):  # the experiment's values win over the groups' (not over the CLI)
+        for key, value in (own.get(node) or {}).items():
+            if f"{node}.{key}" not in overridden:
+                assert cfg[node][key] == value, f"{node}.{key}"
     train(cfg, tmp_path)
     assert [r["step"] for r in read_metrics(tmp_path)] == [1]
     assert (tmp_path / "final_model" / "config.json").is_file()
