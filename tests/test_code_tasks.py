@@ -99,11 +99,28 @@ def test_every_fizzbuzz_reference_scores_one_and_a_wrong_solution_does_not(verif
         (["task.kinds=[fizbuzz]"], r"task.kinds\[0\] is 'fizbuzz'; valid kinds"),
         (["task.tests_per_problem=3"], "task.tests_per_problem must be >= 5"),
         (["task.kinds=[roman]", "task.difficulty=1"], "no problem kind"),
+        (['task.prompt_template="{signature} {rules}"'], r"placeholders may be \{signature\}, \{description\}"),
+        (['task.prompt_template="{description} {"'], "does not format"),
+        (['task.prompt_template="{signature}"'], "must contain the placeholder {description}"),
     ],
 )
 def test_bad_fizzbuzz_config_is_named(overrides, message):
     with pytest.raises(ValueError, match=message):
         fizzbuzz_task(*overrides)
+
+
+def test_fizzbuzz_prompt_template_changes_only_the_prompt():
+    default = fizzbuzz_task("task.train_size=20", "task.eval_size=5")
+    text = default.train[0]["prompt"][-1]["content"]
+    assert text.startswith("Write a Python function `") and text.endswith("in one ```python code block.")
+    template = 'task.prompt_template="{call} -> {result}: {description}"'
+    bare = fizzbuzz_task("task.train_size=20", "task.eval_size=5", template)
+    for plain, short in zip(default.train, bare.train, strict=True):
+        assert short["tests"] == plain["tests"] and short["reference"] == plain["reference"]
+        example = plain["prompt"][-1]["content"].split("For example, ")[1].split(".\n")[0]
+        call, result = example.split(" returns ")
+        assert short["prompt"][-1]["content"].startswith(f"{call} -> {result}: ")
+        assert short["prompt"][-1]["content"].split(": ", 1)[1] in plain["prompt"][-1]["content"]
 
 
 def test_fizzbuzz_defaults_to_the_seed_model_unless_told():

@@ -27,7 +27,12 @@ from datasets import Dataset
 
 from grpo_ext.tasks.base import RewardSpec, TaskConfig, TaskSplits, chat_prompt, check_positive
 
-INSTRUCTION = "Answer with the complete function in one ```python code block."
+PROMPT_TEMPLATE = (
+    "Write a Python function `{signature}` that {description}.\n"
+    "For example, {call} returns {result}.\n"
+    "Answer with the complete function in one ```python code block."
+)
+PLACEHOLDERS = ("signature", "description", "call", "result")
 
 
 @dataclass
@@ -35,6 +40,8 @@ class FizzBuzzConfig(TaskConfig):
     difficulty: int = 3  # highest problem level drawn (1-3)
     kinds: list[str] = field(default_factory=list)  # restrict to these problem kinds; empty: all up to difficulty
     tests_per_problem: int = 7
+    # the user turn; placeholders: {signature}, {description} (required), {call} and {result} (the shown example)
+    prompt_template: str = PROMPT_TEMPLATE
     train_size: int = 2000
     eval_size: int = 200
     max_completion_length: int = 384
@@ -324,17 +331,18 @@ def make_problem(kind: str, rng: random.Random, level: int, tests: int) -> Probl
     return SIMPLE_KINDS[kind].make(kind, rng, tests)
 
 
-def render(problem: Problem, system_prompt: str | None) -> dict[str, Any]:
+def render(problem: Problem, cfg: FizzBuzzConfig) -> dict[str, Any]:
     """A dataset row: the prompt (with the first input as a worked example), hidden tests and the reference."""
     example, *hidden = problem.inputs
-    shown = ", ".join(repr(a) for a in example)
-    user = (
-        f"Write a Python function `{problem.signature}` that {problem.description}.\n"
-        f"For example, {problem.entry_point}({shown}) returns {problem.oracle(*example)!r}.\n{INSTRUCTION}"
+    user = cfg.prompt_template.format(
+        signature=problem.signature,
+        description=problem.description,
+        call=f"{problem.entry_point}({', '.join(repr(a) for a in example)})",
+        result=repr(problem.oracle(*example)),
     )
     tests = [{"args": args, "expected": problem.oracle(*args)} for args in hidden]
     return {
-        "prompt": chat_prompt(user, system_prompt),
+        "prompt": chat_prompt(user, cfg.system_prompt),
         "entry_point": problem.entry_point,
         "tests": json.dumps(tests),
         "reference": f"```python\n{problem.reference}```",
@@ -352,6 +360,15 @@ def _validate(cfg: FizzBuzzConfig) -> list[str]:
     for i, kind in enumerate(cfg.kinds):
         if kind not in KIND_LEVELS:
             raise ValueError(f"task.kinds[{i}] is {kind!r}; valid kinds: {sorted(KIND_LEVELS)}")
+    try:
+        cfg.prompt_template.format(**{name: "" for name in PLACEHOLDERS})
+    except (KeyError, IndexError, ValueError) as err:
+        raise ValueError(
+            f"task.prompt_template {cfg.prompt_template!r} does not format ({type(err).__name__}: {err}); "
+            f"its placeholders may be {{{'}, {'.join(PLACEHOLDERS)}}}, and a literal brace is written twice"
+        ) from err
+    if "{description}" not in cfg.prompt_template:
+        raise ValueError("task.prompt_template must contain the placeholder {description}: it states the problem")
     kinds = [k for k in (cfg.kinds or KIND_LEVELS) if KIND_LEVELS[k] <= cfg.difficulty]
     if not kinds:
         raise ValueError(f"no problem kind in {list(cfg.kinds)} appears at difficulty {cfg.difficulty}")
@@ -373,7 +390,7 @@ def build(cfg: FizzBuzzConfig) -> TaskSplits:
             )
         kind = rng.choice(kinds)
         level = rng.randint(KIND_LEVELS[kind], cfg.difficulty) if kind in ("fizzbuzz", "balanced") else 0
-        row = render(make_problem(kind, rng, level, cfg.tests_per_problem), cfg.system_prompt)
+        row = render(make_problem(kind, rng, level, cfg.tests_per_problem), cfg)
         key = (row["prompt"][-1]["content"], row["tests"])
         if key not in seen:
             seen.add(key)
