@@ -1,15 +1,17 @@
 """Proof that training learns: a model trained from scratch, SFT to a middling accuracy, then GRPO, on held-out data.
 
-    python benchmarks/learning_proof.py arithmetic [--out proofs] [--seed 1] [KEY=VALUE ...]
+    python benchmarks/learning_proof.py {arithmetic,fizzbuzz} [--out proofs] [--seed 1] [KEY=VALUE ...]
 
 Runs the project's own commands with the task's experiment config (``conf/experiment/<task>_proof.yaml``):
 ``grpo_ext.sft``, ``grpo_ext.evaluate`` on the warm start, ``grpo_ext.train`` from it, and ``grpo_ext.evaluate`` on
-the result; extra ``KEY=VALUE`` overrides go to all four. A warm start already in ``OUT/sft`` is reused (delete it,
-or give another ``--out``, to train it again); GRPO always starts afresh. Prints held-out greedy accuracy, pass@k
-and how often the greedy answer shows its work, before and after GRPO, with the accuracy of each way of answering
-when the first characters of the answer force it; accuracy along GRPO, and the wall time of each stage. Draws
-``OUT/proof.png`` (held-out accuracy and training reward against step). Nothing is asserted: the figures go to the
-README.
+the result; extra ``KEY=VALUE`` overrides go to all four. A warm start already in ``OUT/<task>/sft`` is reused when
+it was trained with the same seed, task, model shape and ``sft`` settings (else the script stops and says so:
+delete it, or give another ``--out``); GRPO always starts afresh. Prints held-out greedy
+accuracy (pass@1), pass@k and mean reward before and after GRPO, with figures that say where the change is (for
+arithmetic: how often the greedy answer shows its work, and the accuracy of each way of answering when the first
+characters of the answer force it; for fizzbuzz: accuracy at each problem level), accuracy along GRPO, and the
+wall time of each stage. Draws ``OUT/<task>/proof.png`` (held-out accuracy and training reward against step).
+Nothing is asserted: the figures go to the README.
 """
 
 from __future__ import annotations
@@ -20,16 +22,30 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-# task -> what a greedy answer that "shows its work" looks like in that task's eval report
-SHOWS_WORK = {"arithmetic": lambda completion: " = " in completion}
-# task -> each way of answering, as the first characters that commit a completion to it (given the eval row)
-STYLES = {
-    "arithmetic": {
-        "at once": lambda row: "<answer>",
-        "worked out": lambda row: row["expression"].lstrip("(").split()[0],  # the first operand starts the work
-    }
+FIZZBUZZ_HEAD = "```python\ndef fizzbuzz(n: int) -> str:\n    "
+# task -> (the way of answering the RL may pick, how to tell a completion takes it, and each way of answering as
+# the first characters that commit a completion to it, given the eval row)
+STYLES: dict[str, tuple[str, Callable[[str], bool], dict[str, Callable[[dict], str]]]] = {
+    "arithmetic": (
+        "worked out",
+        lambda completion: " = " in completion,
+        {
+            "at once": lambda row: "<answer>",
+            "worked out": lambda row: row["expression"].lstrip("(").split()[0],  # the first operand starts the work
+        },
+    ),
+    "fizzbuzz": (
+        "concatenates",
+        lambda completion: 'out = ""' in completion,
+        {
+            "first match": lambda row: FIZZBUZZ_HEAD + "if",  # if n % 3 == 0:\n return 'Fizz' (wrong for 15)
+            "concatenates": lambda row: FIZZBUZZ_HEAD + 'out = ""',  # then out += 'Fizz' for each rule that applies
+        },
+    ),
 }
 SAMPLES = 8  # pass@k of the evaluations before and after GRPO
 
@@ -44,46 +60,80 @@ def run(args: list[str], log: Path) -> float:
     return time.monotonic() - started
 
 
-def summary(report_dir: Path, task: str) -> dict[str, float]:
-    """Accuracy, pass@k and the share of greedy answers that show their work, from an ``eval_report.json``."""
-    report = json.loads((report_dir / "eval_report.json").read_text())
-    examples = report["examples"]
-    worked = sum(SHOWS_WORK[task](e["completion"]) for e in examples) / len(examples)
-    return {**report["metrics"], "shows_work": worked}
+def check_reusable(sft_dir: Path, common: list[str]) -> None:
+    """Exit unless the warm start in ``sft_dir`` was trained with the config these arguments compose."""
+    from omegaconf import OmegaConf
+
+    wanted, _, _ = eval_setup(common)
+    saved = OmegaConf.load(sft_dir / "config.yaml")
+    for key in ("seed", "task", "model.architecture", "sft"):
+        if OmegaConf.select(saved, key) != OmegaConf.select(wanted, key):
+            sys.exit(
+                f"{sft_dir} holds a warm start trained with another {key} than this run's; delete it or give "
+                "another --out"
+            )
 
 
-def style_accuracy(model_dir: Path, overrides: list[str], task: str) -> dict[str, float]:
-    """Held-out greedy accuracy of each way of answering, each forced by the first characters of its answer."""
+def eval_setup(overrides: list[str]) -> tuple[Any, Any, Callable]:
+    """The composed config, the evaluated rows of the eval split (as ``grpo_ext.evaluate`` takes them) and the
+    task's first reward."""
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as transformers_logging
 
     from grpo_ext.config import register_configs
-    from grpo_ext.evaluate import generate, score_completions
     from grpo_ext.rewards import build_rewards
     from grpo_ext.tasks import build_task
 
-    transformers_logging.disable_progress_bar()
     register_configs()
     with initialize_config_module(config_module="grpo_ext.conf", version_base=None):
         cfg = compose(config_name="config", overrides=overrides)
     rows = build_task(cfg.task).eval
     rows = rows.select(range(min(cfg.eval.size or len(rows), len(rows))))
-    reward = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))[0][0]
+    return cfg, rows, build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))[0][0]
+
+
+def style_figures(task: str, examples: list[dict], model_dir: Path, overrides: list[str]) -> dict[str, float]:
+    """How often the greedy answer takes the task's second way of answering, and the greedy accuracy of each way,
+    forced by the first characters of its answer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    from grpo_ext.evaluate import generate, score_completions
+
+    transformers_logging.disable_progress_bar()
+    cfg, rows, reward = eval_setup(overrides)
     full = getattr(reward, "full_reward", 1.0)
     model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
     prompts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in rows["prompt"]]
     columns = {name: list(rows[name]) for name in rows.column_names if name != "prompt"}
-    accuracy = {}
-    for style, start in STYLES[task].items():
+    name, takes, styles = STYLES[task]
+    figures = {f"greedy {name}": sum(takes(e["completion"]) for e in examples) / len(examples)}
+    for style, start in styles.items():
         starts = [start(row) for row in rows]
         outputs = generate(model, tokenizer, [p + s for p, s in zip(prompts, starts, strict=True)],
                            max_new_tokens=cfg.task.max_completion_length)  # fmt: skip
         completions = [s + o[0] for s, o in zip(starts, outputs, strict=True)]
         results = score_completions(reward, completions, columns)
-        accuracy[style] = sum(r["reward"] is not None and r["reward"] >= full for r in results) / len(rows)
-    return accuracy
+        figures[f"forced {style}"] = sum(r["reward"] is not None and r["reward"] >= full for r in results) / len(rows)
+    getattr(reward, "close", lambda: None)()
+    return figures
+
+
+def level_figures(examples: list[dict], overrides: list[str]) -> dict[str, float]:
+    """Greedy accuracy at each problem level (fizzbuzz: level 1 is the classic 3/5 FizzBuzz, 2 and 3 have rules of
+    their own)."""
+    cfg, rows, reward = eval_setup(overrides)
+    full = getattr(reward, "full_reward", 1.0)
+    getattr(reward, "close", lambda: None)()
+    solved: dict[int, list[bool]] = {}
+    for row, example in zip(rows, examples, strict=True):
+        solved.setdefault(row["level"], []).append(example["reward"] is not None and example["reward"] >= full)
+    return {f"level {level}": sum(s) / len(s) for level, s in sorted(solved.items())}
+
+
+def figures_of(task: str, examples: list[dict], model_dir: Path, overrides: list[str]) -> dict[str, float]:
+    levels = level_figures(examples, overrides) if task == "fizzbuzz" else {}
+    return {**style_figures(task, examples, model_dir, overrides), **levels}
 
 
 def draw(records: list[dict], out: Path) -> None:
@@ -113,7 +163,7 @@ def draw(records: list[dict], out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("task", choices=sorted(SHOWS_WORK))
+    parser.add_argument("task", choices=sorted(STYLES))
     parser.add_argument("--out", type=Path, default=Path("proofs"))
     parser.add_argument("--seed", type=int, default=42, help="the training seed of both stages (config key seed)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every stage, e.g. hardware=cpu")
@@ -124,7 +174,9 @@ def main() -> None:
               *args.overrides]  # fmt: skip
     sft_model, grpo_dir = out / "sft" / "final_model", out / "grpo"
     seconds = {"sft": 0.0}
-    if not (sft_model / "config.json").is_file():
+    if (sft_model / "config.json").is_file():
+        check_reusable(out / "sft", common)
+    else:
         seconds["sft"] = run(["grpo_ext.sft", *common, f"hydra.run.dir={out / 'sft'}"], out / "sft.log")
     evaluate = ["grpo_ext.evaluate", *common, f"eval.k={SAMPLES}"]
     run([*evaluate, f"model.path={sft_model}", f"hydra.run.dir={out / 'eval_sft'}"], out / "eval_sft.log")
@@ -134,10 +186,13 @@ def main() -> None:
     )
     run([*evaluate, f"model.path={grpo_dir / 'final_model'}", f"hydra.run.dir={out / 'eval_grpo'}"],
         out / "eval_grpo.log")  # fmt: skip
-    before, after = summary(out / "eval_sft", args.task), summary(out / "eval_grpo", args.task)
     compose = [o for o in common if not o.startswith("trainer.")]
-    styles = {name: style_accuracy(model, compose, args.task) for name, model in
-              (("after SFT", sft_model), ("after GRPO", grpo_dir / "final_model"))}  # fmt: skip
+    reports = {"after SFT": (out / "eval_sft", sft_model), "after GRPO": (out / "eval_grpo", grpo_dir / "final_model")}
+    metrics, figures = {}, {}
+    for name, (report_dir, model) in reports.items():
+        report = json.loads((report_dir / "eval_report.json").read_text())
+        metrics[name] = report["metrics"]
+        figures[name] = figures_of(args.task, report["examples"], model, compose)
     records = [json.loads(line) for line in (grpo_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [(r["step"], r["eval/accuracy"]) for r in records if "eval/accuracy" in r]
     draw(records, out / "proof.png")
@@ -146,16 +201,16 @@ def main() -> None:
     print(
         f"{args.task}, seed {args.seed}: SFT [{sft_time}], GRPO {evals[-1][0]} steps [{seconds['grpo'] / 60:.1f} min]"
     )
-    forced = list(STYLES[args.task])
-    print(f"{'':<12}{'accuracy':>10}{f'pass@{SAMPLES}':>9}{'shows work':>12}{'reward':>8}"
-          + "".join(f"{f'forced {s}':>20}" for s in forced))  # fmt: skip
-    for name, m in (("after SFT", before), ("after GRPO", after)):
-        print(f"{name:<12}{m['accuracy']:>10.1%}{m[f'pass@{SAMPLES}']:>9.1%}{m['shows_work']:>12.1%}{m['reward']:>8.3f}"
-              + "".join(f"{styles[name][s]:>20.1%}" for s in forced))  # fmt: skip
+    extra = list(figures["after SFT"])
+    print(f"{'':<12}{'accuracy':>10}{f'pass@{SAMPLES}':>9}{'reward':>8}" + "".join(f"{e:>22}" for e in extra))
+    for name, m in metrics.items():
+        print(f"{name:<12}{m['accuracy']:>10.1%}{m[f'pass@{SAMPLES}']:>9.1%}{m['reward']:>8.3f}"
+              + "".join(f"{figures[name].get(e, float('nan')):>22.1%}" for e in extra))  # fmt: skip
     print("held-out greedy accuracy along GRPO: " + "  ".join(f"{step}: {acc:.1%}" for step, acc in evals))
-    change = 100 * (after["accuracy"] - before["accuracy"])
-    print(f"GRPO change: {before['accuracy']:.1%} -> {after['accuracy']:.1%} ({change:+.1f} points); "
-          f"plot: {out / 'proof.png'}")  # fmt: skip
+    before, after = metrics["after SFT"]["accuracy"], metrics["after GRPO"]["accuracy"]
+    print(
+        f"GRPO change: {before:.1%} -> {after:.1%} ({100 * (after - before):+.1f} points); plot: {out / 'proof.png'}"
+    )
 
 
 if __name__ == "__main__":

@@ -76,6 +76,14 @@ def test_fizzbuzz_splits_are_deterministic_and_difficulty_filters():
     assert set(only.train["kind"]) == {"fizzbuzz"} and len(set(only.train["level"])) == 3
 
 
+def test_fizzbuzz_rules_in_the_eval_split_are_never_trained_on():
+    splits = fizzbuzz_task("task.kinds=[fizzbuzz]", "task.difficulty=2", "task.train_size=3000", "task.eval_size=300")
+    held_out = {r["reference"] for r in splits.eval if r["level"] == 2}
+    assert len(held_out) > 100  # with 2,520 rule sets, 3,000 draws would repeat most of these by chance
+    assert not held_out & set(splits.train["reference"])
+    assert {r["reference"] for r in splits.eval if r["level"] == 1} <= set(splits.train["reference"])  # one program
+
+
 @needs_bwrap
 def test_every_fizzbuzz_reference_scores_one_and_a_wrong_solution_does_not(verifier):
     splits = fizzbuzz_task("task.train_size=500", "task.eval_size=100")
@@ -101,6 +109,7 @@ def test_every_fizzbuzz_reference_scores_one_and_a_wrong_solution_does_not(verif
         (["task.kinds=[roman]", "task.difficulty=1"], "no problem kind"),
         (['task.prompt_template="{signature} {rules}"'], r"placeholders may be \{signature\}, \{description\}"),
         (['task.prompt_template="{description} {"'], "does not format"),
+        (["task.flawed_fraction=1.5"], r"task.flawed_fraction must be in \[0, 1\], got 1.5"),
         (['task.prompt_template="{signature}"'], "must contain the placeholder {description}"),
     ],
 )
@@ -121,6 +130,23 @@ def test_fizzbuzz_prompt_template_changes_only_the_prompt():
         call, result = example.split(" returns ")
         assert short["prompt"][-1]["content"].startswith(f"{call} -> {result}: ")
         assert short["prompt"][-1]["content"].split(": ", 1)[1] in plain["prompt"][-1]["content"]
+
+
+@needs_bwrap
+def test_flawed_fizzbuzz_references_fail_the_combined_case_and_leave_the_split_alone(verifier):
+    kinds = "task.kinds=[fizzbuzz,digit_sum]"
+    plain = fizzbuzz_task(kinds, "task.train_size=200", "task.eval_size=40")
+    mixed = fizzbuzz_task(kinds, "task.train_size=200", "task.eval_size=40", "task.flawed_fraction=0.5")
+    for a, b in ((plain.train, mixed.train), (plain.eval, mixed.eval)):
+        assert a["prompt"] == b["prompt"] and a["tests"] == b["tests"]
+    assert plain.eval["reference"] == mixed.eval["reference"]  # the eval split's references stay right
+    flawed = [m for p, m in zip(plain.train, mixed.train, strict=True) if p["reference"] != m["reference"]]
+    assert {row["kind"] for row in flawed} == {"fizzbuzz"}  # digit_sum has no flawed version
+    assert 0.35 < len(flawed) / sum(row["kind"] == "fizzbuzz" for row in mixed.train) < 0.65
+    references, tests = [r["reference"] for r in flawed], [r["tests"] for r in flawed]
+    results = verifier.score_batch(references, tests, ["fizzbuzz"] * len(flawed))
+    # every problem tests a multiple of all its divisors, which the first-match answer gets wrong
+    assert all(0.0 < r["reward"] < 1.0 for r in results), results[:3]
 
 
 def test_fizzbuzz_defaults_to_the_seed_model_unless_told():

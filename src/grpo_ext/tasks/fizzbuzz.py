@@ -40,6 +40,9 @@ class FizzBuzzConfig(TaskConfig):
     difficulty: int = 3  # highest problem level drawn (1-3)
     kinds: list[str] = field(default_factory=list)  # restrict to these problem kinds; empty: all up to difficulty
     tests_per_problem: int = 7
+    # share of the FizzBuzz train references that return the first rule's word (a bug: see Problem), as a teacher's
+    # imperfect solutions would be; the eval split's references are always right
+    flawed_fraction: float = 0.0
     # the user turn; placeholders: {signature}, {description} (required), {call} and {result} (the shown example)
     prompt_template: str = PROMPT_TEMPLATE
     train_size: int = 2000
@@ -58,6 +61,9 @@ class Problem:
     inputs: list[list[Any]]  # positional arguments of each test; the first one is the prompt's example
     oracle: Callable[..., Any]
     reference: str
+    # FizzBuzz only: the classic wrong FizzBuzz, which returns the word of the first rule that applies (so 15 gets
+    # "Fizz", not "FizzBuzz"); task.flawed_fraction of the train references are this one
+    flawed_reference: str | None = None
 
 
 # ---- oracles: the truth the tests are computed from -------------------------------------------------------------
@@ -147,6 +153,7 @@ def make_fizzbuzz(rng: random.Random, level: int, tests: int) -> Problem:
         product *= d
     inputs = [rng.randint(1, 200) for _ in range(tests - len(multiples) - 1)] + multiples + [product]
     lines = "\n".join(f"    if n % {d} == 0:\n        out += {w!r}" for d, w in rules)
+    first_match = "\n".join(f"    if n % {d} == 0:\n        return {w!r}" for d, w in rules)
     return Problem(
         kind="fizzbuzz",
         level=level,
@@ -156,6 +163,7 @@ def make_fizzbuzz(rng: random.Random, level: int, tests: int) -> Problem:
         inputs=[[n] for n in [rng.randint(1, 200)] + inputs],
         oracle=fizzbuzz_oracle(rules),
         reference=f'def fizzbuzz(n: int) -> str:\n    out = ""\n{lines}\n    return out or str(n)\n',
+        flawed_reference=f"def fizzbuzz(n: int) -> str:\n{first_match}\n    return str(n)\n",
     )
 
 
@@ -331,7 +339,7 @@ def make_problem(kind: str, rng: random.Random, level: int, tests: int) -> Probl
     return SIMPLE_KINDS[kind].make(kind, rng, tests)
 
 
-def render(problem: Problem, cfg: FizzBuzzConfig) -> dict[str, Any]:
+def render(problem: Problem, cfg: FizzBuzzConfig, flawed: bool = False) -> dict[str, Any]:
     """A dataset row: the prompt (with the first input as a worked example), hidden tests and the reference."""
     example, *hidden = problem.inputs
     user = cfg.prompt_template.format(
@@ -345,7 +353,7 @@ def render(problem: Problem, cfg: FizzBuzzConfig) -> dict[str, Any]:
         "prompt": chat_prompt(user, cfg.system_prompt),
         "entry_point": problem.entry_point,
         "tests": json.dumps(tests),
-        "reference": f"```python\n{problem.reference}```",
+        "reference": f"```python\n{problem.flawed_reference if flawed else problem.reference}```",
         "kind": problem.kind,
         "level": problem.level,
     }
@@ -355,6 +363,8 @@ def _validate(cfg: FizzBuzzConfig) -> list[str]:
     check_positive(cfg, "train_size", "eval_size")
     if cfg.difficulty not in (1, 2, 3):
         raise ValueError(f"task.difficulty must be 1, 2 or 3, got {cfg.difficulty}")
+    if not 0.0 <= cfg.flawed_fraction <= 1.0:
+        raise ValueError(f"task.flawed_fraction must be in [0, 1], got {cfg.flawed_fraction}")
     if cfg.tests_per_problem < 5:
         raise ValueError(f"task.tests_per_problem must be >= 5, got {cfg.tests_per_problem}")
     for i, kind in enumerate(cfg.kinds):
@@ -376,25 +386,34 @@ def _validate(cfg: FizzBuzzConfig) -> list[str]:
 
 
 def build(cfg: FizzBuzzConfig) -> TaskSplits:
-    """Draw ``eval_size`` then ``train_size`` distinct problems from ``random.Random(cfg.seed)``."""
+    """Draw ``eval_size`` then ``train_size`` distinct problems from ``random.Random(cfg.seed)``. A FizzBuzz problem
+    with rules of its own (levels 2 and 3) in the eval split has no train problem with the same rules; the other
+    kinds have one solution per kind (and level), so their held-out problems differ in their inputs only."""
     kinds = _validate(cfg)
     rng = random.Random(cfg.seed)
-    rows, seen = [], set()
+    problems, seen, eval_programs = [], set(), set()
     attempts = 0
-    while len(rows) < cfg.eval_size + cfg.train_size:
+    while len(problems) < cfg.eval_size + cfg.train_size:
         attempts += 1
         if attempts > 20 * (cfg.eval_size + cfg.train_size) + 1000:
             raise ValueError(
-                f"could only draw {len(rows)} distinct problems for task.kinds={kinds} at difficulty "
+                f"could only draw {len(problems)} distinct problems for task.kinds={kinds} at difficulty "
                 f"{cfg.difficulty}; lower task.train_size or task.eval_size"
             )
         kind = rng.choice(kinds)
         level = rng.randint(KIND_LEVELS[kind], cfg.difficulty) if kind in ("fizzbuzz", "balanced") else 0
-        row = render(make_problem(kind, rng, level, cfg.tests_per_problem), cfg)
+        problem = make_problem(kind, rng, level, cfg.tests_per_problem)
+        row = render(problem, cfg)
         key = (row["prompt"][-1]["content"], row["tests"])
-        if key not in seen:
-            seen.add(key)
-            rows.append(row)
+        if key in seen or (len(problems) >= cfg.eval_size and problem.reference in eval_programs):
+            continue
+        seen.add(key)
+        problems.append(problem)
+        if len(problems) <= cfg.eval_size and problem.kind == "fizzbuzz" and problem.level > 1:
+            eval_programs.add(problem.reference)  # rules of its own: held out means never trained on
+    # Drawn after the problems, so that flawed_fraction never changes which problems are in which split.
+    flawed = [rng.random() < cfg.flawed_fraction and i >= cfg.eval_size for i in range(len(problems))]
+    rows = [render(p, cfg, f and p.flawed_reference is not None) for p, f in zip(problems, flawed, strict=True)]
     columns = {key: [row[key] for row in rows] for key in rows[0]}
     split = cfg.eval_size
     return TaskSplits(
