@@ -339,7 +339,11 @@ def make_problem(kind: str, rng: random.Random, level: int, tests: int) -> Probl
     return SIMPLE_KINDS[kind].make(kind, rng, tests)
 
 
-def render(problem: Problem, cfg: FizzBuzzConfig, flawed: bool = False) -> dict[str, Any]:
+def fenced(code: str) -> str:
+    return f"```python\n{code}```"
+
+
+def render(problem: Problem, cfg: FizzBuzzConfig) -> dict[str, Any]:
     """A dataset row: the prompt (with the first input as a worked example), hidden tests and the reference."""
     example, *hidden = problem.inputs
     user = cfg.prompt_template.format(
@@ -353,7 +357,7 @@ def render(problem: Problem, cfg: FizzBuzzConfig, flawed: bool = False) -> dict[
         "prompt": chat_prompt(user, cfg.system_prompt),
         "entry_point": problem.entry_point,
         "tests": json.dumps(tests),
-        "reference": f"```python\n{problem.flawed_reference if flawed else problem.reference}```",
+        "reference": fenced(problem.reference),
         "kind": problem.kind,
         "level": problem.level,
     }
@@ -391,7 +395,7 @@ def build(cfg: FizzBuzzConfig) -> TaskSplits:
     kinds have one solution per kind (and level), so their held-out problems differ in their inputs only."""
     kinds = _validate(cfg)
     rng = random.Random(cfg.seed)
-    problems, seen, eval_programs = [], set(), set()
+    problems, rows, seen, eval_programs = [], [], set(), set()
     attempts = 0
     while len(problems) < cfg.eval_size + cfg.train_size:
         attempts += 1
@@ -409,11 +413,14 @@ def build(cfg: FizzBuzzConfig) -> TaskSplits:
             continue
         seen.add(key)
         problems.append(problem)
+        rows.append(row)
         if len(problems) <= cfg.eval_size and problem.kind == "fizzbuzz" and problem.level > 1:
             eval_programs.add(problem.reference)  # rules of its own: held out means never trained on
     # Drawn after the problems, so that flawed_fraction never changes which problems are in which split.
-    flawed = [rng.random() < cfg.flawed_fraction and i >= cfg.eval_size for i in range(len(problems))]
-    rows = [render(p, cfg, f and p.flawed_reference is not None) for p, f in zip(problems, flawed, strict=True)]
+    for i, (problem, row) in enumerate(zip(problems, rows, strict=True)):
+        flawed = rng.random() < cfg.flawed_fraction
+        if flawed and i >= cfg.eval_size and problem.flawed_reference is not None:
+            row["reference"] = fenced(problem.flawed_reference)
     columns = {key: [row[key] for row in rows] for key in rows[0]}
     split = cfg.eval_size
     return TaskSplits(
