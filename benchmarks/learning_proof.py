@@ -64,7 +64,7 @@ def check_reusable(sft_dir: Path, common: list[str]) -> None:
     """Exit unless the warm start in ``sft_dir`` was trained with the config these arguments compose."""
     from omegaconf import OmegaConf
 
-    wanted, _, _ = eval_setup(common)
+    wanted = compose_config(common)
     saved = OmegaConf.load(sft_dir / "config.yaml")
     for key in ("seed", "task", "model.architecture", "sft"):
         if OmegaConf.select(saved, key) != OmegaConf.select(wanted, key):
@@ -74,25 +74,31 @@ def check_reusable(sft_dir: Path, common: list[str]) -> None:
             )
 
 
-def eval_setup(overrides: list[str]) -> tuple[Any, Any, Callable]:
-    """The composed config, the evaluated rows of the eval split (as ``grpo_ext.evaluate`` takes them) and the
-    task's first reward."""
+def compose_config(overrides: list[str]) -> Any:
     from hydra import compose, initialize_config_module
-    from omegaconf import OmegaConf
 
     from grpo_ext.config import register_configs
-    from grpo_ext.rewards import build_rewards
-    from grpo_ext.tasks import build_task
 
     register_configs()
     with initialize_config_module(config_module="grpo_ext.conf", version_base=None):
-        cfg = compose(config_name="config", overrides=overrides)
+        return compose(config_name="config", overrides=overrides)
+
+
+def eval_setup(overrides: list[str]) -> tuple[Any, Any, Callable]:
+    """The composed config, the evaluated rows of the eval split (as ``grpo_ext.evaluate`` takes them) and the
+    task's first reward (close it when done)."""
+    from omegaconf import OmegaConf
+
+    from grpo_ext.rewards import build_rewards
+    from grpo_ext.tasks import build_task
+
+    cfg = compose_config(overrides)
     rows = build_task(cfg.task).eval
     rows = rows.select(range(min(cfg.eval.size or len(rows), len(rows))))
     return cfg, rows, build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))[0][0]
 
 
-def style_figures(task: str, examples: list[dict], model_dir: Path, overrides: list[str]) -> dict[str, float]:
+def style_figures(task: str, examples: list[dict], model_dir: Path, setup: tuple) -> dict[str, float]:
     """How often the greedy answer takes the task's second way of answering, and the greedy accuracy of each way,
     forced by the first characters of its answer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -101,7 +107,7 @@ def style_figures(task: str, examples: list[dict], model_dir: Path, overrides: l
     from grpo_ext.evaluate import generate, score_completions
 
     transformers_logging.disable_progress_bar()
-    cfg, rows, reward = eval_setup(overrides)
+    cfg, rows, reward = setup
     full = getattr(reward, "full_reward", 1.0)
     model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
     prompts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in rows["prompt"]]
@@ -115,16 +121,14 @@ def style_figures(task: str, examples: list[dict], model_dir: Path, overrides: l
         completions = [s + o[0] for s, o in zip(starts, outputs, strict=True)]
         results = score_completions(reward, completions, columns)
         figures[f"forced {style}"] = sum(r["reward"] is not None and r["reward"] >= full for r in results) / len(rows)
-    getattr(reward, "close", lambda: None)()
     return figures
 
 
-def level_figures(examples: list[dict], overrides: list[str]) -> dict[str, float]:
+def level_figures(examples: list[dict], setup: tuple) -> dict[str, float]:
     """Greedy accuracy at each problem level (fizzbuzz: level 1 is the classic 3/5 FizzBuzz, 2 and 3 have rules of
     their own)."""
-    cfg, rows, reward = eval_setup(overrides)
+    _, rows, reward = setup
     full = getattr(reward, "full_reward", 1.0)
-    getattr(reward, "close", lambda: None)()
     solved: dict[int, list[bool]] = {}
     for row, example in zip(rows, examples, strict=True):
         solved.setdefault(row["level"], []).append(example["reward"] is not None and example["reward"] >= full)
@@ -132,8 +136,13 @@ def level_figures(examples: list[dict], overrides: list[str]) -> dict[str, float
 
 
 def figures_of(task: str, examples: list[dict], model_dir: Path, overrides: list[str]) -> dict[str, float]:
-    levels = level_figures(examples, overrides) if task == "fizzbuzz" else {}
-    return {**style_figures(task, examples, model_dir, overrides), **levels}
+    """The task's figures of one model (``style_figures``, and ``level_figures`` for fizzbuzz)."""
+    setup = eval_setup(overrides)
+    try:
+        levels = level_figures(examples, setup) if task == "fizzbuzz" else {}
+        return {**style_figures(task, examples, model_dir, setup), **levels}
+    finally:
+        getattr(setup[2], "close", lambda: None)()
 
 
 def draw(records: list[dict], out: Path) -> None:
