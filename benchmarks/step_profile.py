@@ -159,7 +159,7 @@ def main(overrides: list[str]) -> None:
             args=args,
             train_dataset=build_task(cfg.task).train,
             callbacks=[clock],
-            rollout_func=hardware.rollout_func(cfg.hardware, args.use_vllm),  # hardware.rollout=static_cache
+            rollout_func=hardware.rollout_func(cfg.hardware, args.use_vllm, cfg.peft.name),  # hardware.rollout=...
         )
         instrument(trainer.model, clock)
         if getattr(trainer, "ref_model", None) is not None:

@@ -9,7 +9,9 @@ from safetensors.torch import load_file
 from conftest import FAST, compose_config
 from grpo_ext import models
 from grpo_ext.callbacks import read_metrics
+from grpo_ext.rollout import StaticCacheRollout
 from grpo_ext.train import train
+from test_rollout import PROMPTS, trainer_logprobs, trainer_with
 from test_train import WITH_SIGNAL
 
 pytestmark = [
@@ -37,3 +39,29 @@ def test_auto_picks_a_gpu_profile_and_lora_trains_on_it(tmp_path):
     train(cfg, tmp_path)
     assert (tmp_path / "final_adapter" / "adapter_config.json").is_file()
     assert (tmp_path / "final_model" / "config.json").is_file()
+
+
+def test_the_compiled_static_cache_rollout_matches_the_trainer_in_bf16(tmp_path):
+    """Issue 9's check: the compiled rollout's log-probabilities against the trainer's own, in bf16 on CUDA."""
+    trainer = trainer_with(tmp_path, use_cpu=False, bf16=True, model_init_kwargs={"dtype": "bfloat16"})
+    assert trainer.model.device.type == "cuda" and trainer.model.dtype == torch.bfloat16
+    torch.manual_seed(0)
+    out = StaticCacheRollout(pad_to=8)(PROMPTS * 2, trainer)
+    diffs = []
+    for prompt_ids, ids, logprobs in zip(out["prompt_ids"], out["completion_ids"], out["logprobs"], strict=True):
+        expected = trainer_logprobs(trainer, prompt_ids, ids).gather(1, torch.tensor(ids, device="cuda")[:, None])
+        diffs.extend((expected.squeeze(1).float().cpu() - torch.tensor(logprobs)).abs().tolist())
+    assert sum(diffs) / len(diffs) < 1e-2, max(diffs)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # compiled, as on CUDA it should be
+
+
+def test_auto_rollout_takes_the_static_cache_and_trains_on_one_gpu(tmp_path, caplog):
+    overrides = [o for o in FAST if o != "hardware=cpu"]
+    cfg = compose_config(
+        ["task=arithmetic", "model=tiny", *overrides, *WITH_SIGNAL, "hardware=gpu", "hardware.rollout=auto"]
+    )
+    with caplog.at_level("INFO", logger="grpo_ext.hardware"):
+        train(cfg, tmp_path)
+    assert "hardware.rollout=auto: static_cache" in caplog.text
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
+    assert all(r["completions/mean_length"] > 0 for r in read_metrics(tmp_path))

@@ -4,6 +4,9 @@ trainer's own log-probabilities."""
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 import torch
 from datasets import Dataset
@@ -21,8 +24,9 @@ PROMPTS = [[{"role": "user", "content": text}] for text in ("(1 + 2) * 3", "4 - 
 def trainer_with(tmp_path, **settings) -> GRPOTrainer:
     """A real GRPOTrainer over the tiny model (random weights), with the rollout installed."""
     model = models.resolve(compose_config(["model=tiny"]).model)
-    config = {"max_completion_length": 16, "per_device_train_batch_size": 4, "num_generations": 2, **settings}
-    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to=[], save_strategy="no", **config)
+    config = {"max_completion_length": 16, "per_device_train_batch_size": 4, "num_generations": 2, "use_cpu": True,
+              "bf16": False, **settings}  # fmt: skip
+    args = GRPOConfig(output_dir=str(tmp_path), report_to=[], save_strategy="no", **config)
     data = Dataset.from_dict({"prompt": PROMPTS})
     return GRPOTrainer(model=model, reward_funcs=[lambda completions, **_: [0.0] * len(completions)], args=args,
                        train_dataset=data, rollout_func=StaticCacheRollout(pad_to=8))  # fmt: skip
@@ -31,7 +35,8 @@ def trainer_with(tmp_path, **settings) -> GRPOTrainer:
 def trainer_logprobs(trainer: GRPOTrainer, prompt_ids: list[int], completion_ids: list[int]) -> torch.Tensor:
     """The log-probabilities TRL's loss uses: the model's logits over the temperature, log-softmaxed."""
     with torch.no_grad():
-        logits = trainer.model(torch.tensor([prompt_ids + completion_ids])).logits[0, len(prompt_ids) - 1 : -1]
+        ids = torch.tensor([prompt_ids + completion_ids], device=trainer.model.device)
+        logits = trainer.model(ids).logits[0, len(prompt_ids) - 1 : -1]
     return torch.log_softmax(logits.float() / trainer.args.temperature, dim=-1)
 
 
@@ -86,10 +91,61 @@ def test_the_hardware_node_chooses_the_rollout():
     assert hardware.rollout_func(compose_config(["hardware=cpu"]).hardware, uses_vllm=False) is None
     chosen = hardware.rollout_func(compose_config(["hardware=cpu", "hardware.rollout=static_cache"]).hardware, False)
     assert isinstance(chosen, StaticCacheRollout)
-    with pytest.raises(ValueError, match=r"hardware.rollout must be one of \['trl', 'static_cache'\], got 'fast'"):
+    with pytest.raises(
+        ValueError, match=r"hardware.rollout must be one of \['trl', 'static_cache', 'auto'\], got 'fast'"
+    ):
         hardware.rollout_func(compose_config(["hardware=cpu", "hardware.rollout=fast"]).hardware, False)
     with pytest.raises(ValueError, match="add hardware.vllm.mode=off"):
         hardware.rollout_func(compose_config(["hardware=cpu", "hardware.rollout=static_cache"]).hardware, True)
+
+
+def test_auto_takes_the_static_cache_only_where_it_compiles(monkeypatch, caplog):
+    cpu = compose_config(["hardware=cpu", "hardware.rollout=auto"]).hardware
+    with caplog.at_level("INFO", logger="grpo_ext.hardware"):
+        assert hardware.rollout_func(cpu, uses_vllm=False) is None
+    assert "TRL's own generate, since the decode step is compiled on CUDA only, and this run is on cpu" in caplog.text
+    gpu = compose_config(["hardware=gpu_80gb", "hardware.rollout=auto"]).hardware
+    monkeypatch.setattr(hardware.importlib.util, "find_spec", lambda name: object())  # as if triton were installed
+    assert isinstance(hardware.rollout_func(gpu, uses_vllm=False), StaticCacheRollout)
+    assert hardware.rollout_func(gpu, uses_vllm=True) is None  # vLLM generates
+    assert hardware.rollout_func(gpu, uses_vllm=False, peft="qlora") is None
+    gpu.num_processes = 0
+    assert hardware.rollout_func(gpu, uses_vllm=False) is None
+
+
+@pytest.mark.parametrize(
+    "peft,processes,triton,message",
+    [
+        ("qlora", 1, True, "transformers does not compile 4-bit bitsandbytes models"),
+        ("lora", 0, True, "it is for one training process"),
+        ("none", 1, False, r"torch.compile needs triton on CUDA, and it is not installed \(pip install triton"),
+    ],
+)
+def test_static_cache_where_it_cannot_pay_is_refused_with_the_reason(monkeypatch, peft, processes, triton, message):
+    gpu = compose_config(["hardware=gpu_80gb", "hardware.rollout=static_cache"]).hardware
+    gpu.num_processes = processes
+    monkeypatch.setattr(hardware.importlib.util, "find_spec", lambda name: object() if triton else None)
+    with pytest.raises(ValueError, match=f"hardware.rollout=static_cache cannot be used here: {message}"):
+        hardware.rollout_func(gpu, uses_vllm=False, peft=peft)
+
+
+@pytest.mark.skipif(
+    shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile on the CPU needs a C++ compiler"
+)
+def test_the_compiled_decode_step_samples_what_the_eager_one_does(tmp_path):
+    """The path CUDA takes (generate's compiled forward over the static cache), compiled here on the CPU: the same
+    seed draws the same completions with the same log-probabilities as without compilation."""
+    trainer = trainer_with(tmp_path, temperature=0.8, max_completion_length=8)
+    runs, graphs = [], []
+    for compile in (False, True):
+        torch.manual_seed(3)
+        runs.append(StaticCacheRollout(compile=compile, pad_to=8)(PROMPTS, trainer))
+        graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+    eager, compiled = runs
+    assert graphs[1] > graphs[0], graphs  # the second run did compile
+    assert compiled["completion_ids"] == eager["completion_ids"]
+    for a, b in zip(eager["logprobs"], compiled["logprobs"], strict=True):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-4)
 
 
 def test_training_with_the_static_cache_rollout(tmp_path):

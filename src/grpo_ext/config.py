@@ -77,6 +77,7 @@ class HardwareConfig:
     num_processes: int = 1  # training processes; 0: several, one per training GPU, under `accelerate launch`
     vllm: VllmConfig = field(default_factory=VllmConfig)
     # Without vLLM: trl (TRL's own generate) | static_cache (grpo_ext.rollout: static KV cache, compiled on CUDA)
+    # | auto (static_cache for one CUDA process without QLoRA, else trl; the log says which and why)
     rollout: str = "trl"
 
 

@@ -9,6 +9,7 @@ cannot be decided before the run starts: which GPUs exist, and whether a usable 
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 # The vLLM releases TRL 1.16 supports (trl.import_utils.is_vllm_available); the `vllm` extra pins the same range.
 VLLM_RANGE = ("0.22.0", "0.31.0")
 VLLM_MODES = ("off", "auto", "colocate", "server")
-ROLLOUTS = ("trl", "static_cache")  # hardware.rollout: how completions are generated when vLLM is not used
+ROLLOUTS = ("trl", "static_cache", "auto")  # hardware.rollout: how completions are generated when vLLM is not used
 SINGLE_GPU_LIMITS_GIB = ((16.0, "gpu_10gb"), (40.0, "gpu_24gb"))  # under 16 GiB: gpu_10gb; under 40: gpu_24gb
 INSTALL_VLLM = "install the vllm extra: pip install 'grpo-ext[vllm]' (needs CUDA and vLLM's matching torch)"
 
@@ -160,23 +161,44 @@ def generation_settings(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def rollout_func(hw: DictConfig, uses_vllm: bool) -> Any:
+def rollout_problem(rollout: str, device: str, peft: str, uses_vllm: bool, num_processes: int) -> str | None:
+    """Why ``hardware.rollout=static_cache`` cannot run, or would be slower than TRL's own generate, for this run;
+    None when it fits. ``rollout`` is the value asked for (``auto`` or ``static_cache``)."""
+    if uses_vllm:
+        return "this run generates with vLLM; add hardware.vllm.mode=off to generate without it"
+    if num_processes != 1:
+        return "it is for one training process (DeepSpeed ZeRO-3 shards the weights that generation needs)"
+    if peft == "qlora":
+        return (
+            "transformers does not compile 4-bit bitsandbytes models, and an uncompiled static cache is slower than "
+            "TRL's generate"
+        )
+    if rollout == "auto" and device != "cuda":
+        return f"the decode step is compiled on CUDA only, and this run is on {device}"
+    if device == "cuda" and importlib.util.find_spec("triton") is None:
+        return (
+            "torch.compile needs triton on CUDA, and it is not installed "
+            "(pip install triton; on Windows: triton-windows)"
+        )
+    return None
+
+
+def rollout_func(hw: DictConfig, uses_vllm: bool, peft: str = "none") -> Any:
     """The ``rollout_func`` for ``GRPOTrainer`` that ``hardware.rollout`` names: ``None`` for TRL's own generate,
-    a ``grpo_ext.rollout.StaticCacheRollout`` for ``static_cache``. ``uses_vllm``: the run's GRPOConfig.use_vllm."""
+    a ``grpo_ext.rollout.StaticCacheRollout`` for ``static_cache``; ``auto`` takes the static cache where it pays
+    (one CUDA process without vLLM or QLoRA) and says which it took. ``uses_vllm``: the run's GRPOConfig.use_vllm;
+    ``peft``: ``cfg.peft.name``."""
     if hw.rollout not in ROLLOUTS:
         raise ValueError(f"hardware.rollout must be one of {list(ROLLOUTS)}, got {hw.rollout!r}")
-    if hw.rollout == "trl":
+    if hw.rollout == "trl" or (hw.rollout == "auto" and uses_vllm):
         return None
-    if uses_vllm:
-        raise ValueError(
-            f"hardware.rollout={hw.rollout} generates without vLLM, but this run generates with vLLM "
-            f"(hardware.vllm.mode={hw.vllm.mode}); add hardware.vllm.mode=off, or leave hardware.rollout=trl"
-        )
-    if hw.num_processes != 1:
-        raise ValueError(
-            f"hardware.rollout={hw.rollout} is for one training process (DeepSpeed ZeRO-3 shards the weights that "
-            "generation needs); leave hardware.rollout=trl with several"
-        )
+    problem = rollout_problem(hw.rollout, hw.device, peft, uses_vllm, hw.num_processes)
+    if hw.rollout == "auto":
+        log.info("hardware.rollout=auto: %s", f"TRL's own generate, since {problem}" if problem else "static_cache")
+        if problem:
+            return None
+    elif problem:
+        raise ValueError(f"hardware.rollout=static_cache cannot be used here: {problem}; or use hardware.rollout=auto")
     from grpo_ext.rollout import StaticCacheRollout
 
     return StaticCacheRollout()

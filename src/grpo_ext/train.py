@@ -99,7 +99,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
         adapters.check(cfg.peft, cfg.hardware.device)
         reward_funcs, reward_weights = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
         args = make_grpo_config(cfg, str(run_dir), reward_weights)
-        rollout = hardware.rollout_func(cfg.hardware, args.use_vllm)  # None: TRL's own generate (or vLLM)
+        rollout = hardware.rollout_func(cfg.hardware, args.use_vllm, cfg.peft.name)  # None: TRL's generate or vLLM
         resume_from = checkpoints.resume_point(cfg.resume, run_dir)
         guarded = guard_all(reward_funcs, cfg.reward_failure_limit)
         loggers.check(cfg.logger)
