@@ -7,7 +7,7 @@ style:
 quality:
 	ruff format --check .
 	ruff check .
-	shellcheck launch/*.sh .ci/run
+	shellcheck launch/*.sh benchmarks/*.sh .ci/run
 
 test:
 	pytest
