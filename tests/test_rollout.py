@@ -79,6 +79,16 @@ def test_top_k_truncates_what_is_sampled_and_its_logprobs(tmp_path):
         assert torch.allclose(torch.tensor(logprobs), renormalised, atol=1e-4)
 
 
+def test_a_batch_is_padded_to_no_less_than_the_widest_before():
+    """One compiled graph per width: a run's batches settle on the widest width seen, not one width per length."""
+    rollout = StaticCacheRollout(pad_to=8)
+    ids, mask = rollout.left_pad([[5] * 10, [6] * 3], 0, "cpu")
+    assert ids.shape == (2, 16) and ids[1].tolist() == [0] * 13 + [6] * 3 and mask[1].tolist() == [0] * 13 + [1] * 3
+    ids, mask = rollout.left_pad([[7] * 2], 0, "cpu")  # short: padded to the width before, 16
+    assert ids.tolist() == [[0] * 14 + [7] * 2] and mask.sum().item() == 2
+    assert rollout.left_pad([[8] * 17], 0, "cpu")[0].shape == (1, 24)  # longer: the next multiple of 8
+
+
 @pytest.mark.parametrize(
     "kwargs,message", [({"compile": "yes"}, "compile must be true, false or 'auto'"), ({"pad_to": 0}, "pad_to")]
 )

@@ -9,9 +9,11 @@ attends over the whole preallocated cache, which is why that setting was slower 
 ``StaticCacheRollout`` is handed to ``GRPOTrainer(rollout_func=...)`` (TRL's public hook) and generates with the
 same model, the same sampling settings taken from the trainer's ``GRPOConfig`` (temperature, top_p, top_k, min_p,
 repetition_penalty, ``generation_kwargs``), the same end-of-sequence tokens and the same chat template, through
-``generate`` with a static cache. On a CUDA device the decode step is compiled (transformers' ``CompileConfig``);
-prompts are left-padded to a multiple of ``pad_to`` tokens so that batches reuse the compiled graphs instead of
-recompiling for every prompt length. Completions stop at the first end-of-sequence token, which is kept, as TRL
+``generate`` with a static cache. On a CUDA device the decode step is compiled (transformers' ``CompileConfig``),
+once for each width of the padded prompt batch: prompts are left-padded to a multiple of ``pad_to`` tokens and never
+to less than the widest batch so far, so that a new graph is compiled only when a prompt longer than any before
+comes, not for every length. Past ``torch._dynamo``'s recompile limit (8 by default) new widths would decode
+uncompiled, the slow path. Completions stop at the first end-of-sequence token, which is kept, as TRL
 does. The log-probability of each sampled token under the distribution it was sampled from (after temperature and
 truncation) is recorded while decoding and returned, so it can be compared with the trainer's own.
 
@@ -30,7 +32,8 @@ class StaticCacheRollout:
     Args:
         compile: compile the decode step: ``"auto"`` on CUDA devices only (on the CPU compilation takes longer than
             it saves for small models), or ``True``/``False``.
-        pad_to: prompts are left-padded to a multiple of this many tokens, bounding how many graphs get compiled.
+        pad_to: prompts are left-padded to a multiple of this many tokens, and to no less than the widest batch
+            before, bounding how many graphs get compiled.
     """
 
     def __init__(self, compile: bool | str = "auto", pad_to: int = 64) -> None:
@@ -39,6 +42,7 @@ class StaticCacheRollout:
         if pad_to < 1:
             raise ValueError(f"pad_to must be >= 1, got {pad_to}")
         self.compile, self.pad_to = compile, pad_to
+        self.width = 0  # the widest padded prompt batch so far
         self.__name__ = "static_cache_rollout"
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list]:
@@ -89,10 +93,11 @@ class StaticCacheRollout:
         return out
 
     def left_pad(self, prompt_ids: list[list[int]], pad_id: int, device: Any) -> tuple[Any, Any]:
-        """The prompts as one left-padded batch, its width rounded up to a multiple of ``pad_to``."""
+        """The prompts as one left-padded batch, its width rounded up to a multiple of ``pad_to`` and no narrower
+        than any batch before."""
         import torch
 
-        width = -(-max(len(ids) for ids in prompt_ids) // self.pad_to) * self.pad_to
+        width = self.width = max(self.width, -(-max(len(ids) for ids in prompt_ids) // self.pad_to) * self.pad_to)
         input_ids = torch.full((len(prompt_ids), width), pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
         for row, ids in enumerate(prompt_ids):
