@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 from transformers import TrainerCallback
 
 from grpo_ext import hardware, models
+from grpo_ext.callbacks import OneInputGradHook
 from grpo_ext.config import make_grpo_config, register_configs
 from grpo_ext.reward_guard import guard_all
 from grpo_ext.rewards import build_rewards
@@ -158,7 +159,7 @@ def main(overrides: list[str]) -> None:
             reward_funcs=[timed_reward(g, clock) for g in guard_all(funcs, cfg.reward_failure_limit)],
             args=args,
             train_dataset=build_task(cfg.task).train,
-            callbacks=[clock],
+            callbacks=[clock, OneInputGradHook()],  # as grpo_ext.train installs it
             rollout_func=hardware.rollout_func(cfg.hardware, args.use_vllm, cfg.peft.name),  # hardware.rollout=...
         )
         instrument(trainer.model, clock)

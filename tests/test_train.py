@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from datasets import Dataset
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
@@ -139,3 +140,37 @@ def test_fizzbuzz_trains_with_the_sandboxed_reward(tmp_path):
     records = read_metrics(tmp_path)
     assert [r["step"] for r in records] == [1, 2]
     assert all("rewards/python_exec/mean" in r for r in records)
+
+
+def test_the_input_embedding_hook_does_not_pile_up_and_adapters_still_learn(tmp_path):
+    """With activation checkpointing, each generation turns it off and on, and transformers adds one more
+    ``make_inputs_require_grads`` hook each time; ``OneInputGradHook`` (installed by ``train``) keeps one, which
+    is still enough for LoRA's gradients to flow through the checkpointed layers."""
+    from peft import LoraConfig
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from grpo_ext.callbacks import OneInputGradHook
+
+    counts = []
+
+    class Count(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            counts.append(len(model.get_input_embeddings()._forward_hooks))
+
+    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to=[], save_strategy="no",
+                      max_steps=3, per_device_train_batch_size=4, num_generations=4, max_completion_length=8,
+                      learning_rate=1e-2, gradient_checkpointing=True, logging_steps=1)  # fmt: skip
+    trainer = GRPOTrainer(
+        model=models.resolve(compose_config(["model=tiny"]).model),
+        reward_funcs=[lambda completions, **_: [float(len(c) % 3) for c in completions]],
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": ["1 + 2 =", "3 * 4 ="] * 8}),
+        peft_config=LoraConfig(r=4, target_modules="all-linear"),
+        callbacks=[OneInputGradHook(), Count()],
+    )
+    before = {k: v.clone() for k, v in trainer.model.named_parameters() if v.requires_grad}
+    trainer.train()
+    assert counts == [1, 1, 1]
+    after = dict(trainer.model.named_parameters())
+    assert any(not torch.equal(before[k], after[k]) for k in before), "the adapters did not change"

@@ -26,6 +26,7 @@ from grpo_ext.callbacks import (
     CompletionsTable,
     EvalCallback,
     MetricsFile,
+    OneInputGradHook,
     StopOnSignal,
     eval_change,
     read_metrics,
@@ -149,7 +150,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
                 args=args,
                 train_dataset=splits.train,
                 eval_dataset=splits.eval,
-                callbacks=[metrics, stop],
+                callbacks=[metrics, stop, OneInputGradHook()],  # works around a hook leak in transformers
                 peft_config=adapters.lora_config(cfg.peft),
                 quantization_config=adapters.quantization_config(cfg.peft, dtype),
                 rollout_func=rollout,
