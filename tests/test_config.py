@@ -199,3 +199,33 @@ def test_trl_batch_shape_check_runs_at_config_time(tmp_path):
     cfg = compose_config(["trainer.per_device_train_batch_size=3", "trainer.num_generations=2"])
     with pytest.raises(ValueError, match=r"generation_batch_size \(3\) must be divisible by num_generations \(2\)"):
         make_grpo_config(cfg, str(tmp_path), [1.0])
+
+
+@pytest.mark.parametrize(
+    "trainer,micro_batch,expected",
+    [
+        ([], None, (8, 1, 1, 8)),  # TRL's defaults: 8 completions a pass, one generation batch per optimizer step
+        ([], 2, (2, 4, 4, 8)),
+        ([], 8, (8, 1, 1, 8)),  # as large as the batch, or larger: nothing to split
+        (["trainer.gradient_accumulation_steps=2"], 4, (4, 4, 4, 16)),
+        (["trainer.steps_per_generation=2"], 1, (1, 8, 16, 16)),  # two optimizer steps per generation, as asked
+        (["trainer.generation_batch_size=32"], 2, (2, 4, 16, 32)),  # TRL derives steps_per_generation itself
+    ],
+)
+def test_micro_batch_splits_a_pass_but_keeps_the_batches(trainer, micro_batch, expected, tmp_path):
+    overrides = ["hardware=cpu", *trainer] + ([f"hardware.micro_batch={micro_batch}"] if micro_batch else [])
+    args = make_grpo_config(compose_config(overrides), str(tmp_path), [1.0])
+    shape = (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.steps_per_generation)
+    assert (*shape, args.generation_batch_size) == expected
+
+
+@pytest.mark.parametrize(
+    "micro_batch,message",
+    [
+        (3, r"hardware.micro_batch=3 must divide trainer.per_device_train_batch_size=8 \(for example 2\)"),
+        (0, "hardware.micro_batch must be a positive number of completions or null, got 0"),
+    ],
+)
+def test_bad_micro_batch_is_named(micro_batch, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        make_grpo_config(compose_config(["hardware=cpu", f"hardware.micro_batch={micro_batch}"]), str(tmp_path), [1.0])

@@ -174,3 +174,20 @@ def test_the_input_embedding_hook_does_not_pile_up_and_adapters_still_learn(tmp_
     assert counts == [1, 1, 1]
     after = dict(trainer.model.named_parameters())
     assert any(not torch.equal(before[k], after[k]) for k in before), "the adapters did not change"
+
+
+def test_micro_batches_train_as_the_whole_batch_does(tmp_path):
+    """hardware.micro_batch=2 puts 2 completions through each pass instead of 8: the same completions, rewards and
+    losses, and the same weights up to float rounding."""
+    runs = []
+    for name, extra in (("whole", []), ("split", ["hardware.micro_batch=2"])):
+        cfg = compose_config(["task=arithmetic", "model=tiny", *FAST, *WITH_SIGNAL, *extra])
+        train(cfg, tmp_path / name)
+        weights = load_file(tmp_path / name / "final_model" / "model.safetensors")
+        runs.append((read_metrics(tmp_path / name), weights))
+    (whole, whole_weights), (split, split_weights) = runs
+    assert [r["reward"] for r in whole] == [r["reward"] for r in split]
+    assert [r["loss"] for r in whole] == pytest.approx([r["loss"] for r in split], abs=1e-6)
+    initial = load_file(f"{models.resolve(cfg.model)}/model.safetensors")
+    assert max((whole_weights[k] - initial[k]).abs().max().item() for k in initial) > 1e-3  # it did train
+    assert max((whole_weights[k] - split_weights[k]).abs().max().item() for k in initial) < 1e-4

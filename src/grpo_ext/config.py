@@ -79,6 +79,9 @@ class HardwareConfig:
     # Without vLLM: trl (TRL's own generate) | static_cache (grpo_ext.rollout: static KV cache, compiled on CUDA)
     # | auto (static_cache for one CUDA process without QLoRA, else trl; the log says which and why)
     rollout: str = "trl"
+    # At most this many completions in one forward and backward pass (null: trainer.per_device_train_batch_size);
+    # the rest of the batch is accumulated, so the optimizer and generation batches stay as the trainer node says.
+    micro_batch: int | None = None
 
 
 @dataclass
@@ -233,6 +236,32 @@ def trainer_overrides(trainer: DictConfig) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value != defaults[key]}
 
 
+def split_batch(kwargs: dict[str, Any], micro_batch: int | None) -> dict[str, Any]:
+    """The batch fields of ``kwargs`` (GRPOConfig arguments) rewritten so that at most ``micro_batch`` completions
+    go through one forward and backward pass, the same batch in smaller pieces: ``per_device_train_batch_size``
+    divided by a factor, ``gradient_accumulation_steps`` and ``steps_per_generation`` multiplied by it, so that an
+    optimizer step and a generation batch hold as many completions as before. Empty when nothing changes."""
+    if micro_batch is None:
+        return {}
+    defaults = grpo_config_defaults()
+    per_device = kwargs.get("per_device_train_batch_size", defaults["per_device_train_batch_size"])
+    if micro_batch < 1:
+        raise ValueError(f"hardware.micro_batch must be a positive number of completions or null, got {micro_batch}")
+    if micro_batch >= per_device:
+        return {}
+    if per_device % micro_batch:
+        raise ValueError(
+            f"hardware.micro_batch={micro_batch} must divide trainer.per_device_train_batch_size={per_device} "
+            f"(for example {max(d for d in range(1, micro_batch + 1) if per_device % d == 0)})"
+        )
+    factor = per_device // micro_batch
+    accumulation = kwargs.get("gradient_accumulation_steps", defaults["gradient_accumulation_steps"])
+    split = {"per_device_train_batch_size": micro_batch, "gradient_accumulation_steps": accumulation * factor}
+    if kwargs.get("generation_batch_size") is None:  # else TRL derives steps_per_generation from it
+        split["steps_per_generation"] = (kwargs.get("steps_per_generation") or accumulation) * factor
+    return split
+
+
 def make_grpo_config(cfg: DictConfig, run_dir: str, reward_weights: list[float]) -> Any:
     """Build the run's ``trl.GRPOConfig``: the ``trainer`` node plus what the other nodes imply.
 
@@ -251,6 +280,7 @@ def make_grpo_config(cfg: DictConfig, run_dir: str, reward_weights: list[float])
     kwargs = trainer_overrides(cfg.trainer)
     for key, value in generation_settings(cfg).items():  # the profile's generation path, unless set explicitly
         kwargs.setdefault(key, value)
+    kwargs.update(split_batch(kwargs, cfg.hardware.micro_batch))
     kwargs.setdefault("output_dir", run_dir)
     kwargs.setdefault("run_name", f"{cfg.task.name}-{cfg.model.name}-{cfg.hardware.name}")
     if "reward_weights" not in kwargs:
