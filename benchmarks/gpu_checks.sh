@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: bash benchmarks/gpu_checks.sh CHECK...      CHECK: tests | rollout_32x256 | rollout_2x512 | profiles
+# Usage: bash benchmarks/gpu_checks.sh CHECK...   CHECK: tests | rollout_32x256 | rollout_2x512 | profiles | micro_batches
 #
 # The checks that need a GPU, prepared to run on a lent machine (the device tool) in as few calls as its 15 minutes
 # allow: first `bash benchmarks/gpu_wheels.sh` here, then a device call with carry [".whl"] and the command
@@ -11,6 +11,7 @@
 #   rollout_32x256  issue 9's first configuration: TRL's generate against hardware.rollout=static_cache [7 min]
 #   rollout_2x512   the seed's 10 GB configuration, 2 completions of 512 tokens [7 min]
 #   profiles        issue 5's table: Qwen2.5-3B's shape, 8 x 512, each single-GPU profile beside plain TRL [8 min]
+#   micro_batches   the same job on gpu_10gb with hardware.micro_batch=4, 2 and 1 (memory against passes) [8 min]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,7 +55,12 @@ for check in "$@"; do
         profiles)
             run profiles 480 "$PYTHON" benchmarks/profiles.py --steps 4 model=qwen2.5-3b-instruct model.init=random \
                 trainer.max_completion_length=512 ;;
-        *) echo "unknown check: $check (tests | rollout_32x256 | rollout_2x512 | profiles)" >&2; exit 2 ;;
+        micro_batches)
+            for n in 4 2 1; do
+                run "micro_batch_$n" 160 "$PYTHON" benchmarks/profiles.py --profiles gpu_10gb --baseline none --steps 3 \
+                    model=qwen2.5-3b-instruct model.init=random trainer.max_completion_length=512 "hardware.micro_batch=$n"
+            done ;;
+        *) echo "unknown check: $check (tests | rollout_32x256 | rollout_2x512 | profiles | micro_batches)" >&2; exit 2 ;;
     esac
 done
 exit "$failed"
