@@ -243,10 +243,10 @@ def split_batch(kwargs: dict[str, Any], micro_batch: int | None) -> dict[str, An
     optimizer step and a generation batch hold as many completions as before. Empty when nothing changes."""
     if micro_batch is None:
         return {}
-    defaults = grpo_config_defaults()
-    per_device = kwargs.get("per_device_train_batch_size", defaults["per_device_train_batch_size"])
     if micro_batch < 1:
         raise ValueError(f"hardware.micro_batch must be a positive number of completions or null, got {micro_batch}")
+    defaults = grpo_config_defaults()
+    per_device = kwargs.get("per_device_train_batch_size", defaults["per_device_train_batch_size"])
     if micro_batch >= per_device:
         return {}
     if per_device % micro_batch:
