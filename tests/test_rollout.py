@@ -40,6 +40,16 @@ def trainer_logprobs(trainer: GRPOTrainer, prompt_ids: list[int], completion_ids
     return torch.log_softmax(logits.float() / trainer.args.temperature, dim=-1)
 
 
+def logprob_errors(trainer: GRPOTrainer, out: dict[str, list]) -> list[float]:
+    """For every completion token of a rollout's output, |the rollout's log-probability - the trainer's|."""
+    errors = []
+    for prompt_ids, ids, logprobs in zip(out["prompt_ids"], out["completion_ids"], out["logprobs"], strict=True):
+        chosen = torch.tensor(ids, device=trainer.model.device)[:, None]
+        expected = trainer_logprobs(trainer, prompt_ids, ids).gather(1, chosen).squeeze(1).float().cpu()
+        errors.extend((expected - torch.tensor(logprobs)).abs().tolist())
+    return errors
+
+
 def test_one_completion_per_prompt_cut_after_the_end_token(tmp_path):
     trainer = trainer_with(tmp_path)
     torch.manual_seed(0)
@@ -59,12 +69,8 @@ def test_one_completion_per_prompt_cut_after_the_end_token(tmp_path):
 def test_logprobs_are_the_trainers_own(tmp_path):
     trainer = trainer_with(tmp_path, temperature=0.8)
     torch.manual_seed(1)
-    out = StaticCacheRollout(pad_to=8)(PROMPTS * 2, trainer)
-    diffs = []
-    for prompt_ids, ids, logprobs in zip(out["prompt_ids"], out["completion_ids"], out["logprobs"], strict=True):
-        expected = trainer_logprobs(trainer, prompt_ids, ids).gather(1, torch.tensor(ids)[:, None]).squeeze(1)
-        diffs.append((expected - torch.tensor(logprobs)).abs().max().item())
-    assert max(diffs) < 1e-4, diffs  # float32 on the CPU; padding the prompts to 8 tokens changes nothing
+    errors = logprob_errors(trainer, StaticCacheRollout(pad_to=8)(PROMPTS * 2, trainer))
+    assert max(errors) < 1e-4, max(errors)  # float32 on the CPU; padding the prompts to 8 tokens changes nothing
 
 
 def test_logprobs_in_bf16_are_within_the_issues_bound(tmp_path):
@@ -72,12 +78,8 @@ def test_logprobs_in_bf16_are_within_the_issues_bound(tmp_path):
     trainer = trainer_with(tmp_path, model_init_kwargs={"dtype": "bfloat16"})
     assert trainer.model.dtype == torch.bfloat16
     torch.manual_seed(0)
-    out = StaticCacheRollout(pad_to=8)(PROMPTS * 2, trainer)
-    diffs = []
-    for prompt_ids, ids, logprobs in zip(out["prompt_ids"], out["completion_ids"], out["logprobs"], strict=True):
-        expected = trainer_logprobs(trainer, prompt_ids, ids).gather(1, torch.tensor(ids)[:, None]).squeeze(1)
-        diffs.extend((expected.float() - torch.tensor(logprobs)).abs().tolist())
-    assert sum(diffs) / len(diffs) < 1e-2, max(diffs)  # 4.6e-4 (largest 3.9e-3) when written
+    errors = logprob_errors(trainer, StaticCacheRollout(pad_to=8)(PROMPTS * 2, trainer))
+    assert sum(errors) / len(errors) < 1e-2, max(errors)  # 4.6e-4 (largest 3.9e-3) when written
 
 
 def test_top_k_truncates_what_is_sampled_and_its_logprobs(tmp_path):
