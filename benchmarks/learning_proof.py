@@ -104,7 +104,8 @@ def style_figures(task: str, examples: list[dict], model_dir: Path, setup: tuple
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
-    from grpo_ext.evaluate import generate, score_completions
+    from grpo_ext.evaluate import generate
+    from grpo_ext.rewards import score_results
 
     transformers_logging.disable_progress_bar()
     cfg, rows, reward = setup
@@ -119,7 +120,7 @@ def style_figures(task: str, examples: list[dict], model_dir: Path, setup: tuple
         outputs = generate(model, tokenizer, [p + s for p, s in zip(prompts, starts, strict=True)],
                            max_new_tokens=cfg.task.max_completion_length)  # fmt: skip
         completions = [s + o[0] for s, o in zip(starts, outputs, strict=True)]
-        results = score_completions(reward, completions, columns)
+        results = score_results(reward, completions, columns)
         figures[f"forced {style}"] = sum(r["reward"] is not None and r["reward"] >= full for r in results) / len(rows)
     return figures
 

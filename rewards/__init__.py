@@ -10,7 +10,9 @@ The registry key equals the callable's ``__name__``, so a config name is also th
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +60,29 @@ def build_reward(name: str, params: dict[str, Any] | None = None) -> Callable:
 def reward_columns(reward: Callable) -> tuple[str, ...]:
     """The dataset columns ``reward`` reads (empty for user rewards that do not declare them)."""
     return tuple(getattr(reward, "columns", ()))
+
+
+def score_results(reward: Callable, completions: list[Any], columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """One result dict per completion: ``reward`` (a float, or None where the reward does not apply) and whatever
+    details the reward reports (``status``, ...).
+
+    A reward that scores batches itself (``score_batch``: the sandbox, the math grader) gets them all at once, with
+    the columns it declares; one with a ``score`` method gets one completion at a time; any other is called as TRL
+    calls it. Async rewards are awaited.
+    """
+    if hasattr(reward, "score_batch"):
+        names = (*reward_columns(reward), *getattr(reward, "optional_columns", ()))
+        return reward.score_batch(completions, **{name: columns[name] for name in names if name in columns})
+    if hasattr(reward, "score"):
+        results = []
+        for i, completion in enumerate(completions):
+            result = reward.score(completion, **{key: values[i] for key, values in columns.items()})
+            results.append(dict(asyncio.run(result) if inspect.isawaitable(result) else result))
+        return results
+    values = reward(completions, **columns)
+    if inspect.isawaitable(values):
+        values = asyncio.run(values)
+    return [{"reward": value} for value in values]
 
 
 def _import_dotted(path: str) -> Any:

@@ -8,7 +8,7 @@ import pickle
 
 import pytest
 
-from grpo_ext.rewards import REWARDS, build_reward, build_rewards
+from grpo_ext.rewards import REWARDS, build_reward, build_rewards, score_results
 from grpo_ext.rewards.arithmetic import ArithmeticShaping, extract_answer
 
 reward = ArithmeticShaping()
@@ -157,3 +157,53 @@ def test_build_rewards_names_the_entry():
         build_rewards([{"name": "arithmetic_shaping"}, {"name": "typo"}])
     with pytest.raises(ValueError, match="task.rewards is empty"):
         build_rewards([])
+
+
+class _Scores:
+    """A reward with a ``score`` method (sync or async), as the CLI, evaluation and inference call it."""
+
+    def __init__(self, asynchronous: bool) -> None:
+        self.asynchronous = asynchronous
+
+    def score(self, completion, answer, **_):
+        result = {"reward": float(completion == answer), "status": "checked"}
+        if not self.asynchronous:
+            return result
+
+        async def later():
+            return result
+
+        return later()
+
+
+class _Batches:
+    """A reward that scores batches itself and declares the columns it reads."""
+
+    columns = ("answer",)
+    optional_columns = ("hint",)
+
+    def score_batch(self, completions, answer, **optional):
+        return [{"reward": float(c == a), "seen": sorted(optional)} for c, a in zip(completions, answer, strict=True)]
+
+
+async def _async_plain(completions, answer, **_):
+    return [float(c == a) for c, a in zip(completions, answer, strict=True)]
+
+
+@pytest.mark.parametrize(
+    "reward,expected",
+    [
+        (_Scores(asynchronous=False), [{"reward": 1.0, "status": "checked"}, {"reward": 0.0, "status": "checked"}]),
+        (_Scores(asynchronous=True), [{"reward": 1.0, "status": "checked"}, {"reward": 0.0, "status": "checked"}]),
+        (_Batches(), [{"reward": 1.0, "seen": ["hint"]}, {"reward": 0.0, "seen": ["hint"]}]),
+        (_async_plain, [{"reward": 1.0}, {"reward": 0.0}]),
+        (lambda completions, **_: [len(c) / 10 for c in completions], [{"reward": 0.2}, {"reward": 0.2}]),
+    ],
+    ids=["score", "async score", "score_batch", "async function", "function"],
+)
+def test_score_results_takes_each_kind_of_reward(reward, expected):
+    # _Batches gets its declared columns only ("other" is dropped); the others get every column.
+    columns = {"answer": ["12", "13"], "hint": ["a", "b"]}
+    if isinstance(reward, _Batches):
+        columns["other"] = [1, 2]
+    assert score_results(reward, ["12", "14"], columns) == expected

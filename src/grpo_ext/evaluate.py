@@ -11,8 +11,6 @@ the end, its figures logged as ``eval/accuracy``, ``eval/format``, ``eval/reward
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
 import logging
 import time
@@ -73,19 +71,6 @@ def generate(
     return out
 
 
-def score_completions(reward: Callable, completions: list[str], columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """One result dict (``reward``, and ``status`` where the reward reports one) per completion."""
-    if hasattr(reward, "score_batch"):
-        names = (*getattr(reward, "columns", ()), *getattr(reward, "optional_columns", ()))
-        return reward.score_batch(completions, **{n: columns[n] for n in names if n in columns})
-    if hasattr(reward, "score"):
-        return [reward.score(c, **{k: v[i] for k, v in columns.items()}) for i, c in enumerate(completions)]
-    values = reward(completions, **columns)
-    if inspect.isawaitable(values):
-        values = asyncio.run(values)
-    return [{"reward": v} for v in values]
-
-
 def evaluate(
     model: Any,
     tokenizer: Any,
@@ -99,13 +84,15 @@ def evaluate(
     max_new_tokens: int,
 ) -> dict[str, Any]:
     """Greedy accuracy, pass@k, format accuracy and mean reward on the first ``size`` rows (0: all) of ``dataset``."""
+    from grpo_ext.rewards import score_results
+
     rows = dataset.select(range(min(size, len(dataset)))) if size else dataset
     columns = {name: list(rows[name]) for name in rows.column_names if name != "prompt"}
     full = float(getattr(reward, "full_reward", 1.0))
     started = time.monotonic()
     greedy = [c[0] for c in generate(model, tokenizer, list(rows["prompt"]), max_new_tokens=max_new_tokens,
                                      batch_size=batch_size)]  # fmt: skip
-    results = score_completions(reward, greedy, columns)
+    results = score_results(reward, greedy, columns)
     rewards = [r.get("reward") for r in results]
     scored = [r for r in rewards if r is not None]
     metrics: dict[str, Any] = {
@@ -120,7 +107,7 @@ def evaluate(
                            temperature=temperature, batch_size=batch_size)  # fmt: skip
         flat = [c for group in sampled for c in group]
         repeated = {name: [v for v in values for _ in range(k)] for name, values in columns.items()}
-        sample_rewards = [r.get("reward") for r in score_completions(reward, flat, repeated)]
+        sample_rewards = [r.get("reward") for r in score_results(reward, flat, repeated)]
         hits = [
             any(r is not None and r >= full for r in sample_rewards[i * k : (i + 1) * k]) for i in range(len(rows))
         ]

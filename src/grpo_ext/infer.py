@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return USAGE_ERROR
 
-    from grpo_ext.evaluate import generate, load_model, score_completions
+    from grpo_ext.evaluate import generate, load_model
     from grpo_ext.models import ModelUnavailableError
-    from grpo_ext.rewards import build_rewards
+    from grpo_ext.rewards import build_rewards, score_results
     from grpo_ext.tasks.base import chat_prompt
 
     try:
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
         rewards, _ = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
         try:
-            results = score_completions(rewards[0], completions, {"answer": [args.answer] * len(completions)})
+            results = score_results(rewards[0], completions, {"answer": [args.answer] * len(completions)})
         finally:
             for reward in rewards:
                 getattr(reward, "close", lambda: None)()

@@ -14,8 +14,6 @@ worker is killed and replaced, and scoring goes on.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import inspect
 import json
 import multiprocessing as mp
 import sys
@@ -24,24 +22,16 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from grpo_ext.rewards import REWARDS, build_reward, reward_columns
+from grpo_ext.rewards import REWARDS, build_reward, reward_columns, score_results
 
 USAGE_ERROR = 2
 
 
 def score_row(reward: Callable, row: dict[str, Any]) -> dict[str, Any]:
     """Score one row; never raises (an exception becomes ``reward: null`` with ``status: error``)."""
-    columns = {key: value for key, value in row.items() if key != "completion"}
+    columns = {key: [value] for key, value in row.items() if key != "completion"}
     try:
-        if hasattr(reward, "score"):
-            result = reward.score(row["completion"], **columns)
-            if inspect.isawaitable(result):
-                result = asyncio.run(result)
-            return dict(result)
-        values = reward([row["completion"]], **{key: [value] for key, value in columns.items()})
-        if inspect.isawaitable(values):
-            values = asyncio.run(values)
-        return {"reward": values[0]}
+        return score_results(reward, [row["completion"]], columns)[0]
     except Exception as err:  # a reward that raises must not stop the other lines
         return {"reward": None, "status": "error", "error": f"{type(err).__name__}: {err}"}
 
@@ -49,9 +39,10 @@ def score_row(reward: Callable, row: dict[str, Any]) -> dict[str, Any]:
 def score_batch(reward: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Score every row in one call of a reward that scores batches itself (in parallel, with its own limits)."""
     names = (*reward_columns(reward), *getattr(reward, "optional_columns", ()))
-    columns = {name: [row.get(name) for row in rows] for name in names}
     try:
-        return reward.score_batch([row["completion"] for row in rows], **columns)
+        return score_results(
+            reward, [row["completion"] for row in rows], {n: [row.get(n) for row in rows] for n in names}
+        )
     finally:
         if hasattr(reward, "close"):
             reward.close()
