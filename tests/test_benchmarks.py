@@ -1,7 +1,8 @@
-"""The learning-proof benchmark runs end to end, shortened (slow tier: SFT, GRPO and evaluations of each task)."""
+"""The benchmark scripts run: the learning proof end to end, shortened (slow tier), and the GPU checks' driver."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -32,3 +33,75 @@ def test_learning_proof_runs_and_reuses_only_its_own_warm_start(task, columns, t
     assert (tmp_path / task / "proof.png").stat().st_size > 10_000
     other_seed = subprocess.run([*script, "--seed", "2", *SHORT], capture_output=True, text=True, timeout=1200)
     assert other_seed.returncode != 0 and "trained with another seed" in other_seed.stderr
+
+
+GPU_CHECKS = str(REPO / "benchmarks" / "gpu_checks.sh")
+
+
+def gpu_checks(tmp_path, *checks, budget=None):
+    """``benchmarks/gpu_checks.sh`` with this interpreter, its logs in ``tmp_path``, and no wheels installed."""
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "WHEELS": str(tmp_path / "no-wheels")}
+    if budget is not None:
+        env["BUDGET_S"] = str(budget)
+    return subprocess.run(["bash", GPU_CHECKS, *checks], capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_gpu_checks_refuses_an_unknown_check_before_running_any(tmp_path):
+    result = gpu_checks(tmp_path, "tests", "rollout_2x51")
+    assert result.returncode == 2
+    assert "unknown check: rollout_2x51 (one of: tests rollout_32x256" in result.stderr
+    assert not list(tmp_path.iterdir())  # nothing ran, not even the version line
+
+
+def test_gpu_checks_cuts_a_deadline_to_what_is_left_of_the_budget(tmp_path):
+    result = gpu_checks(tmp_path, "tests", budget=90)
+    deadline = int(re.search(r"== tests \(deadline (\d+)s\)", result.stdout).group(1))
+    assert 60 <= deadline < 90, result.stdout  # 300 s unbudgeted; 90 less the time the version line took
+    assert "== tests: exit status 0" in result.stdout, result.stdout  # here every GPU test is skipped
+    assert "skipped" in (tmp_path / "tests.log").read_text()
+    assert (tmp_path / "versions.log").read_text().startswith("torch ")
+    assert result.returncode == 0
+
+
+def test_gpu_checks_skips_what_the_budget_leaves_no_time_for_and_counts_it(tmp_path):
+    result = gpu_checks(tmp_path, "tests", "rollout_32x256", budget=30)
+    assert "== tests: skipped" in result.stdout and "== rollout_32x256: skipped" in result.stdout, result.stdout
+    assert result.returncode == 2
+    assert not (tmp_path / "tests.log").exists()
+
+
+def run_benchmark(script: str, *args: str) -> str:
+    """A benchmark script's output, on this CPU with the tiny model; it must exit with 0."""
+    env = {**os.environ, "WANDB_MODE": "disabled", "TRL_EXPERIMENTAL_SILENCE": "1"}
+    command = [sys.executable, str(REPO / "benchmarks" / script), *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result.stdout
+
+
+# The scripts behind the GPU figures run in the default tier, so that a change that breaks one is found here and not
+# on a lent GPU machine.
+def test_rollout_benchmark_compares_both_paths_on_one_job():
+    out = run_benchmark("rollout.py", "--steps", "3", "--repeats", "1", "model=tiny", "hardware=cpu",
+                        "eval.during_training=false", "trainer.per_device_train_batch_size=4",
+                        "trainer.num_generations=2", "trainer.max_completion_length=16")  # fmt: skip
+    assert re.search(r"^static_cache\s+[\d.]+\s+\d+\s+[\d.]+$", out, flags=re.MULTILINE), out
+    assert re.search(r"^ratio \(trl / static_cache\)\s+[\d.]+$", out, flags=re.MULTILINE), out
+    trl, static = re.search(r"^mean completion tokens\s+([\d.]+)\s+([\d.]+)$", out, flags=re.MULTILINE).groups()
+    assert trl == static  # same seed, same sampling: the same completions
+    mean, largest = re.search(r"mean \|diff\| ([\d.e+-]+), largest ([\d.e+-]+)", out).groups()
+    assert float(largest) < 1e-4, out  # float32 on the CPU
+
+
+def test_profiles_benchmark_prints_a_row_per_profile():
+    out = run_benchmark("profiles.py", "--profiles", "cpu", "--baseline", "none", "--steps", "2", "model=tiny")
+    assert re.search(r"^\| cpu \| none \| - \| - \| [\d.]+ \|  \|$", out, flags=re.MULTILINE), out
+
+
+def test_step_profile_splits_a_step_into_parts():
+    out = run_benchmark("step_profile.py", "model=tiny", "hardware=cpu", "logger=none", "trainer.max_steps=3")
+    parts = dict(re.findall(r"^(generation|log-prob forwards|reward|train forward\+backward|optimizer|other)\s+"
+                            r"([\d.]+)\s+\d+%$", out, flags=re.MULTILINE))  # fmt: skip
+    assert len(parts) == 6, out
+    # "other" is the step less the timed parts: a part timed twice over would make it negative (and the regex fail).
+    assert float(parts["generation"]) > 0 and float(parts["train forward+backward"]) > 0, out
