@@ -70,19 +70,19 @@ def test_gpu_checks_skips_what_the_budget_leaves_no_time_for_and_counts_it(tmp_p
     assert not (tmp_path / "tests.log").exists()
 
 
-def run_benchmark(script: str, *args: str) -> str:
-    """A benchmark script's output, on this CPU with the tiny model; it must exit with 0."""
+def run_benchmark(cwd, script: str, *args: str) -> str:
+    """A benchmark script's output, run from ``cwd`` on this CPU; it must exit with 0."""
     env = {**os.environ, "WANDB_MODE": "disabled", "TRL_EXPERIMENTAL_SILENCE": "1"}
     command = [sys.executable, str(REPO / "benchmarks" / script), *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=cwd)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return result.stdout
 
 
 # The scripts behind the GPU figures run in the default tier, so that a change that breaks one is found here and not
 # on a lent GPU machine.
-def test_rollout_benchmark_compares_both_paths_on_one_job():
-    out = run_benchmark("rollout.py", "--steps", "3", "--repeats", "1", "model=tiny", "hardware=cpu",
+def test_rollout_benchmark_compares_both_paths_on_one_job(tmp_path):
+    out = run_benchmark(tmp_path, "rollout.py", "--steps", "3", "--repeats", "1", "model=tiny", "hardware=cpu",
                         "eval.during_training=false", "trainer.per_device_train_batch_size=4",
                         "trainer.num_generations=2", "trainer.max_completion_length=16")  # fmt: skip
     assert re.search(r"^static_cache\s+[\d.]+\s+\d+\s+[\d.]+$", out, flags=re.MULTILINE), out
@@ -93,13 +93,17 @@ def test_rollout_benchmark_compares_both_paths_on_one_job():
     assert float(largest) < 1e-4, out  # float32 on the CPU
 
 
-def test_profiles_benchmark_prints_a_row_per_profile():
-    out = run_benchmark("profiles.py", "--profiles", "cpu", "--baseline", "none", "--steps", "2", "model=tiny")
+def test_profiles_benchmark_prints_a_row_per_profile(tmp_path):
+    out = run_benchmark(
+        tmp_path, "profiles.py", "--profiles", "cpu", "--baseline", "none", "--steps", "2", "model=tiny"
+    )
     assert re.search(r"^\| cpu \| none \| - \| - \| [\d.]+ \|  \|$", out, flags=re.MULTILINE), out
 
 
-def test_step_profile_splits_a_step_into_parts():
-    out = run_benchmark("step_profile.py", "model=tiny", "hardware=cpu", "logger=none", "trainer.max_steps=3")
+def test_step_profile_splits_a_step_into_parts(tmp_path):
+    out = run_benchmark(
+        tmp_path, "step_profile.py", "model=tiny", "hardware=cpu", "logger=none", "trainer.max_steps=3"
+    )
     parts = dict(re.findall(r"^(generation|log-prob forwards|reward|train forward\+backward|optimizer|other)\s+"
                             r"([\d.]+)\s+\d+%$", out, flags=re.MULTILINE))  # fmt: skip
     assert len(parts) == 6, out
