@@ -12,12 +12,15 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
+from grpo_ext import adapters
 from grpo_ext.config import register_configs
 from grpo_ext.hardware import resolve_auto
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 CONF = REPO / "conf"
+# QLoRA runs here too when bitsandbytes (the dev extra) has CPU 4-bit kernels.
+QLORA_HERE = adapters.importlib.util.find_spec("bitsandbytes") is not None and adapters.four_bit_on_cpu()
 
 # Small and fast on 2 CPU cores; tests add what they need on top.
 FAST = [

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import FAST, compose_config, run_cli
+from conftest import FAST, QLORA_HERE, compose_config, run_cli
 from grpo_ext import evaluate as evaluation
 from grpo_ext.rewards.arithmetic import ArithmeticShaping
 from grpo_ext.tasks import build_task
@@ -124,10 +124,19 @@ def test_infer_usage_errors_exit_2(tmp_path, args):
     assert result.returncode == 2 and "error" in result.stderr
 
 
-def test_sft_with_lora_saves_the_adapter_and_a_merged_model(tmp_path):
+@pytest.mark.parametrize(
+    "peft",
+    [
+        "lora",
+        pytest.param(
+            "qlora", marks=pytest.mark.skipif(not QLORA_HERE, reason="needs bitsandbytes' CPU 4-bit kernels")
+        ),
+    ],
+)
+def test_sft_with_adapters_saves_the_adapter_and_a_merged_model(tmp_path, peft):
     sft = run_cli(
-        ["-m", "grpo_ext.sft", "task=arithmetic", "model=tiny", *FAST, "peft=lora", "sft.steps=3", "sft.batch_size=8",
-         "sft.logging_steps=1", f"hydra.run.dir={tmp_path / 'sft'}"],
+        ["-m", "grpo_ext.sft", "task=arithmetic", "model=tiny", *FAST, f"peft={peft}", "sft.steps=3",
+         "sft.batch_size=8", "sft.logging_steps=1", f"hydra.run.dir={tmp_path / 'sft'}"],
         cwd=tmp_path,
     )  # fmt: skip
     assert sft.returncode == 0, sft.stderr[-2000:]

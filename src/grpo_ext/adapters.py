@@ -8,6 +8,7 @@ checking the values, the bitsandbytes configuration, and the final model. A run 
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import logging
 from pathlib import Path
@@ -41,10 +42,27 @@ def check(peft: DictConfig, device: str) -> None:
     if peft.name == "qlora":
         if peft.quant_type not in QUANT_TYPES:
             raise ValueError(f"peft.quant_type must be one of {list(QUANT_TYPES)}, got {peft.quant_type!r}")
-        if device != "cuda":
-            raise ValueError(f"peft=qlora needs a CUDA GPU (4-bit bitsandbytes kernels); hardware.device is {device}")
         if importlib.util.find_spec("bitsandbytes") is None:
             raise ValueError("peft=qlora needs bitsandbytes: install the quant extra, pip install 'grpo-ext[quant]'")
+        if device not in ("cuda", "cpu"):
+            raise ValueError(f"peft=qlora runs on a CUDA GPU or the CPU (bitsandbytes); hardware.device is {device}")
+        if device == "cpu" and not four_bit_on_cpu():
+            raise ValueError(
+                f"peft=qlora on the CPU needs a bitsandbytes with CPU 4-bit kernels; bitsandbytes "
+                f"{importlib.metadata.version('bitsandbytes')} has none: upgrade it, or train on a CUDA GPU"
+            )
+
+
+def four_bit_on_cpu() -> bool:
+    """Whether the installed bitsandbytes quantizes to 4 bits on the CPU (recent releases do, in plain PyTorch)."""
+    try:
+        import torch
+        from bitsandbytes.functional import quantize_4bit
+
+        quantize_4bit(torch.ones(64), quant_type="nf4")
+    except Exception:  # noqa: BLE001 - any failure means: not on this CPU
+        return False
+    return True
 
 
 def lora_config(peft: DictConfig) -> Any:
@@ -76,6 +94,20 @@ def quantization_config(peft: DictConfig, compute_dtype: str) -> Any:
         bnb_4bit_use_double_quant=peft.double_quant,
         bnb_4bit_compute_dtype=getattr(torch, compute_dtype),
     )
+
+
+def keep_4bit_layers_trainable(model: Any) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for inference on the CPU, which breaks training after it.
+
+    bitsandbytes (0.50) repacks a 4-bit layer's weights into a layout for fast CPU inference the first time the layer
+    runs in eval mode without gradients, on CPUs with AVX512-BF16, and never unpacks them: every training forward
+    after that takes the inference kernel and fails ("a view of a leaf Variable that requires grad is being used in
+    an in-place operation"). Evaluation between training steps is exactly that sequence. No effect on CUDA models or
+    models without 4-bit layers.
+    """
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
 
 
 def save_final(trainer: Any, run_dir: Path, peft: DictConfig, base_path: str, dtype: str) -> Path:

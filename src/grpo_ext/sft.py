@@ -107,6 +107,7 @@ def main(cfg: DictConfig) -> None:
         peft_config=adapters.lora_config(cfg.peft),
         quantization_config=adapters.quantization_config(cfg.peft, dtype),
     )
+    adapters.keep_4bit_layers_trainable(trainer.model)  # QLoRA on the CPU: evaluating must not break training
     try:
         before = run_eval(trainer.model, trainer.processing_class, splits.eval, rewards[0], cfg)["metrics"]
         resume = checkpoints.latest_complete(run_dir)

@@ -155,6 +155,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
                 quantization_config=adapters.quantization_config(cfg.peft, dtype),
                 rollout_func=rollout,
             )
+            adapters.keep_4bit_layers_trainable(trainer.model)  # QLoRA on the CPU: evaluating must not break training
             trainer.add_callback(CompletionsTable(trainer, cfg.logger.completions_every))
             if cfg.eval.during_training:  # held-out greedy accuracy before step 1, every eval.every steps, at the end
                 evaluate = functools.partial(run_eval, dataset=splits.eval, reward=reward_funcs[0], cfg=cfg)
