@@ -6,7 +6,7 @@
 #     bash benchmarks/gpu_checks.sh tests rollout_32x256
 # Each check has its own deadline (in brackets; guesses, none has run on a GPU yet) and writes its log to
 # $OUT/CHECK.log (OUT: the device tool's folder that comes back; ./gpu_checks elsewhere):
-#   tests           pytest -m gpu: bf16 training, adapters, the compiled static-cache rollout [5 min]
+#   tests           pytest -m gpu: bf16 training, adapters (QLoRA with the --quant wheels), the compiled rollout [5 min]
 #   rollout_32x256  issue 9's first configuration: TRL's generate against hardware.rollout=static_cache [7 min]
 #   rollout_2x512   the seed's 10 GB configuration, 2 completions of 512 tokens [7 min]
 #   profiles        issue 5's table: Qwen2.5-3B's shape, 8 x 512, each single-GPU profile beside plain TRL [8 min]

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import FAST, compose_config
-from grpo_ext import models
+from grpo_ext import adapters, models
 from grpo_ext.callbacks import read_metrics
 from grpo_ext.rollout import StaticCacheRollout
 from grpo_ext.train import train
@@ -61,3 +61,16 @@ def test_auto_rollout_takes_the_static_cache_and_trains_on_one_gpu(tmp_path, cap
     assert "hardware.rollout=auto: static_cache" in caplog.text
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
     assert all(r["completions/mean_length"] > 0 for r in read_metrics(tmp_path))
+
+
+@pytest.mark.skipif(adapters.importlib.util.find_spec("bitsandbytes") is None, reason="needs bitsandbytes")
+def test_qlora_trains_on_one_gpu_and_saves_a_merged_model(tmp_path):
+    overrides = [o for o in FAST if o != "hardware=cpu"]
+    cfg = compose_config(
+        ["task=arithmetic", "model=tiny", *overrides, *WITH_SIGNAL, "hardware=gpu_10gb", "peft=qlora"]
+    )
+    cfg.hardware.vllm.mode = "off"
+    train(cfg, tmp_path)
+    lora = load_file(tmp_path / "final_adapter" / "adapter_model.safetensors")
+    assert any(key.endswith("lora_B.weight") and lora[key].abs().sum() > 0 for key in lora)  # B starts at 0: trained
+    assert "quantization_config" not in (tmp_path / "final_model" / "config.json").read_text()
