@@ -18,7 +18,8 @@ from typing import Any
 import sympy
 from sympy import S
 
-from grpo_ext.rewards.math_expr import Node, ParseError, match, parse
+from grpo_ext.rewards.math_expr import match
+from grpo_ext.rewards.math_parse import Node, ParseError, parse
 
 MAX_DIGITS = 2000  # longest number literal turned into a sympy number
 MAX_BITS = 400_000  # largest exact power or factorial computed (about 120,000 digits)

@@ -5,7 +5,7 @@ escaped braces skipped), else the content of the last ``<answer>...</answer>``. 
 gold as stored: GSM8K's ``... #### 72``, a boxed solution, or the bare answer. ``normalize`` strips what does not
 change the value (math delimiters, ``\\left``/``\\right``, spacing commands, ``\\text{}`` wrappers, trailing units in
 ``\\text{}``, degrees, ``\\$``, thousands separators) so that equal answers usually become equal strings; whatever is
-left over is for the parser in ``math_expr``.
+left over is for the parser in ``math_parse``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ decided cheapest first, gold always on the left:
 
 1. normalised strings (``math_answer.normalize``), in-process;
 2. the parsed answers' shapes (lists and sets without order, tuples and intervals with their brackets, matrices,
-   relations), with scalars compared by exact rational arithmetic, in-process (``math_expr``);
+   relations; ``math_parse``, ``math_expr``), with scalars compared by exact rational arithmetic, in-process;
 3. what exact arithmetic cannot decide (radicals, pi, variables, huge numbers) goes to sympy in worker processes
    (``_math_worker``), each item with a wall-clock deadline: a worker past it is killed and replaced, the item scores
    0.0 with status ``timeout``.
@@ -33,7 +33,8 @@ from collections import deque
 from typing import Any
 
 from grpo_ext.rewards.math_answer import MAX_ANSWER_CHARS, extract_final, extract_gold, last_boxes, normalize
-from grpo_ext.rewards.math_expr import Node, ParseError, exact_equal, match, parse
+from grpo_ext.rewards.math_expr import exact_equal, match
+from grpo_ext.rewards.math_parse import Node, ParseError, parse
 from grpo_ext.rewards.text import completion_text
 
 logger = logging.getLogger(__name__)
