@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from conftest import REPO, compose_config
 from grpo_ext.rewards.python_exec import PythonExec, parse_tests
 from grpo_ext.tasks import build_task
-from grpo_ext.tasks.fizzbuzz import (
+from grpo_ext.tasks.fizzbuzz_problems import (
     KIND_LEVELS,
     balanced_oracle,
     collatz_steps,
