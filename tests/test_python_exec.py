@@ -63,7 +63,7 @@ def fizzbuzz(n):
 ```"""
 
 
-# ---- scoring ---------------------------------------------------------------------------------------------------
+# scoring
 
 
 def test_correct_partial_and_wrong(verifier):
@@ -175,7 +175,7 @@ def test_kwargs_are_passed(verifier):
     assert verifier.score("def p(x, power=2):\n    return x ** power\n", tests, "p")["reward"] == 1.0
 
 
-# ---- programs that try to fool the judge -----------------------------------------------------------------------
+# programs that try to fool the judge
 
 
 @pytest.mark.parametrize(
@@ -236,7 +236,7 @@ return "isolated"
     assert probe(verifier, body)["reward"] == 1.0
 
 
-# ---- isolation ---------------------------------------------------------------------------------------------------
+# isolation
 
 
 def test_no_network(verifier):
@@ -580,7 +580,7 @@ def test_a_dead_worker_is_replaced(verifier):
     assert [r["reward"] for r in results] == [1.0] * 6
 
 
-# ---- stdin/stdout tests ----------------------------------------------------------------------------------------
+# stdin/stdout tests
 
 ECHO = [{"stdin": "3\n", "stdout": "1\n2\n3\n"}, {"stdin": "1\n", "stdout": "1"}]
 
@@ -594,7 +594,7 @@ def test_stdio_tests(verifier):
     assert verifier.score(failing, ECHO)["passed"] == 0  # the right output with a failing exit status
 
 
-# ---- failures of the verifier itself -------------------------------------------------------------------------------
+# failures of the verifier itself
 
 
 @pytest.mark.parametrize(
@@ -679,7 +679,7 @@ def test_bad_parameters_are_named(params, key):
         PythonExec(**params)
 
 
-# ---- the reward contract ---------------------------------------------------------------------------------------
+# the reward contract
 
 
 def test_async_interface_for_trl(verifier):

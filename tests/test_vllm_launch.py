@@ -176,7 +176,7 @@ def test_server_gpu_must_exist_beside_the_training_gpu():
         vllm_server.server_gpu(OmegaConf.create({"server_gpu": 1}), 1)
 
 
-# --- which generation path a profile gets, from the installed vLLM ------------------------------------------------
+# which generation path a profile gets, from the installed vLLM
 
 
 @pytest.fixture
@@ -243,7 +243,7 @@ def test_train_refuses_a_server_profile_without_vllm_naming_the_extra(tmp_path):
     assert "config error: hardware.vllm.mode=server needs vLLM: vLLM is not installed" in result.stderr
 
 
-# --- launch/vllm_server.sh -----------------------------------------------------------------------------------------
+# launch/vllm_server.sh
 
 
 def launch(tmp_path, env: dict[str, str], *overrides: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -360,7 +360,7 @@ def test_multigpu_outside_accelerate_points_to_the_launcher(tmp_path):
     )
 
 
-# --- a real vLLM (marker vllm: needs vLLM installed and two GPUs) -------------------------------------------------
+# a real vLLM (marker vllm: needs vLLM installed and two GPUs)
 
 
 @pytest.mark.vllm
