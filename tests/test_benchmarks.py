@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from conftest import REPO
+from test_python_exec import needs_bwrap
 
 SHORT = ["hardware=cpu", "sft.steps=5", "trainer.max_steps=2", "eval.size=8", "eval.every=1", "task.train_size=64",
          "task.eval_size=8"]  # fmt: skip
@@ -109,3 +110,18 @@ def test_step_profile_splits_a_step_into_parts(tmp_path):
     assert len(parts) == 6, out
     # "other" is the step less the timed parts: a part timed twice over would make it negative (and the regex fail).
     assert float(parts["generation"]) > 0 and float(parts["train forward+backward"]) > 0, out
+
+
+def test_overhead_benchmark_times_ours_and_plain_trl(tmp_path):
+    out = run_benchmark(tmp_path, "overhead.py", "model=tiny", "hardware=cpu", "logger=none", "trainer.max_steps=3")
+    ours = float(re.search(r"^grpo_ext  median step ([\d.]+) s", out, flags=re.MULTILINE).group(1))
+    plain = float(re.search(r"^plain TRL median step ([\d.]+) s", out, flags=re.MULTILINE).group(1))
+    ratio = float(re.search(r"^ratio grpo_ext / plain TRL: ([\d.]+)$", out, flags=re.MULTILINE).group(1))
+    assert ours > 0 and plain > 0 and abs(ratio - ours / plain) < 0.01, out
+
+
+@needs_bwrap
+def test_verifier_throughput_benchmark_judges_every_program(tmp_path):
+    out = run_benchmark(tmp_path, "verifier_throughput.py", "--programs", "40", "--baseline-programs", "10")
+    assert re.search(r"^40 programs \(\d+ distinct sources\)", out, flags=re.MULTILINE), out
+    assert re.search(r"^ratio: [\d.]+x$", out, flags=re.MULTILINE), out
