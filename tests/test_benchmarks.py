@@ -1,4 +1,5 @@
-"""The benchmark scripts run: the learning proof end to end, shortened (slow tier), and the GPU checks' driver."""
+"""The benchmark scripts run, shortened: the learning proof (slow tier), the scripts behind the README's figures and
+the GPU checks' driver (default tier)."""
 
 from __future__ import annotations
 
