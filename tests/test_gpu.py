@@ -11,6 +11,7 @@ from grpo_ext import adapters, models
 from grpo_ext.callbacks import read_metrics
 from grpo_ext.rollout import StaticCacheRollout
 from grpo_ext.train import train
+from test_hardware import check_trained_adapter_and_merge
 from test_rollout import PROMPTS, logprob_errors, trainer_with
 from test_train import WITH_SIGNAL
 
@@ -71,6 +72,5 @@ def test_qlora_trains_on_one_gpu_and_saves_a_merged_model(tmp_path):
     )
     cfg.hardware.vllm.mode = "off"
     train(cfg, tmp_path)
-    lora = load_file(tmp_path / "final_adapter" / "adapter_model.safetensors")
-    assert any(key.endswith("lora_B.weight") and lora[key].abs().sum() > 0 for key in lora)  # B starts at 0: trained
+    check_trained_adapter_and_merge(tmp_path, cfg)
     assert "quantization_config" not in (tmp_path / "final_model" / "config.json").read_text()

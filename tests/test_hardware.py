@@ -102,18 +102,25 @@ def test_qlora_on_a_cpu_without_4bit_kernels_is_refused_naming_the_version(monke
         adapters.check(cfg.peft, cfg.hardware.device)
 
 
-def test_lora_trains_adapters_only_and_saves_a_merged_model(tmp_path):
-    cfg = compose_config(["task=arithmetic", "model=tiny", *FAST, *WITH_SIGNAL, "peft=lora", "peft.r=4"])
-    train(cfg, tmp_path)
-    adapter = tmp_path / "final_adapter"
+def check_trained_adapter_and_merge(run_dir, cfg) -> dict:
+    """A run with adapters saved only adapter weights, trained, and a merged model of the base's shape that differs
+    from the base; returns the merged weights."""
+    adapter = run_dir / "final_adapter"
     assert (adapter / "adapter_config.json").is_file()
     lora = load_file(adapter / "adapter_model.safetensors")
     assert lora and all("lora_" in key for key in lora)  # only the adapters were saved as trained weights
     assert any(key.endswith("lora_B.weight") and lora[key].abs().sum() > 0 for key in lora)  # B starts at 0: trained
     base = load_file(f"{models.resolve(cfg.model)}/model.safetensors")
-    merged = load_file(tmp_path / "final_model" / "model.safetensors")
+    merged = load_file(run_dir / "final_model" / "model.safetensors")
     assert set(merged) == set(base)  # a plain model of the base's shape, no adapter keys
     assert any(not torch.equal(base[k], merged[k]) for k in base)
+    return merged
+
+
+def test_lora_trains_adapters_only_and_saves_a_merged_model(tmp_path):
+    cfg = compose_config(["task=arithmetic", "model=tiny", *FAST, *WITH_SIGNAL, "peft=lora", "peft.r=4"])
+    train(cfg, tmp_path)
+    check_trained_adapter_and_merge(tmp_path, cfg)
     reloaded = compose_config(["task=arithmetic", "hardware=cpu", f"model.path={tmp_path / 'final_model'}"])
     model, _ = load_model(reloaded)
     assert not hasattr(model, "peft_config")
@@ -137,10 +144,6 @@ def test_qlora_trains_over_a_4bit_base_and_saves_a_full_precision_merge(tmp_path
     cfg = compose_config(["task=arithmetic", "model=tiny", *overrides])
     train(cfg, tmp_path)
     assert four_bit_layers == [7 * cfg.model.architecture.num_hidden_layers]  # q, k, v, o, gate, up, down
-    lora = load_file(tmp_path / "final_adapter" / "adapter_model.safetensors")
-    assert any(key.endswith("lora_B.weight") and lora[key].abs().sum() > 0 for key in lora)  # B starts at 0: trained
-    base = load_file(f"{models.resolve(cfg.model)}/model.safetensors")
-    merged = load_file(tmp_path / "final_model" / "model.safetensors")
-    assert set(merged) == set(base) and all(merged[k].dtype == torch.float32 for k in merged)  # full precision
-    assert any(not torch.equal(base[k], merged[k]) for k in base)
+    merged = check_trained_adapter_and_merge(tmp_path, cfg)
+    assert all(tensor.dtype == torch.float32 for tensor in merged.values())  # full precision
     assert "quantization_config" not in (tmp_path / "final_model" / "config.json").read_text()
