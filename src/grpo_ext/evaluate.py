@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from grpo_ext.rewards import score_results
+
 log = logging.getLogger("grpo_ext.evaluate")
 
 # Reward statuses meaning "the completion never stated an answer (or code)": what format accuracy counts.
@@ -84,8 +86,6 @@ def evaluate(
     max_new_tokens: int,
 ) -> dict[str, Any]:
     """Greedy accuracy, pass@k, format accuracy and mean reward on the first ``size`` rows (0: all) of ``dataset``."""
-    from grpo_ext.rewards import score_results
-
     rows = dataset.select(range(min(size, len(dataset)))) if size else dataset
     columns = {name: list(rows[name]) for name in rows.column_names if name != "prompt"}
     full = float(getattr(reward, "full_reward", 1.0))
