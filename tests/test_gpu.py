@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from conftest import FAST, compose_config
 from grpo_ext import adapters, models
-from grpo_ext.callbacks import read_metrics
+from grpo_ext.records import read_metrics
 from grpo_ext.rollout import StaticCacheRollout
 from grpo_ext.train import train
 from test_hardware import check_trained_adapter_and_merge

@@ -16,7 +16,7 @@ import torch
 
 from conftest import FAST, TESTS, compose_config
 from grpo_ext import checkpoints
-from grpo_ext.callbacks import read_metrics
+from grpo_ext.records import read_metrics
 from grpo_ext.train import train
 
 SIX_STEPS = [

@@ -12,7 +12,7 @@ from datasets import Dataset
 from trl.trainer.utils import is_async_callable
 
 from conftest import FAST, compose_config
-from grpo_ext.callbacks import read_metrics
+from grpo_ext.records import read_metrics
 from grpo_ext.reward_guard import RewardFailureError, guard
 from grpo_ext.rewards import REWARDS, build_reward
 from grpo_ext.rewards.arithmetic import ArithmeticShaping

@@ -14,7 +14,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from conftest import FAST, compose_config
 from grpo_ext import hardware, models
-from grpo_ext.callbacks import read_metrics
+from grpo_ext.records import read_metrics
 from grpo_ext.rollout import StaticCacheRollout
 from grpo_ext.train import train
 

@@ -12,7 +12,7 @@ import yaml
 
 from conftest import FAST, run_cli
 from grpo_ext import plot, summarize
-from grpo_ext.callbacks import read_metrics
+from grpo_ext.records import read_metrics
 from wandb_records import run_summary
 
 

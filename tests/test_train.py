@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from conftest import CONF, FAST, compose_config, run_cli
 from grpo_ext import models
-from grpo_ext.callbacks import read_metrics
+from grpo_ext.records import read_metrics
 from grpo_ext.train import train
 
 # arithmetic_shaping scores a random model 0 on every completion (it never writes <answer>), which leaves GRPO no

@@ -369,7 +369,7 @@ def test_a_real_vllm_server_is_started_used_and_stopped_by_the_run(tmp_path):
     import torch
 
     from conftest import FAST
-    from grpo_ext.callbacks import read_metrics
+    from grpo_ext.records import read_metrics
     from grpo_ext.train import train
 
     if torch.cuda.device_count() < 2:

@@ -15,6 +15,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from grpo_ext.records import read_metrics
+
 logger = logging.getLogger(__name__)
 
 # Keys of the Trainer's closing log line: a summary of the run, not a training step.
@@ -58,23 +60,6 @@ class MetricsFile(TrainerCallback):
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def write_status(run_dir: str | Path, status: str, error: str | None = None) -> None:
-    """Record how a run ended in ``status.json``: ``ok``, ``failed`` (with the error) or ``interrupted``."""
-    record = {"status": status, **({"error": error} if error else {})}
-    (Path(run_dir) / "status.json").write_text(json.dumps(record, indent=2) + "\n")
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The records of ``run_dir/metrics.jsonl``, in order (a last line cut short by a kill is left out)."""
-    records = []
-    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
 
 
 class StopOnSignal(TrainerCallback):
@@ -202,17 +187,3 @@ class EvalCallback(TrainerCallback):
 
         if wandb.run is not None:
             wandb.log({**values, "train/global_step": state.global_step})
-
-
-def eval_change(records: list[dict[str, Any]]) -> str | None:
-    """``eval accuracy 12.5% (step 0) -> 40.0% (step 200): +27.5 points``, from metrics records; ``None`` without
-    two evaluations."""
-    evals = [r for r in records if "eval/accuracy" in r]
-    if len(evals) < 2:
-        return None
-    first, last = evals[0], evals[-1]
-    change = 100 * (last["eval/accuracy"] - first["eval/accuracy"])
-    return (
-        f"eval accuracy: {first['eval/accuracy']:.1%} (step {first['step']}) -> {last['eval/accuracy']:.1%} "
-        f"(step {last['step']}): {change:+.1f} points"
-    )

@@ -2,17 +2,15 @@
 
 Hydra composes ``conf/config.yaml`` against the dataclasses below, so a misspelled key or a wrongly typed value
 fails at composition. The ``trainer`` node is built from ``trl.GRPOConfig``'s own fields (whatever the installed
-release has), so every field is reachable as ``trainer.FIELD=VALUE`` without Hydra's ``+``.
+release has, ``grpo_ext.trainer_node``), so every field is reachable as ``trainer.FIELD=VALUE`` without Hydra's
+``+``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import functools
 import hashlib
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from grpo_ext.tasks import TASKS
+from grpo_ext.trainer_node import grpo_config_defaults, trainer_overrides, trainer_schema
 
 
 @dataclass
@@ -140,50 +139,6 @@ class SftConfig:
     save_steps: int = 200
 
 
-def _node_type(annotation: Any) -> Any:
-    """The closest type OmegaConf can check for a GRPOConfig field annotation; ``Any`` when there is none."""
-    primitives = (bool, int, float, str)
-    if annotation in primitives:
-        return annotation
-    args = typing.get_args(annotation)
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        non_none = [a for a in args if a is not type(None)]
-        optional = len(non_none) < len(args)
-        enums = [a for a in non_none if isinstance(a, type) and issubclass(a, enum.Enum)]
-        if enums and str in non_none and len(non_none) == 2:  # e.g. SchedulerType | str: typed as its string value
-            return str | None if optional else str
-        if len(non_none) == 1:
-            inner = _node_type(non_none[0])
-            return Any if inner is Any else inner | None
-        return Any
-    if typing.get_origin(annotation) is list and args and args[0] in primitives:
-        return list[args[0]]
-    return Any
-
-
-def _node_default(f: dataclasses.Field) -> dataclasses.Field:
-    if f.default_factory is not dataclasses.MISSING:
-        return field(default_factory=f.default_factory)
-    default = f.default.value if isinstance(f.default, enum.Enum) else f.default
-    if isinstance(default, (list, dict)):
-        return field(default_factory=functools.partial(type(default), default))
-    return field(default=default)
-
-
-@functools.cache
-def trainer_schema() -> type:
-    """A dataclass with one field per ``trl.GRPOConfig`` init field, same defaults, checkable types."""
-    from trl import GRPOConfig
-
-    fields = [(f.name, _node_type(f.type), _node_default(f)) for f in dataclasses.fields(GRPOConfig) if f.init]
-    return dataclasses.make_dataclass("TrainerConfig", fields)
-
-
-def grpo_config_defaults() -> dict[str, Any]:
-    """GRPOConfig's defaults as they appear in the ``trainer`` node."""
-    return OmegaConf.to_container(OmegaConf.structured(trainer_schema()))
-
-
 @functools.cache
 def config_schema() -> type:
     return dataclasses.make_dataclass(
@@ -223,17 +178,6 @@ def register_configs() -> None:
     cs.store(name="config_schema", node=config_schema())
     for name, task in TASKS.items():
         cs.store(group="schema/task", name=name, node=task.schema)
-
-
-def trainer_overrides(trainer: DictConfig) -> dict[str, Any]:
-    """The ``trainer`` values that differ from GRPOConfig's defaults, resolved: what to pass to ``GRPOConfig``.
-
-    Passing only the differences leaves every untouched field to TRL's own defaults and post-init logic
-    (deprecated aliases, values derived from others), exactly as if the user had called GRPOConfig by hand.
-    """
-    values = OmegaConf.to_container(trainer, resolve=True)
-    defaults = grpo_config_defaults()
-    return {key: value for key, value in values.items() if value != defaults[key]}
 
 
 def split_batch(kwargs: dict[str, Any], micro_batch: int | None) -> dict[str, Any]:

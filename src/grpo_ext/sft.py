@@ -19,10 +19,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from grpo_ext import adapters, checkpoints, models
-from grpo_ext.callbacks import MetricsFile, write_status
 from grpo_ext.config import register_configs
 from grpo_ext.evaluate import check_eval, run_eval
 from grpo_ext.hardware import resolve_auto
+from grpo_ext.records import write_status
 from grpo_ext.rewards import build_rewards
 from grpo_ext.tasks import build_task
 
@@ -96,7 +96,9 @@ def main(cfg: DictConfig) -> None:
         lambda row: {"completion": [{"role": "assistant", "content": row["reference"]}]},
         remove_columns=[c for c in splits.train.column_names if c != "prompt"],
     )
-    from trl import SFTTrainer
+    from trl import SFTTrainer  # here, not at the top: seconds to import, and --help should not wait
+
+    from grpo_ext.callbacks import MetricsFile
 
     dtype = models.torch_dtype(cfg.model.dtype, cfg.hardware.dtype)
     trainer = SFTTrainer(

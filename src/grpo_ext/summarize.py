@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from grpo_ext.callbacks import read_metrics
+from grpo_ext.records import read_metrics
 
 FIXED = ("job", "overrides", "status", "steps", "wall_time_s")
 

@@ -6,6 +6,8 @@ task's dataset is built and checked against what the rewards read, the model is 
 TRL's GRPOTrainer trains, resuming from the run directory's newest complete checkpoint when there is one. The run
 directory (Hydra's output directory) receives ``config.yaml`` (resolved), ``metrics.jsonl``, checkpoints,
 ``final_model/`` and plots. SIGTERM or Ctrl-C saves a checkpoint and stops; rerunning the same command resumes.
+TRL (and transformers under it) is imported only where training starts, so that ``--help``, ``--cfg`` and config
+errors come in about a second.
 """
 
 from __future__ import annotations
@@ -22,19 +24,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from grpo_ext import adapters, checkpoints, hardware, loggers, models, vllm_server
-from grpo_ext.callbacks import (
-    CompletionsTable,
-    EvalCallback,
-    MetricsFile,
-    OneInputGradHook,
-    StopOnSignal,
-    eval_change,
-    read_metrics,
-    write_status,
-)
 from grpo_ext.config import make_grpo_config, register_configs
 from grpo_ext.evaluate import check_eval, run_eval
 from grpo_ext.plot import plot_runs
+from grpo_ext.records import eval_change, read_metrics, write_status
 from grpo_ext.reward_guard import RewardFailureError, guard_all
 from grpo_ext.rewards import build_rewards
 from grpo_ext.summarize import final_value
@@ -138,7 +131,9 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
     log.info(logger_line)
     if not wandb_running and args.report_to and "wandb" in args.report_to:
         args.report_to = [r for r in args.report_to if r != "wandb"]  # W&B could not start: never fail for it
-    from trl import GRPOTrainer
+    from trl import GRPOTrainer  # here, not at the top: TRL and transformers take seconds to import
+
+    from grpo_ext.callbacks import CompletionsTable, EvalCallback, MetricsFile, OneInputGradHook, StopOnSignal
 
     stop, metrics = StopOnSignal(), MetricsFile(run_dir)
     dtype = models.torch_dtype(cfg.model.dtype, cfg.hardware.dtype)

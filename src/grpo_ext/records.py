@@ -1,0 +1,39 @@
+"""The run directory's own record, ``metrics.jsonl`` and ``status.json``: read and written without transformers,
+so that the commands that only read runs (``grpo_ext.summarize``, ``grpo_ext.plot``) start at once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def write_status(run_dir: str | Path, status: str, error: str | None = None) -> None:
+    """Record how a run ended in ``status.json``: ``ok``, ``failed`` (with the error) or ``interrupted``."""
+    record = {"status": status, **({"error": error} if error else {})}
+    (Path(run_dir) / "status.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of ``run_dir/metrics.jsonl``, in order (a last line cut short by a kill is left out)."""
+    records = []
+    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def eval_change(records: list[dict[str, Any]]) -> str | None:
+    """``eval accuracy 12.5% (step 0) -> 40.0% (step 200): +27.5 points``, from metrics records; ``None`` without
+    two evaluations."""
+    evals = [r for r in records if "eval/accuracy" in r]
+    if len(evals) < 2:
+        return None
+    first, last = evals[0], evals[-1]
+    change = 100 * (last["eval/accuracy"] - first["eval/accuracy"])
+    return (
+        f"eval accuracy: {first['eval/accuracy']:.1%} (step {first['step']}) -> {last['eval/accuracy']:.1%} "
+        f"(step {last['step']}): {change:+.1f} points"
+    )
