@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import warnings
 
 import pytest
 import torch
@@ -14,7 +15,8 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from trl import GRPOConfig
 
 from conftest import CONF, REPO, compose_config
-from grpo_ext.config import make_grpo_config, trainer_overrides
+from grpo_ext.config import TRAINER_LIMITS, make_grpo_config
+from grpo_ext.trainer_node import trainer_overrides
 
 
 def group_options() -> dict[str, list[str]]:
@@ -229,3 +231,60 @@ def test_micro_batch_splits_a_pass_but_keeps_the_batches(trainer, micro_batch, e
 def test_bad_micro_batch_is_named(micro_batch, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         make_grpo_config(compose_config(["hardware=cpu", f"hardware.micro_batch={micro_batch}"]), str(tmp_path), [1.0])
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("learning_rate=-1e-5", "trainer.learning_rate=-1e-05 is not allowed: it must be >= 0"),
+        ("learning_rate=nan", "trainer.learning_rate=nan is not allowed"),
+        ("learning_rate=inf", "trainer.learning_rate=inf is not allowed"),
+        ("per_device_train_batch_size=0", "trainer.per_device_train_batch_size=0 is not allowed: it must be >= 1"),
+        ("gradient_accumulation_steps=0", "trainer.gradient_accumulation_steps=0 is not allowed: it must be >= 1"),
+        ("num_iterations=0", "trainer.num_iterations=0 is not allowed: it must be >= 1"),
+        ("max_completion_length=0", r"trainer.max_completion_length=0 is not allowed: it must be >= 1 \(tokens\)"),
+        ("temperature=0", "trainer.temperature=0.0 is not allowed: it must be > 0: GRPO samples its completions"),
+        ("top_p=1.5", r"trainer.top_p=1.5 is not allowed: it must be in \(0, 1\]"),
+        ("top_p=0", "trainer.top_p=0.0 is not allowed"),
+        ("top_k=-3", "trainer.top_k=-3 is not allowed"),
+        ("min_p=2", r"trainer.min_p=2.0 is not allowed: it must be in \[0, 1\] or null"),
+        ("repetition_penalty=0", "trainer.repetition_penalty=0.0 is not allowed"),
+        ("beta=-0.1", "trainer.beta=-0.1 is not allowed: it must be >= 0"),
+        ("epsilon=-0.2", "trainer.epsilon=-0.2 is not allowed"),
+        ("epsilon_high=-0.28", "trainer.epsilon_high=-0.28 is not allowed"),
+        ("max_grad_norm=-1", "trainer.max_grad_norm=-1.0 is not allowed"),
+        ("weight_decay=-0.1", "trainer.weight_decay=-0.1 is not allowed"),
+    ],
+)
+def test_trainer_values_trl_would_only_reject_later_are_named(override, message, tmp_path):
+    cfg = compose_config(["hardware=cpu", f"trainer.{override}"])
+    with pytest.raises(ValueError, match=message):
+        make_grpo_config(cfg, str(tmp_path), [1.0])
+
+
+def test_trainer_limits_name_real_fields_and_pass_every_profile_and_preset(tmp_path):
+    fields = {f.name for f in dataclasses.fields(GRPOConfig)}
+    assert {key for key, _, _ in TRAINER_LIMITS} <= fields  # a renamed field would make its check silently skip
+    for overrides in (["algorithm=dapo"], ["algorithm=dr_grpo"], ["experiment=arithmetic_proof"]):
+        make_grpo_config(compose_config(["hardware=cpu", *overrides]), str(tmp_path), [1.0])
+    edges = ["trainer.learning_rate=0", "trainer.top_p=1", "trainer.min_p=0", "trainer.beta=0", "trainer.top_k=0"]
+    make_grpo_config(compose_config(["hardware=cpu", *edges]), str(tmp_path), [1.0])  # the edges are allowed
+
+
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        ([], False),  # the cpu profile's value
+        (["trainer.gradient_checkpointing=true"], True),
+        (["trainer.gradient_checkpointing=true", "trainer.activation_checkpointing=false"], False),  # new name wins
+    ],
+)
+def test_checkpointing_reaches_trl_without_a_deprecation_warning(overrides, expected, tmp_path):
+    from grpo_ext.sft import sft_config
+
+    cfg = compose_config(["hardware=cpu", *overrides])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        for args in (make_grpo_config(cfg, str(tmp_path), [1.0]), sft_config(cfg, tmp_path)):
+            assert args.gradient_checkpointing is expected
+            assert getattr(args, "activation_checkpointing", expected) is expected  # where transformers has it

@@ -160,7 +160,7 @@ def test_an_unwritable_run_directory_fails_before_any_model(tmp_path):
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode != 0 and str(blocker) in done.stderr
-    assert not (tmp_path / "cache").exists()
+    assert not (tmp_path / "cache" / "models").exists()  # no model was built
 
 
 def test_a_resumed_run_continues_the_same_wandb_run(tmp_path):

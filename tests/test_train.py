@@ -111,6 +111,7 @@ def assert_fails_before_any_model(result, cache, message):
         ),
         (["task.ops=[/]"], "task.ops[0] is '/'"),
         (["trainer.lerning_rate=1"], "Key 'lerning_rate' not in 'TrainerConfig'"),
+        (["trainer.learning_rate=-1"], "config error: trainer.learning_rate=-1.0 is not allowed: it must be >= 0"),
         (["task=fizzbuz"], "Could not find 'task/fizzbuz'"),
     ],
 )

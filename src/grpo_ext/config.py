@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,4 +239,38 @@ def make_grpo_config(cfg: DictConfig, run_dir: str, reward_weights: list[float])
     if isinstance(init_kwargs, dict):
         init_kwargs.setdefault("dtype", torch_dtype(cfg.model.dtype, cfg.hardware.dtype))
         kwargs["model_init_kwargs"] = init_kwargs
-    return GRPOConfig(**kwargs)
+    args = GRPOConfig(**kwargs)
+    check_trainer(args)
+    return args
+
+
+# Values TRL accepts when the config is built but that fail later, deep in torch or transformers once the model is
+# loaded (a negative learning rate, a zero batch), or that train nothing without a word (num_iterations=0).
+TRAINER_LIMITS = (
+    ("learning_rate", ">= 0", lambda v: v >= 0),
+    ("per_device_train_batch_size", ">= 1", lambda v: v >= 1),
+    ("gradient_accumulation_steps", ">= 1", lambda v: v >= 1),
+    ("num_iterations", ">= 1", lambda v: v >= 1),
+    ("max_completion_length", ">= 1 (tokens)", lambda v: v is None or v >= 1),
+    ("temperature", "> 0: GRPO samples its completions", lambda v: v > 0),
+    ("top_p", "in (0, 1]", lambda v: 0 < v <= 1),
+    ("top_k", ">= 0 (0 turns top-k sampling off)", lambda v: v is None or v >= 0),
+    ("min_p", "in [0, 1] or null", lambda v: v is None or 0 <= v <= 1),
+    ("repetition_penalty", "> 0 (1.0: no penalty)", lambda v: v > 0),
+    ("beta", ">= 0 (the KL coefficient; 0 drops the reference model)", lambda v: v >= 0),
+    ("epsilon", ">= 0 (the clipping range)", lambda v: v >= 0),
+    ("epsilon_high", ">= 0 or null (null: the same as epsilon)", lambda v: v is None or v >= 0),
+    ("max_grad_norm", ">= 0 (0: no clipping)", lambda v: v is None or v >= 0),
+    ("weight_decay", ">= 0", lambda v: v >= 0),
+)
+
+
+def check_trainer(args: Any) -> None:
+    """Raise ``ValueError`` naming ``trainer.KEY``, its value and what is allowed, for the first value of ``args`` (a
+    ``GRPOConfig``) outside ``TRAINER_LIMITS`` or not a finite number."""
+    for key, allowed, ok in TRAINER_LIMITS:
+        if not hasattr(args, key):  # a field the installed TRL release does not have
+            continue
+        value = getattr(args, key)
+        if (isinstance(value, float) and not math.isfinite(value)) or not ok(value):
+            raise ValueError(f"trainer.{key}={value} is not allowed: it must be {allowed}")

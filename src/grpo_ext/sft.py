@@ -25,6 +25,7 @@ from grpo_ext.hardware import resolve_auto
 from grpo_ext.records import write_status
 from grpo_ext.rewards import build_rewards
 from grpo_ext.tasks import build_task
+from grpo_ext.trainer_node import RENAMED, with_current_names
 
 log = logging.getLogger("grpo_ext.sft")
 register_configs()
@@ -46,7 +47,7 @@ def sft_config(cfg: DictConfig, run_dir: Path) -> Any:
     from trl import SFTConfig
 
     node = cfg.sft
-    return SFTConfig(
+    kwargs = dict(
         output_dir=str(run_dir),
         max_steps=node.steps,
         per_device_train_batch_size=node.batch_size,
@@ -62,13 +63,14 @@ def sft_config(cfg: DictConfig, run_dir: Path) -> Any:
         use_cpu=cfg.trainer.use_cpu,
         bf16=cfg.trainer.bf16,
         fp16=cfg.trainer.fp16,
-        gradient_checkpointing=cfg.trainer.gradient_checkpointing,
+        **{name: cfg.trainer[name] for names in RENAMED for name in names if name in cfg.trainer},  # checkpointing
         report_to=["wandb"] if cfg.logger.name == "wandb" else [],
         run_name=f"sft-{cfg.task.name}-{cfg.model.name}",
         model_init_kwargs={"dtype": models.torch_dtype(cfg.model.dtype, cfg.hardware.dtype)},
         disable_tqdm=cfg.trainer.disable_tqdm,
         dataloader_num_workers=0,
     )
+    return SFTConfig(**with_current_names(kwargs))
 
 
 @hydra.main(version_base=None, config_path="pkg://grpo_ext.conf", config_name="config")

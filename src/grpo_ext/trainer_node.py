@@ -190,4 +190,24 @@ def trainer_overrides(trainer: DictConfig) -> dict[str, Any]:
     """
     values = OmegaConf.to_container(trainer, resolve=True)
     defaults = grpo_config_defaults()
-    return {key: value for key, value in values.items() if value != defaults[key]}
+    return with_current_names({key: value for key, value in values.items() if value != defaults[key]})
+
+
+# transformers 5.2x renamed these TrainingArguments and warns (FutureWarning) whenever an old name holds a value,
+# which TRL 1.16 always gives it (its gradient_checkpointing defaults to True): every run warned.
+RENAMED = (
+    ("gradient_checkpointing", "activation_checkpointing"),
+    ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
+)
+
+
+def with_current_names(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` (for a TRL config) with each renamed argument's value under its new name, where the installed
+    transformers has it and the new name was not given; the same setting, without the deprecation warning. A new
+    name given explicitly wins, as in transformers."""
+    defaults = grpo_config_defaults()
+    for old, new in RENAMED:
+        if new in defaults and kwargs.get(new) is None:
+            kwargs[new] = kwargs.get(old, defaults[old])
+            kwargs[old] = None  # transformers copies the new name back to it
+    return kwargs
