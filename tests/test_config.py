@@ -254,6 +254,7 @@ def test_bad_micro_batch_is_named(micro_batch, message, tmp_path):
         ("epsilon_high=-0.28", "trainer.epsilon_high=-0.28 is not allowed"),
         ("max_grad_norm=-1", "trainer.max_grad_norm=-1.0 is not allowed"),
         ("weight_decay=-0.1", "trainer.weight_decay=-0.1 is not allowed"),
+        ("seed=-1", r"trainer.seed=-1 is not allowed: it must be in \[0, 2\*\*32 - 1\] \(seed=N sets it\)"),
     ],
 )
 def test_trainer_values_trl_would_only_reject_later_are_named(override, message, tmp_path):

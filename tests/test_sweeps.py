@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -180,3 +181,14 @@ def test_summarize_reads_eval_metrics_as_columns(tmp_path):
         (job_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     rows = summarize.summarize(tmp_path, "eval_reward", last=1)
     assert [(r["job"], r["overrides"], r["eval_reward"]) for r in rows] == [("1", "lr=2", 0.7), ("0", "lr=1", 0.2)]
+
+
+def test_the_objective_a_run_returns_and_a_misspelled_one(tmp_path, caplog):
+    from grpo_ext.train import objective
+
+    lines = [{"step": s, "wall_time": s, "reward": s / 10, "kl": 0.01} for s in range(1, 8)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert objective(tmp_path, "reward") == pytest.approx(0.5)  # the mean of the last 5: 0.3 .. 0.7
+    with caplog.at_level("WARNING", logger="grpo_ext.train"):
+        assert math.isnan(objective(tmp_path, "eval/acuracy"))
+    assert "objective=eval/acuracy was never logged, so the run returns NaN; logged keys: kl, reward" in caplog.text

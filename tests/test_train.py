@@ -112,6 +112,7 @@ def assert_fails_before_any_model(result, cache, message):
         (["task.ops=[/]"], "task.ops[0] is '/'"),
         (["trainer.lerning_rate=1"], "Key 'lerning_rate' not in 'TrainerConfig'"),
         (["trainer.learning_rate=-1"], "config error: trainer.learning_rate=-1.0 is not allowed: it must be >= 0"),
+        (["model.dtype=int8"], "config error: model.dtype must be one of ['auto', 'float32', 'bfloat16', 'float16']"),
         (["task=fizzbuz"], "Could not find 'task/fizzbuz'"),
     ],
 )

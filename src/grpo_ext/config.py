@@ -262,6 +262,7 @@ TRAINER_LIMITS = (
     ("epsilon_high", ">= 0 or null (null: the same as epsilon)", lambda v: v is None or v >= 0),
     ("max_grad_norm", ">= 0 (0: no clipping)", lambda v: v is None or v >= 0),
     ("weight_decay", ">= 0", lambda v: v >= 0),
+    ("seed", "in [0, 2**32 - 1] (seed=N sets it)", lambda v: 0 <= v < 2**32),  # numpy's range
 )
 
 

@@ -35,6 +35,8 @@ def check(cfg: DictConfig) -> str:
     """Validate the ``logger`` node; return the W&B mode the run will use (``none`` for logger=none)."""
     if cfg.name not in LOGGERS:
         raise ValueError(f"logger.name must be one of {list(LOGGERS)}, got {cfg.name!r}")
+    if cfg.completions_every < 0:
+        raise ValueError(f"logger.completions_every must be >= 0 (0: no tables), got {cfg.completions_every}")
     if cfg.name == "none":
         return "none"
     if cfg.mode not in WANDB_MODES:

@@ -41,12 +41,17 @@ def cache_root() -> Path:
     return Path(os.environ.get("GRPO_EXT_CACHE", Path.home() / ".cache" / "grpo_ext"))
 
 
-def resolve(cfg: DictConfig) -> str:
-    """The local directory holding the model (weights, config, tokenizer) that ``cfg`` describes."""
+def check(cfg: DictConfig) -> None:
+    """Raise ``ValueError`` naming the ``model`` key whose value is not one of the allowed ones."""
     if cfg.init not in ("pretrained", "random"):
         raise ValueError(f"model.init must be 'pretrained' or 'random', got {cfg.init!r}")
     if cfg.dtype not in DTYPES:
         raise ValueError(f"model.dtype must be one of {list(DTYPES)}, got {cfg.dtype!r}")
+
+
+def resolve(cfg: DictConfig) -> str:
+    """The local directory holding the model (weights, config, tokenizer) that ``cfg`` describes."""
+    check(cfg)
     if cfg.path is None or cfg.init == "random":
         return str(build_random(cfg))
     if Path(cfg.path).expanduser().is_dir():

@@ -80,6 +80,7 @@ def main(cfg: DictConfig) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         check_sft(cfg.sft)
+        models.check(cfg.model)
         check_eval(cfg.eval)
         adapters.check(cfg.peft, cfg.hardware.device)
         rewards, _ = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))

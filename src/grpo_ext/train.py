@@ -74,8 +74,7 @@ def main(cfg: DictConfig) -> float:
         log.exception("job %s failed, the sweep goes on", hydra_cfg.job.num)
         return math.nan
     write_status(run_dir, "ok")
-    value = final_value(read_metrics(run_dir), cfg.objective)
-    return math.nan if value is None else value
+    return objective(run_dir, cfg.objective)
 
 
 def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
@@ -88,6 +87,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
         if missing:
             raise ValueError(f"these keys need a value, on the command line (KEY=VALUE): {', '.join(missing)}")
         get_task(cfg.task.name)
+        models.check(cfg.model)
         check_eval(cfg.eval)
         hardware.check_launch(cfg.hardware)
         adapters.check(cfg.peft, cfg.hardware.device)
@@ -179,6 +179,18 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
     except Exception as err:  # noqa: BLE001 - a plot is not worth the run
         log.warning("could not draw the plots: %s", err)
     print(_summary(run_dir))
+
+
+def objective(run_dir: Path, key: str) -> float:
+    """The run's final ``key`` (the mean of its last 5 logged values); NaN, with a warning naming the keys that
+    were logged, when it never was (a misspelled ``objective`` would otherwise give an Optuna sweep only NaNs)."""
+    records = read_metrics(run_dir)
+    value = final_value(records, key)
+    if value is None:
+        logged = sorted({k for r in records for k in r} - {"step", "wall_time"})
+        log.warning("objective=%s was never logged, so the run returns NaN; logged keys: %s", key, ", ".join(logged))
+        return math.nan
+    return value
 
 
 def swept_keys(multirun_yaml: Path) -> set[str]:
