@@ -40,6 +40,13 @@ FAST = [
     "eval.max_new_tokens=12",
 ]
 
+# arithmetic_shaping scores a random model 0 on every completion (it never writes <answer>), which leaves GRPO no
+# advantage to learn from; a second reward that prefers short completions gives the group a spread.
+WITH_SIGNAL = [
+    "task.rewards=[{name: arithmetic_shaping}, {name: reward_fixtures.prefers_short, weight: 1.0}]",
+    "trainer.learning_rate=1e-3",
+]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist the workers share the cores: each gets its share of threads, for torch in the worker and

@@ -6,14 +6,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import FAST, compose_config
+from conftest import FAST, WITH_SIGNAL, compose_config
 from grpo_ext import adapters, models
 from grpo_ext.records import read_metrics
 from grpo_ext.rollout import StaticCacheRollout
 from grpo_ext.train import train
 from test_hardware import check_trained_adapter_and_merge
 from test_rollout import PROMPTS, logprob_errors, trainer_with
-from test_train import WITH_SIGNAL
 
 pytestmark = [
     pytest.mark.gpu,

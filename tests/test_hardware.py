@@ -9,12 +9,11 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from safetensors.torch import load_file
 
-from conftest import FAST, QLORA_HERE, compose_config
+from conftest import FAST, QLORA_HERE, WITH_SIGNAL, compose_config
 from grpo_ext import adapters, hardware, models
 from grpo_ext.config import make_grpo_config, register_configs
 from grpo_ext.evaluate import load_model
 from grpo_ext.train import train
-from test_train import WITH_SIGNAL
 
 RTX3080, RTX4090 = hardware.Gpu("RTX 3080", 10.0), hardware.Gpu("RTX 4090", 23.6)
 L4, A100_40, H100 = hardware.Gpu("L4", 22.0), hardware.Gpu("A100", 39.4), hardware.Gpu("H100", 79.2)

@@ -10,17 +10,10 @@ from datasets import Dataset
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from conftest import CONF, FAST, compose_config, run_cli
+from conftest import CONF, FAST, WITH_SIGNAL, compose_config, run_cli
 from grpo_ext import models
 from grpo_ext.records import read_metrics
 from grpo_ext.train import train
-
-# arithmetic_shaping scores a random model 0 on every completion (it never writes <answer>), which leaves GRPO no
-# advantage to learn from; a second reward that prefers short completions gives the group a spread.
-WITH_SIGNAL = [
-    "task.rewards=[{name: arithmetic_shaping}, {name: reward_fixtures.prefers_short, weight: 1.0}]",
-    "trainer.learning_rate=1e-3",
-]
 
 
 def test_two_steps_on_cpu_write_metrics_and_change_the_weights(tmp_path):

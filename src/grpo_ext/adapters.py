@@ -114,21 +114,27 @@ def save_final(trainer: Any, run_dir: Path, peft: DictConfig, base_path: str, dt
     """Save the trained model as ``run_dir/final_model`` (and the adapter as ``final_adapter``); return the former.
 
     With adapters, the base is loaded again in ``dtype`` on the CPU (never 4-bit) and the adapter merged into it,
-    so a QLoRA run's final model is not degraded by the quantization used while training.
+    so a QLoRA run's final model is not degraded by the quantization used while training. The best adapter kept
+    during training (``best_adapter``, ``grpo_ext.best_model``) is merged into ``best_model`` the same way.
     """
     final = run_dir / "final_model"
     if peft.name == "none":
         trainer.save_model(str(final))
         return final
-    adapter_dir = run_dir / "final_adapter"
-    trainer.save_model(str(adapter_dir))
+    trainer.save_model(str(run_dir / "final_adapter"))
+    _merge(run_dir / "final_adapter", final, base_path, dtype, trainer.processing_class)
+    if (run_dir / "best_adapter").is_dir() and not (run_dir / "best_model").is_dir():
+        _merge(run_dir / "best_adapter", run_dir / "best_model", base_path, dtype, trainer.processing_class)
+    return final
+
+
+def _merge(adapter_dir: Path, target: Path, base_path: str, dtype: str, tokenizer: Any) -> None:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype=getattr(torch, dtype), device_map="cpu")
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-    merged.save_pretrained(str(final))
-    trainer.processing_class.save_pretrained(str(final))
-    log.info("adapter saved in %s and merged into the base in %s", adapter_dir, final)
-    return final
+    merged.save_pretrained(str(target))
+    tokenizer.save_pretrained(str(target))
+    log.info("adapter %s merged into the base in %s", adapter_dir, target)

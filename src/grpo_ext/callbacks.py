@@ -15,6 +15,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from grpo_ext.best_model import BestModel
 from grpo_ext.records import read_metrics
 
 logger = logging.getLogger(__name__)
@@ -156,12 +157,12 @@ class EvalCallback(TrainerCallback):
 
     ``evaluate(model, tokenizer)`` returns the metrics (``grpo_ext.evaluate.run_eval``'s). Each evaluation becomes a
     line of ``eval/<metric>`` values at its step in ``metrics`` (the run's ``MetricsFile``, whose clock it shares),
-    and a W&B log when a W&B run is open. Only the main process evaluates; the others wait for it at their next
-    collective operation.
+    and a W&B log when a W&B run is open; ``best`` (a ``grpo_ext.best_model.BestModel``), when given, keeps the
+    best model. Only the main process evaluates; the others wait for it at their next collective operation.
     """
 
-    def __init__(self, metrics: MetricsFile, evaluate: Any, every: int) -> None:
-        self.metrics, self.evaluate, self.every = metrics, evaluate, every
+    def __init__(self, metrics: MetricsFile, evaluate: Any, every: int, best: BestModel | None = None) -> None:
+        self.metrics, self.evaluate, self.every, self.best = metrics, evaluate, every, best
         self.history: list[dict[str, Any]] = []
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -174,15 +175,17 @@ class EvalCallback(TrainerCallback):
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if not self.history or self.history[-1]["step"] != state.global_step:
-            self._run(state, kwargs)
+            self._run(state, kwargs, final=state.global_step >= state.max_steps)  # else stopped early, by a signal
 
-    def _run(self, state: Any, kwargs: dict[str, Any]) -> None:
+    def _run(self, state: Any, kwargs: dict[str, Any], final: bool = False) -> None:
         if not state.is_world_process_zero:
             return
         metrics = self.evaluate(kwargs["model"], kwargs["processing_class"])["metrics"]
         values = {f"eval/{key}": value for key, value in metrics.items() if key not in ("n", "seconds")}
         self.history.append(self.metrics.append(state.global_step, values))
         logger.info("eval at step %d: %s (%.1f s)", state.global_step, values, metrics["seconds"])
+        if self.best is not None:
+            self.best.offer(state.global_step, values, final)
         import wandb
 
         if wandb.run is not None:

@@ -124,6 +124,7 @@ class EvalConfig:
     batch_size: int = 64  # completions generated at once
     max_new_tokens: int | None = None  # null: task.max_completion_length
     during_training: bool = True  # evaluate before the first step, every `every` steps and at the end
+    keep_best: bool = True  # during training: keep the model of the best evaluation (RUN/best_model, RUN/best.json)
 
 
 @dataclass

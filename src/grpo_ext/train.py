@@ -24,6 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from grpo_ext import adapters, checkpoints, hardware, loggers, models, vllm_server
+from grpo_ext.best_model import BestModel, best_line
 from grpo_ext.config import make_grpo_config, register_configs
 from grpo_ext.evaluate import check_eval, run_eval
 from grpo_ext.plot import plot_runs
@@ -154,7 +155,8 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
             trainer.add_callback(CompletionsTable(trainer, cfg.logger.completions_every))
             if cfg.eval.during_training:  # held-out greedy accuracy before step 1, every eval.every steps, at the end
                 evaluate = functools.partial(run_eval, dataset=splits.eval, reward=reward_funcs[0], cfg=cfg)
-                trainer.add_callback(EvalCallback(metrics, evaluate, cfg.eval.every))
+                best = BestModel(run_dir, trainer.save_model, cfg.peft.name != "none") if cfg.eval.keep_best else None
+                trainer.add_callback(EvalCallback(metrics, evaluate, cfg.eval.every, best))
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except vllm_server.ServerError as err:
         sys.exit(f"vLLM server error: {err}")
@@ -225,10 +227,11 @@ def _summary(run_dir: Path) -> str:
     if not records:
         return f"run directory: {run_dir} (no training step was logged)"
     first, last = records[0], records[-1]
-    change = eval_change(read_metrics(run_dir))
+    change, best = eval_change(read_metrics(run_dir)), best_line(run_dir)
     return (
         f"steps: {last['step']}  reward: {first['reward']:.3f} (step {first['step']}) -> {last['reward']:.3f}\n"
         + (f"{change}\n" if change else "")
+        + (f"{best}\n" if best else "")
         + f"run directory: {run_dir}"
     )
 

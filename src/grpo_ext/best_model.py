@@ -1,0 +1,133 @@
+"""The best model of a run by held-out greedy accuracy (``eval.keep_best``), kept as the evaluations come.
+
+A long run's last model is often not its best: reward can peak and fall. When an evaluation between steps beats
+every earlier one (the one before the first step included; the earliest of equals wins), the policy is saved to
+``RUN/best_model/`` (with adapters, the adapter to ``RUN/best_adapter/``, merged into ``best_model/`` when the run
+ends), replacing the previous best whole or not at all. ``RUN/best.json`` says which model is the best, at which
+step, with which accuracy: ``best_model``, ``final_model`` when the last evaluation is the best (it is not saved
+twice), or ``start`` when no evaluation beat the starting model. Checkpoint rotation never touches these, and a
+resumed run starts from the best recorded so far.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from grpo_ext.records import read_metrics
+
+log = logging.getLogger(__name__)
+
+METRIC = "eval/accuracy"
+RECORD = "best.json"
+
+
+class BestModel:
+    """Decides, after each evaluation, whether the policy is the run's best, and keeps it.
+
+    Args:
+        run_dir: the run directory.
+        save: saves the policy (or its adapter) to the directory it is given: the trainer's ``save_model``.
+        adapter: whether ``save`` writes an adapter (LoRA, QLoRA) rather than a whole model.
+    """
+
+    def __init__(self, run_dir: Path, save: Callable[[str], None], adapter: bool) -> None:
+        self.run_dir, self.save, self.adapter = run_dir, save, adapter
+        self.saved_dir = run_dir / ("best_adapter" if adapter else "best_model")
+        self._clean_up_interrupted_swap()
+        self.record = read_best(run_dir)
+        if self.record is None:  # none yet: the best evaluation already logged (a resumed run), if any
+            evals = [r for r in read_metrics(run_dir) if METRIC in r] if (run_dir / "metrics.jsonl").exists() else []
+            first_best = max(evals, key=lambda r: (r[METRIC], -r["step"]), default=None)
+            if first_best is not None and first_best["step"] == 0:
+                self._write_record(0, first_best[METRIC], "start")
+        elif self.record["model"] == "final_model":  # a finished run continued: its final model will be replaced
+            for name, kept in (("final_model", "best_model"), ("final_adapter", "best_adapter")):
+                if (run_dir / name).is_dir():
+                    _replace_dir(run_dir / name, run_dir / kept, copy=True)
+            self._write_record(self.record["step"], self.record[METRIC], "best_model")
+
+    @property
+    def accuracy(self) -> float:
+        return self.record[METRIC] if self.record else float("-inf")
+
+    def offer(self, step: int, metrics: dict[str, Any], final: bool) -> None:
+        """Record the evaluation at ``step`` (``eval/<metric>`` values); keep the policy if it is the best so far.
+
+        ``final``: the evaluation after the last step, whose model the run saves as ``final_model`` anyway.
+        """
+        if not metrics[METRIC] > self.accuracy:
+            return
+        if step == 0:
+            model = "start"
+        elif final:
+            model = "final_model"
+            for stale in (self.run_dir / "best_model", self.run_dir / "best_adapter"):
+                shutil.rmtree(stale, ignore_errors=True)
+        else:
+            model = "best_model"
+            partial = self.saved_dir.with_name(self.saved_dir.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            self.save(str(partial))
+            _replace_dir(partial, self.saved_dir)
+            if self.adapter:  # the merge of the previous best adapter, if any: made again from this one at the end
+                shutil.rmtree(self.run_dir / "best_model", ignore_errors=True)
+            log.info("best eval accuracy so far at step %d: saved to %s", step, self.saved_dir)
+        self._write_record(step, metrics[METRIC], model)
+
+    def _write_record(self, step: int, accuracy: float, model: str) -> None:
+        self.record = {"step": step, METRIC: accuracy, "model": model}
+        tmp = self.run_dir / (RECORD + ".tmp")
+        tmp.write_text(json.dumps(self.record, indent=2) + "\n")
+        os.replace(tmp, self.run_dir / RECORD)
+
+    def _clean_up_interrupted_swap(self) -> None:
+        for name in ("best_model", "best_adapter"):
+            shutil.rmtree(self.run_dir / f"{name}.partial", ignore_errors=True)
+            old = self.run_dir / f"{name}.old"
+            if old.is_dir() and not (self.run_dir / name).is_dir():
+                os.replace(old, self.run_dir / name)  # killed between the two renames: the previous best stands
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def read_best(run_dir: Path) -> dict[str, Any] | None:
+    """``RUN/best.json``: ``{"step", "eval/accuracy", "model": "best_model" | "final_model" | "start"}``; ``None``
+    when the run has none (or it cannot be read)."""
+    try:
+        record = json.loads((run_dir / RECORD).read_text())
+        return record if {"step", METRIC, "model"} <= set(record) else None
+    except (OSError, ValueError):
+        return None
+
+
+def best_line(run_dir: Path) -> str | None:
+    """``best eval accuracy: 62.5% at step 40: RUN/best_model`` (or the final or starting model); ``None`` without
+    a record."""
+    record = read_best(run_dir)
+    if record is None:
+        return None
+    where = {
+        "best_model": str(run_dir / "best_model"),
+        "final_model": f"the final model, {run_dir / 'final_model'}",
+        "start": "the starting model (no later evaluation beat it)",
+    }[record["model"]]
+    return f"best eval accuracy: {record[METRIC]:.1%} at step {record['step']}: {where}"
+
+
+def _replace_dir(source: Path, target: Path, copy: bool = False) -> None:
+    """Put ``source`` at ``target``, so that a kill at any moment leaves the old or the new one complete."""
+    if copy:
+        staged = target.with_name(target.name + ".partial")
+        shutil.rmtree(staged, ignore_errors=True)
+        shutil.copytree(source, staged)
+        source = staged
+    old = target.with_name(target.name + ".old")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(source, target)
+    shutil.rmtree(old, ignore_errors=True)
