@@ -70,8 +70,18 @@ def test_local_directory_is_used_as_is(tmp_path):
     tiny = models.resolve(model_cfg("model=tiny"))
     assert models.resolve(model_cfg("model=tiny", f"model.path={tiny}")) == tiny
     (tmp_path / "empty").mkdir()
-    with pytest.raises(models.ModelUnavailableError, match="without config.json"):
+    with pytest.raises(models.ModelUnavailableError, match="without config.json: not a saved model$"):
         models.resolve(model_cfg("model=tiny", f"model.path={tmp_path / 'empty'}"))
+
+
+def test_a_run_directory_given_as_model_path_names_its_models(tmp_path):
+    for name in ("final_model", "best_model", "checkpoint-50"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+    with pytest.raises(models.ModelUnavailableError) as info:
+        models.resolve(model_cfg("model=tiny", f"model.path={tmp_path}"))
+    models_in_run = f"{tmp_path / 'best_model'}, {tmp_path / 'final_model'}"
+    assert str(info.value).endswith(f"not a saved model; the run directory's models: {models_in_run}")
 
 
 @pytest.mark.parametrize("offline", ["0", "1"])

@@ -30,6 +30,7 @@ CHATML_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+SAVED_MODELS = ("final_model", "best_model")  # what a run directory holds that model.path can name
 HUB_TIMEOUT_S = 5.0  # a Hub that does not answer within this fails the run in seconds, not after retries
 
 
@@ -57,7 +58,11 @@ def resolve(cfg: DictConfig) -> str:
     if Path(cfg.path).expanduser().is_dir():
         local = Path(cfg.path).expanduser()
         if not (local / "config.json").is_file():
-            raise ModelUnavailableError(f"model.path={cfg.path} is a directory without config.json: not a saved model")
+            inside = [p for p in sorted(local.glob("*/config.json")) if p.parent.name in SAVED_MODELS]
+            hint = f"; the run directory's models: {', '.join(str(p.parent) for p in inside)}" if inside else ""
+            raise ModelUnavailableError(
+                f"model.path={cfg.path} is a directory without config.json: not a saved model{hint}"
+            )
         return str(local)
     return _from_hub(cfg.path, cfg.revision)
 
