@@ -179,8 +179,11 @@ def test_summarize_reads_eval_metrics_as_columns(tmp_path):
         lines = [{"step": 1, "reward": rewards[0]}, {"step": 1, "eval_reward": rewards[0]},
                  {"step": 2, "reward": rewards[1]}, {"step": 2, "eval_reward": rewards[1]}]  # fmt: skip
         (job_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (tmp_path / "0_lr=1" / "best.json").write_text('{"step": 1, "eval/accuracy": 0.5, "model": "best_model"}')
     rows = summarize.summarize(tmp_path, "eval_reward", last=1)
     assert [(r["job"], r["overrides"], r["eval_reward"]) for r in rows] == [("1", "lr=2", 0.7), ("0", "lr=1", 0.2)]
+    assert [(r["best_accuracy"], r["best_step"]) for r in rows] == [(None, None), (0.5, 1)]
+    assert [r["job"] for r in summarize.summarize(tmp_path, "best_accuracy", last=1)] == ["0", "1"]
 
 
 def test_the_objective_a_run_returns_and_a_misspelled_one(tmp_path, caplog):
