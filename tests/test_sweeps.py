@@ -195,3 +195,20 @@ def test_the_objective_a_run_returns_and_a_misspelled_one(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="grpo_ext.train"):
         assert math.isnan(objective(tmp_path, "eval/acuracy"))
     assert "objective=eval/acuracy was never logged, so the run returns NaN; logged keys: kl, reward" in caplog.text
+
+
+def test_the_best_evaluation_reaches_the_wandb_run_summary(tmp_path):
+    fast = [o for o in FAST if not o.startswith(("logger", "eval.during_training"))]
+    result = run_cli(
+        ["-m", "grpo_ext.train", "task=arithmetic", "model=tiny", *fast, "logger=wandb", "eval.during_training=true",
+         "eval.every=1", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+        env={"WANDB_MODE": None, "WANDB_API_KEY": None},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert best == {"step": 0, "eval/accuracy": 0.0, "model": "start"}  # a random model never beats step 0's 0%
+    summary = run_summary(run)["summary"]
+    assert (summary["best/eval_accuracy"], summary["best/step"]) == (0.0, 0)
+    assert "eval/accuracy" in run_summary(run)["history_keys"]

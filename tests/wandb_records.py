@@ -7,6 +7,7 @@ W&B 0.31 ships no Python reader for it, so this frames the bytes and lets W&B's 
 
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 
@@ -57,6 +58,9 @@ def run_summary(run_dir: Path) -> dict:
         elif kind == "history":
             found["steps"] += 1
             found["history_keys"] |= {item.key or "/".join(item.nested_key) for item in record.history.item}
+        elif kind == "summary":
+            for item in record.summary.update:
+                found.setdefault("summary", {})[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
         elif kind == "exit":
             found["exit_code"] = record.exit.exit_code
     return found
