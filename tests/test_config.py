@@ -277,7 +277,14 @@ def test_trainer_limits_name_real_fields_and_pass_every_profile_and_preset(tmp_p
     [
         ([], False),  # the cpu profile's value
         (["trainer.gradient_checkpointing=true"], True),
-        (["trainer.gradient_checkpointing=true", "trainer.activation_checkpointing=false"], False),  # new name wins
+        pytest.param(
+            ["trainer.gradient_checkpointing=true", "trainer.activation_checkpointing=false"],
+            False,  # the new name wins
+            marks=pytest.mark.skipif(
+                "activation_checkpointing" not in {f.name for f in dataclasses.fields(GRPOConfig)},
+                reason="transformers before the rename (5.17, the GPU machine's) has no activation_checkpointing",
+            ),
+        ),
     ],
 )
 def test_checkpointing_reaches_trl_without_a_deprecation_warning(overrides, expected, tmp_path):
