@@ -11,20 +11,19 @@ from omegaconf import OmegaConf
 from trl import GRPOConfig
 
 from conftest import REPO, run_cli
-from grpo_ext import trainer_node
-from grpo_ext.trainer_node import _decode_type, _node_type, _read_trainer_fields, _write_trainer_fields
+from grpo_ext.trainer_node import (
+    _decode_type,
+    _node_type,
+    _read_trainer_fields,
+    _write_trainer_fields,
+    schema_of,
+)
 
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("GRPO_EXT_CACHE", str(tmp_path))
     return tmp_path
-
-
-def _schema(fields):
-    return dataclasses.make_dataclass(
-        "T", [(name, _decode_type(kind), trainer_node._default(value)) for name, kind, value in fields]
-    )
 
 
 def test_cached_fields_are_exactly_what_trl_says(cache):
@@ -37,8 +36,8 @@ def test_cached_fields_are_exactly_what_trl_says(cache):
     assert [name for name, _, _ in from_cache] == [f.name for f in init_fields]
     for (name, kind, _), f in zip(from_cache, init_fields, strict=True):
         assert _decode_type(kind) == _node_type(f.type), name
-    fresh = OmegaConf.to_container(OmegaConf.structured(_schema(from_trl)))
-    cached = OmegaConf.to_container(OmegaConf.structured(_schema(from_cache)))
+    fresh = OmegaConf.to_container(OmegaConf.structured(schema_of(from_trl)))
+    cached = OmegaConf.to_container(OmegaConf.structured(schema_of(from_cache)))
     assert cached == fresh
     assert cached["include_for_metrics"] == [] and cached["learning_rate"] == GRPOConfig.learning_rate
 

@@ -11,6 +11,7 @@ resumed run starts from the best recorded so far.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -49,7 +50,7 @@ class BestModel:
         elif self.record["model"] == "final_model":  # a finished run continued: its final model will be replaced
             for name, kept in (("final_model", "best_model"), ("final_adapter", "best_adapter")):
                 if (run_dir / name).is_dir():
-                    _replace_dir(run_dir / name, run_dir / kept, copy=True)
+                    _swap_in(run_dir / kept, functools.partial(shutil.copytree, run_dir / name))
             self._write_record(self.record["step"], self.record[METRIC], "best_model")
 
     @property
@@ -71,10 +72,7 @@ class BestModel:
                 shutil.rmtree(stale, ignore_errors=True)
         else:
             model = "best_model"
-            partial = self.saved_dir.with_name(self.saved_dir.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            self.save(str(partial))
-            _replace_dir(partial, self.saved_dir)
+            _swap_in(self.saved_dir, self.save)
             if self.adapter:  # the merge of the previous best adapter, if any: made again from this one at the end
                 shutil.rmtree(self.run_dir / "best_model", ignore_errors=True)
             log.info("best eval accuracy so far at step %d: saved to %s", step, self.saved_dir)
@@ -119,15 +117,14 @@ def best_line(run_dir: Path) -> str | None:
     return f"best eval accuracy: {record[METRIC]:.1%} at step {record['step']}: {where}"
 
 
-def _replace_dir(source: Path, target: Path, copy: bool = False) -> None:
-    """Put ``source`` at ``target``, so that a kill at any moment leaves the old or the new one complete."""
-    if copy:
-        staged = target.with_name(target.name + ".partial")
-        shutil.rmtree(staged, ignore_errors=True)
-        shutil.copytree(source, staged)
-        source = staged
+def _swap_in(target: Path, write: Callable[[str], Any]) -> None:
+    """Replace the directory ``target`` by what ``write(path)`` writes beside it (``.partial``), then moved into place,
+    so that a kill or a failed write at any moment leaves the old or the new one complete."""
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    write(str(partial))
     old = target.with_name(target.name + ".old")
     if target.exists():
         os.replace(target, old)
-    os.replace(source, target)
+    os.replace(partial, target)
     shutil.rmtree(old, ignore_errors=True)

@@ -65,7 +65,11 @@ def _node_default(f: dataclasses.Field) -> Any:
 @functools.cache
 def trainer_schema() -> type:
     """A dataclass with one field per ``trl.GRPOConfig`` init field, same defaults, checkable types."""
-    fields = _read_trainer_fields() or _write_trainer_fields()
+    return schema_of(_read_trainer_fields() or _write_trainer_fields())
+
+
+def schema_of(fields: list[tuple[str, str, Any]]) -> type:
+    """The ``trainer`` node's dataclass from ``(name, type as text, default)`` fields, cached or read from TRL."""
     return dataclasses.make_dataclass(
         "TrainerConfig", [(name, _decode_type(kind), _default(value)) for name, kind, value in fields]
     )
