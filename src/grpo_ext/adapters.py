@@ -16,6 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from grpo_ext import processes
+
 log = logging.getLogger(__name__)
 
 QUANT_TYPES = ("nf4", "fp4")
@@ -116,12 +118,15 @@ def save_final(trainer: Any, run_dir: Path, peft: DictConfig, base_path: str, dt
     With adapters, the base is loaded again in ``dtype`` on the CPU (never 4-bit) and the adapter merged into it,
     so a QLoRA run's final model is not degraded by the quantization used while training. The best adapter kept
     during training (``best_adapter``, ``grpo_ext.best_model``) is merged into ``best_model`` the same way.
+    Every training process calls this (saving may gather sharded weights); only the main one merges.
     """
     final = run_dir / "final_model"
     if peft.name == "none":
         trainer.save_model(str(final))
         return final
     trainer.save_model(str(run_dir / "final_adapter"))
+    if not processes.is_main():
+        return final
     _merge(run_dir / "final_adapter", final, base_path, dtype, trainer.processing_class)
     if (run_dir / "best_adapter").is_dir() and not (run_dir / "best_model").is_dir():
         _merge(run_dir / "best_adapter", run_dir / "best_model", base_path, dtype, trainer.processing_class)

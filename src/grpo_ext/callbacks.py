@@ -15,6 +15,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from grpo_ext import processes
 from grpo_ext.best_model import BestModel
 from grpo_ext.records import read_metrics
 
@@ -66,7 +67,8 @@ def _is_number(value: Any) -> bool:
 class StopOnSignal(TrainerCallback):
     """SIGTERM or Ctrl-C: finish the current step, save a checkpoint, stop training. A second signal stops at once.
 
-    ``received`` tells the entry point afterwards which signal ended the run (``None`` if none did).
+    ``received`` tells the entry point afterwards which signal ended the run (``None`` if none did). With several
+    training processes, a signal that reaches any of them stops all of them after the same step.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -96,6 +98,7 @@ class StopOnSignal(TrainerCallback):
         )
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.received = processes.agree_on_signal(self.received, args.device)
         if self.received is not None:
             control.should_save = True
             control.should_training_stop = True

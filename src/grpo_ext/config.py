@@ -18,6 +18,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from grpo_ext import processes
 from grpo_ext.tasks import TASKS
 from grpo_ext.trainer_node import grpo_config_defaults, trainer_overrides, trainer_schema
 
@@ -173,9 +174,12 @@ def dir_name(text: str, limit: int = 120) -> str:
 
 def register_configs() -> None:
     """Store the schemas where the YAML defaults lists name them (``config_schema``, ``schema/task/NAME``), and
-    the ``dir_name`` resolver that names sweep jobs' directories."""
+    the resolvers of run directories: ``dir_name`` names sweep jobs' directories, ``launch_time`` stamps a run's
+    (Hydra's ``now``, but the same in every process of a multi-GPU launch: ``grpo_ext.processes``)."""
     if not OmegaConf.has_resolver("dir_name"):
         OmegaConf.register_new_resolver("dir_name", dir_name)
+    if not OmegaConf.has_resolver("launch_time"):
+        OmegaConf.register_new_resolver("launch_time", processes.launch_time, use_cache=True)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=config_schema())
     for name, task in TASKS.items():

@@ -17,6 +17,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from grpo_ext import processes
+
 log = logging.getLogger(__name__)
 
 # The vLLM releases TRL 1.16 supports (trl.import_utils.is_vllm_available); the `vllm` extra pins the same range.
@@ -192,7 +194,8 @@ def rollout_func(hw: DictConfig, uses_vllm: bool, peft: str = "none") -> Any:
         raise ValueError(f"hardware.rollout must be one of {list(ROLLOUTS)}, got {hw.rollout!r}")
     if hw.rollout == "trl" or (hw.rollout == "auto" and uses_vllm):
         return None
-    problem = rollout_problem(hw.rollout, hw.device, peft, uses_vllm, hw.num_processes)
+    launched = processes.world_size()  # torchrun or accelerate with any profile, not only multigpu
+    problem = rollout_problem(hw.rollout, hw.device, peft, uses_vllm, hw.num_processes if launched == 1 else launched)
     if hw.rollout == "auto":
         log.info("hardware.rollout=auto: %s", f"TRL's own generate, since {problem}" if problem else "static_cache")
         if problem:

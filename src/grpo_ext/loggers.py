@@ -14,6 +14,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from grpo_ext import processes
+
 logger = logging.getLogger(__name__)
 
 LOGGERS = ("none", "wandb")
@@ -54,6 +56,8 @@ def start(
     mode = check(cfg)
     if mode == "none":
         return "logger: none (metrics in metrics.jsonl only)", False
+    if not processes.is_main():  # one W&B run per run, opened by the main process
+        return "logger: wandb, in the main process", False
     id_file = run_dir / "wandb_run_id"  # one W&B run per run directory: a resumed run continues the same one
     if not id_file.exists():
         id_file.write_text(secrets.token_hex(4) + "\n")

@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from grpo_ext import adapters, checkpoints, hardware, loggers, models, vllm_server
+from grpo_ext import adapters, checkpoints, hardware, loggers, models, processes, vllm_server
 from grpo_ext.best_model import BestModel, best_line
 from grpo_ext.config import make_grpo_config, register_configs
 from grpo_ext.evaluate import check_eval, run_eval
@@ -45,6 +45,8 @@ def main(cfg: DictConfig) -> float:
     Returns the run's final ``objective`` (what an Optuna sweep maximizes); NaN for a failed job.
     """
     hydra_cfg = HydraConfig.get()
+    if not processes.is_main():  # one process per GPU: their info lines would repeat the main process's
+        logging.getLogger("grpo_ext").setLevel(logging.WARNING)
     run_dir = Path(hydra_cfg.runtime.output_dir)
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     cfg = hardware.resolve_auto(cfg, list(hydra_cfg.overrides.task))  # hardware=auto: the profile for this machine
@@ -74,7 +76,8 @@ def main(cfg: DictConfig) -> float:
             raise
         log.exception("job %s failed, the sweep goes on", hydra_cfg.job.num)
         return math.nan
-    write_status(run_dir, "ok")
+    if processes.is_main():
+        write_status(run_dir, "ok")
     return objective(run_dir, cfg.objective)
 
 
@@ -98,7 +101,9 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
         resume_from = checkpoints.resume_point(cfg.resume, run_dir)
         guarded = guard_all(reward_funcs, cfg.reward_failure_limit)
         loggers.check(cfg.logger)
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        processes.check_one_run_dir(args, run_dir)  # with several processes (one per GPU), all in one directory
+        if processes.is_main():
+            OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     except ValueError as err:
         sys.exit(f"config error: {err}")
     except OSError as err:
@@ -115,15 +120,17 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
 
     # 3. Model: a local directory (built, cached, or downloaded), loaded by TRL from its path.
     try:
-        model_path = models.resolve(cfg.model)
+        with processes.main_first():  # a model built here is built once, then read by the other processes
+            model_path = models.resolve(cfg.model)
     except models.ModelUnavailableError as err:
         sys.exit(f"model error: {err}")
     log.info("model %s from %s", cfg.model.name, model_path)
 
     # 4. Train with TRL, resuming where the run directory says; keep the final model beside the metrics.
     resumed_step = checkpoints.checkpoint_step(resume_from) if resume_from else 0
-    checkpoints.discard_after(run_dir, resumed_step)
-    checkpoints.truncate_metrics(run_dir, resumed_step)
+    if processes.is_main():
+        checkpoints.discard_after(run_dir, resumed_step)
+        checkpoints.truncate_metrics(run_dir, resumed_step)
     if resume_from:
         log.info("resuming from %s (step %d)", resume_from, resumed_step)
     tags = [cfg.task.name, cfg.model.name, cfg.algorithm.name]
@@ -170,13 +177,17 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
             getattr(reward, "close", lambda: None)()  # sandbox workers and the like
         loggers.finish()
     if stop.received is not None:
+        processes.wait_for_all()  # each process's part of the checkpoint is written before any of them exits
         saved = checkpoints.latest_complete(run_dir)
-        sys.stderr.write(
-            f"stopped by {stop.received.name} at step {trainer.state.global_step}; checkpoint: {saved}. "
-            "Run the same command (same hydra.run.dir) to resume.\n"
-        )
+        if processes.is_main():
+            sys.stderr.write(
+                f"stopped by {stop.received.name} at step {trainer.state.global_step}; checkpoint: {saved}. "
+                "Run the same command (same hydra.run.dir) to resume.\n"
+            )
         sys.exit(128 + stop.received.value)
     adapters.save_final(trainer, run_dir, cfg.peft, model_path, dtype)
+    if not processes.is_main():
+        return
     try:
         plot_runs([run_dir], run_dir)
     except Exception as err:  # noqa: BLE001 - a plot is not worth the run

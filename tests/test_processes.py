@@ -1,0 +1,137 @@
+"""Several training processes on one run, as torchrun and ``accelerate launch`` start them (one per GPU): here two
+CPU processes joined by gloo, through the real torchrun, so that DDP, the process group and the launcher's own
+signal handling are the real ones."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import FAST, TESTS, WITH_SIGNAL, run_cli
+from grpo_ext import checkpoints
+from grpo_ext.records import read_metrics
+
+ARGS = [
+    *[o for o in FAST if not o.startswith(("trainer.max_steps", "trainer.save_strategy", "eval.during_training"))],
+    "task=arithmetic",
+    "model=tiny",
+    "peft=lora",
+    "trainer.max_steps=6",
+    "trainer.save_steps=1",
+    "eval.every=3",
+    *WITH_SIGNAL,
+]
+
+
+def torchrun(cwd: Path, *args: str, env: dict[str, str | None] | None = None) -> subprocess.Popen:
+    """``torchrun --standalone --nproc_per_node 2 -m grpo_ext.train ARGS`` (a free rendezvous port: tests may run
+    side by side), both streams in one pipe."""
+    full_env = {**os.environ, "PYTHONPATH": str(TESTS), **(env or {})}
+    full_env = {key: value for key, value in full_env.items() if value is not None}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "grpo_ext.train", *ARGS, *args]
+    return subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process: subprocess.Popen, timeout: float = 240) -> str:
+    try:
+        return process.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        for child in psutil.Process(process.pid).children(recursive=True):
+            child.kill()
+        process.kill()
+        raise AssertionError(f"still running after {timeout} s: {process.communicate()[0][-3000:]}") from None
+
+
+def history(run_dir: Path) -> list[tuple]:
+    return [(r["step"], round(r["loss"], 6), round(r["reward"], 6)) for r in read_metrics(run_dir) if "loss" in r]
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    """One uninterrupted run of 6 steps in two processes, in the run directory Hydra names by itself, with W&B
+    offline; returns (run directory, output)."""
+    cwd = tmp_path_factory.mktemp("ddp")
+    process = torchrun(cwd, "logger=wandb", "logger.mode=offline", env={"WANDB_MODE": None, "WANDB_API_KEY": None})
+    out = finish(process)
+    assert process.returncode == 0, out[-3000:]
+    runs = list((cwd / "outputs" / "arithmetic").iterdir())
+    assert len(runs) == 1, runs  # both processes in one run directory
+    return runs[0], out
+
+
+def test_two_processes_write_one_run(two_processes):
+    run_dir, out = two_processes
+    assert [step for step, _, _ in history(run_dir)] == [1, 2, 3, 4, 5, 6]  # each step once, from the main process
+    evals = [r["step"] for r in read_metrics(run_dir) if "eval/accuracy" in r]
+    assert evals == [0, 3, 6]
+    for step in range(4, 7):  # save_total_limit 3 keeps the last three, each with both processes' RNG state
+        saved = run_dir / f"checkpoint-{step}"
+        assert checkpoints.is_complete(saved)
+        assert (saved / "rng_state_0.pth").exists() and (saved / "rng_state_1.pth").exists()
+    assert (run_dir / "final_adapter" / "adapter_model.safetensors").exists()
+    assert (run_dir / "final_model" / "model.safetensors").exists()
+    assert out.count("merged into the base") == 1  # by the main process only
+    assert out.count("run directory: ") == 1 and out.count("steps: 6") == 1  # the closing summary, once
+    assert json.loads((run_dir / "status.json").read_text()) == {"status": "ok"}
+    assert json.loads((run_dir / "best.json").read_text())["step"] in (0, 3, 6)
+    assert (run_dir / "train.log").read_text().count("task arithmetic:") == 1
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1  # one W&B run, not one per process
+
+
+def test_a_signal_to_one_process_stops_both_after_the_same_step(two_processes, tmp_path):
+    """SIGTERM reaches only the second process (a user's kill, a failing node's agent): both stop after the same
+    step with a complete checkpoint, instead of the first waiting forever in the next gradient all-reduce; the same
+    command then resumes to the history of the uninterrupted run."""
+    run_dir = tmp_path / "run"
+    process = torchrun(tmp_path, f"hydra.run.dir={run_dir}")
+    deadline = time.monotonic() + 180
+    while not ((run_dir / "metrics.jsonl").exists() and any(r.get("step", 0) >= 2 for r in read_metrics(run_dir))):
+        assert process.poll() is None and time.monotonic() < deadline, finish(process, 10)[-3000:]
+        time.sleep(0.05)
+    workers = [p for p in psutil.Process(process.pid).children(recursive=True) if "grpo_ext.train" in p.cmdline()]
+    second = next(p for p in workers if p.environ().get("RANK") == "1")
+    second.send_signal(signal.SIGTERM)
+    out = finish(process, timeout=120)
+    assert process.returncode != 0, out[-3000:]
+    assert "another training process received SIGTERM" in out, out[-3000:]
+    assert out.count("stopped by SIGTERM at step") == 1, out[-3000:]
+    saved = checkpoints.latest_complete(run_dir)
+    stopped_at = checkpoints.checkpoint_step(saved)
+    assert 2 <= stopped_at < 6
+    assert (saved / "rng_state_0.pth").exists() and (saved / "rng_state_1.pth").exists()
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "interrupted"
+
+    resumed = torchrun(tmp_path, f"hydra.run.dir={run_dir}")
+    out = finish(resumed)
+    assert resumed.returncode == 0, out[-3000:]
+    assert history(run_dir) == history(two_processes[0])
+
+
+def test_processes_with_different_run_directories_are_stopped(tmp_path):
+    process = torchrun(tmp_path, f"hydra.run.dir={tmp_path}/rank${{oc.env:RANK}}")
+    out = finish(process)
+    assert process.returncode != 0
+    assert "config error: the 2 training processes would write to different run directories" in out, out[-3000:]
+    assert "hydra.run.dir=DIR" in out
+
+
+@pytest.mark.parametrize(("world_size", "dirs"), [("2", 1), (None, 2)])
+def test_processes_started_seconds_apart_get_one_run_directory(tmp_path, world_size, dirs):
+    """Hydra's ``now`` gives processes that start in different seconds different directories; ``launch_time``
+    takes their launcher's start, here this test's process. (A bad ``model.init`` ends each right after Hydra made
+    the directory, before the processes would look for each other.)"""
+    for rank in ("0", "1"):
+        env = {"RANK": rank, "WORLD_SIZE": world_size}
+        result = run_cli(["-m", "grpo_ext.train", "model.init=bogus"], cwd=tmp_path, env=env, timeout=120)
+        assert "config error: model.init" in result.stderr, result.stderr[-2000:]
+        time.sleep(1.1)
+    assert len(list((tmp_path / "outputs" / "arithmetic").iterdir())) == dirs
