@@ -15,6 +15,8 @@
 #   VLLM_GPU         GPU index for the server (default 1)
 #   TRAIN_GPUS       GPU indices for training, comma-separated (default 0); several run under `accelerate launch`
 #   ACCELERATE_CONFIG  with several TRAIN_GPUS: ddp or zero3 (launch/accelerate/NAME.yaml) or a file (default ddp)
+#   SHUTDOWN_TIMEOUT   with several TRAIN_GPUS: seconds the training processes get, after a signal, to finish
+#                      their step and save a checkpoint before accelerate kills them (default 600; torch's own: 30)
 #   HOST             address the server listens on (default 127.0.0.1)
 #   PORT             server HTTP port (default 8000)
 #   GROUP_PORT       weight-sync (NCCL) port (default 51216)
@@ -43,6 +45,7 @@ VLLM="${VLLM:-vllm}"
 PYTHON="${PYTHON:-python}"
 TRAIN_CMD="${TRAIN_CMD:-}"
 ACCELERATE_CONFIG="${ACCELERATE_CONFIG:-ddp}"
+SHUTDOWN_TIMEOUT="${SHUTDOWN_TIMEOUT:-600}"
 
 die() {
     echo "launch/vllm_server.sh: $*" >&2
@@ -53,7 +56,7 @@ die() {
 [[ "$VLLM_GPU" =~ ^[0-9]+$ ]] || die "VLLM_GPU must be a GPU index, got '$VLLM_GPU'"
 [[ "$TRAIN_GPUS" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "TRAIN_GPUS must be GPU indices like 0 or 0,1,2, got '$TRAIN_GPUS'"
 [[ ",$TRAIN_GPUS," != *",$VLLM_GPU,"* ]] || die "VLLM_GPU=$VLLM_GPU is also in TRAIN_GPUS=$TRAIN_GPUS"
-for name in PORT GROUP_PORT STARTUP_TIMEOUT; do
+for name in PORT GROUP_PORT STARTUP_TIMEOUT SHUTDOWN_TIMEOUT; do
     [[ "${!name}" =~ ^[0-9]+$ ]] || die "$name must be a whole number, got '${!name}'"
 done
 [[ "$PORT" != "$GROUP_PORT" ]] || die "PORT and GROUP_PORT must differ (both $PORT)"
@@ -130,6 +133,9 @@ if [[ -n "$TRAIN_CMD" ]]; then
     read -r -a trainer <<<"$TRAIN_CMD"
     trainer+=("${common[@]}")
 elif ((${#train_gpus[@]} > 1)); then
+    # accelerate's launcher (torch's elastic agent) passes a signal on to the processes, then kills them after
+    # TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds (where the installed torch reads it; 2.13 does)
+    export TORCH_ELASTIC_SHUTDOWN_TIMEOUT="$SHUTDOWN_TIMEOUT"
     trainer=("$PYTHON" -m accelerate.commands.launch --config_file "$config_file" --num_processes "${#train_gpus[@]}"
         -m grpo_ext.train hardware=multigpu "${common[@]}")
 else

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from subprocess import Popen
 
 import psutil
 import pytest
@@ -31,17 +32,17 @@ ARGS = [
 ]
 
 
-def torchrun(cwd: Path, *args: str, env: dict[str, str | None] | None = None) -> subprocess.Popen:
-    """``torchrun --standalone --nproc_per_node 2 -m grpo_ext.train ARGS`` (a free rendezvous port: tests may run
-    side by side), both streams in one pipe."""
+def torchrun(cwd: Path, *args: str, env: dict[str, str | None] | None = None, entry: str = "train") -> Popen:
+    """``torchrun --standalone --nproc_per_node 2 -m grpo_ext.ENTRY ARGS`` (a free rendezvous port: tests may run
+    side by side), both streams in one pipe. ``ARGS`` (this module's) come first for training."""
     full_env = {**os.environ, "PYTHONPATH": str(TESTS), **(env or {})}
     full_env = {key: value for key, value in full_env.items() if value is not None}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    cmd += ["-m", "grpo_ext.train", *ARGS, *args]
-    return subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd += ["-m", f"grpo_ext.{entry}", *(ARGS if entry == "train" else []), *args]
+    return Popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def finish(process: subprocess.Popen, timeout: float = 240) -> str:
+def finish(process: Popen, timeout: float = 240) -> str:
     try:
         return process.communicate(timeout=timeout)[0]
     except subprocess.TimeoutExpired:
@@ -135,3 +136,17 @@ def test_processes_started_seconds_apart_get_one_run_directory(tmp_path, world_s
         assert "config error: model.init" in result.stderr, result.stderr[-2000:]
         time.sleep(1.1)
     assert len(list((tmp_path / "outputs" / "arithmetic").iterdir())) == dirs
+
+
+def test_sft_in_two_processes(tmp_path):
+    args = ["task=arithmetic", "model=tiny", "peft=lora", *FAST, "task.train_size=64", "sft.steps=3"]
+    args.append("sft.batch_size=4")
+    process = torchrun(tmp_path, *args, entry="sft")
+    out = finish(process)
+    assert process.returncode == 0, out[-3000:]
+    (run_dir,) = (tmp_path / "outputs" / "arithmetic").iterdir()
+    saved = run_dir / "checkpoint-3"
+    assert (saved / "rng_state_0.pth").exists() and (saved / "rng_state_1.pth").exists()
+    assert (run_dir / "final_model" / "model.safetensors").exists()
+    assert out.count("SFT arithmetic: eval accuracy") == 1  # evaluated and reported by the main process
+    assert json.loads((run_dir / "status.json").read_text()) == {"status": "ok"}

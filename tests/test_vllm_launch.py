@@ -331,12 +331,14 @@ def test_launcher_refuses_a_port_in_use(fake_vllm, tmp_path):
 
 def test_launcher_runs_several_training_gpus_under_accelerate(fake_vllm, tmp_path):
     python = tmp_path / "python"
-    python.write_text(f'#!/bin/sh\necho "$CUDA_VISIBLE_DEVICES $*" > "{tmp_path / "argv.txt"}"\n')
+    python.write_text(
+        f'#!/bin/sh\necho "$CUDA_VISIBLE_DEVICES $TORCH_ELASTIC_SHUTDOWN_TIMEOUT $*" > "{tmp_path / "argv.txt"}"\n'
+    )
     python.chmod(0o755)
     result = launch(tmp_path, {"TRAIN_CMD": "", "PYTHON": str(python), "TRAIN_GPUS": "0,1,2", "VLLM_GPU": "3"}, "a=1")
     assert result.returncode == 0, result.stderr
-    gpus, *argv = (tmp_path / "argv.txt").read_text().split()
-    assert gpus == "0,1,2"
+    gpus, shutdown_timeout, *argv = (tmp_path / "argv.txt").read_text().split()
+    assert gpus == "0,1,2" and shutdown_timeout == "600"  # time to save a checkpoint after a signal
     assert argv[:3] == ["-m", "accelerate.commands.launch", "--config_file"]
     assert argv[3].endswith("launch/accelerate/ddp.yaml") and argv[4:6] == ["--num_processes", "3"]
     assert argv[6:9] == ["-m", "grpo_ext.train", "hardware=multigpu"] and argv[-1] == "a=1"

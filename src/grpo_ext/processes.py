@@ -32,6 +32,12 @@ def is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def quiet_unless_main() -> None:
+    """In a process other than the main one, log warnings and errors only: its info lines repeat the main one's."""
+    if not is_main():
+        logging.getLogger("grpo_ext").setLevel(logging.WARNING)
+
+
 def launch_time(pattern: str) -> str:
     """``datetime.strftime(pattern)`` of when this launch began: the ``launch_time`` resolver of run directories.
 

@@ -18,7 +18,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from grpo_ext import adapters, checkpoints, models
+from grpo_ext import adapters, checkpoints, models, processes
 from grpo_ext.config import register_configs
 from grpo_ext.evaluate import check_eval, run_eval
 from grpo_ext.hardware import resolve_auto
@@ -76,6 +76,7 @@ def sft_config(cfg: DictConfig, run_dir: Path) -> Any:
 @hydra.main(version_base=None, config_path="pkg://grpo_ext.conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    processes.quiet_unless_main()
     cfg = resolve_auto(cfg, list(HydraConfig.get().overrides.task))
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -85,12 +86,15 @@ def main(cfg: DictConfig) -> None:
         adapters.check(cfg.peft, cfg.hardware.device)
         rewards, _ = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
         args = sft_config(cfg, run_dir)
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        processes.check_one_run_dir(args, run_dir)  # several processes (torchrun): all in one directory
+        if processes.is_main():
+            OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     except ValueError as err:
         sys.exit(f"config error: {err}")
     try:
         splits = build_task(cfg.task)
-        model_path = models.resolve(cfg.model)
+        with processes.main_first():  # a model built here is built once, then read by the other processes
+            model_path = models.resolve(cfg.model)
     except ValueError as err:
         sys.exit(f"task error: {err}")
     except models.ModelUnavailableError as err:
@@ -113,15 +117,22 @@ def main(cfg: DictConfig) -> None:
         quantization_config=adapters.quantization_config(cfg.peft, dtype),
     )
     adapters.keep_4bit_layers_trainable(trainer.model)  # QLoRA on the CPU: evaluating must not break training
+    main = processes.is_main()  # the one process that evaluates and reports; the others only train
+
+    def evaluate() -> dict[str, Any]:
+        return run_eval(trainer.model, trainer.processing_class, splits.eval, rewards[0], cfg)["metrics"]
+
     try:
-        before = run_eval(trainer.model, trainer.processing_class, splits.eval, rewards[0], cfg)["metrics"]
+        before = evaluate() if main else None
         resume = checkpoints.latest_complete(run_dir)
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         adapters.save_final(trainer, run_dir, cfg.peft, model_path, dtype)
-        after = run_eval(trainer.model, trainer.processing_class, splits.eval, rewards[0], cfg)["metrics"]
+        after = evaluate() if main else None
     finally:
         for reward in rewards:
             getattr(reward, "close", lambda: None)()
+    if not main:
+        return
     write_status(run_dir, "ok")
     final = run_dir / "final_model"
     print(

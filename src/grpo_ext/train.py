@@ -45,8 +45,7 @@ def main(cfg: DictConfig) -> float:
     Returns the run's final ``objective`` (what an Optuna sweep maximizes); NaN for a failed job.
     """
     hydra_cfg = HydraConfig.get()
-    if not processes.is_main():  # one process per GPU: their info lines would repeat the main process's
-        logging.getLogger("grpo_ext").setLevel(logging.WARNING)
+    processes.quiet_unless_main()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     cfg = hardware.resolve_auto(cfg, list(hydra_cfg.overrides.task))  # hardware=auto: the profile for this machine
