@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import re
 import signal
 from dataclasses import asdict
@@ -113,6 +114,16 @@ def parse_tests(tests: Any, entry_point: Any) -> tuple[str, list[dict[str, Any]]
     return mode, tests
 
 
+def default_workers() -> int:
+    """Sandbox workers when ``workers`` is not given: one per core this process may run on (its CPU affinity, which
+    a SLURM allocation or a container's cpuset narrows, not the machine's count), divided among the training
+    processes on this machine (``LOCAL_WORLD_SIZE``, set by torchrun and accelerate), each with its own pool. More
+    would oversubscribe the cores while every process scores its batch at once, and programs would run past their
+    wall-clock limit for want of a core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
 class PythonExec:
     """Reward for code: the share of a row's tests that the completion's program passes, run in the sandbox."""
 
@@ -137,11 +148,9 @@ class PythonExec:
         programs_per_request: int = 16,
         scratch_mb: int = 64,
     ) -> None:
-        import os
-
         if isolation not in ISOLATIONS:
             raise ValueError(f"python_exec: isolation must be one of {list(ISOLATIONS)}, got {isolation!r}")
-        self.workers = workers if workers is not None else (os.cpu_count() or 1)
+        self.workers = workers if workers is not None else default_workers()
         for key, value in (
             ("workers", self.workers), ("programs_per_request", programs_per_request), ("scratch_mb", scratch_mb),
         ):  # fmt: skip

@@ -50,3 +50,23 @@ def fails_on_some(completions, **kwargs):
 
 def always_fails(completions, **kwargs):
     raise RuntimeError("this reward is broken")
+
+
+class ScriptedEvaluations:
+    """Held-out evaluations scored by script, as if the policy's greedy accuracy went 0% -> 100% -> 50% (before
+    step 1, then at each ``eval.every``), for tests of the best model where the evaluating process is not the test's
+    own. An evaluation is a call with exactly ``eval_size`` completions; any other call is a training batch, scored
+    as ``prefers_short`` scores it."""
+
+    full_reward = 1.0
+
+    def __init__(self, eval_size: int = 4, script: tuple[float, ...] = (0.0, 1.0, 0.5)) -> None:
+        self.__name__ = "scripted_evaluations"
+        self.eval_size, self.script, self.evaluations = eval_size, tuple(script), 0
+
+    def __call__(self, completions, **kwargs):
+        if len(completions) != self.eval_size:
+            return prefers_short(completions)
+        share = self.script[min(self.evaluations, len(self.script) - 1)]
+        self.evaluations += 1
+        return [1.0 if i < round(share * len(completions)) else 0.0 for i in range(len(completions))]

@@ -40,6 +40,18 @@ def test_auto_picks_a_profile_from_the_gpus_and_says_why(gpus, vllm_ready, profi
     assert why and (not gpus or gpus[0].name in why or str(len(gpus)) in why)
 
 
+@pytest.mark.parametrize("vllm_ready", [True, False])
+def test_auto_under_a_launcher_picks_the_profile_of_each_process_gpu(vllm_ready):
+    """torchrun with 4 processes on 4 GPUs: no GPU is left for a vLLM server, and each process trains on its own."""
+    issue = None if vllm_ready else "vLLM is not installed"
+    assert hardware.pick_profile([H100] * 4, issue, launched=4) == (
+        "gpu_80gb",
+        "4 training processes, one per GPU: H100 with 79 GiB",
+    )
+    assert hardware.pick_profile([RTX3080] * 2, issue, launched=2)[0] == "gpu_10gb"
+    assert hardware.pick_profile([], issue, launched=2)[0] == "cpu"
+
+
 def test_auto_resolves_to_cpu_here_keeping_overrides_and_choices(caplog):
     caplog.set_level("INFO")
     overrides = ["task=fizzbuzz", "peft=lora", "trainer.learning_rate=3e-5", "hardware.vllm.port=8123"]

@@ -15,8 +15,10 @@ from subprocess import Popen
 
 import psutil
 import pytest
+import torch
+from safetensors.torch import load_file
 
-from conftest import FAST, TESTS, WITH_SIGNAL, run_cli
+from conftest import FAST, TESTS, run_cli
 from grpo_ext import checkpoints
 from grpo_ext.records import read_metrics
 
@@ -28,7 +30,9 @@ ARGS = [
     "trainer.max_steps=6",
     "trainer.save_steps=1",
     "eval.every=3",
-    *WITH_SIGNAL,
+    # evaluations scored 0%, 100%, 50%: the best model is the one of step 3, saved by the main process mid-run
+    "task.rewards=[{name: reward_fixtures.ScriptedEvaluations}, {name: reward_fixtures.prefers_short}]",
+    "trainer.learning_rate=1e-3",
 ]
 
 
@@ -80,10 +84,14 @@ def test_two_processes_write_one_run(two_processes):
         assert (saved / "rng_state_0.pth").exists() and (saved / "rng_state_1.pth").exists()
     assert (run_dir / "final_adapter" / "adapter_model.safetensors").exists()
     assert (run_dir / "final_model" / "model.safetensors").exists()
-    assert out.count("merged into the base") == 1  # by the main process only
+    for adapter in ("final_adapter", "best_adapter"):  # each merged by the main process only
+        assert out.count(f"{adapter} merged into the base") == 1, out[-3000:]
     assert out.count("run directory: ") == 1 and out.count("steps: 6") == 1  # the closing summary, once
     assert json.loads((run_dir / "status.json").read_text()) == {"status": "ok"}
-    assert json.loads((run_dir / "best.json").read_text())["step"] in (0, 3, 6)
+    assert json.loads((run_dir / "best.json").read_text()) == {"step": 3, "eval/accuracy": 1.0, "model": "best_model"}
+    assert (run_dir / "best_adapter" / "adapter_model.safetensors").exists()
+    best, final = (load_file(run_dir / name / "model.safetensors") for name in ("best_model", "final_model"))
+    assert any(not torch.equal(best[key], final[key]) for key in final)  # three more steps trained after step 3
     assert (run_dir / "train.log").read_text().count("task arithmetic:") == 1
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1  # one W&B run, not one per process
 

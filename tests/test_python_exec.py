@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -18,7 +19,7 @@ import pytest
 from trl.trainer.utils import is_async_callable
 
 from grpo_ext.rewards import sandbox
-from grpo_ext.rewards.python_exec import PythonExec, extract_code, strict_equal
+from grpo_ext.rewards.python_exec import PythonExec, default_workers, extract_code, strict_equal
 from grpo_ext.rewards.sandbox import SandboxUnavailableError, WorkerError
 
 needs_bwrap = pytest.mark.skipif(
@@ -712,3 +713,21 @@ def test_calls_from_many_threads_share_the_pool(verifier):
     for thread in threads:
         thread.join()
     assert [r["reward"] for r in results] == [1.0] * 40
+
+
+def test_default_workers_are_the_cores_this_process_may_use_shared_by_the_training_processes(monkeypatch):
+    """Not the machine's core count: a SLURM allocation or a cpuset narrows the affinity, and several training
+    processes on one machine (LOCAL_WORLD_SIZE) each start a pool."""
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    pinned = subprocess.run(
+        [sys.executable, "-c", "from grpo_ext.rewards.python_exec import PythonExec; print(PythonExec().workers)"],
+        preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}),  # one core, as taskset -c would
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert pinned.stdout.strip() == "1"
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert default_workers() == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert default_workers() == PythonExec().workers == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert default_workers() == 1

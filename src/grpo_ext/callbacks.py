@@ -98,7 +98,7 @@ class StopOnSignal(TrainerCallback):
         )
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.received = processes.agree_on_signal(self.received, args.device)
+        self.received = processes.agree_on_signal(self.received, args)
         if self.received is not None:
             control.should_save = True
             control.should_training_stop = True

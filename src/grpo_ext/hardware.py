@@ -45,11 +45,15 @@ def visible_gpus() -> list[Gpu]:
     return [Gpu(p.name, p.total_memory / 2**30) for p in properties]
 
 
-def pick_profile(gpus: list[Gpu], vllm_issue: str | None) -> tuple[str, str]:
+def pick_profile(gpus: list[Gpu], vllm_issue: str | None, launched: int = 1) -> tuple[str, str]:
     """The profile ``hardware=auto`` stands for on a machine with ``gpus`` and ``vllm_issue`` (``vllm_problem()``:
-    None when a usable vLLM is installed), and why, in words for the log."""
+    None when a usable vLLM is installed), and why, in words for the log. ``launched``: the training processes a
+    launcher started (torchrun, accelerate), each of which trains on a GPU of its own."""
     if not gpus:
         return "cpu", "no CUDA GPU is visible"
+    if launched > 1:  # the GPUs are taken, one per process: each process's profile is its own GPU's
+        single, _ = pick_profile(gpus[:1], vllm_issue)
+        return single, f"{launched} training processes, one per GPU: {gpus[0].name} with {gpus[0].memory_gib:.0f} GiB"
     if len(gpus) >= 2 and vllm_issue is None:
         if len(gpus) == 2:
             return "gpu2_vllm_server", "2 GPUs and vLLM installed: training on GPU 0, a vLLM server on GPU 1"
@@ -98,7 +102,7 @@ def resolve_auto(cfg: DictConfig, overrides: list[str]) -> DictConfig:
         return cfg
     from hydra import compose
 
-    name, why = pick_profile(visible_gpus(), vllm_problem())
+    name, why = pick_profile(visible_gpus(), vllm_problem(), processes.world_size())
     log.info("hardware=auto picked hardware=%s: %s", name, why)
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "hardware"]
     return compose(config_name="config", overrides=[*kept, f"hardware={name}"])

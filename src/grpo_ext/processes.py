@@ -83,8 +83,9 @@ def check_one_run_dir(args: Any, run_dir: Path) -> None:
         )
 
 
-def agree_on_signal(received: signal.Signals | None, device: Any) -> signal.Signals | None:
+def agree_on_signal(received: signal.Signals | None, args: Any) -> signal.Signals | None:
     """The signal any process has received (the highest number, when several differ), or None when none has.
+    ``args``: the run's GRPOConfig, whose ``device`` the processes' collective operations use.
 
     Called by every process at the end of every step (one all-reduce of one number): a process that stopped alone
     would leave the others blocked in the next step's gradient all-reduce.
@@ -94,7 +95,7 @@ def agree_on_signal(received: signal.Signals | None, device: Any) -> signal.Sign
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return received
-    flag = torch.tensor([received.value if received is not None else 0], device=device)
+    flag = torch.tensor([received.value if received is not None else 0], device=args.device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     agreed = int(flag.item())
     if agreed and received is None:
