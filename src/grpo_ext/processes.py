@@ -93,7 +93,7 @@ def agree_on_signal(received: signal.Signals | None, args: Any) -> signal.Signal
     import torch
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not _joined():
         return received
     flag = torch.tensor([received.value if received is not None else 0], device=args.device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -108,9 +108,7 @@ def main_first() -> Iterator[None]:
     """Run the block in the main process, then in the others: what the main process builds or downloads into a
     cache (the tiny model), the others find there. It must be the main process: with a process group joined,
     transformers' ``save_pretrained`` writes a model's files only in global rank 0."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not _joined():
         yield
         return
     from accelerate import PartialState
@@ -122,9 +120,14 @@ def main_first() -> Iterator[None]:
 def wait_for_all() -> None:
     """Block until every training process gets here (nothing with one process): used after a stop, so that no
     process exits, and its launcher kills the rest, while another is still writing its part of the checkpoint."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _joined():
         from accelerate import PartialState
 
         PartialState().wait_for_everyone()
+
+
+def _joined() -> bool:
+    """True when this process is in a process group with others (the Trainer, or ``check_one_run_dir``, joined it)."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
