@@ -16,6 +16,8 @@ from subprocess import Popen
 import psutil
 import pytest
 import torch
+import transformers
+from packaging.version import Version
 from safetensors.torch import load_file
 
 from conftest import FAST, TESTS, run_cli
@@ -96,12 +98,13 @@ def test_two_processes_write_one_run(two_processes):
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1  # one W&B run, not one per process
 
 
-def test_a_signal_to_one_process_stops_both_after_the_same_step(two_processes, tmp_path):
-    """SIGTERM reaches only the second process (a user's kill, a failing node's agent): both stop after the same
-    step with a complete checkpoint, instead of the first waiting forever in the next gradient all-reduce; the same
-    command then resumes to the history of the uninterrupted run."""
-    run_dir = tmp_path / "run"
-    process = torchrun(tmp_path, f"hydra.run.dir={run_dir}")
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory):
+    """The same run, sent SIGTERM in its second process only (a user's kill, a failing node's agent) once step 2
+    is logged; returns (run directory, output)."""
+    cwd = tmp_path_factory.mktemp("interrupted")
+    run_dir = cwd / "run"
+    process = torchrun(cwd, f"hydra.run.dir={run_dir}")
     deadline = time.monotonic() + 180
     while not ((run_dir / "metrics.jsonl").exists() and any(r.get("step", 0) >= 2 for r in read_metrics(run_dir))):
         assert process.poll() is None and time.monotonic() < deadline, finish(process, 10)[-3000:]
@@ -111,15 +114,29 @@ def test_a_signal_to_one_process_stops_both_after_the_same_step(two_processes, t
     second.send_signal(signal.SIGTERM)
     out = finish(process, timeout=120)
     assert process.returncode != 0, out[-3000:]
+    return run_dir, out
+
+
+def test_a_signal_to_one_process_stops_both_after_the_same_step(interrupted):
+    """Both stop after the same step with a complete checkpoint, instead of the first waiting for ever in the next
+    gradient all-reduce (on gloo, crashing: "Connection reset by peer")."""
+    run_dir, out = interrupted
     assert "another training process received SIGTERM" in out, out[-3000:]
     assert out.count("stopped by SIGTERM at step") == 1, out[-3000:]
     saved = checkpoints.latest_complete(run_dir)
-    stopped_at = checkpoints.checkpoint_step(saved)
-    assert 2 <= stopped_at < 6
+    assert 2 <= checkpoints.checkpoint_step(saved) < 6
     assert (saved / "rng_state_0.pth").exists() and (saved / "rng_state_1.pth").exists()
     assert json.loads((run_dir / "status.json").read_text())["status"] == "interrupted"
 
-    resumed = torchrun(tmp_path, f"hydra.run.dir={run_dir}")
+
+@pytest.mark.skipif(
+    Version(transformers.__version__) < Version("5.24"),
+    reason="transformers 5.17 (the GPU machine's) cannot resume a multi-process run on the CPU: it loads the "
+    "optimizer state to device 'cpu:0', which torch refuses; 5.24 loads it to 'cpu' (on GPUs: cuda:N, unaffected)",
+)
+def test_the_same_command_resumes_the_interrupted_run_to_the_uninterrupted_history(interrupted, two_processes):
+    run_dir, _ = interrupted
+    resumed = torchrun(run_dir.parent, f"hydra.run.dir={run_dir}")
     out = finish(resumed)
     assert resumed.returncode == 0, out[-3000:]
     assert history(run_dir) == history(two_processes[0])

@@ -12,6 +12,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,4 +209,7 @@ def rollout_func(hw: DictConfig, uses_vllm: bool, peft: str = "none") -> Any:
         raise ValueError(f"hardware.rollout=static_cache cannot be used here: {problem}; or use hardware.rollout=auto")
     from grpo_ext.rollout import StaticCacheRollout
 
+    # GRPOTrainer warns that rollout_func is experimental and may change: trl==1.16.* is pinned, so it cannot change
+    # under this code, and the warning would leave the user nothing to act on
+    warnings.filterwarnings("ignore", message="You are using 'rollout_func'", category=UserWarning)
     return StaticCacheRollout()
