@@ -387,3 +387,17 @@ def test_a_real_vllm_server_is_started_used_and_stopped_by_the_run(tmp_path):
 
 def port_in_use_now(port: int) -> bool:
     return vllm_server.port_in_use("127.0.0.1", port)
+
+
+def test_a_server_of_its_own_is_refused_under_a_launcher_of_several_processes(monkeypatch):
+    """Each torchrun process would start `vllm serve` on the same port; the launcher script starts one for all."""
+    from conftest import compose_config
+    from grpo_ext import hardware
+
+    server = compose_config(["hardware=gpu2_vllm_server"]).hardware
+    hardware.check_launch(server)  # one process: the run starts its server
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="starts a vLLM server for one training process, and this launch has 2"):
+        hardware.check_launch(server)
+    server.vllm.managed = False  # a server started by hand serves them all
+    hardware.check_launch(server)

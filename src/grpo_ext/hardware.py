@@ -110,11 +110,19 @@ def resolve_auto(cfg: DictConfig, overrides: list[str]) -> DictConfig:
 
 
 def check_launch(hw: DictConfig) -> None:
-    """Several training processes exist only under ``accelerate launch``: refuse to start one process alone."""
+    """Several training processes exist only under ``accelerate launch``: refuse to start one process alone; and a
+    vLLM server started by the run itself serves one training process: refuse it under a launcher of several."""
     if hw.num_processes != 1 and "WORLD_SIZE" not in os.environ:
         raise ValueError(
             f"hardware={hw.name} trains one process per GPU under accelerate: start it with launch/vllm_server.sh "
             "(for example MODEL=... TRAIN_GPUS=0,1,2 VLLM_GPU=3 launch/vllm_server.sh), which also runs vLLM"
+        )
+    if processes.world_size() > 1 and hw.vllm.mode == "server" and hw.vllm.managed:
+        raise ValueError(
+            f"hardware={hw.name} starts a vLLM server for one training process, and this launch has "
+            f"{processes.world_size()}: for several, launch/vllm_server.sh starts one server for all of them "
+            "(MODEL=... TRAIN_GPUS=0,1,2 VLLM_GPU=3 launch/vllm_server.sh), or add hardware.vllm.managed=false and "
+            "start `vllm serve` yourself"
         )
 
 
