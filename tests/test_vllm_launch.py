@@ -391,9 +391,6 @@ def port_in_use_now(port: int) -> bool:
 
 def test_a_server_of_its_own_is_refused_under_a_launcher_of_several_processes(monkeypatch):
     """Each torchrun process would start `vllm serve` on the same port; the launcher script starts one for all."""
-    from conftest import compose_config
-    from grpo_ext import hardware
-
     server = compose_config(["hardware=gpu2_vllm_server"]).hardware
     hardware.check_launch(server)  # one process: the run starts its server
     monkeypatch.setenv("WORLD_SIZE", "2")
