@@ -121,7 +121,12 @@ def default_workers() -> int:
     would oversubscribe the cores while every process scores its batch at once, and programs would run past their
     wall-clock limit for want of a core."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    return max(1, cores // _pools_on_this_machine())
+
+
+def _pools_on_this_machine() -> int:
+    """Training processes on this machine (``LOCAL_WORLD_SIZE``, set by torchrun and accelerate): a pool each."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 class PythonExec:
@@ -196,8 +201,9 @@ class PythonExec:
 
     def _request_limits(self) -> dict[str, Any]:
         limits = asdict(self.limits)
-        # The process-count rlimit counts every process of the programs' user, the other workers' programs too.
-        limits["nproc"] = self.limits.nproc + 2 * self.workers + 2
+        # The process-count rlimit counts every process of the programs' user: the other workers' programs too, and
+        # those of the other training processes' pools on this machine.
+        limits["nproc"] = self.limits.nproc + 2 * self.workers * _pools_on_this_machine() + 2
         return limits
 
     def score_batch(

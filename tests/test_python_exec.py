@@ -731,3 +731,13 @@ def test_default_workers_are_the_cores_this_process_may_use_shared_by_the_traini
     assert default_workers() == PythonExec().workers == 2
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
     assert default_workers() == 1
+
+
+def test_the_process_limit_leaves_room_for_the_programs_of_every_pool_on_the_machine(monkeypatch):
+    """Programs of all pools run as one user, whose processes the limit counts: with 4 training processes on the
+    machine, 4 pools' programs."""
+    reward = PythonExec(workers=2, max_processes=16)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert reward._request_limits()["nproc"] == 16 + 2 * 2 + 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert reward._request_limits()["nproc"] == 16 + 2 * 2 * 4 + 2
