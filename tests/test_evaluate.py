@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from conftest import FAST, QLORA_HERE, compose_config, run_cli
 from grpo_ext import evaluate as evaluation
+from grpo_ext.records import read_metrics
 from grpo_ext.rewards.arithmetic import ArithmeticShaping
 from grpo_ext.tasks import build_task
 
@@ -104,10 +107,31 @@ def test_sft_saves_a_model_that_grpo_starts_from(tmp_path):
     assert f"model tiny from {final}" in grpo.stdout + grpo.stderr
 
 
+def test_sft_evaluates_every_n_steps_and_keeps_its_best_model(tmp_path):
+    """Evaluations scored by script (0%, 100%, 50% at steps 0, 2, 4): the model of step 2 is kept."""
+    scripted = "task.rewards=[{name: reward_fixtures.ScriptedEvaluations}, {name: arithmetic_shaping}]"
+    sft = run_cli(
+        ["-m", "grpo_ext.sft", "task=arithmetic", "model=tiny", *FAST, "sft.steps=4", "sft.batch_size=8",
+         "sft.eval_every=2", scripted, f"hydra.run.dir={tmp_path}"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert sft.returncode == 0, sft.stderr[-2000:]
+    evals = [(r["step"], r["eval/accuracy"]) for r in read_metrics(tmp_path) if "eval/accuracy" in r]
+    assert evals == [(0, 0.0), (2, 1.0), (4, 0.5)]
+    assert json.loads((tmp_path / "best.json").read_text()) == {"step": 2, "eval/accuracy": 1.0, "model": "best_model"}
+    best, final = (load_file(tmp_path / name / "model.safetensors") for name in ("best_model", "final_model"))
+    assert any(not torch.equal(best[key], final[key]) for key in final)  # two more steps after step 2
+    assert "SFT arithmetic: eval accuracy: 0.0% (step 0) -> 50.0% (step 4): +50.0 points" in sft.stdout
+    assert f"best eval accuracy: 100.0% at step 2: {tmp_path / 'best_model'}" in sft.stdout
+
+
 def test_bad_sft_settings_are_named(tmp_path):
     result = run_cli(["-m", "grpo_ext.sft", "task=arithmetic", "model=tiny", *FAST, "sft.steps=0",
                       f"hydra.run.dir={tmp_path / 'sft'}"], cwd=tmp_path)  # fmt: skip
     assert result.returncode != 0 and "sft.steps must be >= 1" in result.stderr
+    result = run_cli(["-m", "grpo_ext.sft", "task=arithmetic", "model=tiny", *FAST, "sft.eval_every=-1",
+                      f"hydra.run.dir={tmp_path / 'sft'}"], cwd=tmp_path)  # fmt: skip
+    assert result.returncode != 0 and "sft.eval_every must be >= 0 (0: only before and after), got -1" in result.stderr
 
 
 def test_infer_prints_an_answer_and_scores_it(tmp_path):

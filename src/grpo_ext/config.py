@@ -140,6 +140,7 @@ class SftConfig:
     max_length: int = 1024  # prompt + completion tokens; longer pairs are cut
     logging_steps: int = 10
     save_steps: int = 200
+    eval_every: int = 0  # held-out greedy evaluation also every N steps (0: only before the first and after the last)
 
 
 @functools.cache

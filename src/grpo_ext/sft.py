@@ -9,6 +9,7 @@ Checkpoints are written every ``sft.save_steps``; rerunning the same command res
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -19,10 +20,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from grpo_ext import adapters, checkpoints, models, processes
+from grpo_ext.best_model import BestModel, best_line
 from grpo_ext.config import register_configs
 from grpo_ext.evaluate import check_eval, run_eval
 from grpo_ext.hardware import resolve_auto
-from grpo_ext.records import write_status
+from grpo_ext.records import eval_change, read_metrics, write_status
 from grpo_ext.rewards import build_rewards
 from grpo_ext.tasks import build_task
 from grpo_ext.trainer_node import RENAMED, with_current_names
@@ -36,6 +38,8 @@ def check_sft(node: Any) -> None:
     for key in ("steps", "batch_size", "max_length", "save_steps", "logging_steps"):
         if getattr(node, key) < 1:
             raise ValueError(f"sft.{key} must be >= 1, got {getattr(node, key)}")
+    if node.eval_every < 0:
+        raise ValueError(f"sft.eval_every must be >= 0 (0: only before and after), got {node.eval_every}")
     if node.learning_rate <= 0:
         raise ValueError(f"sft.learning_rate must be > 0, got {node.learning_rate}")
     if not 0 <= node.warmup_fraction < 1:
@@ -105,39 +109,45 @@ def main(cfg: DictConfig) -> None:
     )
     from trl import SFTTrainer  # here, not at the top: seconds to import, and --help should not wait
 
-    from grpo_ext.callbacks import MetricsFile
+    from grpo_ext.callbacks import EvalCallback, MetricsFile
 
     dtype = models.torch_dtype(cfg.model.dtype, cfg.hardware.dtype)
+    metrics = MetricsFile(run_dir)
     trainer = SFTTrainer(
         model=model_path,
         args=args,
         train_dataset=train,
-        callbacks=[MetricsFile(run_dir)],
+        callbacks=[metrics],
         peft_config=adapters.lora_config(cfg.peft),
         quantization_config=adapters.quantization_config(cfg.peft, dtype),
     )
     adapters.keep_4bit_layers_trainable(trainer.model)  # QLoRA on the CPU: evaluating must not break training
     main = processes.is_main()  # the one process that evaluates and reports; the others only train
-
-    def evaluate() -> dict[str, Any]:
-        return run_eval(trainer.model, trainer.processing_class, splits.eval, rewards[0], cfg)["metrics"]
-
+    if main:  # held-out greedy accuracy before the first step, every sft.eval_every steps, after the last
+        evaluate = functools.partial(run_eval, dataset=splits.eval, reward=rewards[0], cfg=cfg)
+        best = BestModel(run_dir, trainer.save_model, cfg.peft.name != "none") if cfg.eval.keep_best else None
+        trainer.add_callback(EvalCallback(metrics, evaluate, cfg.sft.eval_every, best))
     try:
-        before = evaluate() if main else None
         resume = checkpoints.latest_complete(run_dir)
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         adapters.save_final(trainer, run_dir, cfg.peft, model_path, dtype)
-        after = evaluate() if main else None
     finally:
         for reward in rewards:
             getattr(reward, "close", lambda: None)()
     if not main:
         return
     write_status(run_dir, "ok")
-    final = run_dir / "final_model"
-    print(
-        f"SFT {cfg.task.name}: eval accuracy {before['accuracy']:.1%} -> {after['accuracy']:.1%} "
-        f"({after['n']} prompts, greedy)\nmodel: {final}  (start GRPO from it: model.path={final})"
+    print(_summary(run_dir, cfg.task.name))
+
+
+def _summary(run_dir: Path, task: str) -> str:
+    """The closing lines: the held-out accuracy before and after, the best model, where the model is."""
+    change = eval_change(read_metrics(run_dir)) or "fewer than two evaluations to compare"
+    best, final = best_line(run_dir), run_dir / "final_model"
+    return (
+        f"SFT {task}: {change}\n"
+        + (f"{best}\n" if best else "")
+        + f"model: {final}  (start GRPO from it: model.path={final})"
     )
 
 
