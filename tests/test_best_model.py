@@ -95,9 +95,21 @@ def test_a_resumed_run_must_beat_what_was_logged_before(tmp_path, tiny):
 def test_a_finished_run_continued_keeps_its_final_model_as_the_best(tmp_path, tiny):
     tiny.save_pretrained(tmp_path / "final_model")
     (tmp_path / "best.json").write_text(json.dumps({"step": 8, "eval/accuracy": 0.75, "model": "final_model"}))
-    best = BestModel(tmp_path, Saves(tiny), adapter=False)  # the new run will write another final_model
+    best = BestModel(tmp_path, Saves(tiny), adapter=False)
+    best.offer(8, acc(0.75), final=True)  # run again with the same steps: evaluated again, nothing trained
+    assert read_best(tmp_path)["model"] == "final_model" and not (tmp_path / "best_model").exists()
+    best.offer(10, acc(0.5), final=False)  # trained past its end: the new run will write another final_model
     assert read_best(tmp_path) == {"step": 8, "eval/accuracy": 0.75, "model": "best_model"}
     assert (tmp_path / "best_model" / "model.safetensors").is_file() and best.accuracy == 0.75
+
+
+def test_a_finished_run_continued_to_a_better_model_saves_only_that(tmp_path, tiny):
+    tiny.save_pretrained(tmp_path / "final_model")
+    (tmp_path / "best.json").write_text(json.dumps({"step": 8, "eval/accuracy": 0.75, "model": "final_model"}))
+    best = BestModel(tmp_path, Saves(tiny), adapter=False)
+    best.offer(10, acc(0.875), final=True)
+    assert read_best(tmp_path) == {"step": 10, "eval/accuracy": 0.875, "model": "final_model"}
+    assert not (tmp_path / "best_model").exists()
 
 
 def test_with_adapters_the_adapter_is_kept_and_a_stale_merge_removed(tmp_path, tiny):

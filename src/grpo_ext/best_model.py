@@ -47,11 +47,9 @@ class BestModel:
             first_best = max(evals, key=lambda r: (r[METRIC], -r["step"]), default=None)
             if first_best is not None and first_best["step"] == 0:
                 self._write_record(0, first_best[METRIC], "start")
-        elif self.record["model"] == "final_model":  # a finished run continued: its final model will be replaced
-            for name, kept in (("final_model", "best_model"), ("final_adapter", "best_adapter")):
-                if (run_dir / name).is_dir():
-                    _swap_in(run_dir / kept, functools.partial(shutil.copytree, run_dir / name))
-            self._write_record(self.record["step"], self.record[METRIC], "best_model")
+        # A finished run whose final model is its best, continued: once it trains past its old end, that final model
+        # will be replaced, so it is copied to best_model/ then (not now: a rerun that trains nothing keeps it).
+        self.final_is_best = self.record is not None and self.record["model"] == "final_model"
 
     @property
     def accuracy(self) -> float:
@@ -62,7 +60,15 @@ class BestModel:
 
         ``final``: the evaluation after the last step, whose model the run saves as ``final_model`` anyway.
         """
-        if not metrics[METRIC] > self.accuracy:
+        better = metrics[METRIC] > self.accuracy
+        if self.final_is_best and step > self.record["step"]:
+            self.final_is_best = False
+            if not better:  # the earlier run's final model stays the best: keep it before this run replaces it
+                for name, kept in (("final_model", "best_model"), ("final_adapter", "best_adapter")):
+                    if (self.run_dir / name).is_dir():
+                        _swap_in(self.run_dir / kept, functools.partial(shutil.copytree, self.run_dir / name))
+                self._write_record(self.record["step"], self.record[METRIC], "best_model")
+        if not better:
             return
         if step == 0:
             model = "start"
