@@ -136,6 +136,9 @@ elif ((${#train_gpus[@]} > 1)); then
     # accelerate's launcher (torch's elastic agent) passes a signal on to the processes, then kills them after
     # TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds (where the installed torch reads it; 2.13 does)
     export TORCH_ELASTIC_SHUTDOWN_TIMEOUT="$SHUTDOWN_TIMEOUT"
+    if [[ "$ACCELERATE_CONFIG" == zero3 ]]; then # sharded weights: the main process cannot generate alone
+        common+=(eval.during_training=false)
+    fi
     trainer=("$PYTHON" -m accelerate.commands.launch --config_file "$config_file" --num_processes "${#train_gpus[@]}"
         -m grpo_ext.train hardware=multigpu "${common[@]}")
 else

@@ -4,6 +4,7 @@ the evaluations that training runs before, during and after."""
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from safetensors.torch import load_file
 
 from conftest import FAST, QLORA_HERE, compose_config, run_cli
 from grpo_ext import evaluate as evaluation
+from grpo_ext import processes
 from grpo_ext.records import read_metrics
 from grpo_ext.rewards.arithmetic import ArithmeticShaping
 from grpo_ext.tasks import build_task
@@ -92,7 +94,7 @@ def test_training_evaluates_before_every_n_steps_and_at_the_end(tmp_path):
 def test_sft_saves_a_model_that_grpo_starts_from(tmp_path):
     sft = run_cli(
         ["-m", "grpo_ext.sft", "task=arithmetic", "model=tiny", *FAST, "sft.steps=4", "sft.batch_size=8",
-         "sft.logging_steps=1", f"hydra.run.dir={tmp_path / 'sft'}"],
+         "sft.logging_steps=1", "eval.during_training=true", f"hydra.run.dir={tmp_path / 'sft'}"],
         cwd=tmp_path,
     )  # fmt: skip
     assert sft.returncode == 0, sft.stderr[-2000:]
@@ -112,7 +114,7 @@ def test_sft_evaluates_every_n_steps_and_keeps_its_best_model(tmp_path):
     scripted = "task.rewards=[{name: reward_fixtures.ScriptedEvaluations}, {name: arithmetic_shaping}]"
     sft = run_cli(
         ["-m", "grpo_ext.sft", "task=arithmetic", "model=tiny", *FAST, "sft.steps=4", "sft.batch_size=8",
-         "sft.eval_every=2", scripted, f"hydra.run.dir={tmp_path}"],
+         "sft.eval_every=2", "eval.during_training=true", scripted, f"hydra.run.dir={tmp_path}"],
         cwd=tmp_path,
     )  # fmt: skip
     assert sft.returncode == 0, sft.stderr[-2000:]
@@ -123,6 +125,30 @@ def test_sft_evaluates_every_n_steps_and_keeps_its_best_model(tmp_path):
     assert any(not torch.equal(best[key], final[key]) for key in final)  # two more steps after step 2
     assert "SFT arithmetic: eval accuracy: 0.0% (step 0) -> 50.0% (step 4): +50.0 points" in sft.stdout
     assert f"best eval accuracy: 100.0% at step 2: {tmp_path / 'best_model'}" in sft.stdout
+
+
+def test_sft_without_evaluations_says_so(tmp_path):
+    sft = run_cli(["-m", "grpo_ext.sft", "task=arithmetic", "model=tiny", *FAST, "sft.steps=2", "sft.batch_size=8",
+                   f"hydra.run.dir={tmp_path}"], cwd=tmp_path)  # fmt: skip
+    assert sft.returncode == 0, sft.stderr[-2000:]
+    assert "SFT arithmetic: not evaluated (eval.during_training=false)" in sft.stdout
+    assert not [r for r in read_metrics(tmp_path) if "eval/accuracy" in r]
+
+
+def test_evaluating_during_training_is_refused_where_the_weights_are_sharded(monkeypatch, tmp_path):
+    args = types.SimpleNamespace(hf_deepspeed_config=None, fsdp=None)
+    processes.check_evaluation(True, args)  # one process, nothing sharded
+    for env, name in (("ACCELERATE_DEEPSPEED_ZERO_STAGE", "DeepSpeed ZeRO-3"), ("ACCELERATE_USE_FSDP", "FSDP")):
+        with monkeypatch.context() as patched:
+            patched.setenv(env, "3" if "STAGE" in env else "true")
+            with pytest.raises(ValueError, match=f"eval.during_training=true cannot run under {name}"):
+                processes.check_evaluation(True, args)
+            processes.check_evaluation(False, args)
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")  # as accelerate launch sets it for zero3.yaml
+    result = run_cli(["-m", "grpo_ext.sft", "task=arithmetic", "model=tiny", *FAST, "eval.during_training=true",
+                      f"hydra.run.dir={tmp_path}"], cwd=tmp_path)  # fmt: skip
+    assert result.returncode != 0
+    assert "config error: eval.during_training=true cannot run under DeepSpeed ZeRO-3" in result.stderr
 
 
 def test_bad_sft_settings_are_named(tmp_path):
@@ -160,10 +186,11 @@ def test_infer_usage_errors_exit_2(tmp_path, args):
 def test_sft_with_adapters_saves_the_adapter_and_a_merged_model(tmp_path, peft):
     sft = run_cli(
         ["-m", "grpo_ext.sft", "task=arithmetic", "model=tiny", *FAST, f"peft={peft}", "sft.steps=3",
-         "sft.batch_size=8", "sft.logging_steps=1", f"hydra.run.dir={tmp_path / 'sft'}"],
+         "sft.batch_size=8", "sft.logging_steps=1", "eval.during_training=true", f"hydra.run.dir={tmp_path / 'sft'}"],
         cwd=tmp_path,
     )  # fmt: skip
     assert sft.returncode == 0, sft.stderr[-2000:]
+    assert "eval accuracy: " in sft.stdout  # evaluated before and after, with the adapters (QLoRA: 4-bit layers)
     assert (tmp_path / "sft" / "final_adapter" / "adapter_config.json").is_file()
     merged = json.loads((tmp_path / "sft" / "final_model" / "config.json").read_text())
     assert merged["model_type"] == "qwen2" and not (tmp_path / "sft" / "final_model" / "adapter_config.json").exists()

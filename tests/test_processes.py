@@ -165,7 +165,7 @@ def test_processes_started_seconds_apart_get_one_run_directory(tmp_path, world_s
 
 def test_sft_in_two_processes(tmp_path):
     args = ["task=arithmetic", "model=tiny", "peft=lora", *FAST, "task.train_size=64", "sft.steps=3"]
-    args.append("sft.batch_size=4")
+    args += ["sft.batch_size=4", "eval.during_training=true"]
     process = torchrun(tmp_path, *args, entry="sft")
     out = finish(process)
     assert process.returncode == 0, out[-3000:]

@@ -186,3 +186,12 @@ def test_micro_batches_train_as_the_whole_batch_does(tmp_path):
     initial = load_file(f"{models.resolve(cfg.model)}/model.safetensors")
     assert max((whole_weights[k] - initial[k]).abs().max().item() for k in initial) > 1e-3  # it did train
     assert max((whole_weights[k] - split_weights[k]).abs().max().item() for k in initial) < 1e-4
+
+
+def test_a_run_that_logged_nothing_still_ends_well(tmp_path, capsys):
+    """trainer.logging_steps past the last step and no evaluations: no metrics.jsonl at all, which the closing
+    summary, the plots and the run's status must take (the summary used to fail on the missing file after the
+    final model was saved, recording a finished run as failed)."""
+    train(compose_config(["task=arithmetic", "model=tiny", *FAST, "trainer.logging_steps=10"]), tmp_path)
+    assert not (tmp_path / "metrics.jsonl").exists() and (tmp_path / "final_model" / "config.json").is_file()
+    assert f"run directory: {tmp_path} (no training step was logged)" in capsys.readouterr().out

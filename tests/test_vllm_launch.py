@@ -345,6 +345,19 @@ def test_launcher_runs_several_training_gpus_under_accelerate(fake_vllm, tmp_pat
     assert json.loads(fake_vllm.read_text())["env"]["CUDA_VISIBLE_DEVICES"] == "3"
 
 
+def test_launcher_under_zero3_turns_the_evaluations_during_training_off(fake_vllm, tmp_path):
+    """ZeRO-3 shards the weights: the main process cannot generate alone (the run would refuse to start)."""
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\necho "$*" > "{tmp_path / "argv.txt"}"\n')
+    python.chmod(0o755)
+    env = {"TRAIN_CMD": "", "PYTHON": str(python), "TRAIN_GPUS": "0,1", "VLLM_GPU": "2", "ACCELERATE_CONFIG": "zero3"}
+    result = launch(tmp_path, env, "eval.every=10")
+    assert result.returncode == 0, result.stderr
+    argv = (tmp_path / "argv.txt").read_text().split()
+    assert argv[3].endswith("launch/accelerate/zero3.yaml") and "eval.during_training=false" in argv
+    assert argv[-1] == "eval.every=10"  # the user's overrides still come last
+
+
 def test_launcher_refuses_an_unknown_accelerate_config(fake_vllm, tmp_path):
     result = launch(tmp_path, {"TRAIN_GPUS": "0,1", "VLLM_GPU": "2", "ACCELERATE_CONFIG": "zero9"})
     assert result.returncode == 2 and "ACCELERATE_CONFIG=zero9 is not ddp, zero3 or an existing file" in result.stderr

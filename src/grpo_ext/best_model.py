@@ -43,7 +43,7 @@ class BestModel:
         self._clean_up_interrupted_swap()
         self.record = read_best(run_dir)
         if self.record is None:  # none yet: the best evaluation already logged (a resumed run), if any
-            evals = [r for r in read_metrics(run_dir) if METRIC in r] if (run_dir / "metrics.jsonl").exists() else []
+            evals = [r for r in read_metrics(run_dir) if METRIC in r]
             first_best = max(evals, key=lambda r: (r[METRIC], -r["step"]), default=None)
             if first_best is not None and first_best["step"] == 0:
                 self._write_record(0, first_best[METRIC], "start")

@@ -39,7 +39,7 @@ class MetricsFile(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # A resumed run's clock continues from the last line already in the file.
-        previous = read_metrics(self.run_dir) if (self.run_dir / "metrics.jsonl").exists() else []
+        previous = read_metrics(self.run_dir)
         self.started = time.monotonic() - (previous[-1]["wall_time"] if previous else 0.0)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:

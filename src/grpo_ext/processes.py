@@ -83,6 +83,23 @@ def check_one_run_dir(args: Any, run_dir: Path) -> None:
         )
 
 
+def check_evaluation(during_training: bool, args: Any) -> None:
+    """Raise ``ValueError`` when evaluating during training cannot work: under DeepSpeed ZeRO-3 or FSDP (from
+    ``accelerate launch``'s config, or the run's own ``deepspeed``/``fsdp`` settings) every process holds a shard of
+    the weights, and the main process, generating alone, would wait for ever for the others to gather them."""
+    if not during_training:
+        return
+    deepspeed = getattr(args, "hf_deepspeed_config", None)  # set from trainer.deepspeed
+    zero3 = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3" or bool(deepspeed and deepspeed.is_zero3())
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" or bool(getattr(args, "fsdp", None))
+    if zero3 or fsdp:
+        raise ValueError(
+            f"eval.during_training=true cannot run under {'DeepSpeed ZeRO-3' if zero3 else 'FSDP'}: the main process "
+            "evaluates alone, and the weights it would generate with are sharded across all the processes; add "
+            "eval.during_training=false, and evaluate the final model with python -m grpo_ext.evaluate"
+        )
+
+
 def agree_on_signal(received: signal.Signals | None, args: Any) -> signal.Signals | None:
     """The signal any process has received (the highest number, when several differ), or None when none has.
     ``args``: the run's GRPOConfig, whose ``device`` the processes' collective operations use.

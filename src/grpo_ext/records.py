@@ -15,9 +15,13 @@ def write_status(run_dir: str | Path, status: str, error: str | None = None) -> 
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The records of ``run_dir/metrics.jsonl``, in order (a last line cut short by a kill is left out)."""
+    """The records of ``run_dir/metrics.jsonl``, in order (a last line cut short by a kill is left out); none when
+    nothing was logged (no file: ``trainer.logging_steps`` past the last step, evaluations off)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
     records = []
-    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+    for line in path.read_text().splitlines():
         try:
             records.append(json.loads(line))
         except ValueError:

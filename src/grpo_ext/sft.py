@@ -91,6 +91,7 @@ def main(cfg: DictConfig) -> None:
         rewards, _ = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
         args = sft_config(cfg, run_dir)
         processes.check_one_run_dir(args, run_dir)  # several processes (torchrun): all in one directory
+        processes.check_evaluation(cfg.eval.during_training, args)
         if processes.is_main():
             OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     except ValueError as err:
@@ -123,7 +124,7 @@ def main(cfg: DictConfig) -> None:
     )
     adapters.keep_4bit_layers_trainable(trainer.model)  # QLoRA on the CPU: evaluating must not break training
     main = processes.is_main()  # the one process that evaluates and reports; the others only train
-    if main:  # held-out greedy accuracy before the first step, every sft.eval_every steps, after the last
+    if main and cfg.eval.during_training:  # held-out greedy accuracy: before, every sft.eval_every steps, after
         evaluate = functools.partial(run_eval, dataset=splits.eval, reward=rewards[0], cfg=cfg)
         best = BestModel(run_dir, trainer.save_model, cfg.peft.name != "none") if cfg.eval.keep_best else None
         trainer.add_callback(EvalCallback(metrics, evaluate, cfg.sft.eval_every, best))
@@ -142,7 +143,10 @@ def main(cfg: DictConfig) -> None:
 
 def _summary(run_dir: Path, task: str) -> str:
     """The closing lines: the held-out accuracy before and after, the best model, where the model is."""
-    change = eval_change(read_metrics(run_dir)) or "fewer than two evaluations to compare"
+    records = read_metrics(run_dir)
+    evaluated = any("eval/accuracy" in r for r in records)
+    unevaluated = "not evaluated (eval.during_training=false)"
+    change = eval_change(records) or ("one evaluation only" if evaluated else unevaluated)
     best, final = best_line(run_dir), run_dir / "final_model"
     return (
         f"SFT {task}: {change}\n"

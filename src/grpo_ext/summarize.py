@@ -42,7 +42,7 @@ def job_row(job_dir: Path, last: int) -> dict[str, Any]:
     overrides = job_overrides(job_dir)
     status_file = job_dir / "status.json"
     status = json.loads(status_file.read_text())["status"] if status_file.exists() else "unfinished"
-    records = read_metrics(job_dir) if (job_dir / "metrics.jsonl").exists() else []
+    records = read_metrics(job_dir)
     row: dict[str, Any] = {
         "job": job_dir.name.split("_", 1)[0],
         "overrides": overrides,

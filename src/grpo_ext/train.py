@@ -101,6 +101,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
         guarded = guard_all(reward_funcs, cfg.reward_failure_limit)
         loggers.check(cfg.logger)
         processes.check_one_run_dir(args, run_dir)  # with several processes (one per GPU), all in one directory
+        processes.check_evaluation(cfg.eval.during_training, args)
         if processes.is_main():
             OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     except ValueError as err:
@@ -200,8 +201,8 @@ def objective(run_dir: Path, key: str) -> float:
     records = read_metrics(run_dir)
     value = final_value(records, key)
     if value is None:
-        logged = sorted({k for r in records for k in r} - {"step", "wall_time"})
-        log.warning("objective=%s was never logged, so the run returns NaN; logged keys: %s", key, ", ".join(logged))
+        logged = ", ".join(sorted({k for r in records for k in r} - {"step", "wall_time"})) or "none"
+        log.warning("objective=%s was never logged, so the run returns NaN; logged keys: %s", key, logged)
         return math.nan
     return value
 
