@@ -2,8 +2,10 @@
 
 TRL's SFTTrainer learns the task's ``reference`` completions (prompt-completion pairs: the loss is on the completion
 only), with the same config groups as ``grpo_ext.train`` (task, model, hardware, logger) and the ``sft`` node for
-its own knobs. The eval split is evaluated before and after (greedy accuracy, as ``grpo_ext.evaluate``), and the
-model is saved to ``final_model/`` in the output directory: start GRPO from it with ``model.path=.../final_model``.
+its own knobs. The eval split is evaluated before the first step, every ``sft.eval_every`` steps and after the last
+(greedy accuracy, as ``grpo_ext.evaluate``; ``eval.during_training=false``: never), the best model is kept as in
+GRPO runs (``grpo_ext.best_model``), and the model is saved to ``final_model/`` in the output directory: start GRPO
+from it with ``model.path=.../final_model``.
 Checkpoints are written every ``sft.save_steps``; rerunning the same command resumes from the newest one.
 """
 
