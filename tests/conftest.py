@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 from grpo_ext import adapters
 from grpo_ext.config import register_configs
 from grpo_ext.hardware import resolve_auto
+from grpo_ext.records import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -77,6 +79,22 @@ def compose_config(overrides: list[str] | None = None, resolve_hardware: bool = 
     with initialize_config_module(config_module="grpo_ext.conf", version_base=None):
         cfg = compose(config_name="config", overrides=list(overrides or []))
         return resolve_auto(cfg, list(overrides or [])) if resolve_hardware else cfg
+
+
+def wait_for_step(run_dir: Path, step: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Return once the run in ``run_dir`` (started as ``process``) has logged ``step``; fail if it ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(r["step"] >= step for r in read_metrics(run_dir)):
+            return
+        assert process.poll() is None, process.communicate()[0][-2000:]
+        time.sleep(0.02)
+    raise AssertionError(f"step {step} never came")
+
+
+def history(run_dir: Path) -> list[tuple]:
+    """The training steps' (step, loss, reward), rounded (held-out evaluations have lines of their own)."""
+    return [(r["step"], round(r["loss"], 6), round(r["reward"], 6)) for r in read_metrics(run_dir) if "loss" in r]
 
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict[str, str | None] | None = None):

@@ -20,7 +20,7 @@ import transformers
 from packaging.version import Version
 from safetensors.torch import load_file
 
-from conftest import FAST, TESTS, run_cli
+from conftest import FAST, TESTS, history, run_cli, wait_for_step
 from grpo_ext import checkpoints
 from grpo_ext.records import read_metrics
 
@@ -56,10 +56,6 @@ def finish(process: Popen, timeout: float = 240) -> str:
             child.kill()
         process.kill()
         raise AssertionError(f"still running after {timeout} s: {process.communicate()[0][-3000:]}") from None
-
-
-def history(run_dir: Path) -> list[tuple]:
-    return [(r["step"], round(r["loss"], 6), round(r["reward"], 6)) for r in read_metrics(run_dir) if "loss" in r]
 
 
 @pytest.fixture(scope="module")
@@ -105,10 +101,11 @@ def interrupted(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("interrupted")
     run_dir = cwd / "run"
     process = torchrun(cwd, f"hydra.run.dir={run_dir}")
-    deadline = time.monotonic() + 180
-    while not ((run_dir / "metrics.jsonl").exists() and any(r.get("step", 0) >= 2 for r in read_metrics(run_dir))):
-        assert process.poll() is None and time.monotonic() < deadline, finish(process, 10)[-3000:]
-        time.sleep(0.05)
+    try:
+        wait_for_step(run_dir, 2, process, timeout=180)
+    except AssertionError:
+        finish(process, timeout=10)  # no worker left behind
+        raise
     workers = [p for p in psutil.Process(process.pid).children(recursive=True) if "grpo_ext.train" in p.cmdline()]
     second = next(p for p in workers if p.environ().get("RANK") == "1")
     second.send_signal(signal.SIGTERM)

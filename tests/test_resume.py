@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from conftest import FAST, TESTS, compose_config
+from conftest import FAST, TESTS, compose_config, history, wait_for_step
 from grpo_ext import checkpoints
 from grpo_ext.records import read_metrics
 from grpo_ext.train import train
@@ -34,21 +34,6 @@ def start(run_dir, *extra):
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
     cmd = [sys.executable, "-m", "grpo_ext.train", *SIX_STEPS, f"hydra.run.dir={run_dir}", *extra]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def wait_for_step(run_dir, step, process, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (run_dir / "metrics.jsonl").exists() and any(r["step"] >= step for r in read_metrics(run_dir)):
-            return
-        assert process.poll() is None, process.communicate()[0][-2000:]
-        time.sleep(0.02)
-    raise AssertionError(f"step {step} never came")
-
-
-def history(run_dir):
-    """The training steps' lines (held-out evaluations have lines of their own)."""
-    return [(r["step"], round(r["loss"], 6), round(r["reward"], 6)) for r in read_metrics(run_dir) if "loss" in r]
 
 
 @pytest.fixture(scope="module")
