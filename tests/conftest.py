@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+
+# Before anything below is imported: a model cache of this process's own, so that the tiny model is built once and
+# the user's own cache is never touched (importing grpo_ext.train already stores the trainer fields in it); W&B off
+# unless a test turns it on; a Hub that refuses at once (huggingface_hub reads HF_ENDPOINT when imported), so that
+# Hub code paths run for real and nothing is ever downloaded. Commands the tests start inherit all three.
+SESSION_CACHE = tempfile.mkdtemp(prefix="grpo_ext_cache-")
+os.environ.update(GRPO_EXT_CACHE=SESSION_CACHE, WANDB_MODE="disabled", HF_ENDPOINT="http://127.0.0.1:9")
+
 import subprocess
 import sys
 import time
@@ -53,6 +63,7 @@ WITH_SIGNAL = [
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist the workers share the cores: each gets its share of threads, for torch in the worker and
     in the commands its tests start (which inherit the environment)."""
+    config.add_cleanup(lambda: shutil.rmtree(SESSION_CACHE, ignore_errors=True))
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
         threads = max(1, (os.cpu_count() or 1) // workers)
@@ -60,14 +71,15 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One model cache for the session, so the tiny model is built once; never the user's own cache."""
-    cache = tmp_path_factory.mktemp("grpo_ext_cache")
-    os.environ["GRPO_EXT_CACHE"] = str(cache)
-    os.environ["WANDB_MODE"] = "disabled"
-    # A Hub that refuses at once: Hub code paths run for real, and nothing is ever downloaded by a test.
-    os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
+def fresh_cache(tmp_path: Path) -> Path:
+    """An empty model cache for a command that must build no model, holding only the session's ``trainer`` fields
+    (so that composing its config needs no TRL import)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    from grpo_ext.models import cache_root
+
+    for fields in cache_root().glob("trainer_fields-*.json"):
+        (cache / fields.name).write_bytes(fields.read_bytes())
     return cache
 
 

@@ -1,5 +1,6 @@
-"""The benchmark scripts run, shortened: the learning proof (slow tier), the scripts behind the README's figures and
-the GPU checks' driver (default tier)."""
+"""The benchmark scripts run, shortened: the GPU checks' driver in the default tier; the learning proof and the
+scripts behind the README's figures in the slow tier (which CI runs too, so that a change that breaks one is found
+here and not on a lent GPU machine)."""
 
 from __future__ import annotations
 
@@ -81,8 +82,7 @@ def run_benchmark(cwd, script: str, *args: str) -> str:
     return result.stdout
 
 
-# The scripts behind the GPU figures run in the default tier, so that a change that breaks one is found here and not
-# on a lent GPU machine.
+@pytest.mark.slow
 def test_rollout_benchmark_compares_both_paths_on_one_job(tmp_path):
     out = run_benchmark(tmp_path, "rollout.py", "--steps", "3", "--repeats", "1", "model=tiny", "hardware=cpu",
                         "eval.during_training=false", "trainer.per_device_train_batch_size=4",
@@ -95,6 +95,7 @@ def test_rollout_benchmark_compares_both_paths_on_one_job(tmp_path):
     assert float(largest) < 1e-4, out  # float32 on the CPU
 
 
+@pytest.mark.slow
 def test_profiles_benchmark_prints_a_row_per_profile(tmp_path):
     out = run_benchmark(
         tmp_path, "profiles.py", "--profiles", "cpu", "--baseline", "none", "--steps", "2", "model=tiny"
@@ -102,6 +103,7 @@ def test_profiles_benchmark_prints_a_row_per_profile(tmp_path):
     assert re.search(r"^\| cpu \| none \| - \| - \| [\d.]+ \|  \|$", out, flags=re.MULTILINE), out
 
 
+@pytest.mark.slow
 def test_step_profile_splits_a_step_into_parts(tmp_path):
     out = run_benchmark(
         tmp_path, "step_profile.py", "model=tiny", "hardware=cpu", "logger=none", "trainer.max_steps=3"
@@ -113,6 +115,7 @@ def test_step_profile_splits_a_step_into_parts(tmp_path):
     assert float(parts["generation"]) > 0 and float(parts["train forward+backward"]) > 0, out
 
 
+@pytest.mark.slow
 def test_overhead_benchmark_times_ours_and_plain_trl(tmp_path):
     out = run_benchmark(tmp_path, "overhead.py", "model=tiny", "hardware=cpu", "logger=none", "trainer.max_steps=3")
     ours = float(re.search(r"^grpo_ext  median step ([\d.]+) s", out, flags=re.MULTILINE).group(1))

@@ -4,18 +4,25 @@ the evaluations that training runs before, during and after."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
 import types
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from conftest import FAST, QLORA_HERE, compose_config, run_cli
+from grpo_ext import checkpoints, processes
 from grpo_ext import evaluate as evaluation
-from grpo_ext import processes
 from grpo_ext.records import read_metrics
 from grpo_ext.rewards.arithmetic import ArithmeticShaping
+from grpo_ext.sft import fine_tune
 from grpo_ext.tasks import build_task
+from grpo_ext.train import train
 
 
 @pytest.fixture(scope="module")
@@ -75,20 +82,19 @@ def test_bad_eval_settings_fail_before_any_model_is_built(tmp_path, override, me
     assert result.returncode != 0 and message in result.stderr
 
 
-def test_training_evaluates_before_every_n_steps_and_at_the_end(tmp_path):
-    result = run_cli(
-        ["-m", "grpo_ext.train", "task=arithmetic", "model=tiny", *FAST, "trainer.max_steps=3", "eval.every=2",
-         "eval.during_training=true",
-         f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    evals = [line for line in lines if "eval/accuracy" in line]
-    assert [line["step"] for line in evals] == [0, 2, 3]
-    assert all({"eval/format", "eval/reward"} <= set(line) for line in evals)
-    assert "eval accuracy: 0.0% (step 0) -> 0.0% (step 3): +0.0 points" in result.stdout
-    assert (tmp_path / "run" / "accuracy.png").is_file()
+def test_training_evaluates_before_every_n_steps_and_at_the_end(tmp_path, capsys):
+    overrides = ["task=arithmetic", "model=tiny", *FAST, "trainer.max_steps=3", "eval.every=2"]
+    train(compose_config([*overrides, "eval.during_training=true"]), tmp_path)
+    evals = [r for r in read_metrics(tmp_path) if "eval/accuracy" in r]
+    assert [r["step"] for r in evals] == [0, 2, 3]
+    assert all({"eval/format", "eval/reward"} <= set(r) for r in evals)
+    assert "eval accuracy: 0.0% (step 0) -> 0.0% (step 3): +0.0 points" in capsys.readouterr().out
+    assert (tmp_path / "accuracy.png").is_file()
+
+
+def sft_config(*overrides: str):
+    """A short SFT run of the tiny model on arithmetic (4 steps of 8 references), with ``overrides`` on top."""
+    return compose_config(["task=arithmetic", "model=tiny", *FAST, "sft.steps=4", "sft.batch_size=8", *overrides])
 
 
 def test_sft_saves_a_model_that_grpo_starts_from(tmp_path):
@@ -100,39 +106,62 @@ def test_sft_saves_a_model_that_grpo_starts_from(tmp_path):
     assert sft.returncode == 0, sft.stderr[-2000:]
     final = tmp_path / "sft" / "final_model"
     assert (final / "config.json").is_file() and "eval accuracy" in sft.stdout
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()
-              if "loss" in line]  # fmt: skip
+    assert json.loads((tmp_path / "sft" / "status.json").read_text()) == {"status": "ok"}
+    losses = [r["loss"] for r in read_metrics(tmp_path / "sft") if "loss" in r]
     assert len(losses) == 4 and losses[-1] < losses[0]
-    grpo = run_cli(["-m", "grpo_ext.train", "task=arithmetic", "model=tiny", f"model.path={final}", *FAST,
-                    f"hydra.run.dir={tmp_path / 'grpo'}"], cwd=tmp_path)  # fmt: skip
-    assert grpo.returncode == 0, grpo.stderr[-2000:]
-    assert f"model tiny from {final}" in grpo.stdout + grpo.stderr
+    grpo = compose_config(["task=arithmetic", "model=tiny", f"model.path={final}", *FAST])
+    train(grpo, tmp_path / "grpo")
+    assert OmegaConf.load(tmp_path / "grpo" / "config.yaml").model.path == str(final)
+    assert [r["step"] for r in read_metrics(tmp_path / "grpo")] == [1, 2]
 
 
-def test_sft_evaluates_every_n_steps_and_keeps_its_best_model(tmp_path):
+def test_sft_evaluates_every_n_steps_and_keeps_its_best_model(tmp_path, capsys):
     """Evaluations scored by script (0%, 100%, 50% at steps 0, 2, 4): the model of step 2 is kept."""
     scripted = "task.rewards=[{name: reward_fixtures.ScriptedEvaluations}, {name: arithmetic_shaping}]"
-    sft = run_cli(
-        ["-m", "grpo_ext.sft", "task=arithmetic", "model=tiny", *FAST, "sft.steps=4", "sft.batch_size=8",
-         "sft.eval_every=2", "eval.during_training=true", scripted, f"hydra.run.dir={tmp_path}"],
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert sft.returncode == 0, sft.stderr[-2000:]
+    fine_tune(sft_config("sft.eval_every=2", "eval.during_training=true", scripted), tmp_path)
+    stdout = capsys.readouterr().out
     evals = [(r["step"], r["eval/accuracy"]) for r in read_metrics(tmp_path) if "eval/accuracy" in r]
     assert evals == [(0, 0.0), (2, 1.0), (4, 0.5)]
     assert json.loads((tmp_path / "best.json").read_text()) == {"step": 2, "eval/accuracy": 1.0, "model": "best_model"}
     best, final = (load_file(tmp_path / name / "model.safetensors") for name in ("best_model", "final_model"))
     assert any(not torch.equal(best[key], final[key]) for key in final)  # two more steps after step 2
-    assert "SFT arithmetic: eval accuracy: 0.0% (step 0) -> 50.0% (step 4): +50.0 points" in sft.stdout
-    assert f"best eval accuracy: 100.0% at step 2: {tmp_path / 'best_model'}" in sft.stdout
+    assert "SFT arithmetic: eval accuracy: 0.0% (step 0) -> 50.0% (step 4): +50.0 points" in stdout
+    assert f"best eval accuracy: 100.0% at step 2: {tmp_path / 'best_model'}" in stdout
 
 
-def test_sft_without_evaluations_says_so(tmp_path):
-    sft = run_cli(["-m", "grpo_ext.sft", "task=arithmetic", "model=tiny", *FAST, "sft.steps=2", "sft.batch_size=8",
-                   f"hydra.run.dir={tmp_path}"], cwd=tmp_path)  # fmt: skip
-    assert sft.returncode == 0, sft.stderr[-2000:]
-    assert "SFT arithmetic: not evaluated (eval.during_training=false)" in sft.stdout
+def test_sft_without_evaluations_says_so(tmp_path, capsys):
+    fine_tune(sft_config("sft.steps=2"), tmp_path)
+    assert "SFT arithmetic: not evaluated (eval.during_training=false)" in capsys.readouterr().out
     assert not [r for r in read_metrics(tmp_path) if "eval/accuracy" in r]
+
+
+def test_sft_stopped_by_a_signal_saves_a_checkpoint_and_resumes_to_the_same_history(tmp_path):
+    """SIGTERM mid-run: a checkpoint of the step under way and exit status 143; the same run then resumes there and
+    ends with the losses of an uninterrupted run, each step logged once."""
+    cfg = sft_config("sft.steps=20", "sft.logging_steps=1", "sft.save_steps=100")  # the only checkpoint: the stop's
+    fine_tune(cfg, tmp_path / "uninterrupted")
+    run_dir = tmp_path / "run"
+
+    def terminate_after_step_2():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if any(r["step"] >= 2 for r in read_metrics(run_dir)):  # training is under way, 18 steps to go
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.01)
+
+    threading.Thread(target=terminate_after_step_2, daemon=True).start()
+    with pytest.raises(SystemExit) as stop:
+        fine_tune(cfg, run_dir)
+    assert stop.value.code == 128 + signal.SIGTERM
+    saved = checkpoints.latest_complete(run_dir)
+    assert 2 <= checkpoints.checkpoint_step(saved) < 20 and not (run_dir / "final_model").exists()
+    fine_tune(cfg, run_dir)
+    losses = [(r["step"], round(r["loss"], 5)) for r in read_metrics(run_dir) if "loss" in r]
+    assert losses == [
+        (r["step"], round(r["loss"], 5)) for r in read_metrics(tmp_path / "uninterrupted") if "loss" in r
+    ]
+    assert [step for step, _ in losses] == list(range(1, 21))
 
 
 def test_evaluating_during_training_is_refused_where_the_weights_are_sharded(monkeypatch, tmp_path):
@@ -145,19 +174,29 @@ def test_evaluating_during_training_is_refused_where_the_weights_are_sharded(mon
                 processes.check_evaluation(True, args)
             processes.check_evaluation(False, args)
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")  # as accelerate launch sets it for zero3.yaml
-    result = run_cli(["-m", "grpo_ext.sft", "task=arithmetic", "model=tiny", *FAST, "eval.during_training=true",
-                      f"hydra.run.dir={tmp_path}"], cwd=tmp_path)  # fmt: skip
-    assert result.returncode != 0
-    assert "config error: eval.during_training=true cannot run under DeepSpeed ZeRO-3" in result.stderr
+    for run in (fine_tune, train):
+        with pytest.raises(SystemExit) as stop:
+            run(sft_config("eval.during_training=true"), tmp_path / run.__name__)
+        assert "config error: eval.during_training=true cannot run under DeepSpeed ZeRO-3" in str(stop.value.code)
 
 
-def test_bad_sft_settings_are_named(tmp_path):
+@pytest.mark.parametrize(
+    "override,message",
+    [("sft.steps=0", "sft.steps must be >= 1, got 0"),
+     ("sft.eval_every=-1", "sft.eval_every must be >= 0 (0: only before and after), got -1")],
+)  # fmt: skip
+def test_bad_sft_settings_are_named(tmp_path, override, message):
+    with pytest.raises(SystemExit) as stop:
+        fine_tune(sft_config(override), tmp_path)
+    assert str(stop.value.code) == f"config error: {message}"
+
+
+def test_a_failed_sft_command_records_why_in_its_status(tmp_path):
     result = run_cli(["-m", "grpo_ext.sft", "task=arithmetic", "model=tiny", *FAST, "sft.steps=0",
-                      f"hydra.run.dir={tmp_path / 'sft'}"], cwd=tmp_path)  # fmt: skip
-    assert result.returncode != 0 and "sft.steps must be >= 1" in result.stderr
-    result = run_cli(["-m", "grpo_ext.sft", "task=arithmetic", "model=tiny", *FAST, "sft.eval_every=-1",
-                      f"hydra.run.dir={tmp_path / 'sft'}"], cwd=tmp_path)  # fmt: skip
-    assert result.returncode != 0 and "sft.eval_every must be >= 0 (0: only before and after), got -1" in result.stderr
+                      f"hydra.run.dir={tmp_path}"], cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1 and "config error: sft.steps must be >= 1, got 0" in result.stderr
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status == {"status": "failed", "error": "config error: sft.steps must be >= 1, got 0"}
 
 
 def test_infer_prints_an_answer_and_scores_it(tmp_path):
@@ -183,14 +222,10 @@ def test_infer_usage_errors_exit_2(tmp_path, args):
         ),
     ],
 )
-def test_sft_with_adapters_saves_the_adapter_and_a_merged_model(tmp_path, peft):
-    sft = run_cli(
-        ["-m", "grpo_ext.sft", "task=arithmetic", "model=tiny", *FAST, f"peft={peft}", "sft.steps=3",
-         "sft.batch_size=8", "sft.logging_steps=1", "eval.during_training=true", f"hydra.run.dir={tmp_path / 'sft'}"],
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert sft.returncode == 0, sft.stderr[-2000:]
-    assert "eval accuracy: " in sft.stdout  # evaluated before and after, with the adapters (QLoRA: 4-bit layers)
+def test_sft_with_adapters_saves_the_adapter_and_a_merged_model(tmp_path, peft, capsys):
+    fine_tune(sft_config(f"peft={peft}", "sft.steps=3", "eval.during_training=true"), tmp_path / "sft")
+    stdout = capsys.readouterr().out
+    assert "eval accuracy: " in stdout  # evaluated before and after, with the adapters (QLoRA: 4-bit layers)
     assert (tmp_path / "sft" / "final_adapter" / "adapter_config.json").is_file()
     merged = json.loads((tmp_path / "sft" / "final_model" / "config.json").read_text())
     assert merged["model_type"] == "qwen2" and not (tmp_path / "sft" / "final_model" / "adapter_config.json").exists()

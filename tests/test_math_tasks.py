@@ -9,7 +9,7 @@ from fractions import Fraction
 
 import pytest
 
-from conftest import REPO, compose_config, run_cli
+from conftest import REPO, compose_config
 from grpo_ext.rewards.math_grader import MathGrader
 from grpo_ext.tasks import build_task
 
@@ -132,12 +132,9 @@ def test_hub_names_fail_fast_without_network_and_defaults_pick_models(tmp_path):
 
 def test_mathexpr_trains_two_steps_with_the_math_reward(tmp_path):
     from conftest import FAST
+    from grpo_ext.records import read_metrics
+    from grpo_ext.train import train
 
-    result = run_cli(
-        ["-m", "grpo_ext.train", "task=mathexpr", "model=tiny", *FAST, "task.train_size=64", "task.eval_size=8",
-         f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert any("rewards/math/mean" in m for m in metrics)
+    train(compose_config(["task=mathexpr", "model=tiny", *FAST, "task.train_size=64", "task.eval_size=8"]), tmp_path)
+    metrics = read_metrics(tmp_path)
+    assert [m["step"] for m in metrics] == [1, 2] and all("rewards/math/mean" in m for m in metrics)

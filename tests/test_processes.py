@@ -126,6 +126,7 @@ def test_a_signal_to_one_process_stops_both_after_the_same_step(interrupted):
     assert json.loads((run_dir / "status.json").read_text())["status"] == "interrupted"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     Version(transformers.__version__) < Version("5.24"),
     reason="transformers 5.17 (the GPU machine's) cannot resume a multi-process run on the CPU: it loads the "
@@ -139,6 +140,7 @@ def test_the_same_command_resumes_the_interrupted_run_to_the_uninterrupted_histo
     assert history(run_dir) == history(two_processes[0])
 
 
+@pytest.mark.slow
 def test_processes_with_different_run_directories_are_stopped(tmp_path):
     process = torchrun(tmp_path, f"hydra.run.dir={tmp_path}/rank${{oc.env:RANK}}")
     out = finish(process)
@@ -160,6 +162,7 @@ def test_processes_started_seconds_apart_get_one_run_directory(tmp_path, world_s
     assert len(list((tmp_path / "outputs" / "arithmetic").iterdir())) == dirs
 
 
+@pytest.mark.slow
 def test_sft_in_two_processes(tmp_path):
     args = ["task=arithmetic", "model=tiny", "peft=lora", *FAST, "task.train_size=64", "sft.steps=3"]
     args += ["sft.batch_size=4", "eval.during_training=true"]

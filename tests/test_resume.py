@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from conftest import FAST, TESTS, compose_config, history, wait_for_step
+from conftest import FAST, TESTS, compose_config, fresh_cache, history, wait_for_step
 from grpo_ext import checkpoints
 from grpo_ext.records import read_metrics
 from grpo_ext.train import train
@@ -73,17 +73,21 @@ def test_a_half_written_checkpoint_is_skipped(uninterrupted, tmp_path):
     (run_dir / "checkpoint-6" / "optimizer.pt").write_bytes(b"\0" * 10)
     assert checkpoints.latest_complete(run_dir).name == "checkpoint-4"
     shutil.rmtree(run_dir / "final_model")
-    resumed = start(run_dir)
+    resumed = start(run_dir, "eval.during_training=true")  # a resumed run evaluates at its end, not at its start
     err, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-3000:]
     assert "resuming from" in err and "checkpoint-4" in err
     assert history(run_dir) == history(uninterrupted)
     assert checkpoints.is_complete(run_dir / "checkpoint-6")
+    records = read_metrics(run_dir)
+    times = [r["wall_time"] for r in records]  # training and evaluation lines share one clock, across the resume
+    assert times == sorted(times) and [r["step"] for r in records if "eval/accuracy" in r] == [6]
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_nonzero(uninterrupted, tmp_path):
+def test_sigterm_saves_a_checkpoint_and_the_resumed_run_continues_its_wandb_run(uninterrupted, tmp_path):
     run_dir = tmp_path / "run"
-    process = start(run_dir, "trainer.save_steps=100")  # no periodic checkpoint: the one saved is the signal's
+    extra = ["trainer.save_steps=100", "logger=wandb"]  # no periodic checkpoint: the one saved is the signal's
+    process = start(run_dir, *extra)
     wait_for_step(run_dir, 2, process)
     process.send_signal(signal.SIGTERM)
     err, _ = process.communicate(timeout=120)
@@ -92,10 +96,14 @@ def test_sigterm_saves_a_checkpoint_and_exits_nonzero(uninterrupted, tmp_path):
     saved = checkpoints.latest_complete(run_dir)
     assert saved is not None and checkpoints.checkpoint_step(saved) >= 2
     assert not (run_dir / "final_model").exists()
-    resumed = start(run_dir, "trainer.save_steps=100")
-    err, _ = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err[-3000:]
+    resumed = start(run_dir, *extra)
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out[-3000:]
     assert history(run_dir) == history(uninterrupted)
+    assert "wandb offline" in out and "wandb sync" in out
+    run_id = (run_dir / "wandb_run_id").read_text().strip()
+    offline_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 2 and {p.name.rsplit("-", 1)[-1] for p in offline_runs} == {run_id}
 
 
 def test_checkpoints_rotate_and_resume_none_or_path(uninterrupted, tmp_path):
@@ -139,26 +147,13 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path,
 def test_an_unwritable_run_directory_fails_before_any_model(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    env = {**os.environ, "PYTHONPATH": str(TESTS), "GRPO_EXT_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "GRPO_EXT_CACHE": str(fresh_cache(tmp_path))}
     done = subprocess.run(
         [sys.executable, "-m", "grpo_ext.train", "model=tiny", "logger=none", f"hydra.run.dir={blocker}/run"],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode != 0 and str(blocker) in done.stderr
     assert not (tmp_path / "cache" / "models").exists()  # no model was built
-
-
-def test_a_resumed_run_continues_the_same_wandb_run(tmp_path):
-    run_dir = tmp_path / "run"
-    for steps in (2, 3):  # the second command resumes the first run's directory for one more step
-        process = start(run_dir, "logger=wandb", f"trainer.max_steps={steps}")
-        out, _ = process.communicate(timeout=300)
-        assert process.returncode == 0, out[-3000:]
-    assert "wandb offline" in out and "wandb sync" in out
-    run_id = (run_dir / "wandb_run_id").read_text().strip()
-    offline_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
-    assert len(offline_runs) == 2 and {p.name.rsplit("-", 1)[-1] for p in offline_runs} == {run_id}
-    assert [r["step"] for r in read_metrics(run_dir) if "reward" in r] == [1, 2, 3]
 
 
 def test_stop_on_signal_handles_ctrl_c_then_stops_at_once_on_a_second():
@@ -178,18 +173,3 @@ def test_stop_on_signal_handles_ctrl_c_then_stops_at_once_on_a_second():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.05)
     assert signal.getsignal(signal.SIGINT) is before
-
-
-def test_wall_time_continues_across_a_resume(uninterrupted, tmp_path):
-    run_dir = tmp_path / "run"
-    shutil.copytree(uninterrupted, run_dir)
-    shutil.rmtree(run_dir / "final_model")
-    for step in (5, 6):
-        shutil.rmtree(run_dir / f"checkpoint-{step}")
-    resumed = start(run_dir, "eval.during_training=true")  # a resumed run evaluates at its end, not at its start
-    out, _ = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, out[-3000:]
-    records = read_metrics(run_dir)
-    times = [r["wall_time"] for r in records]  # training and evaluation lines share one clock
-    assert times == sorted(times) and len([r for r in records if "loss" in r]) == 6
-    assert [r["step"] for r in records if "eval/accuracy" in r] == [6]

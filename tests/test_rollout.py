@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -28,8 +29,10 @@ def trainer_with(tmp_path, **settings) -> GRPOTrainer:
               "bf16": False, **settings}  # fmt: skip
     args = GRPOConfig(output_dir=str(tmp_path), report_to=[], save_strategy="no", **config)
     data = Dataset.from_dict({"prompt": PROMPTS})
-    return GRPOTrainer(model=model, reward_funcs=[lambda completions, **_: [0.0] * len(completions)], args=args,
-                       train_dataset=data, rollout_func=StaticCacheRollout(pad_to=8))  # fmt: skip
+    with warnings.catch_warnings():  # TRL's "rollout_func is experimental" notice: train silences it the same way
+        warnings.filterwarnings("ignore", message="You are using 'rollout_func'", category=UserWarning)
+        return GRPOTrainer(model=model, reward_funcs=[lambda completions, **_: [0.0] * len(completions)], args=args,
+                           train_dataset=data, rollout_func=StaticCacheRollout(pad_to=8))  # fmt: skip
 
 
 def trainer_logprobs(trainer: GRPOTrainer, prompt_ids: list[int], completion_ids: list[int]) -> torch.Tensor:

@@ -10,7 +10,7 @@ from datasets import Dataset
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from conftest import CONF, FAST, WITH_SIGNAL, compose_config, run_cli
+from conftest import CONF, FAST, WITH_SIGNAL, compose_config, fresh_cache, run_cli
 from grpo_ext import models
 from grpo_ext.records import read_metrics
 from grpo_ext.train import train
@@ -84,39 +84,56 @@ def test_cfg_job_prints_one_value(tmp_path):
     assert result.returncode == 0 and result.stdout.strip() == "0.0"
 
 
-def assert_fails_before_any_model(result, cache, message):
-    assert result.returncode != 0
-    assert message in result.stderr
-    assert not (cache / "models").exists() or not any((cache / "models").iterdir())
+def no_model_built(cache) -> bool:
+    return not (cache / "models").exists() or not any((cache / "models").iterdir())
 
 
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (
+        (  # TRL's own checks
             ["trainer.per_device_train_batch_size=3", "trainer.num_generations=2"],
-            "generation_batch_size (3) must be divisible by num_generations (2)",
+            "config error: generation_batch_size (3) must be divisible by num_generations (2)",
         ),
-        (["trainer.num_generations=1", "trainer.per_device_train_batch_size=1"], "at least 2 generations"),
+        (
+            ["trainer.num_generations=1", "trainer.per_device_train_batch_size=1"],
+            "config error: GRPO requires at least 2 generations per prompt",
+        ),
         (
             ["task.rewards=[{name: nope}]"],
-            "task.rewards[0]: unknown reward 'nope'; valid names: ['arithmetic_shaping', 'math', 'python_exec']",
+            "config error: task.rewards[0]: unknown reward 'nope'; valid names: ['arithmetic_shaping', 'math', "
+            "'python_exec']",
         ),
-        (["task.ops=[/]"], "task.ops[0] is '/'"),
-        (["trainer.lerning_rate=1"], "Key 'lerning_rate' not in 'TrainerConfig'"),
+        (["task.ops=[/]"], "task error: task.ops[0] is '/'"),
         (["trainer.learning_rate=-1"], "config error: trainer.learning_rate=-1.0 is not allowed: it must be >= 0"),
         (["model.dtype=int8"], "config error: model.dtype must be one of ['auto', 'float32', 'bfloat16', 'float16']"),
+    ],
+)
+def test_bad_config_fails_before_any_model_is_built(tmp_path, monkeypatch, overrides, message):
+    monkeypatch.setenv("GRPO_EXT_CACHE", str(tmp_path / "cache"))
+    cfg = compose_config(["model=tiny", "logger=none", *overrides])
+    with pytest.raises(SystemExit) as stop:
+        train(cfg, tmp_path / "run")
+    assert message in str(stop.value.code)
+    assert no_model_built(tmp_path / "cache")
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["trainer.lerning_rate=1"], "Key 'lerning_rate' not in 'TrainerConfig'"),  # Hydra composition
         (["task=fizzbuz"], "Could not find 'task/fizzbuz'"),
     ],
 )
-def test_bad_config_fails_before_any_model_is_built(tmp_path, overrides, message):
-    cache = tmp_path / "cache"
+def test_bad_command_line_fails_before_any_model_is_built(tmp_path, overrides, message):
+    cache = fresh_cache(tmp_path)
     result = run_cli(
         ["-m", "grpo_ext.train", "model=tiny", "logger=none", f"hydra.run.dir={tmp_path / 'run'}", *overrides],
         cwd=tmp_path,
         env={"GRPO_EXT_CACHE": str(cache)},
     )
-    assert_fails_before_any_model(result, cache, message)
+    assert result.returncode != 0 and message in result.stderr
+    assert no_model_built(cache)
 
 
 def test_unreachable_hub_model_fails_with_the_alternatives(tmp_path):

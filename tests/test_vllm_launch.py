@@ -234,13 +234,13 @@ def test_bad_vllm_settings_are_refused(override, message):
 
 
 def test_train_refuses_a_server_profile_without_vllm_naming_the_extra(tmp_path):
-    from conftest import FAST, run_cli
+    from conftest import FAST
+    from grpo_ext.train import train
 
     fast = [o for o in FAST if o != "hardware=cpu"]
-    result = run_cli(["-m", "grpo_ext.train", *fast, "hardware=gpu2_vllm_server", f"hydra.run.dir={tmp_path}"],
-                     cwd=tmp_path, timeout=120)  # fmt: skip
-    assert result.returncode == 1
-    assert "config error: hardware.vllm.mode=server needs vLLM: vLLM is not installed" in result.stderr
+    with pytest.raises(SystemExit) as stop:
+        train(compose_config([*fast, "hardware=gpu2_vllm_server"]), tmp_path)
+    assert "config error: hardware.vllm.mode=server needs vLLM: vLLM is not installed" in str(stop.value.code)
 
 
 # launch/vllm_server.sh

@@ -6,7 +6,8 @@ its own knobs. The eval split is evaluated before the first step, every ``sft.ev
 (greedy accuracy, as ``grpo_ext.evaluate``; ``eval.during_training=false``: never), the best model is kept as in
 GRPO runs (``grpo_ext.best_model``), and the model is saved to ``final_model/`` in the output directory: start GRPO
 from it with ``model.path=.../final_model``.
-Checkpoints are written every ``sft.save_steps``; rerunning the same command resumes from the newest one.
+Checkpoints are written every ``sft.save_steps``; SIGTERM or Ctrl-C saves one and stops (as in training), and
+rerunning the same command resumes from the newest one. ``status.json`` says how the run ended.
 """
 
 from __future__ import annotations
@@ -81,9 +82,23 @@ def sft_config(cfg: DictConfig, run_dir: Path) -> Any:
 
 @hydra.main(version_base=None, config_path="pkg://grpo_ext.conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
     processes.quiet_unless_main()
-    cfg = resolve_auto(cfg, list(HydraConfig.get().overrides.task))
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        fine_tune(resolve_auto(cfg, list(hydra_cfg.overrides.task)), run_dir)
+    except SystemExit as stop:
+        if stop.code not in (None, 0):
+            signalled = isinstance(stop.code, int) and stop.code >= 128
+            write_status(run_dir, "interrupted" if signalled else "failed", str(stop.code))
+        raise
+    except Exception as err:
+        write_status(run_dir, "failed", f"{type(err).__name__}: {err}")
+        raise
+
+
+def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
+    """Train the model of ``cfg`` on its task's references, writing everything to ``run_dir``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         check_sft(cfg.sft)
@@ -112,15 +127,15 @@ def main(cfg: DictConfig) -> None:
     )
     from trl import SFTTrainer  # here, not at the top: seconds to import, and --help should not wait
 
-    from grpo_ext.callbacks import EvalCallback, MetricsFile
+    from grpo_ext.callbacks import EvalCallback, MetricsFile, StopOnSignal
 
     dtype = models.torch_dtype(cfg.model.dtype, cfg.hardware.dtype)
-    metrics = MetricsFile(run_dir)
+    stop, metrics = StopOnSignal(), MetricsFile(run_dir)
     trainer = SFTTrainer(
         model=model_path,
         args=args,
         train_dataset=train,
-        callbacks=[metrics],
+        callbacks=[metrics, stop],
         peft_config=adapters.lora_config(cfg.peft),
         quantization_config=adapters.quantization_config(cfg.peft, dtype),
     )
@@ -130,13 +145,25 @@ def main(cfg: DictConfig) -> None:
         evaluate = functools.partial(run_eval, dataset=splits.eval, reward=rewards[0], cfg=cfg)
         best = BestModel(run_dir, trainer.save_model, cfg.peft.name != "none") if cfg.eval.keep_best else None
         trainer.add_callback(EvalCallback(metrics, evaluate, cfg.sft.eval_every, best))
+    resume = checkpoints.latest_complete(run_dir)
+    if resume and main:  # the steps after the checkpoint are trained (and logged) again
+        checkpoints.discard_after(run_dir, checkpoints.checkpoint_step(resume))
+        checkpoints.truncate_metrics(run_dir, checkpoints.checkpoint_step(resume))
     try:
-        resume = checkpoints.latest_complete(run_dir)
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        adapters.save_final(trainer, run_dir, cfg.peft, model_path, dtype)
+        with stop.installed():  # SIGTERM or Ctrl-C: a checkpoint after the step under way, then stop
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     finally:
         for reward in rewards:
             getattr(reward, "close", lambda: None)()
+    if stop.received is not None:
+        processes.wait_for_all()  # each process's part of the checkpoint is written before any of them exits
+        if main:
+            sys.stderr.write(
+                f"stopped by {stop.received.name} at step {trainer.state.global_step}; checkpoint: "
+                f"{checkpoints.latest_complete(run_dir)}. Run the same command (same hydra.run.dir) to resume.\n"
+            )
+        sys.exit(128 + stop.received.value)
+    adapters.save_final(trainer, run_dir, cfg.peft, model_path, dtype)
     if not main:
         return
     write_status(run_dir, "ok")
