@@ -23,6 +23,7 @@ from grpo_ext.rewards.arithmetic import ArithmeticShaping
 from grpo_ext.sft import fine_tune
 from grpo_ext.tasks import build_task
 from grpo_ext.train import train
+from wandb_records import run_summary
 
 
 @pytest.fixture(scope="module")
@@ -98,15 +99,24 @@ def sft_config(*overrides: str):
 
 
 def test_sft_saves_a_model_that_grpo_starts_from(tmp_path):
+    """The command as a user without W&B credentials runs it: the default logger (wandb) writes offline."""
+    fast = [o for o in FAST if not o.startswith("logger")]
     sft = run_cli(
-        ["-m", "grpo_ext.sft", "task=arithmetic", "model=tiny", *FAST, "sft.steps=4", "sft.batch_size=8",
+        ["-m", "grpo_ext.sft", "task=arithmetic", "model=tiny", *fast, "sft.steps=4", "sft.batch_size=8",
          "sft.logging_steps=1", "eval.during_training=true", f"hydra.run.dir={tmp_path / 'sft'}"],
         cwd=tmp_path,
+        env={"WANDB_MODE": None, "WANDB_API_KEY": None, "HOME": str(tmp_path)},  # no credentials anywhere
     )  # fmt: skip
     assert sft.returncode == 0, sft.stderr[-2000:]
     final = tmp_path / "sft" / "final_model"
     assert (final / "config.json").is_file() and "eval accuracy" in sft.stdout
     assert json.loads((tmp_path / "sft" / "status.json").read_text()) == {"status": "ok"}
+    assert "wandb offline (no credentials found)" in sft.stdout + sft.stderr
+    (run,) = (tmp_path / "sft" / "wandb").glob("offline-run-*")
+    found = run_summary(run)
+    assert (found["name"], found["job_type"]) == ("sft-arithmetic-tiny", "sft")
+    assert found["tags"] == ["arithmetic", "tiny", "sft"] and found["exit_code"] == 0
+    assert {"train/loss", "eval/accuracy"} <= found["history_keys"]
     losses = [r["loss"] for r in read_metrics(tmp_path / "sft") if "loss" in r]
     assert len(losses) == 4 and losses[-1] < losses[0]
     grpo = compose_config(["task=arithmetic", "model=tiny", f"model.path={final}", *FAST])

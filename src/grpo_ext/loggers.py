@@ -49,10 +49,28 @@ def check(cfg: DictConfig) -> str:
 
 
 def start(
-    cfg: DictConfig, run_dir: Path, name: str, tags: list[str], group: str | None, config: dict[str, Any]
+    cfg: DictConfig, args: Any, tags: list[str], group: str | None, config: dict[str, Any], job_type: str = "train"
+) -> None:
+    """Open the W&B run of ``args.output_dir`` (named ``args.run_name``) for ``logger=wandb``, and log what the run
+    logs to. When W&B is not running (``logger=none``, another process's run, W&B could not start), it is dropped
+    from ``args.report_to``: TRL's own W&B integration would otherwise open a run by itself, or fail without
+    credentials."""
+    line, running = _open(cfg, Path(args.output_dir), args.run_name, tags, group, config, job_type)
+    logger.info(line)
+    if not running and args.report_to and "wandb" in args.report_to:
+        args.report_to = [r for r in args.report_to if r != "wandb"]
+
+
+def _open(
+    cfg: DictConfig,
+    run_dir: Path,
+    name: str,
+    tags: list[str],
+    group: str | None,
+    config: dict[str, Any],
+    job_type: str,
 ) -> tuple[str, bool]:
-    """Open the W&B run for ``logger=wandb`` (nothing for ``logger=none``). Returns a line saying what it does, and
-    whether W&B is running: when it could not start, the caller drops it from ``report_to`` and goes on."""
+    """Open the W&B run; return a line saying what the run logs to, and whether W&B is running."""
     mode = check(cfg)
     if mode == "none":
         return "logger: none (metrics in metrics.jsonl only)", False
@@ -71,7 +89,7 @@ def start(
             resume="allow",
             name=name,
             group=group,
-            job_type="train",
+            job_type=job_type,
             tags=list(dict.fromkeys([*cfg.tags, *tags])),
             config={"grpo_ext": config},
             dir=str(run_dir),

@@ -22,7 +22,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from grpo_ext import adapters, checkpoints, models, processes
+from grpo_ext import adapters, checkpoints, loggers, models, processes
 from grpo_ext.best_model import BestModel, best_line
 from grpo_ext.config import register_configs
 from grpo_ext.evaluate import check_eval, run_eval
@@ -106,6 +106,7 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         check_eval(cfg.eval)
         adapters.check(cfg.peft, cfg.hardware.device)
         rewards, _ = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
+        loggers.check(cfg.logger)
         args = sft_config(cfg, run_dir)
         processes.check_one_run_dir(args, run_dir)  # several processes (torchrun): all in one directory
         processes.check_evaluation(cfg.eval.during_training, args)
@@ -125,6 +126,8 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         lambda row: {"completion": [{"role": "assistant", "content": row["reference"]}]},
         remove_columns=[c for c in splits.train.column_names if c != "prompt"],
     )
+    tags = [cfg.task.name, cfg.model.name, "sft"]
+    loggers.start(cfg.logger, args, tags, None, OmegaConf.to_container(cfg, resolve=True), job_type="sft")
     from trl import SFTTrainer  # here, not at the top: seconds to import, and --help should not wait
 
     from grpo_ext.callbacks import EvalCallback, MetricsFile, StopOnSignal
@@ -155,6 +158,7 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
     finally:
         for reward in rewards:
             getattr(reward, "close", lambda: None)()
+        loggers.finish()
     if stop.received is not None:
         processes.wait_for_all()  # each process's part of the checkpoint is written before any of them exits
         if main:

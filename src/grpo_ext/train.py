@@ -135,10 +135,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
         log.info("resuming from %s (step %d)", resume_from, resumed_step)
     tags = [cfg.task.name, cfg.model.name, cfg.algorithm.name]
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    logger_line, wandb_running = loggers.start(cfg.logger, run_dir, args.run_name, tags, group, resolved)
-    log.info(logger_line)
-    if not wandb_running and args.report_to and "wandb" in args.report_to:
-        args.report_to = [r for r in args.report_to if r != "wandb"]  # W&B could not start: never fail for it
+    loggers.start(cfg.logger, args, tags, group, resolved)  # W&B, when it can start: a run never fails for it
     from trl import GRPOTrainer  # here, not at the top: TRL and transformers take seconds to import
 
     from grpo_ext.callbacks import CompletionsTable, EvalCallback, MetricsFile, OneInputGradHook, StopOnSignal
