@@ -6,16 +6,17 @@ import json
 import logging
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from transformers import TrainerCallback
 
-from grpo_ext import processes
+from grpo_ext import checkpoints, processes
 from grpo_ext.best_model import BestModel
 from grpo_ext.records import read_metrics
 
@@ -102,6 +103,17 @@ class StopOnSignal(TrainerCallback):
         if self.received is not None:
             control.should_save = True
             control.should_training_stop = True
+
+    def exit(self, step: int, run_dir: Path) -> NoReturn:
+        """Once training stopped for ``received``: say where the checkpoint is (once, from the main process) and exit
+        with 128 + the signal's number, after every process has written its part of the checkpoint."""
+        processes.wait_for_all()
+        if processes.is_main():
+            sys.stderr.write(
+                f"stopped by {self.received.name} at step {step}; checkpoint: {checkpoints.latest_complete(run_dir)}. "
+                "Run the same command (same hydra.run.dir) to resume.\n"
+            )
+        sys.exit(128 + self.received.value)
 
 
 class OneInputGradHook(TrainerCallback):

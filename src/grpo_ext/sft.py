@@ -160,13 +160,7 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
             getattr(reward, "close", lambda: None)()
         loggers.finish()
     if stop.received is not None:
-        processes.wait_for_all()  # each process's part of the checkpoint is written before any of them exits
-        if main:
-            sys.stderr.write(
-                f"stopped by {stop.received.name} at step {trainer.state.global_step}; checkpoint: "
-                f"{checkpoints.latest_complete(run_dir)}. Run the same command (same hydra.run.dir) to resume.\n"
-            )
-        sys.exit(128 + stop.received.value)
+        stop.exit(trainer.state.global_step, run_dir)
     adapters.save_final(trainer, run_dir, cfg.peft, model_path, dtype)
     if not main:
         return

@@ -173,15 +173,8 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
         for reward in reward_funcs:
             getattr(reward, "close", lambda: None)()  # sandbox workers and the like
         loggers.finish()
-    if stop.received is not None:
-        processes.wait_for_all()  # each process's part of the checkpoint is written before any of them exits
-        saved = checkpoints.latest_complete(run_dir)
-        if processes.is_main():
-            sys.stderr.write(
-                f"stopped by {stop.received.name} at step {trainer.state.global_step}; checkpoint: {saved}. "
-                "Run the same command (same hydra.run.dir) to resume.\n"
-            )
-        sys.exit(128 + stop.received.value)
+    if stop.received is not None:  # a checkpoint was saved: say where, and exit with 128 + the signal
+        stop.exit(trainer.state.global_step, run_dir)
     adapters.save_final(trainer, run_dir, cfg.peft, model_path, dtype)
     if not processes.is_main():
         return
