@@ -6,8 +6,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
+import signal
+import subprocess
+import sys
+import time
 
 import pandas as pd
+import psutil
 import pytest
 import yaml
 
@@ -201,3 +207,34 @@ def test_the_objective_a_run_returns_and_a_misspelled_one(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="grpo_ext.train"):
         assert math.isnan(objective(tmp_path, "eval/acuracy"))
     assert "objective=eval/acuracy was never logged, so the run returns NaN; logged keys: kl, reward" in caplog.text
+
+
+def test_a_slurm_job_warned_by_sigusr2_saves_a_checkpoint_is_requeued_and_resumes(tmp_path):
+    """A SLURM job near its time limit, or preempted, through submitit's local executor: the same job pickling,
+    signal (SIGUSR2) and handler as on SLURM, with a requeue by exit status instead of ``scontrol requeue``. The
+    job saves a checkpoint after the step under way, submitit requeues it, and it resumes in the same directory."""
+    sweep_dir = tmp_path / "sweep"
+    fast = [o for o in FAST if not o.startswith(("trainer.max_steps", "trainer.save_strategy"))]
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "grpo_ext.train", "-m", "hydra/launcher=submitit_local", "task=arithmetic",
+         "model=tiny", *fast, "trainer.max_steps=6", "trainer.save_steps=100", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    while not [r for d in sweep_dir.glob("0_*") for r in read_metrics(d) if r["step"] >= 2]:
+        assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()[0][-3000:]
+        time.sleep(0.05)
+    (job,) = [
+        p for p in psutil.Process(launcher.pid).children(recursive=True) if "submitit.core._submit" in p.cmdline()
+    ]
+    job.send_signal(signal.SIGUSR2)
+    out, _ = launcher.communicate(timeout=300)
+    assert launcher.returncode == 0, out[-3000:]
+    (job_dir,) = sweep_dir.glob("0_*")
+    assert [r["step"] for r in read_metrics(job_dir) if "loss" in r] == [1, 2, 3, 4, 5, 6]  # each step once
+    text = "".join(log.read_text() for log in sweep_dir.glob(".submitit/*/*_0_log.*"))  # both runs of the job
+    stopped = re.search(r"stopped by SIGUSR2 at step (\d+); checkpoint: (\S+)\.", text)
+    assert stopped and 2 <= int(stopped.group(1)) < 6, text[-3000:]
+    assert f"resuming from {stopped.group(2)}" in text and "Requeued job" in text
+    assert json.loads((job_dir / "status.json").read_text()) == {"status": "ok"}
+    assert (job_dir / "final_model" / "model.safetensors").is_file()

@@ -66,13 +66,17 @@ def _is_number(value: Any) -> bool:
 
 
 class StopOnSignal(TrainerCallback):
-    """SIGTERM or Ctrl-C: finish the current step, save a checkpoint, stop training. A second signal stops at once.
+    """SIGTERM, Ctrl-C or SIGUSR2: finish the current step, save a checkpoint, stop training. A second signal stops
+    at once.
 
-    ``received`` tells the entry point afterwards which signal ended the run (``None`` if none did). With several
-    training processes, a signal that reaches any of them stops all of them after the same step.
+    SIGUSR2 is the warning SLURM sends before a job's time limit when asked (``--signal=USR2@SECONDS``), and the one
+    submitit asks for: a job run by Hydra's submitit launcher (``hydra/launcher=slurm``) saves its checkpoint first,
+    then submitit's own handler requeues it, and the requeued job resumes from that checkpoint. ``received`` tells
+    the entry point afterwards which signal ended the run (``None`` if none did). With several training processes, a
+    signal that reaches any of them stops all of them after the same step.
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 
     def __init__(self) -> None:
         self.received: signal.Signals | None = None
@@ -105,14 +109,19 @@ class StopOnSignal(TrainerCallback):
             control.should_training_stop = True
 
     def exit(self, step: int, run_dir: Path) -> NoReturn:
-        """Once training stopped for ``received``: say where the checkpoint is (once, from the main process) and exit
-        with 128 + the signal's number, after every process has written its part of the checkpoint."""
+        """Once training stopped for ``received``: say where the checkpoint is (once, from the main process), after
+        every process has written its part of it, then pass the signal on to the handler that was there before
+        training (submitit's, which requeues the job), if any, and exit with 128 + the signal's number."""
         processes.wait_for_all()
         if processes.is_main():
             sys.stderr.write(
                 f"stopped by {self.received.name} at step {step}; checkpoint: {checkpoints.latest_complete(run_dir)}. "
                 "Run the same command (same hydra.run.dir) to resume.\n"
             )
+        before = signal.getsignal(self.received)  # restored when training ended
+        if callable(before) and before is not signal.default_int_handler:
+            logger.info("passing %s on to %s", self.received.name, getattr(before, "__qualname__", before))
+            before(self.received.value, None)
         sys.exit(128 + self.received.value)
 
 

@@ -89,7 +89,7 @@ def main(cfg: DictConfig) -> None:
         fine_tune(resolve_auto(cfg, list(hydra_cfg.overrides.task)), run_dir)
     except SystemExit as stop:
         if stop.code not in (None, 0):
-            signalled = isinstance(stop.code, int) and stop.code >= 128
+            signalled = isinstance(stop.code, int) and (stop.code >= 128 or stop.code < 0)  # -1: submitit requeued
             write_status(run_dir, "interrupted" if signalled else "failed", str(stop.code))
         raise
     except Exception as err:

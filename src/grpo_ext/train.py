@@ -63,7 +63,8 @@ def main(cfg: DictConfig) -> float:
     except SystemExit as stop:
         if stop.code in (None, 0):
             raise
-        interrupted = isinstance(stop.code, int) and stop.code >= 128  # a signal: the whole sweep stops
+        # a signal (128 + its number; -1: submitit's exit once it requeued the job): the whole sweep stops
+        interrupted = isinstance(stop.code, int) and (stop.code >= 128 or stop.code < 0)
         write_status(run_dir, "interrupted" if interrupted else "failed", str(stop.code))
         if interrupted or not sweeping:
             raise
