@@ -14,6 +14,12 @@ def write_status(run_dir: str | Path, status: str, error: str | None = None) -> 
     (Path(run_dir) / "status.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
+def interrupted(exit_code: Any) -> bool:
+    """Whether a run's ``SystemExit`` code says a signal stopped it: 128 + the signal's number, or -1, submitit's
+    exit once it has requeued the job."""
+    return isinstance(exit_code, int) and (exit_code >= 128 or exit_code < 0)
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The records of ``run_dir/metrics.jsonl``, in order (a last line cut short by a kill is left out); none when
     nothing was logged (no file: ``trainer.logging_steps`` past the last step, evaluations off)."""

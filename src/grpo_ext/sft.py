@@ -27,7 +27,7 @@ from grpo_ext.best_model import BestModel, best_line
 from grpo_ext.config import register_configs
 from grpo_ext.evaluate import check_eval, run_eval
 from grpo_ext.hardware import resolve_auto
-from grpo_ext.records import eval_change, read_metrics, write_status
+from grpo_ext.records import eval_change, interrupted, read_metrics, write_status
 from grpo_ext.rewards import build_rewards
 from grpo_ext.tasks import build_task
 from grpo_ext.trainer_node import RENAMED, with_current_names
@@ -89,8 +89,7 @@ def main(cfg: DictConfig) -> None:
         fine_tune(resolve_auto(cfg, list(hydra_cfg.overrides.task)), run_dir)
     except SystemExit as stop:
         if stop.code not in (None, 0):
-            signalled = isinstance(stop.code, int) and (stop.code >= 128 or stop.code < 0)  # -1: submitit requeued
-            write_status(run_dir, "interrupted" if signalled else "failed", str(stop.code))
+            write_status(run_dir, "interrupted" if interrupted(stop.code) else "failed", str(stop.code))
         raise
     except Exception as err:
         write_status(run_dir, "failed", f"{type(err).__name__}: {err}")

@@ -28,7 +28,7 @@ from grpo_ext.best_model import BestModel, best_line
 from grpo_ext.config import make_grpo_config, register_configs
 from grpo_ext.evaluate import check_eval, run_eval
 from grpo_ext.plot import plot_runs
-from grpo_ext.records import eval_change, read_metrics, write_status
+from grpo_ext.records import eval_change, interrupted, read_metrics, write_status
 from grpo_ext.reward_guard import RewardFailureError, guard_all
 from grpo_ext.rewards import build_rewards
 from grpo_ext.summarize import final_value
@@ -63,10 +63,9 @@ def main(cfg: DictConfig) -> float:
     except SystemExit as stop:
         if stop.code in (None, 0):
             raise
-        # a signal (128 + its number; -1: submitit's exit once it requeued the job): the whole sweep stops
-        interrupted = isinstance(stop.code, int) and (stop.code >= 128 or stop.code < 0)
-        write_status(run_dir, "interrupted" if interrupted else "failed", str(stop.code))
-        if interrupted or not sweeping:
+        signalled = interrupted(stop.code)  # a signal stops the whole sweep
+        write_status(run_dir, "interrupted" if signalled else "failed", str(stop.code))
+        if signalled or not sweeping:
             raise
         log.error("job %s failed, the sweep goes on: %s", hydra_cfg.job.num, stop.code)
         return math.nan
