@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import warnings
 
 import pytest
@@ -15,8 +16,8 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from trl import GRPOConfig
 
 from conftest import CONF, REPO, compose_config
-from grpo_ext.config import TRAINER_LIMITS, make_grpo_config
-from grpo_ext.trainer_node import trainer_overrides
+from grpo_ext.config import TRAINER_LIMITS, check_batch_shape, make_grpo_config
+from grpo_ext.trainer_node import grpo_config_defaults, trainer_overrides
 
 
 def group_options() -> dict[str, list[str]]:
@@ -197,10 +198,109 @@ def test_reward_weights_come_from_the_task_and_must_match(tmp_path):
         make_grpo_config(cfg, str(tmp_path), [1.0])
 
 
-def test_trl_batch_shape_check_runs_at_config_time(tmp_path):
+def test_a_batch_of_partial_groups_is_named_with_a_shape_that_works(tmp_path):
     cfg = compose_config(["trainer.per_device_train_batch_size=3", "trainer.num_generations=2"])
-    with pytest.raises(ValueError, match=r"generation_batch_size \(3\) must be divisible by num_generations \(2\)"):
+    with pytest.raises(ValueError) as err:
         make_grpo_config(cfg, str(tmp_path), [1.0])
+    assert str(err.value) == (
+        "the generation batch, trainer.per_device_train_batch_size=3 completions, must hold whole groups of "
+        "trainer.num_generations=2 completions per prompt; for example trainer.per_device_train_batch_size=4 or "
+        "trainer.num_generations one of [3]"
+    )
+
+
+BATCH_KEYS = ("per_device_train_batch_size", "num_generations", "gradient_accumulation_steps")
+
+
+def trl_accepts(values: dict) -> bool:
+    try:
+        GRPOConfig(output_dir="/tmp/unused", bf16=False, **values)  # no bf16 on this CPU
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("extra", [{}, {"steps_per_generation": 3}, {"generation_batch_size": 12}])
+def test_the_batch_shape_check_agrees_with_trl_and_its_suggestions_work(extra):
+    """Over a grid of shapes: our check refuses exactly what TRL's refuses, and each fix it suggests is accepted."""
+    defaults = grpo_config_defaults()
+    refused = 0
+    for shape in itertools.product([1, 2, 3, 4, 6], [1, 2, 3, 4, 8], [1, 2]):
+        values = {**dict(zip(BATCH_KEYS, shape, strict=True)), **extra}
+        try:
+            check_batch_shape({**defaults, **values}, world_size=1)
+        except ValueError as err:
+            refused += 1
+            assert not trl_accepts(values), values
+            message = str(err)
+            for fix in re.findall(r"for example trainer\.(\w+)=(\d+)", message):
+                fixed = {**values, fix[0]: int(fix[1])}
+                check_batch_shape({**defaults, **fixed}, world_size=1)
+                assert trl_accepts(fixed), fixed
+            for groups in re.findall(r"num_generations one of \[([\d, ]+)\]", message)[:1]:
+                for n in groups.split(", "):
+                    assert trl_accepts({**values, "num_generations": int(n)}), (values, n)
+        else:
+            assert trl_accepts(values), values
+    assert refused >= 10  # the grid does reach the check
+
+
+@pytest.mark.parametrize(
+    "values,world_size,message",
+    [
+        (
+            {"per_device_train_batch_size": 4, "num_generations": 3, "gradient_accumulation_steps": 2},
+            2,
+            "the generation batch, trainer.per_device_train_batch_size=4 x 2 training processes x "
+            "trainer.gradient_accumulation_steps=2 = 16 completions, must hold whole groups of "
+            "trainer.num_generations=3 completions per prompt; for example trainer.per_device_train_batch_size=6 or "
+            "trainer.num_generations one of [2, 4, 8, 16]",
+        ),
+        ({"per_device_train_batch_size": 3, "num_generations": 6}, 2, None),  # 6 completions over 2 processes
+        (
+            {"generation_batch_size": 12, "per_device_train_batch_size": 4},
+            2,
+            "trainer.generation_batch_size=12 must be a multiple of the completions of one pass, "
+            "trainer.per_device_train_batch_size=4 x 2 training processes = 8",
+        ),
+        (
+            {"generation_batch_size": 16, "steps_per_generation": 2},
+            1,
+            "trainer.generation_batch_size and trainer.steps_per_generation cannot both be set",
+        ),
+        ({"num_generations": 1, "per_device_train_batch_size": 1}, 1, "trainer.num_generations=1 is not allowed"),
+        (
+            {"eval_strategy": "steps", "per_device_eval_batch_size": 6, "num_generations": 4},
+            1,
+            "trainer.per_device_eval_batch_size=6 must hold whole groups of 4 completions",
+        ),
+        ({"eval_strategy": "steps", "per_device_eval_batch_size": 6, "num_generations_eval": 3}, 1, None),
+    ],
+)
+def test_the_batch_shape_check_counts_processes_and_evaluation(values, world_size, message):
+    values = {**grpo_config_defaults(), **values}
+    if message is None:
+        check_batch_shape(values, world_size)
+    else:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            check_batch_shape(values, world_size)
+
+
+def test_micro_batches_are_checked_as_the_user_gave_the_batch(tmp_path):
+    batch = ["trainer.per_device_train_batch_size=6", "trainer.num_generations=4"]
+    cfg = compose_config([*batch, "hardware.micro_batch=2"])
+    with pytest.raises(ValueError, match=r"trainer.per_device_train_batch_size=6 completions, .*=4"):
+        make_grpo_config(cfg, str(tmp_path), [1.0])
+
+
+def test_trl_s_own_refusals_say_which_trainer_values_were_given(tmp_path):
+    cfg = compose_config(["hardware=cpu", "trainer.auto_find_batch_size=true"])
+    with pytest.raises(ValueError) as err:
+        make_grpo_config(cfg, str(tmp_path), [1.0])
+    assert str(err.value).startswith(
+        "trl.GRPOConfig rejected trainer.auto_find_batch_size=True, trainer.num_generations=8, "
+        "trainer.per_device_train_batch_size=8: auto_find_batch_size is not supported by GRPO"
+    )
 
 
 @pytest.mark.parametrize(

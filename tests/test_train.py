@@ -91,13 +91,14 @@ def no_model_built(cache) -> bool:
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (  # TRL's own checks
-            ["trainer.per_device_train_batch_size=3", "trainer.num_generations=2"],
-            "config error: generation_batch_size (3) must be divisible by num_generations (2)",
-        ),
         (
-            ["trainer.num_generations=1", "trainer.per_device_train_batch_size=1"],
-            "config error: GRPO requires at least 2 generations per prompt",
+            ["trainer.per_device_train_batch_size=3", "trainer.num_generations=2"],
+            "config error: the generation batch, trainer.per_device_train_batch_size=3 completions, must hold whole "
+            "groups of trainer.num_generations=2",
+        ),
+        (  # TRL's own checks, with the values given
+            ["trainer.auto_find_batch_size=true"],
+            "config error: trl.GRPOConfig rejected trainer.auto_find_batch_size=True",
         ),
         (
             ["task.rewards=[{name: nope}]"],

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -216,7 +217,9 @@ def split_batch(kwargs: dict[str, Any], micro_batch: int | None) -> dict[str, An
 def make_grpo_config(cfg: DictConfig, run_dir: str, reward_weights: list[float]) -> Any:
     """Build the run's ``trl.GRPOConfig``: the ``trainer`` node plus what the other nodes imply.
 
-    This is where TRL's own checks run (batch shapes, incompatible options), before any model or data is loaded.
+    The checks run here, before any model or data is loaded: ours first (``TRAINER_LIMITS``, the batch shape), which
+    name the ``trainer`` keys and what would work, then TRL's own when ``GRPOConfig`` is built (incompatible
+    options), which name its fields bare and so are prefixed with the ``trainer`` values they name.
     """
     from trl import GRPOConfig
 
@@ -231,6 +234,9 @@ def make_grpo_config(cfg: DictConfig, run_dir: str, reward_weights: list[float])
     kwargs = trainer_overrides(cfg.trainer)
     for key, value in generation_settings(cfg).items():  # the profile's generation path, unless set explicitly
         kwargs.setdefault(key, value)
+    values = {**grpo_config_defaults(), **kwargs}
+    check_trainer(values)
+    check_batch_shape(values, processes.world_size())
     kwargs.update(split_batch(kwargs, cfg.hardware.micro_batch))
     kwargs.setdefault("output_dir", run_dir)
     kwargs.setdefault("run_name", f"{cfg.task.name}-{cfg.model.name}-{cfg.hardware.name}")
@@ -245,9 +251,18 @@ def make_grpo_config(cfg: DictConfig, run_dir: str, reward_weights: list[float])
     if isinstance(init_kwargs, dict):
         init_kwargs.setdefault("dtype", torch_dtype(cfg.model.dtype, cfg.hardware.dtype))
         kwargs["model_init_kwargs"] = init_kwargs
-    args = GRPOConfig(**kwargs)
-    check_trainer(args)
-    return args
+    try:
+        return GRPOConfig(**kwargs)
+    except ValueError as err:  # TRL's own checks name its fields bare: say which trainer values they mean
+        named = ", ".join(f"trainer.{key}={values[key]}" for key in _fields_named(str(err), values))
+        raise ValueError(f"trl.GRPOConfig rejected {named or 'the trainer values'}: {err}") from err
+
+
+def _fields_named(message: str, values: dict[str, Any]) -> list[str]:
+    """The keys of ``values`` (multi-word field names, so that no plain word matches) that ``message`` names, in the
+    order it names them."""
+    found = [(match.start(), key) for key in values if "_" in key and (match := re.search(rf"\b{key}\b", message))]
+    return [key for _, key in sorted(found)]
 
 
 # Values TRL accepts when the config is built but that fail later, deep in torch or transformers once the model is
@@ -272,12 +287,85 @@ TRAINER_LIMITS = (
 )
 
 
-def check_trainer(args: Any) -> None:
-    """Raise ``ValueError`` naming ``trainer.KEY``, its value and what is allowed, for the first value of ``args`` (a
-    ``GRPOConfig``) outside ``TRAINER_LIMITS`` or not a finite number."""
+def check_trainer(values: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming ``trainer.KEY``, its value and what is allowed, for the first of ``values`` (the
+    ``GRPOConfig`` arguments, defaults included) outside ``TRAINER_LIMITS`` or not a finite number."""
     for key, allowed, ok in TRAINER_LIMITS:
-        if not hasattr(args, key):  # a field the installed TRL release does not have
+        if key not in values:  # a field the installed TRL release does not have
             continue
-        value = getattr(args, key)
+        value = values[key]
         if (isinstance(value, float) and not math.isfinite(value)) or not ok(value):
             raise ValueError(f"trainer.{key}={value} is not allowed: it must be {allowed}")
+
+
+def check_batch_shape(values: dict[str, Any], world_size: int) -> None:
+    """Raise ``ValueError`` naming the ``trainer`` keys involved when a batch cannot hold whole prompt groups.
+
+    GRPO samples ``num_generations`` completions per prompt and scores each against its group, so every generation
+    batch (``per_device_train_batch_size`` x processes x ``steps_per_generation``, which defaults to
+    ``gradient_accumulation_steps``; or ``generation_batch_size``) must be a whole number of groups. TRL checks the
+    same when ``GRPOConfig`` is built, in its own field names and without saying what would work; this says both.
+    ``values``: the ``GRPOConfig`` arguments with the defaults filled in, before ``hardware.micro_batch`` splits
+    them (the split keeps the generation batch).
+    """
+    groups = values["num_generations"]
+    if groups < 2:
+        raise ValueError(
+            f"trainer.num_generations={groups} is not allowed: it must be >= 2, since GRPO scores each completion "
+            "against the others sampled for the same prompt"
+        )
+    per_device = values["per_device_train_batch_size"]
+    per_pass = per_device * world_size
+    passes = f"trainer.per_device_train_batch_size={per_device}" + (
+        f" x {world_size} training processes" if world_size > 1 else ""
+    )
+    if values.get("generation_batch_size") is not None:
+        if values.get("steps_per_generation") is not None:
+            raise ValueError(
+                "trainer.generation_batch_size and trainer.steps_per_generation cannot both be set: each is derived "
+                "from the other; set one"
+            )
+        batch = values["generation_batch_size"]
+        if batch % per_pass:
+            raise ValueError(
+                f"trainer.generation_batch_size={batch} must be a multiple of the completions of one pass, "
+                f"{passes}" + (f" = {per_pass}" if world_size > 1 else "")
+            )
+        if batch % groups:
+            fix = f"trainer.generation_batch_size={_next_multiple(batch, math.lcm(per_pass, groups))}"
+            raise ValueError(_not_whole_groups(f"trainer.generation_batch_size={batch}", batch, groups, fix))
+    else:
+        steps_key = "steps_per_generation" if values.get("steps_per_generation") else "gradient_accumulation_steps"
+        steps = values[steps_key]
+        batch = per_pass * steps
+        if batch % groups:
+            multiple = groups // math.gcd(groups, world_size * steps)  # of which per_device_train_batch_size must be
+            fix = f"trainer.per_device_train_batch_size={_next_multiple(per_device, multiple)}"
+            source = passes + (f" x trainer.{steps_key}={steps}" if steps > 1 else "")
+            source += f" = {batch}" if batch != per_device else ""
+            raise ValueError(_not_whole_groups(source, batch, groups, fix))
+    if values.get("eval_strategy", "no") != "no":
+        eval_groups = values.get("num_generations_eval") or groups
+        eval_batch = values["per_device_eval_batch_size"] * world_size
+        if eval_batch % eval_groups:
+            raise ValueError(
+                f"trainer.per_device_eval_batch_size={values['per_device_eval_batch_size']}"
+                + (f" x {world_size} training processes" if world_size > 1 else "")
+                + f" must hold whole groups of {eval_groups} completions (trainer.num_generations_eval, else "
+                "trainer.num_generations) for TRL's evaluation"
+            )
+
+
+def _next_multiple(value: int, step: int) -> int:
+    """The smallest multiple of ``step`` that is at least ``value`` (and at least ``step``)."""
+    return step * max(1, -(-value // step))
+
+
+def _not_whole_groups(source: str, batch: int, groups: int, fix: str) -> str:
+    """The message for a generation batch of ``batch`` completions (from ``source``) that is not whole groups."""
+    fitting = [n for n in range(2, batch + 1) if batch % n == 0]
+    other = f" or trainer.num_generations one of {fitting}" if fitting else ""
+    return (
+        f"the generation batch, {source} completions, must hold whole groups of trainer.num_generations={groups} "
+        f"completions per prompt; for example {fix}{other}"
+    )
