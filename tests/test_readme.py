@@ -55,6 +55,7 @@ def run_readme_command(command: str, cwd, extra: list[str] = ()):
     argv = [*shlex.split(command.split("  #")[0]), *extra]
     result = run_cli(argv[1:], cwd=cwd, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not re.findall(r"^.*\w+Warning: .*$", result.stderr, flags=re.M)  # nothing a newcomer must puzzle over
     if "grpo_ext.train" in command and "--" not in command:
         steps = re.findall(r"max_steps=(\d+)", " ".join(argv))[-1]
         assert f"steps: {steps}" in result.stdout

@@ -16,6 +16,7 @@ import functools
 import logging
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -137,6 +138,10 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     loggers.start(cfg.logger, args, tags, group, resolved)  # W&B, when it can start: a run never fails for it
     from trl import GRPOTrainer  # here, not at the top: TRL and transformers take seconds to import
+
+    # TRL 1.16 reads model.is_gradient_checkpointing, which transformers 5.2x renamed and warns about at every step;
+    # nothing a user could act on (the renamed arguments themselves: trainer_node.RENAMED)
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
     from grpo_ext.callbacks import CompletionsTable, EvalCallback, MetricsFile, OneInputGradHook, StopOnSignal
 
