@@ -70,3 +70,11 @@ class ScriptedEvaluations:
         share = self.script[min(self.evaluations, len(self.script) - 1)]
         self.evaluations += 1
         return [1.0 if i < round(share * len(completions)) else 0.0 for i in range(len(completions))]
+
+
+def records_expressions(completions, expression, **kwargs):
+    """Appends each scored row's ``expression`` to the file named by ``$GRPO_EXT_TEST_SEEN`` (which rows a run's
+    evaluations reached), and scores as ``prefers_short``."""
+    with open(os.environ["GRPO_EXT_TEST_SEEN"], "a") as seen:
+        seen.writelines(f"{e}\n" for e in expression)
+    return prefers_short(completions)

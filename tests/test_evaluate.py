@@ -125,6 +125,20 @@ def test_sft_saves_a_model_that_grpo_starts_from(tmp_path):
     assert [r["step"] for r in read_metrics(tmp_path / "grpo")] == [1, 2]
 
 
+def test_trl_s_own_evaluation_scores_the_same_eval_size_prompts_as_ours(tmp_path, monkeypatch):
+    """trainer.eval_strategy=steps turns on TRL's evaluation (sampled completions, eval_reward): it gets the first
+    eval.size eval prompts, as ours does, not the whole split."""
+    seen = tmp_path / "seen.txt"
+    monkeypatch.setenv("GRPO_EXT_TEST_SEEN", str(seen))
+    trl_eval = ["trainer.eval_strategy=steps", "trainer.eval_steps=2", "trainer.per_device_eval_batch_size=4"]
+    rewards = "task.rewards=[{name: reward_fixtures.records_expressions}]"
+    cfg = compose_config(["model=tiny", *FAST, rewards, "eval.during_training=false", "eval.size=3", *trl_eval])
+    train(cfg, tmp_path / "run")
+    held_out = list(build_task(cfg.task).eval["expression"])
+    assert set(seen.read_text().splitlines()) & set(held_out) == set(held_out[:3])
+    assert [r["step"] for r in read_metrics(tmp_path / "run") if "eval_reward" in r] == [2]
+
+
 def test_sft_evaluates_every_n_steps_and_keeps_its_best_model(tmp_path, capsys):
     """Evaluations scored by script (0%, 100%, 50% at steps 0, 2, 4): the model of step 2 is kept."""
     scripted = "task.rewards=[{name: reward_fixtures.ScriptedEvaluations}, {name: arithmetic_shaping}]"

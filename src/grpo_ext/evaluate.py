@@ -73,6 +73,11 @@ def generate(
     return out
 
 
+def first_rows(dataset: Any, size: int) -> Any:
+    """The first ``size`` rows of ``dataset`` (0: all of it): the eval prompts that ``eval.size`` selects."""
+    return dataset.select(range(min(size, len(dataset)))) if size else dataset
+
+
 def evaluate(
     model: Any,
     tokenizer: Any,
@@ -86,7 +91,7 @@ def evaluate(
     max_new_tokens: int,
 ) -> dict[str, Any]:
     """Greedy accuracy, pass@k, format accuracy and mean reward on the first ``size`` rows (0: all) of ``dataset``."""
-    rows = dataset.select(range(min(size, len(dataset)))) if size else dataset
+    rows = first_rows(dataset, size)
     columns = {name: list(rows[name]) for name in rows.column_names if name != "prompt"}
     full = float(getattr(reward, "full_reward", 1.0))
     started = time.monotonic()

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from grpo_ext import adapters, checkpoints, hardware, loggers, models, processes, vllm_server
 from grpo_ext.best_model import BestModel, best_line
 from grpo_ext.config import make_grpo_config, register_configs
-from grpo_ext.evaluate import check_eval, run_eval
+from grpo_ext.evaluate import check_eval, first_rows, run_eval
 from grpo_ext.plot import plot_runs
 from grpo_ext.records import eval_change, interrupted, read_metrics, write_status
 from grpo_ext.reward_guard import RewardFailureError, guard_all
@@ -117,7 +117,8 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
         check_columns(splits.eval, reward_funcs, f"{cfg.task.name} eval split")
     except ValueError as err:
         sys.exit(f"task error: {err}")
-    log.info("task %s: %d train / %d eval prompts", cfg.task.name, len(splits.train), len(splits.eval))
+    eval_rows = first_rows(splits.eval, cfg.eval.size)  # what our evaluations and TRL's (eval_strategy) score
+    log.info("task %s: %d train / %d eval prompts", cfg.task.name, len(splits.train), len(eval_rows))
 
     # 3. Model: a local directory (built, cached, or downloaded), loaded by TRL from its path.
     try:
@@ -154,7 +155,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
                 reward_funcs=guarded,
                 args=args,
                 train_dataset=splits.train,
-                eval_dataset=splits.eval,
+                eval_dataset=eval_rows,
                 callbacks=[metrics, stop, OneInputGradHook()],  # works around a hook leak in transformers
                 peft_config=adapters.lora_config(cfg.peft),
                 quantization_config=adapters.quantization_config(cfg.peft, dtype),
@@ -163,7 +164,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
             adapters.keep_4bit_layers_trainable(trainer.model)  # QLoRA on the CPU: evaluating must not break training
             trainer.add_callback(CompletionsTable(trainer, cfg.logger.completions_every))
             if cfg.eval.during_training:  # held-out greedy accuracy before step 1, every eval.every steps, at the end
-                evaluate = functools.partial(run_eval, dataset=splits.eval, reward=reward_funcs[0], cfg=cfg)
+                evaluate = functools.partial(run_eval, dataset=eval_rows, reward=reward_funcs[0], cfg=cfg)
                 keep_best = cfg.eval.keep_best and trainer.is_world_process_zero()  # the process that evaluates
                 best = BestModel(run_dir, trainer.save_model, cfg.peft.name != "none") if keep_best else None
                 trainer.add_callback(EvalCallback(metrics, evaluate, cfg.eval.every, best))
