@@ -13,6 +13,7 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
+from transformers.integrations import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
 from trl import GRPOConfig
 
 from conftest import CONF, REPO, compose_config
@@ -290,6 +291,22 @@ def test_micro_batches_are_checked_as_the_user_gave_the_batch(tmp_path):
     batch = ["trainer.per_device_train_batch_size=6", "trainer.num_generations=4"]
     cfg = compose_config([*batch, "hardware.micro_batch=2"])
     with pytest.raises(ValueError, match=r"trainer.per_device_train_batch_size=6 completions, .*=4"):
+        make_grpo_config(cfg, str(tmp_path), [1.0])
+
+
+MISSING_INTEGRATION = sorted(set(INTEGRATION_TO_CALLBACK) - set(get_available_reporting_integrations()))[0]
+
+
+@pytest.mark.parametrize(
+    "report_to,message",
+    [
+        ("[tensorbord]", "trainer.report_to names 'tensorbord', which transformers does not know; it knows ["),
+        (f"[wandb,{MISSING_INTEGRATION}]", f"names '{MISSING_INTEGRATION}', whose package is not installed here"),
+    ],
+)
+def test_a_logging_integration_that_cannot_start_is_refused_before_the_model_loads(tmp_path, report_to, message):
+    cfg = compose_config(["hardware=cpu", f"trainer.report_to={report_to}"])
+    with pytest.raises(ValueError, match=re.escape(message)):
         make_grpo_config(cfg, str(tmp_path), [1.0])
 
 

@@ -252,10 +252,32 @@ def make_grpo_config(cfg: DictConfig, run_dir: str, reward_weights: list[float])
         init_kwargs.setdefault("dtype", torch_dtype(cfg.model.dtype, cfg.hardware.dtype))
         kwargs["model_init_kwargs"] = init_kwargs
     try:
-        return GRPOConfig(**kwargs)
+        args = GRPOConfig(**kwargs)
     except ValueError as err:  # TRL's own checks name its fields bare: say which trainer values they mean
         named = ", ".join(f"trainer.{key}={values[key]}" for key in _fields_named(str(err), values))
         raise ValueError(f"trl.GRPOConfig rejected {named or 'the trainer values'}: {err}") from err
+    check_report_to(args.report_to)
+    return args
+
+
+def check_report_to(report_to: list[str]) -> None:
+    """Raise ``ValueError`` naming ``trainer.report_to`` when it names a logging integration that transformers does
+    not know or whose package is not installed: transformers itself fails on either only once the model is loaded,
+    with a traceback."""
+    from transformers.integrations import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
+
+    installed = get_available_reporting_integrations()
+    for name in report_to:
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise ValueError(
+                f"trainer.report_to names {name!r}, which transformers does not know; it knows "
+                f"{sorted(INTEGRATION_TO_CALLBACK)}, and 'all' (every one installed) or 'none'"
+            )
+        if name not in installed:
+            raise ValueError(
+                f"trainer.report_to names {name!r}, whose package is not installed here (installed: {installed}); "
+                "install it or leave it out"
+            )
 
 
 def _fields_named(message: str, values: dict[str, Any]) -> list[str]:
