@@ -231,6 +231,15 @@ def test_infer_prints_an_answer_and_scores_it(tmp_path):
     assert result.stdout.count("[reward ") == 2
 
 
+def test_infer_without_a_question_says_that_the_question_comes_first(capsys):
+    from grpo_ext.infer import is_override, main
+
+    assert main(["model.path=outputs/run/final_model", "hardware=cpu"]) == 2
+    assert "error: the question comes first, in quotes" in capsys.readouterr().err
+    assert is_override("+trainer.beta=0.1") and is_override("seed=3")
+    assert not is_override("x=3; what is x * 2?") and not is_override("What is 2 + 3?")
+
+
 @pytest.mark.parametrize("args", [["What?", "model"], ["What?", "task=nope"], ["What?", "--samples", "-1"]])
 def test_infer_usage_errors_exit_2(tmp_path, args):
     result = run_cli(["-m", "grpo_ext.infer", *args], cwd=tmp_path)

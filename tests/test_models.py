@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -82,6 +83,20 @@ def test_a_run_directory_given_as_model_path_names_its_models(tmp_path):
         models.resolve(model_cfg("model=tiny", f"model.path={tmp_path}"))
     models_in_run = f"{tmp_path / 'best_model'}, {tmp_path / 'final_model'}"
     assert str(info.value).endswith(f"not a saved model; the run directory's models: {models_in_run}")
+
+
+@pytest.mark.parametrize("path", ["/no/such/model", "./missing", "../missing", "outputs/run/final_model"])
+def test_a_local_path_that_does_not_exist_is_named_without_asking_the_hub(path, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # a Hub lookup would fail otherwise, and differently
+    with pytest.raises(models.ModelUnavailableError, match=f"^model.path={re.escape(path)}: no such directory"):
+        models.resolve(model_cfg("model=tiny", f"model.path={path}"))
+
+
+def test_a_model_path_that_is_no_hub_id_says_so(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(models.ModelUnavailableError, match="^model.path=my model is neither a local directory nor"):
+        models.resolve(model_cfg("model=tiny", "model.path=my model"))
 
 
 @pytest.mark.parametrize("offline", ["0", "1"])

@@ -10,6 +10,7 @@ argument is a config override, as for ``grpo_ext.train`` (``task=``, ``model=``,
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Any
 
@@ -29,6 +30,18 @@ def compose(overrides: list[str]) -> Any:
         return resolve_auto(hydra_compose(config_name="config", overrides=overrides), overrides)
 
 
+def is_override(text: str) -> bool:
+    """Whether ``text`` is a config override (``model.path=DIR``, ``+trainer.x=1``) rather than a question: its key
+    starts with a node of the root config."""
+    import dataclasses
+
+    from grpo_ext.config import config_schema
+
+    key = re.match(r"^[+~]{0,2}([\w.]+)=", text)
+    roots = {f.name for f in dataclasses.fields(config_schema())} | {"experiment", "hydra"}
+    return key is not None and key.group(1).split(".")[0] in roots
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grpo_ext.infer", description=__doc__.split("\n\n")[0])
     parser.add_argument("question", help="the user's message")
@@ -39,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--answer", default=None, help="the gold answer: score each completion with the task reward")
     args = parser.parse_args(argv)
     try:
+        if is_override(args.question):
+            raise ValueError(
+                f'the question comes first, in quotes: python -m grpo_ext.infer "What is 2 + 3?" model.path=DIR; '
+                f"{args.question!r} is a config override"
+            )
         bad = [o for o in args.overrides if "=" not in o]
         if bad:
             raise ValueError(f"expected config overrides KEY=VALUE after the question, got {bad}")

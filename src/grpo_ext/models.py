@@ -64,6 +64,11 @@ def resolve(cfg: DictConfig) -> str:
                 f"model.path={cfg.path} is a directory without config.json: not a saved model{hint}"
             )
         return str(local)
+    if cfg.path.startswith(("/", ".", "~")) or cfg.path.count("/") > 1:  # a Hub id is NAME or OWNER/NAME
+        raise ModelUnavailableError(
+            f"model.path={cfg.path}: no such directory (a saved model is a directory with config.json, such as a "
+            "run's final_model/; a Hub model is named OWNER/NAME)"
+        )
     return _from_hub(cfg.path, cfg.revision)
 
 
@@ -153,12 +158,16 @@ def hub_offline() -> bool:
 
 def _from_hub(repo_id: str, revision: str | None) -> str:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
     try:
         return snapshot_download(repo_id, revision=revision, local_files_only=True)
     except LocalEntryNotFoundError:
         pass
+    except HFValidationError as err:
+        raise ModelUnavailableError(
+            f"model.path={repo_id} is neither a local directory nor a Hub model id (OWNER/NAME): {err}"
+        ) from err
     hint = (
         "Use model=tiny (built locally, no network) or model.path=/local/dir (a saved model), "
         "or make the Hub reachable"
