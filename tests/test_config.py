@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
+import shlex
 import warnings
 
 import pytest
@@ -57,6 +58,17 @@ def test_every_yaml_is_in_a_known_group_and_opens_with_its_command():
         assert lines[0].startswith("# python -m grpo_ext.train"), f"{path} should open with the command that uses it"
         if path.parent.name in ("sweeper", "launcher"):
             assert f"hydra/{path.parent.name}={path.stem}" in lines[0]
+
+
+@pytest.mark.parametrize("path", sorted(CONF.rglob("*.yaml")), ids=lambda p: p.relative_to(CONF).as_posix())
+def test_every_yaml_s_opening_command_composes(path):
+    """The command a YAML opens with names only groups, choices and keys that exist."""
+    line = next(line for line in path.read_text().splitlines() if not line.startswith("# @package"))
+    argv = shlex.split(line.removeprefix("# python -m grpo_ext.train").split("  (")[0])
+    overrides = [arg for arg in argv if arg != "-m" and not arg.startswith("hydra/")]  # sweepers: for Hydra's app
+    if "-m" in argv:  # a sweep: each job composes with one of the values
+        overrides = [arg.split(",")[0] for arg in overrides]
+    compose_config(overrides, resolve_hardware=False)
 
 
 # Every task with every model, and every hardware profile with every adapter choice (hardware and peft do not touch
