@@ -13,6 +13,8 @@ from conftest import FAST, QLORA_HERE, WITH_SIGNAL, compose_config
 from grpo_ext import adapters, hardware, models
 from grpo_ext.config import make_grpo_config, register_configs
 from grpo_ext.evaluate import load_model
+from grpo_ext.infer import main as infer
+from grpo_ext.sft import fine_tune
 from grpo_ext.train import train
 
 RTX3080, RTX4090 = hardware.Gpu("RTX 3080", 10.0), hardware.Gpu("RTX 4090", 23.6)
@@ -158,3 +160,22 @@ def test_qlora_trains_over_a_4bit_base_and_saves_a_full_precision_merge(tmp_path
     merged = check_trained_adapter_and_merge(tmp_path, cfg)
     assert all(tensor.dtype == torch.float32 for tensor in merged.values())  # full precision
     assert "quantization_config" not in (tmp_path / "final_model" / "config.json").read_text()
+
+
+def test_a_gpu_profile_on_a_machine_without_a_gpu_is_refused_before_any_model_loads(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(hardware, "visible_gpus", lambda: [])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(SystemExit) as stop:
+        train(compose_config(["model=tiny", "hardware=gpu_24gb", *[o for o in FAST if o != "hardware=cpu"]]), tmp_path)
+    refusal = (
+        "hardware=gpu_24gb runs on a CUDA GPU, and this machine shows none to PyTorch (CUDA_VISIBLE_DEVICES=); use "
+        "hardware=cpu, or hardware=auto, which picks a profile for the GPUs it finds"
+    )
+    assert stop.value.code == f"config error: {refusal}"
+    with pytest.raises(SystemExit) as stop:  # the warm start too
+        fine_tune(compose_config(["model=tiny", "hardware=gpu_24gb", "logger=none"]), tmp_path / "sft")
+    assert stop.value.code == f"config error: {refusal}"
+    assert infer(["What is 2 + 3?", "model=tiny", "hardware=gpu_24gb"]) == 2
+    assert capsys.readouterr().err == f"error: {refusal}\n"
+    monkeypatch.setattr(hardware, "visible_gpus", lambda: [RTX4090])
+    hardware.check_device(compose_config(["hardware=gpu_24gb"]).hardware)  # with one, the profile may start

@@ -18,6 +18,8 @@ from omegaconf import OmegaConf
 from conftest import REPO, TESTS, compose_config
 from grpo_ext import hardware, vllm_server
 
+H100 = hardware.Gpu("H100", 79.2)
+
 LAUNCHER = REPO / "launch" / "vllm_server.sh"
 
 
@@ -233,10 +235,11 @@ def test_bad_vllm_settings_are_refused(override, message):
         hardware.generation_settings(compose_config(["hardware=gpu2_vllm_server", override]))
 
 
-def test_train_refuses_a_server_profile_without_vllm_naming_the_extra(tmp_path):
+def test_train_refuses_a_server_profile_without_vllm_naming_the_extra(tmp_path, monkeypatch):
     from conftest import FAST
     from grpo_ext.train import train
 
+    monkeypatch.setattr(hardware, "visible_gpus", lambda: [H100, H100])  # two GPUs, and no vLLM
     fast = [o for o in FAST if o != "hardware=cpu"]
     with pytest.raises(SystemExit) as stop:
         train(compose_config([*fast, "hardware=gpu2_vllm_server"]), tmp_path)
@@ -404,6 +407,7 @@ def port_in_use_now(port: int) -> bool:
 
 def test_a_server_of_its_own_is_refused_under_a_launcher_of_several_processes(monkeypatch):
     """Each torchrun process would start `vllm serve` on the same port; the launcher script starts one for all."""
+    monkeypatch.setattr(hardware, "visible_gpus", lambda: [H100, H100])
     server = compose_config(["hardware=gpu2_vllm_server"]).hardware
     hardware.check_launch(server)  # one process: the run starts its server
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -181,7 +181,7 @@ def main() -> None:
     from omegaconf import DictConfig, OmegaConf
 
     from grpo_ext.config import register_configs
-    from grpo_ext.hardware import resolve_auto
+    from grpo_ext.hardware import check_device, resolve_auto
     from grpo_ext.models import ModelUnavailableError
     from grpo_ext.rewards import build_rewards
     from grpo_ext.tasks import build_task
@@ -194,6 +194,7 @@ def main() -> None:
         cfg = resolve_auto(cfg, list(HydraConfig.get().overrides.task))
         try:
             check_eval(cfg.eval)
+            check_device(cfg.hardware)
             rewards, _ = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
         except ValueError as err:
             sys.exit(f"config error: {err}")

@@ -109,9 +109,20 @@ def resolve_auto(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     return compose(config_name="config", overrides=[*kept, f"hardware={name}"])
 
 
+def check_device(hw: DictConfig) -> None:
+    """Raise ``ValueError`` when the profile runs on a CUDA GPU and PyTorch sees none (before any model loads, rather
+    than PyTorch's or transformers' error once one does)."""
+    if hw.device == "cuda" and not visible_gpus():
+        raise ValueError(
+            f"hardware={hw.name} runs on a CUDA GPU, and this machine shows none to PyTorch "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); use hardware=cpu, or "
+            "hardware=auto, which picks a profile for the GPUs it finds"
+        )
+
+
 def check_launch(hw: DictConfig) -> None:
-    """Several training processes exist only under ``accelerate launch``: refuse to start one process alone; and a
-    vLLM server started by the run itself serves one training process: refuse it under a launcher of several."""
+    """Several training processes exist only under ``accelerate launch``: refuse to start one process alone; a vLLM
+    server started by the run itself serves one training process: refuse it under a launcher of several."""
     if hw.num_processes != 1 and "WORLD_SIZE" not in os.environ:
         raise ValueError(
             f"hardware={hw.name} trains one process per GPU under accelerate: start it with launch/vllm_server.sh "

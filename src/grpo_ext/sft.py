@@ -26,7 +26,7 @@ from grpo_ext import adapters, checkpoints, loggers, models, processes
 from grpo_ext.best_model import BestModel, best_line
 from grpo_ext.config import register_configs
 from grpo_ext.evaluate import check_eval, run_eval
-from grpo_ext.hardware import resolve_auto
+from grpo_ext.hardware import check_device, resolve_auto
 from grpo_ext.records import eval_change, interrupted, read_metrics, write_status
 from grpo_ext.rewards import build_rewards
 from grpo_ext.tasks import build_task
@@ -103,6 +103,7 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         check_sft(cfg.sft)
         models.check(cfg.model)
         check_eval(cfg.eval)
+        check_device(cfg.hardware)
         adapters.check(cfg.peft, cfg.hardware.device)
         rewards, _ = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
         loggers.check(cfg.logger)
