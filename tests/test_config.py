@@ -384,6 +384,7 @@ def test_bad_micro_batch_is_named(micro_batch, message, tmp_path):
         ("max_grad_norm=-1", "trainer.max_grad_norm=-1.0 is not allowed"),
         ("weight_decay=-0.1", "trainer.weight_decay=-0.1 is not allowed"),
         ("seed=-1", r"trainer.seed=-1 is not allowed: it must be in \[0, 2\*\*32 - 1\] \(seed=N sets it\)"),
+        ("num_train_epochs=0", "trainer.num_train_epochs=0.0 with trainer.max_steps=-1 trains nothing: set"),
     ],
 )
 def test_trainer_values_trl_would_only_reject_later_are_named(override, message, tmp_path):
@@ -397,7 +398,8 @@ def test_trainer_limits_name_real_fields_and_pass_every_profile_and_preset(tmp_p
     assert {key for key, _, _ in TRAINER_LIMITS} <= fields  # a renamed field would make its check silently skip
     for overrides in (["algorithm=dapo"], ["algorithm=dr_grpo"], ["experiment=arithmetic_proof"]):
         make_grpo_config(compose_config(["hardware=cpu", *overrides]), str(tmp_path), [1.0])
-    edges = ["trainer.learning_rate=0", "trainer.top_p=1", "trainer.min_p=0", "trainer.beta=0", "trainer.top_k=0"]
+    edges = ["trainer.learning_rate=0", "trainer.top_p=1", "trainer.min_p=0", "trainer.beta=0", "trainer.top_k=0",
+             "trainer.num_train_epochs=0", "trainer.max_steps=5"]  # fmt: skip
     make_grpo_config(compose_config(["hardware=cpu", *edges]), str(tmp_path), [1.0])  # the edges are allowed
 
 

@@ -318,6 +318,11 @@ def check_trainer(values: dict[str, Any]) -> None:
         value = values[key]
         if (isinstance(value, float) and not math.isfinite(value)) or not ok(value):
             raise ValueError(f"trainer.{key}={value} is not allowed: it must be {allowed}")
+    if values.get("max_steps", 1) <= 0 and values.get("num_train_epochs", 1) <= 0:  # transformers trains 0 steps
+        raise ValueError(
+            f"trainer.num_train_epochs={values['num_train_epochs']} with trainer.max_steps={values['max_steps']} "
+            "trains nothing: set trainer.max_steps to a number of steps, or num_train_epochs > 0"
+        )
 
 
 def check_batch_shape(values: dict[str, Any], world_size: int) -> None:
