@@ -69,12 +69,16 @@ def test_summarize_errors(tmp_path):
     assert summarize.main([str(tmp_path / "absent")]) == 2
 
 
-def test_plots_overlay_runs(sweep, tmp_path):
+def test_plots_overlay_runs(sweep, tmp_path, capsys):
     sweep_dir, _ = sweep
     written = plot.plot_runs(plot.expand([sweep_dir]), tmp_path)
     assert sorted(p.name for p in written) == ["accuracy.png", "completion_length.png", "kl.png", "reward.png"]
     assert all(p.stat().st_size > 5000 for p in written)
     assert plot.main([str(tmp_path / "nothing")]) == 2
+    capsys.readouterr()
+    (tmp_path / "a_file").write_text("")
+    assert plot.main([str(sweep_dir), "--out", str(tmp_path / "a_file" / "plots")]) == 1
+    assert capsys.readouterr().err.startswith(f"error: cannot write the plots to {tmp_path / 'a_file' / 'plots'}: ")
 
 
 def test_each_job_writes_its_own_wandb_run_with_name_group_tags_config_and_best_evaluation(tmp_path):

@@ -96,7 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no metrics.jsonl in {[str(p) for p in args.runs]} or their job directories", file=sys.stderr)
         return 2
     out = args.out or (runs[0] if len(runs) == 1 else Path.cwd())
-    for path in plot_runs(runs, out):
+    try:
+        paths = plot_runs(runs, out)
+    except OSError as err:
+        print(f"error: cannot write the plots to {out}: {err}", file=sys.stderr)
+        return 1
+    for path in paths:
         print(path)
     return 0
 
