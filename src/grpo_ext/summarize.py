@@ -114,10 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     print(render(rows))
     path = args.csv or args.sweep_dir / "summary.csv"
     columns = list(FIXED) + sorted({k for r in rows for k in r} - set(FIXED))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    try:
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    except OSError as err:
+        print(f"error: cannot write the CSV to {path}: {err}", file=sys.stderr)
+        return 1
     print(f"\n{len(rows)} jobs; CSV: {path}")
     return 0
 
