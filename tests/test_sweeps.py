@@ -67,6 +67,7 @@ def test_summarize_prints_one_row_per_job_sorted_and_writes_csv(sweep, tmp_path)
 def test_summarize_errors(sweep, tmp_path, capsys):
     assert summarize.main([str(tmp_path)]) == 2
     assert summarize.main([str(tmp_path / "absent")]) == 2
+    capsys.readouterr()
     (tmp_path / "a_file").write_text("")
     assert summarize.main([str(sweep[0]), "--csv", str(tmp_path / "a_file" / "s.csv")]) == 1
     assert capsys.readouterr().err.startswith(f"error: cannot write the CSV to {tmp_path / 'a_file' / 's.csv'}: ")
