@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -20,7 +21,7 @@ from grpo_ext import checkpoints, processes
 from grpo_ext import evaluate as evaluation
 from grpo_ext.records import read_metrics
 from grpo_ext.rewards.arithmetic import ArithmeticShaping
-from grpo_ext.sft import fine_tune
+from grpo_ext.sft import check_truncation, fine_tune
 from grpo_ext.tasks import build_task
 from grpo_ext.train import train
 from wandb_records import run_summary
@@ -151,6 +152,19 @@ def test_sft_evaluates_every_n_steps_and_keeps_its_best_model(tmp_path, capsys):
     assert any(not torch.equal(best[key], final[key]) for key in final)  # two more steps after step 2
     assert "SFT arithmetic: eval accuracy: 0.0% (step 0) -> 50.0% (step 4): +50.0 points" in stdout
     assert f"best eval accuracy: 100.0% at step 2: {tmp_path / 'best_model'}" in stdout
+
+
+def test_sft_max_length_that_leaves_no_completion_is_refused_and_one_that_cuts_some_warns(tmp_path, caplog):
+    with pytest.raises(SystemExit) as stop:
+        fine_tune(sft_config("sft.max_length=30"), tmp_path)  # the arithmetic prompts alone are longer
+    assert re.fullmatch(
+        r"config error: sft.max_length=30 cuts the completion away entirely from every one of the \d+ training pairs "
+        r"\(the prompt alone fills it\): raise sft.max_length",
+        stop.value.code,
+    )
+    assert not (tmp_path / "final_model").exists()
+    check_truncation(kept=7990, pairs=8000, max_length=64)
+    assert "sft.max_length=64 cuts the completion away entirely from 10 of 8000 training pairs" in caplog.text
 
 
 def test_sft_without_evaluations_says_so(tmp_path, capsys):

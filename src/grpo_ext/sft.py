@@ -143,6 +143,11 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         quantization_config=adapters.quantization_config(cfg.peft, dtype),
     )
     adapters.keep_4bit_layers_trainable(trainer.model)  # QLoRA on the CPU: evaluating must not break training
+    try:
+        check_truncation(len(trainer.train_dataset), len(train), cfg.sft.max_length)
+    except ValueError as err:
+        loggers.finish()
+        sys.exit(f"config error: {err}")
     main = processes.is_main()  # the one process that evaluates and reports; the others only train
     if main and cfg.eval.during_training:  # held-out greedy accuracy: before, every sft.eval_every steps, after
         evaluate = functools.partial(run_eval, dataset=splits.eval, reward=rewards[0], cfg=cfg)
@@ -166,6 +171,21 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         return
     write_status(run_dir, "ok")
     print(_summary(run_dir, cfg.task.name))
+
+
+def check_truncation(kept: int, pairs: int, max_length: int) -> None:
+    """Raise ``ValueError`` when TRL kept none of the ``pairs`` training pairs (it drops those whose completion
+    ``sft.max_length`` cuts away entirely: nothing is left to learn from), and warn when it dropped some."""
+    if kept == 0:
+        raise ValueError(
+            f"sft.max_length={max_length} cuts the completion away entirely from every one of the {pairs} training "
+            "pairs (the prompt alone fills it): raise sft.max_length"
+        )
+    if kept < pairs:
+        log.warning(
+            "sft.max_length=%d cuts the completion away entirely from %d of %d training pairs; TRL drops them",
+            max_length, pairs - kept, pairs,
+        )  # fmt: skip
 
 
 def _summary(run_dir: Path, task: str) -> str:
