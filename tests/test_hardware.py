@@ -14,6 +14,7 @@ from grpo_ext import adapters, hardware, models
 from grpo_ext.config import make_grpo_config, register_configs
 from grpo_ext.evaluate import load_model
 from grpo_ext.infer import main as infer
+from grpo_ext.records import read_metrics
 from grpo_ext.sft import fine_tune
 from grpo_ext.train import train
 
@@ -179,3 +180,50 @@ def test_a_gpu_profile_on_a_machine_without_a_gpu_is_refused_before_any_model_lo
     assert capsys.readouterr().err == f"error: {refusal}\n"
     monkeypatch.setattr(hardware, "visible_gpus", lambda: [RTX4090])
     hardware.check_device(compose_config(["hardware=gpu_24gb"]).hardware)  # with one, the profile may start
+
+
+def test_running_out_of_gpu_memory_says_what_holds_less_and_the_run_resumes_with_it(tmp_path, monkeypatch):
+    """CUDA's out-of-memory error, raised here by the model's second training pass (step 2): no GPU on this machine
+    to run out of. The message names the step, the micro-batch that holds less with the same learning, and the
+    checkpoint; the same run then resumes from it with that micro-batch."""
+    from transformers.models.qwen2 import modeling_qwen2
+
+    forward, passes = modeling_qwen2.Qwen2Model.forward, []  # TRL runs the backbone and the head separately
+
+    def forward_that_runs_out(self, *args, **kwargs):
+        if torch.is_grad_enabled() and self.training:
+            passes.append(len(passes) + 1)
+            if len(passes) == 2:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.16 GiB (simulated)\nmore")
+        return forward(self, *args, **kwargs)
+
+    overrides = ["model=tiny", *FAST, "trainer.save_strategy=steps", "trainer.save_steps=1"]
+    with monkeypatch.context() as patch, pytest.raises(SystemExit) as stop:
+        patch.setattr(modeling_qwen2.Qwen2Model, "forward", forward_that_runs_out)
+        train(compose_config(overrides), tmp_path)
+    assert stop.value.code == (
+        "error: out of GPU memory in step 2 (CUDA out of memory. Tried to allocate 1.16 GiB (simulated)). Holds less"
+        " with the same learning: hardware.micro_batch=4 (8 completions a pass now); trainer.gradient_checkpointing="
+        "true (recomputes activations in the backward pass). Holds less, and changes what is trained: peft=lora "
+        "(adapters: the optimizer holds a fraction of the weights' state); trainer.max_completion_length=6 (shorter "
+        "completions); trainer.beta=0 (no reference model in memory). The last complete checkpoint is "
+        f"{tmp_path / 'checkpoint-1'}; the same command (same hydra.run.dir) resumes there."
+    )
+    train(compose_config([*overrides, "hardware.micro_batch=4"]), tmp_path)
+    assert [r["step"] for r in read_metrics(tmp_path) if "reward" in r] == [1, 2]
+
+
+def test_running_out_of_gpu_memory_in_the_evaluation_names_its_batch_size(tmp_path, monkeypatch):
+    from grpo_ext import evaluate
+
+    def generate_that_runs_out(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+
+    monkeypatch.setattr(evaluate, "generate", generate_that_runs_out)
+    with pytest.raises(SystemExit) as stop:
+        train(compose_config(["model=tiny", *FAST, "eval.during_training=true", "eval.batch_size=16"]), tmp_path)
+    assert stop.value.code.startswith(
+        "error: out of GPU memory in the held-out evaluation after step 0 (CUDA out of memory. Tried to allocate 2.00 "
+        "GiB (simulated)). Holds less with the same learning: eval.batch_size=8 (completions generated at once); "
+        "trainer.gradient_checkpointing=true"
+    )

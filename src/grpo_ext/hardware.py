@@ -12,8 +12,10 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import traceback
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -232,3 +234,41 @@ def rollout_func(hw: DictConfig, uses_vllm: bool, peft: str = "none") -> Any:
     # under this code, and the warning would leave the user nothing to act on
     warnings.filterwarnings("ignore", message="You are using 'rollout_func'", category=UserWarning)
     return StaticCacheRollout()
+
+
+def out_of_memory(err: BaseException, cfg: DictConfig, args: Any, last_step: int, checkpoint: Any) -> str:
+    """The message for a run that ran out of GPU memory: where, what would hold less (the same learning first), and
+    the checkpoint to resume from. ``last_step``: the last step completed; ``checkpoint``: the newest complete one,
+    or ``None``."""
+    per_pass, batch = args.per_device_train_batch_size, cfg.trainer.per_device_train_batch_size
+    frames = traceback.extract_tb(err.__traceback__)
+    same_learning = []
+    if any(Path(frame.filename).parts[-2:] == ("grpo_ext", "evaluate.py") for frame in frames):
+        where = f"the held-out evaluation after step {last_step}"
+        same_learning.append(f"eval.batch_size={max(1, cfg.eval.batch_size // 2)} (completions generated at once)")
+    else:
+        where = f"step {last_step + 1}"
+        if per_pass > 1:
+            smaller = max(n for n in range(1, per_pass) if batch % n == 0)
+            same_learning.append(f"hardware.micro_batch={smaller} ({per_pass} completions a pass now)")
+    if not args.gradient_checkpointing:
+        same_learning.append("trainer.gradient_checkpointing=true (recomputes activations in the backward pass)")
+    if args.use_vllm and args.vllm_mode == "colocate":
+        same_learning.append(
+            f"a lower hardware.vllm.gpu_memory_utilization (vLLM holds {args.vllm_gpu_memory_utilization:.0%})"
+        )
+    other = [f"trainer.max_completion_length={max(1, args.max_completion_length // 2)} (shorter completions)"]
+    if cfg.peft.name == "none":
+        other.insert(0, "peft=lora (adapters: the optimizer holds a fraction of the weights' state)")
+    if args.beta > 0:
+        other.append("trainer.beta=0 (no reference model in memory)")
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if checkpoint:
+        resume = f"The last complete checkpoint is {checkpoint}; the same command (same hydra.run.dir) resumes there."
+    else:
+        resume = "No checkpoint was saved yet: the run starts again from the first step."
+    return (
+        f"error: out of GPU memory in {where} ({first_line}). "
+        + (f"Holds less with the same learning: {'; '.join(same_learning)}. " if same_learning else "")
+        + f"Holds less, and changes what is trained: {'; '.join(other)}. {resume}"
+    )

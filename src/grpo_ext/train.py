@@ -139,6 +139,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
     tags = [cfg.task.name, cfg.model.name, cfg.algorithm.name]
     resolved = OmegaConf.to_container(cfg, resolve=True)
     loggers.start(cfg.logger, args, tags, group, resolved)  # W&B, when it can start: a run never fails for it
+    import torch
     from trl import GRPOTrainer  # here, not at the top: TRL and transformers take seconds to import
 
     # TRL 1.16 reads model.is_gradient_checkpointing, which transformers 5.2x renamed and warns about at every step;
@@ -174,6 +175,9 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
         sys.exit(f"vLLM server error: {err}")
     except RewardFailureError as err:
         sys.exit(f"error: {err}")
+    except torch.OutOfMemoryError as err:
+        last_step = max((r["step"] for r in read_metrics(run_dir) if "reward" in r), default=resumed_step)
+        sys.exit(hardware.out_of_memory(err, cfg, args, last_step, checkpoints.latest_complete(run_dir)))
     except OSError as err:
         sys.exit(_write_failure(run_dir, err))
     finally:
