@@ -276,3 +276,29 @@ def test_sft_with_adapters_saves_the_adapter_and_a_merged_model(tmp_path, peft, 
     assert (tmp_path / "sft" / "final_adapter" / "adapter_config.json").is_file()
     merged = json.loads((tmp_path / "sft" / "final_model" / "config.json").read_text())
     assert merged["model_type"] == "qwen2" and not (tmp_path / "sft" / "final_model" / "adapter_config.json").exists()
+
+
+def test_sft_running_out_of_gpu_memory_says_what_holds_less_and_where_to_resume(tmp_path, monkeypatch):
+    """CUDA's out-of-memory error, raised here by the third training pass (no GPU on this machine to run out of)."""
+    from transformers.models.qwen2 import modeling_qwen2
+
+    forward, passes = modeling_qwen2.Qwen2Model.forward, []
+
+    def forward_that_runs_out(self, *args, **kwargs):
+        if torch.is_grad_enabled() and self.training:
+            passes.append(len(passes) + 1)
+            if len(passes) == 3:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 512.00 MiB (simulated)")
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_qwen2.Qwen2Model, "forward", forward_that_runs_out)
+    with pytest.raises(SystemExit) as stop:
+        fine_tune(sft_config("sft.save_steps=2"), tmp_path)
+    assert stop.value.code == (
+        "error: out of GPU memory in SFT step 3 (CUDA out of memory. Tried to allocate 512.00 MiB (simulated)). Holds "
+        "less with the same learning: trainer.gradient_checkpointing=true (recomputes activations in the backward). "
+        "Holds less, and changes what is trained: peft=lora (adapters: the optimizer holds a fraction of the weights' "
+        "state); sft.batch_size=4 (references a step); sft.max_length=512 (tokens a pair; longer ones are cut). The "
+        f"last complete checkpoint is {tmp_path / 'checkpoint-2'}; the same command (same hydra.run.dir) resumes "
+        "there."
+    )

@@ -237,13 +237,12 @@ def rollout_func(hw: DictConfig, uses_vllm: bool, peft: str = "none") -> Any:
 
 
 def out_of_memory(err: BaseException, cfg: DictConfig, args: Any, last_step: int, checkpoint: Any) -> str:
-    """The message for a run that ran out of GPU memory: where, what would hold less (the same learning first), and
-    the checkpoint to resume from. ``last_step``: the last step completed; ``checkpoint``: the newest complete one,
-    or ``None``."""
+    """The message for a GRPO run that ran out of GPU memory: where, what would hold less (the same learning
+    first), and the checkpoint to resume from. ``last_step``: the last step completed; ``checkpoint``: the newest
+    complete one, or ``None``."""
     per_pass, batch = args.per_device_train_batch_size, cfg.trainer.per_device_train_batch_size
-    frames = traceback.extract_tb(err.__traceback__)
     same_learning = []
-    if any(Path(frame.filename).parts[-2:] == ("grpo_ext", "evaluate.py") for frame in frames):
+    if in_evaluation(err):
         where = f"the held-out evaluation after step {last_step}"
         same_learning.append(f"eval.batch_size={max(1, cfg.eval.batch_size // 2)} (completions generated at once)")
     else:
@@ -259,9 +258,26 @@ def out_of_memory(err: BaseException, cfg: DictConfig, args: Any, last_step: int
         )
     other = [f"trainer.max_completion_length={max(1, args.max_completion_length // 2)} (shorter completions)"]
     if cfg.peft.name == "none":
-        other.insert(0, "peft=lora (adapters: the optimizer holds a fraction of the weights' state)")
+        other.insert(0, ADAPTERS)
     if args.beta > 0:
         other.append("trainer.beta=0 (no reference model in memory)")
+    return out_of_memory_message(err, where, same_learning, other, checkpoint)
+
+
+ADAPTERS = "peft=lora (adapters: the optimizer holds a fraction of the weights' state)"
+
+
+def in_evaluation(err: BaseException) -> bool:
+    """Whether ``err`` was raised in the held-out evaluation (``grpo_ext/evaluate.py``)."""
+    frames = traceback.extract_tb(err.__traceback__)
+    return any(Path(frame.filename).parts[-2:] == ("grpo_ext", "evaluate.py") for frame in frames)
+
+
+def out_of_memory_message(
+    err: BaseException, where: str, same_learning: list[str], other: list[str], checkpoint: Any
+) -> str:
+    """``error: out of GPU memory in WHERE (CUDA's first line). Holds less with the same learning: ...``, then
+    what holds less and changes what is trained, then the checkpoint to resume from (``None``: none yet)."""
     first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if checkpoint:
         resume = f"The last complete checkpoint is {checkpoint}; the same command (same hydra.run.dir) resumes there."
@@ -270,5 +286,6 @@ def out_of_memory(err: BaseException, cfg: DictConfig, args: Any, last_step: int
     return (
         f"error: out of GPU memory in {where} ({first_line}). "
         + (f"Holds less with the same learning: {'; '.join(same_learning)}. " if same_learning else "")
-        + f"Holds less, and changes what is trained: {'; '.join(other)}. {resume}"
+        + (f"Holds less, and changes what is trained: {'; '.join(other)}. " if other else "")
+        + resume
     )

@@ -22,11 +22,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from grpo_ext import adapters, checkpoints, loggers, models, processes
+from grpo_ext import adapters, checkpoints, hardware, loggers, models, processes
 from grpo_ext.best_model import BestModel, best_line
 from grpo_ext.config import register_configs
 from grpo_ext.evaluate import check_eval, run_eval
-from grpo_ext.hardware import check_device, resolve_auto
 from grpo_ext.records import eval_change, interrupted, read_metrics, write_status
 from grpo_ext.rewards import build_rewards
 from grpo_ext.tasks import build_task
@@ -86,7 +85,7 @@ def main(cfg: DictConfig) -> None:
     processes.quiet_unless_main()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        fine_tune(resolve_auto(cfg, list(hydra_cfg.overrides.task)), run_dir)
+        fine_tune(hardware.resolve_auto(cfg, list(hydra_cfg.overrides.task)), run_dir)
     except SystemExit as stop:
         if stop.code not in (None, 0):
             write_status(run_dir, "interrupted" if interrupted(stop.code) else "failed", str(stop.code))
@@ -103,7 +102,7 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         check_sft(cfg.sft)
         models.check(cfg.model)
         check_eval(cfg.eval)
-        check_device(cfg.hardware)
+        hardware.check_device(cfg.hardware)
         adapters.check(cfg.peft, cfg.hardware.device)
         rewards, _ = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
         loggers.check(cfg.logger)
@@ -128,6 +127,7 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
     )
     tags = [cfg.task.name, cfg.model.name, "sft"]
     loggers.start(cfg.logger, args, tags, None, OmegaConf.to_container(cfg, resolve=True), job_type="sft")
+    import torch
     from trl import SFTTrainer  # here, not at the top: seconds to import, and --help should not wait
 
     from grpo_ext.callbacks import EvalCallback, MetricsFile, StopOnSignal
@@ -160,6 +160,8 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
     try:
         with stop.installed():  # SIGTERM or Ctrl-C: a checkpoint after the step under way, then stop
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except torch.OutOfMemoryError as err:
+        sys.exit(_out_of_memory(err, cfg, trainer.state.global_step, checkpoints.latest_complete(run_dir)))
     finally:
         for reward in rewards:
             getattr(reward, "close", lambda: None)()
@@ -186,6 +188,23 @@ def check_truncation(kept: int, pairs: int, max_length: int) -> None:
             "sft.max_length=%d cuts the completion away entirely from %d of %d training pairs; TRL drops them",
             max_length, pairs - kept, pairs,
         )  # fmt: skip
+
+
+def _out_of_memory(err: BaseException, cfg: DictConfig, last_step: int, checkpoint: Path | None) -> str:
+    """The message for an SFT run that ran out of GPU memory: where, what would hold less, the checkpoint."""
+    if hardware.in_evaluation(err):
+        where = f"the held-out evaluation after SFT step {last_step}"
+        return hardware.out_of_memory_message(
+            err, where, [f"eval.batch_size={max(1, cfg.eval.batch_size // 2)} (completions generated at once)"], [],
+            checkpoint,
+        )  # fmt: skip
+    other = [f"sft.batch_size={max(1, cfg.sft.batch_size // 2)} (references a step)"]
+    other.append(f"sft.max_length={max(1, cfg.sft.max_length // 2)} (tokens a pair; longer ones are cut)")
+    if cfg.peft.name == "none":
+        other.insert(0, hardware.ADAPTERS)
+    checkpointing = any(cfg.trainer.get(name) for name in ("gradient_checkpointing", "activation_checkpointing"))
+    same = [] if checkpointing else ["trainer.gradient_checkpointing=true (recomputes activations in the backward)"]
+    return hardware.out_of_memory_message(err, f"SFT step {last_step + 1}", same, other, checkpoint)
 
 
 def _summary(run_dir: Path, task: str) -> str:
