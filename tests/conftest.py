@@ -117,3 +117,21 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict[str, str
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def runs_out_of_memory(monkeypatch: pytest.MonkeyPatch, on_pass: int, message: str) -> None:
+    """Make the tiny model's ``on_pass``-th training pass (grad on, training mode) raise CUDA's out-of-memory error
+    with ``message``: there is no GPU here to run out of. TRL and transformers run the backbone (``Qwen2Model``)
+    and the head apart, so the backbone is where every pass goes through."""
+    from transformers.models.qwen2 import modeling_qwen2
+
+    forward, passes = modeling_qwen2.Qwen2Model.forward, []
+
+    def forward_that_runs_out(self, *args, **kwargs):
+        if torch.is_grad_enabled() and self.training:
+            passes.append(len(passes) + 1)
+            if len(passes) == on_pass:
+                raise torch.OutOfMemoryError(message)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_qwen2.Qwen2Model, "forward", forward_that_runs_out)

@@ -16,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from conftest import FAST, QLORA_HERE, compose_config, run_cli
+from conftest import FAST, QLORA_HERE, compose_config, run_cli, runs_out_of_memory
 from grpo_ext import checkpoints, processes
 from grpo_ext import evaluate as evaluation
 from grpo_ext.records import read_metrics
@@ -280,18 +280,7 @@ def test_sft_with_adapters_saves_the_adapter_and_a_merged_model(tmp_path, peft, 
 
 def test_sft_running_out_of_gpu_memory_says_what_holds_less_and_where_to_resume(tmp_path, monkeypatch):
     """CUDA's out-of-memory error, raised here by the third training pass (no GPU on this machine to run out of)."""
-    from transformers.models.qwen2 import modeling_qwen2
-
-    forward, passes = modeling_qwen2.Qwen2Model.forward, []
-
-    def forward_that_runs_out(self, *args, **kwargs):
-        if torch.is_grad_enabled() and self.training:
-            passes.append(len(passes) + 1)
-            if len(passes) == 3:
-                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 512.00 MiB (simulated)")
-        return forward(self, *args, **kwargs)
-
-    monkeypatch.setattr(modeling_qwen2.Qwen2Model, "forward", forward_that_runs_out)
+    runs_out_of_memory(monkeypatch, 3, "CUDA out of memory. Tried to allocate 512.00 MiB (simulated)")
     with pytest.raises(SystemExit) as stop:
         fine_tune(sft_config("sft.save_steps=2"), tmp_path)
     assert stop.value.code == (

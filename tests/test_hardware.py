@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from safetensors.torch import load_file
 
-from conftest import FAST, QLORA_HERE, WITH_SIGNAL, compose_config
+from conftest import FAST, QLORA_HERE, WITH_SIGNAL, compose_config, runs_out_of_memory
 from grpo_ext import adapters, hardware, models
 from grpo_ext.config import make_grpo_config, register_configs
 from grpo_ext.evaluate import load_model
@@ -186,20 +186,9 @@ def test_running_out_of_gpu_memory_says_what_holds_less_and_the_run_resumes_with
     """CUDA's out-of-memory error, raised here by the model's second training pass (step 2): no GPU on this machine
     to run out of. The message names the step, the micro-batch that holds less with the same learning, and the
     checkpoint; the same run then resumes from it with that micro-batch."""
-    from transformers.models.qwen2 import modeling_qwen2
-
-    forward, passes = modeling_qwen2.Qwen2Model.forward, []  # TRL runs the backbone and the head separately
-
-    def forward_that_runs_out(self, *args, **kwargs):
-        if torch.is_grad_enabled() and self.training:
-            passes.append(len(passes) + 1)
-            if len(passes) == 2:
-                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.16 GiB (simulated)\nmore")
-        return forward(self, *args, **kwargs)
-
     overrides = ["model=tiny", *FAST, "trainer.save_strategy=steps", "trainer.save_steps=1"]
     with monkeypatch.context() as patch, pytest.raises(SystemExit) as stop:
-        patch.setattr(modeling_qwen2.Qwen2Model, "forward", forward_that_runs_out)
+        runs_out_of_memory(patch, 2, "CUDA out of memory. Tried to allocate 1.16 GiB (simulated)\nmore")
         train(compose_config(overrides), tmp_path)
     assert stop.value.code == (
         "error: out of GPU memory in step 2 (CUDA out of memory. Tried to allocate 1.16 GiB (simulated)). Holds less"
