@@ -85,6 +85,17 @@ def test_a_run_directory_given_as_model_path_names_its_models(tmp_path):
     assert str(info.value).endswith(f"not a saved model; the run directory's models: {models_in_run}")
 
 
+def test_an_adapter_directory_given_as_model_path_names_the_merged_model(tmp_path):
+    (tmp_path / "final_adapter").mkdir()
+    (tmp_path / "final_adapter" / "adapter_config.json").write_text("{}")
+    with pytest.raises(models.ModelUnavailableError) as info:
+        models.resolve(model_cfg("model=tiny", f"model.path={tmp_path / 'final_adapter'}"))
+    assert str(info.value).endswith(
+        f"not a saved model; it holds a LoRA adapter, which the run also saved merged into its base: "
+        f"{tmp_path / 'final_model'}"
+    )
+
+
 @pytest.mark.parametrize("path", ["/no/such/model", "./missing", "../missing", "outputs/run/final_model"])
 def test_a_local_path_that_does_not_exist_is_named_without_asking_the_hub(path, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)

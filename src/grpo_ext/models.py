@@ -60,6 +60,9 @@ def resolve(cfg: DictConfig) -> str:
         if not (local / "config.json").is_file():
             inside = [p for p in sorted(local.glob("*/config.json")) if p.parent.name in SAVED_MODELS]
             hint = f"; the run directory's models: {', '.join(str(p.parent) for p in inside)}" if inside else ""
+            if (local / "adapter_config.json").is_file():  # final_adapter/, best_adapter/: the merged model is beside
+                merged = local.parent / local.name.replace("_adapter", "_model")
+                hint = f"; it holds a LoRA adapter, which the run also saved merged into its base: {merged}"
             raise ModelUnavailableError(
                 f"model.path={cfg.path} is a directory without config.json: not a saved model{hint}"
             )
