@@ -167,6 +167,15 @@ def test_sft_max_length_that_leaves_no_completion_is_refused_and_one_that_cuts_s
     assert "sft.max_length=64 cuts the completion away entirely from 10 of 8000 training pairs" in caplog.text
 
 
+def test_sft_resumes_only_with_the_settings_its_checkpoints_were_trained_with(tmp_path):
+    fine_tune(sft_config("sft.save_steps=2"), tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        fine_tune(sft_config("sft.save_steps=2", "sft.steps=6", "sft.learning_rate=1e-4"), tmp_path)
+    assert "with settings it was not trained with: sft.learning_rate: 0.001 -> 0.0001. Continue" in stop.value.code
+    fine_tune(sft_config("sft.save_steps=2", "sft.steps=6", "sft.logging_steps=1"), tmp_path)  # longer: allowed
+    assert checkpoints.checkpoint_step(checkpoints.latest_complete(tmp_path)) == 6
+
+
 def test_sft_without_evaluations_says_so(tmp_path, capsys):
     fine_tune(sft_config("sft.steps=2"), tmp_path)
     assert "SFT arithmetic: not evaluated (eval.during_training=false)" in capsys.readouterr().out
@@ -286,7 +295,8 @@ def test_sft_running_out_of_gpu_memory_says_what_holds_less_and_where_to_resume(
     assert stop.value.code == (
         "error: out of GPU memory in SFT step 3 (CUDA out of memory. Tried to allocate 512.00 MiB (simulated)). Holds "
         "less with the same learning: trainer.gradient_checkpointing=true (recomputes activations in the backward). "
-        "Holds less, and changes what is trained: peft=lora (adapters: the optimizer holds a fraction of the weights' "
+        "Holds less, and changes what is trained (a new run, in another hydra.run.dir): peft=lora (adapters: the "
+        "optimizer holds a fraction of the weights' "
         "state); sft.batch_size=4 (references a step); sft.max_length=512 (tokens a pair; longer ones are cut). The "
         f"last complete checkpoint is {tmp_path / 'checkpoint-2'}; the same command (same hydra.run.dir) resumes "
         "there."

@@ -193,7 +193,8 @@ def test_running_out_of_gpu_memory_says_what_holds_less_and_the_run_resumes_with
     assert stop.value.code == (
         "error: out of GPU memory in step 2 (CUDA out of memory. Tried to allocate 1.16 GiB (simulated)). Holds less"
         " with the same learning: hardware.micro_batch=4 (8 completions a pass now); trainer.gradient_checkpointing="
-        "true (recomputes activations in the backward pass). Holds less, and changes what is trained: peft=lora "
+        "true (recomputes activations in the backward pass). Holds less, and changes what is trained (a new run, in "
+        "another hydra.run.dir): peft=lora "
         "(adapters: the optimizer holds a fraction of the weights' state); trainer.max_completion_length=6 (shorter "
         "completions); trainer.beta=0 (no reference model in memory). The last complete checkpoint is "
         f"{tmp_path / 'checkpoint-1'}; the same command (same hydra.run.dir) resumes there."

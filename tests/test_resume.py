@@ -120,6 +120,27 @@ def test_checkpoints_rotate_and_resume_none_or_path(uninterrupted, tmp_path):
         checkpoints.resume_point(str(run_dir / "checkpoint-4"), run_dir)
 
 
+def test_resuming_with_other_learning_settings_is_refused_unless_the_checkpoint_is_named(uninterrupted, tmp_path):
+    """resume=auto continues the run that is there: a changed learning rate is named and refused before any model
+    loads; more steps, another micro-batch and evaluations may change; resume=CHECKPOINT changes it on purpose."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted, run_dir)
+    with pytest.raises(SystemExit) as stop:
+        train(compose_config([*SIX_STEPS, "trainer.max_steps=7", "trainer.learning_rate=1e-4"]), run_dir)
+    assert stop.value.code == (
+        f"config error: resume=auto would continue the run in {run_dir} from checkpoint-6 with settings it was not "
+        "trained with: trainer.learning_rate: 0.001 -> 0.0001. Continue it as it was (without those overrides), start "
+        "a new run in another hydra.run.dir, or continue from the checkpoint with the new settings on purpose: "
+        f"resume={run_dir / 'checkpoint-6'}"
+    )
+    assert checkpoints.changed_settings({"task": {"name": "a"}}, {"task": {"name": "b"}}, ("task.",)) == []
+    train(compose_config([*SIX_STEPS, "trainer.max_steps=7", "hardware.micro_batch=4", "eval.every=1"]), run_dir)
+    assert [r["step"] for r in read_metrics(run_dir) if "reward" in r] == list(range(1, 8))
+    lower = [*SIX_STEPS, "trainer.max_steps=8", "trainer.learning_rate=1e-4", f"resume={run_dir / 'checkpoint-7'}"]
+    train(compose_config(lower), run_dir)
+    assert [r["step"] for r in read_metrics(run_dir) if "reward" in r] == list(range(1, 9))
+
+
 def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     saves = {"n": 0}
     real_save = torch.save

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -101,3 +102,58 @@ def truncate_metrics(run_dir: Path, step: int) -> None:
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     os.replace(tmp, path)
+
+
+# What a resumed run may change: where and how fast it runs, what it logs and evaluates, how long it goes on (dotted
+# key prefixes). The rest (task, model, adapters, algorithm, seed, learning settings) is what its checkpoints were
+# trained with.
+_ANY_RUN = ("hardware.", "logger.", "eval.", "resume", "objective", "reward_failure_limit")
+TRAIN_RESUMABLE = (*_ANY_RUN, "sft.") + tuple(
+    f"trainer.{key}"
+    for key in (
+        "max_steps", "num_train_epochs", "save_steps", "save_strategy", "save_total_limit", "logging_steps",
+        "logging_strategy", "logging_first_step", "report_to", "run_name", "output_dir", "disable_tqdm",
+        "dataloader_num_workers", "gradient_checkpointing", "activation_checkpointing", "eval_strategy", "eval_steps",
+        "per_device_eval_batch_size", "log_completions", "num_completions_to_print", "use_cpu", "bf16", "fp16",
+        "use_vllm", "vllm_",
+    )
+)  # fmt: skip
+SFT_RESUMABLE = (*_ANY_RUN, "algorithm.", "trainer.", "sft.steps", "sft.save_steps", "sft.logging_steps", "sft.eval_")
+
+
+def changed_settings(saved: dict[str, Any], current: dict[str, Any], resumable: tuple[str, ...]) -> list[str]:
+    """``KEY: OLD -> NEW`` for each setting in both ``saved`` (a run directory's config.yaml) and ``current`` that
+    differs and whose dotted key does not start with one of ``resumable``. Keys in only one of them (a field a newer
+    TRL or grpo_ext added) are not compared."""
+    old, new = _flatten(saved), _flatten(current)
+    return [
+        f"{key}: {old[key]!r} -> {new[key]!r}"
+        for key in sorted(old.keys() & new.keys())
+        if old[key] != new[key] and not key.startswith(resumable)
+    ]
+
+
+def check_same_run(run_dir: Path, cfg: Any, resumable: tuple[str, ...], checkpoint: Path) -> None:
+    """Raise ``ValueError`` when ``resume=auto`` would continue the run in ``run_dir`` with settings it was not
+    trained with (``cfg``: this run's config; ``resumable``: the dotted key prefixes that may change)."""
+    from omegaconf import OmegaConf
+
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+    except (OSError, ValueError):  # no record to compare with (a deleted file)
+        return
+    changed = changed_settings(saved, OmegaConf.to_container(cfg, resolve=True), resumable)
+    if changed:
+        raise ValueError(
+            f"resume=auto would continue the run in {run_dir} from {checkpoint.name} with settings it was not "
+            f"trained with: {'; '.join(changed[:8])}{'; ...' if len(changed) > 8 else ''}. Continue it as it was "
+            "(without those overrides), start a new run in another hydra.run.dir, or continue from the checkpoint "
+            f"with the new settings on purpose: resume={checkpoint}"
+        )
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as ``{dotted.key: leaf}`` (lists are leaves)."""
+    if isinstance(tree, dict) and tree:
+        return {k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: tree}

@@ -286,6 +286,10 @@ def out_of_memory_message(
     return (
         f"error: out of GPU memory in {where} ({first_line}). "
         + (f"Holds less with the same learning: {'; '.join(same_learning)}. " if same_learning else "")
-        + (f"Holds less, and changes what is trained: {'; '.join(other)}. " if other else "")
+        + (
+            f"Holds less, and changes what is trained (a new run, in another hydra.run.dir): {'; '.join(other)}. "
+            if other
+            else ""
+        )
         + resume
     )

@@ -109,6 +109,9 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         args = sft_config(cfg, run_dir)
         processes.check_one_run_dir(args, run_dir)  # several processes (torchrun): all in one directory
         processes.check_evaluation(cfg.eval.during_training, args)
+        resume = checkpoints.latest_complete(run_dir)
+        if resume:  # the run in run_dir goes on, with the settings it was trained with
+            checkpoints.check_same_run(run_dir, cfg, checkpoints.SFT_RESUMABLE, resume)
         if processes.is_main():
             OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     except ValueError as err:
@@ -153,7 +156,6 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         evaluate = functools.partial(run_eval, dataset=splits.eval, reward=rewards[0], cfg=cfg)
         best = BestModel(run_dir, trainer.save_model, cfg.peft.name != "none") if cfg.eval.keep_best else None
         trainer.add_callback(EvalCallback(metrics, evaluate, cfg.sft.eval_every, best))
-    resume = checkpoints.latest_complete(run_dir)
     if resume and main:  # the steps after the checkpoint are trained (and logged) again
         checkpoints.discard_after(run_dir, checkpoints.checkpoint_step(resume))
         checkpoints.truncate_metrics(run_dir, checkpoints.checkpoint_step(resume))
