@@ -152,6 +152,16 @@ def check_same_run(run_dir: Path, cfg: Any, resumable: tuple[str, ...], checkpoi
         )
 
 
+def save_config(cfg: Any, run_dir: Path) -> None:
+    """Write the resolved config to ``run_dir/config.yaml`` whole or not at all: the other processes of a launch may
+    be reading it for ``check_same_run`` while the main process writes it."""
+    from omegaconf import OmegaConf
+
+    tmp = run_dir / "config.yaml.tmp"
+    OmegaConf.save(cfg, tmp, resolve=True)
+    os.replace(tmp, run_dir / "config.yaml")
+
+
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     """A nested dict as ``{dotted.key: leaf}`` (lists are leaves)."""
     if isinstance(tree, dict) and tree:

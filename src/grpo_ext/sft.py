@@ -113,7 +113,7 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         if resume:  # the run in run_dir goes on, with the settings it was trained with
             checkpoints.check_same_run(run_dir, cfg, checkpoints.SFT_RESUMABLE, resume)
         if processes.is_main():
-            OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+            checkpoints.save_config(cfg, run_dir)
     except ValueError as err:
         sys.exit(f"config error: {err}")
     try:

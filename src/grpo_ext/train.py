@@ -107,7 +107,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
         processes.check_one_run_dir(args, run_dir)  # with several processes (one per GPU), all in one directory
         processes.check_evaluation(cfg.eval.during_training, args)
         if processes.is_main():
-            OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+            checkpoints.save_config(cfg, run_dir)
     except ValueError as err:
         sys.exit(f"config error: {err}")
     except OSError as err:
