@@ -140,6 +140,11 @@ def test_trl_s_own_evaluation_scores_the_same_eval_size_prompts_as_ours(tmp_path
     assert [r["step"] for r in read_metrics(tmp_path / "run") if "eval_reward" in r] == [2]
 
 
+def test_an_eval_size_past_the_eval_split_is_said_to_use_all_of_it(tmp_path, caplog):
+    train(compose_config(["model=tiny", *FAST, "trainer.max_steps=1", "eval.size=20"]), tmp_path)
+    assert "eval.size=20: the eval split has only 16 prompts (task.eval_size)" in caplog.text
+
+
 def test_sft_evaluates_every_n_steps_and_keeps_its_best_model(tmp_path, capsys):
     """Evaluations scored by script (0%, 100%, 50% at steps 0, 2, 4): the model of step 2 is kept."""
     scripted = "task.rewards=[{name: reward_fixtures.ScriptedEvaluations}, {name: arithmetic_shaping}]"

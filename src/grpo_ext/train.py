@@ -122,6 +122,8 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
         sys.exit(f"task error: {err}")
     eval_rows = first_rows(splits.eval, cfg.eval.size)  # what our evaluations and TRL's (eval_strategy) score
     log.info("task %s: %d train / %d eval prompts", cfg.task.name, len(splits.train), len(eval_rows))
+    if cfg.eval.size > len(splits.eval):
+        log.warning("eval.size=%d: the eval split has only %d prompts (task.eval_size)", cfg.eval.size, len(eval_rows))
 
     # 3. Model: a local directory (built, cached, or downloaded), loaded by TRL from its path.
     try:
