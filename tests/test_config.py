@@ -18,7 +18,7 @@ from transformers.integrations import INTEGRATION_TO_CALLBACK, get_available_rep
 from trl import GRPOConfig
 
 from conftest import CONF, REPO, compose_config
-from grpo_ext.config import TRAINER_LIMITS, check_batch_shape, make_grpo_config
+from grpo_ext.config import TRAINER_LIMITS, check_batch_shape, check_trainer, make_grpo_config
 from grpo_ext.trainer_node import grpo_config_defaults, trainer_overrides
 
 
@@ -241,6 +241,7 @@ def test_the_batch_shape_check_agrees_with_trl_and_its_suggestions_work(extra):
     for shape in itertools.product([1, 2, 3, 4, 6], [1, 2, 3, 4, 8], [1, 2]):
         values = {**dict(zip(BATCH_KEYS, shape, strict=True)), **extra}
         try:
+            check_trainer({**defaults, **values})  # as make_grpo_config checks, ranges first
             check_batch_shape({**defaults, **values}, world_size=1)
         except ValueError as err:
             refused += 1
@@ -281,7 +282,6 @@ def test_the_batch_shape_check_agrees_with_trl_and_its_suggestions_work(extra):
             1,
             "trainer.generation_batch_size and trainer.steps_per_generation cannot both be set",
         ),
-        ({"num_generations": 1, "per_device_train_batch_size": 1}, 1, "trainer.num_generations=1 is not allowed"),
         (
             {"eval_strategy": "steps", "per_device_eval_batch_size": 6, "num_generations": 4},
             1,
@@ -385,6 +385,7 @@ def test_bad_micro_batch_is_named(micro_batch, message, tmp_path):
         ("weight_decay=-0.1", "trainer.weight_decay=-0.1 is not allowed"),
         ("seed=-1", r"trainer.seed=-1 is not allowed: it must be in \[0, 2\*\*32 - 1\] \(seed=N sets it\)"),
         ("num_train_epochs=0", "trainer.num_train_epochs=0.0 with trainer.max_steps=-1 trains nothing: set"),
+        ("num_generations=1", "trainer.num_generations=1 is not allowed: it must be >= 2: GRPO scores each"),
     ],
 )
 def test_trainer_values_trl_would_only_reject_later_are_named(override, message, tmp_path):

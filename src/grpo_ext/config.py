@@ -294,6 +294,7 @@ TRAINER_LIMITS = (
     ("per_device_train_batch_size", ">= 1", lambda v: v >= 1),
     ("gradient_accumulation_steps", ">= 1", lambda v: v >= 1),
     ("num_iterations", ">= 1", lambda v: v >= 1),
+    ("num_generations", ">= 2: GRPO scores each completion against the others for its prompt", lambda v: v >= 2),
     ("max_completion_length", ">= 1 (tokens)", lambda v: v is None or v >= 1),
     ("temperature", "> 0: GRPO samples its completions", lambda v: v > 0),
     ("top_p", "in (0, 1]", lambda v: 0 < v <= 1),
@@ -335,12 +336,7 @@ def check_batch_shape(values: dict[str, Any], world_size: int) -> None:
     ``values``: the ``GRPOConfig`` arguments with the defaults filled in, before ``hardware.micro_batch`` splits
     them (the split keeps the generation batch).
     """
-    groups = values["num_generations"]
-    if groups < 2:
-        raise ValueError(
-            f"trainer.num_generations={groups} is not allowed: it must be >= 2, since GRPO scores each completion "
-            "against the others sampled for the same prompt"
-        )
+    groups = values["num_generations"]  # >= 2: check_trainer has run
     per_device = values["per_device_train_batch_size"]
     per_pass = per_device * world_size
     passes = f"trainer.per_device_train_batch_size={per_device}" + (
