@@ -43,6 +43,8 @@ def is_override(text: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from grpo_ext.hardware import check_device
+
     parser = argparse.ArgumentParser(prog="python -m grpo_ext.infer", description=__doc__.split("\n\n")[0])
     parser.add_argument("question", help="the user's message")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model.path=DIR task=arithmetic")
@@ -63,8 +65,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.samples < 0 or args.temperature <= 0 or (args.max_new_tokens is not None and args.max_new_tokens < 1):
             raise ValueError("--samples must be >= 0, --temperature > 0 and --max-new-tokens >= 1")
         cfg = compose(args.overrides)
-        from grpo_ext.hardware import check_device
-
         check_device(cfg.hardware)
     except Exception as err:  # Hydra raises several types for bad overrides; all are usage errors here
         print(f"error: {err}", file=sys.stderr)
