@@ -174,6 +174,13 @@ def test_sft_max_length_that_leaves_no_completion_is_refused_and_one_that_cuts_s
 
 def test_sft_resumes_only_with_the_settings_its_checkpoints_were_trained_with(tmp_path):
     fine_tune(sft_config("sft.save_steps=2"), tmp_path)
+    with pytest.raises(SystemExit) as stop:  # GRPO pointed at the SFT run's directory would resume its checkpoints
+        train(compose_config(["task=arithmetic", "model=tiny", *FAST]), tmp_path)
+    assert stop.value.code == (
+        f"config error: {tmp_path} holds a grpo_ext.sft run, whose checkpoint-4 grpo_ext.train would resume and whose "
+        f"models it would overwrite: give this run its own hydra.run.dir (a model the other run saved is "
+        f"model.path={tmp_path / 'final_model'})"
+    )
     with pytest.raises(SystemExit) as stop:
         fine_tune(sft_config("sft.save_steps=2", "sft.steps=6", "sft.learning_rate=1e-4"), tmp_path)
     assert "with settings it was not trained with: sft.learning_rate: 0.001 -> 0.0001. Continue" in stop.value.code

@@ -133,15 +133,22 @@ def changed_settings(saved: dict[str, Any], current: dict[str, Any], resumable: 
     ]
 
 
-def check_same_run(run_dir: Path, cfg: Any, resumable: tuple[str, ...], checkpoint: Path) -> None:
-    """Raise ``ValueError`` when ``resume=auto`` would continue the run in ``run_dir`` with settings it was not
-    trained with (``cfg``: this run's config; ``resumable``: the dotted key prefixes that may change)."""
+def check_same_run(run_dir: Path, cfg: Any, resumable: tuple[str, ...], checkpoint: Path, entry_point: str) -> None:
+    """Raise ``ValueError`` when ``resume=auto`` would continue the run in ``run_dir`` with another entry point
+    (``grpo_ext.train`` on an SFT run's checkpoints) or with settings it was not trained with (``cfg``: this run's
+    config; ``resumable``: the dotted key prefixes that may change)."""
     from omegaconf import OmegaConf
 
     try:
         saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
     except (OSError, ValueError):  # no record to compare with (a deleted file)
         return
+    if saved.get("entry_point", entry_point) != entry_point:
+        raise ValueError(
+            f"{run_dir} holds a {saved['entry_point']} run, whose {checkpoint.name} {entry_point} would resume and "
+            f"whose models it would overwrite: give this run its own hydra.run.dir (a model the other run saved "
+            f"is model.path={run_dir / 'final_model'})"
+        )
     changed = changed_settings(saved, OmegaConf.to_container(cfg, resolve=True), resumable)
     if changed:
         raise ValueError(
@@ -152,13 +159,13 @@ def check_same_run(run_dir: Path, cfg: Any, resumable: tuple[str, ...], checkpoi
         )
 
 
-def save_config(cfg: Any, run_dir: Path) -> None:
-    """Write the resolved config to ``run_dir/config.yaml`` whole or not at all: the other processes of a launch may
-    be reading it for ``check_same_run`` while the main process writes it."""
+def save_config(cfg: Any, run_dir: Path, entry_point: str) -> None:
+    """Write the resolved config, and the ``entry_point`` that runs it, to ``run_dir/config.yaml``, whole or not at
+    all: the other processes of a launch may be reading it for ``check_same_run`` while the main process writes it."""
     from omegaconf import OmegaConf
 
     tmp = run_dir / "config.yaml.tmp"
-    OmegaConf.save(cfg, tmp, resolve=True)
+    OmegaConf.save({"entry_point": entry_point, **OmegaConf.to_container(cfg, resolve=True)}, tmp)
     os.replace(tmp, run_dir / "config.yaml")
 
 

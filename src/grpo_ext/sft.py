@@ -111,9 +111,9 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         processes.check_evaluation(cfg.eval.during_training, args)
         resume = checkpoints.latest_complete(run_dir)
         if resume:  # the run in run_dir goes on, with the settings it was trained with
-            checkpoints.check_same_run(run_dir, cfg, checkpoints.SFT_RESUMABLE, resume)
+            checkpoints.check_same_run(run_dir, cfg, checkpoints.SFT_RESUMABLE, resume, "grpo_ext.sft")
         if processes.is_main():
-            checkpoints.save_config(cfg, run_dir)
+            checkpoints.save_config(cfg, run_dir, "grpo_ext.sft")
     except ValueError as err:
         sys.exit(f"config error: {err}")
     try:

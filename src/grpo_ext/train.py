@@ -101,13 +101,13 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
         rollout = hardware.rollout_func(cfg.hardware, args.use_vllm, cfg.peft.name)  # None: TRL's generate or vLLM
         resume_from = checkpoints.resume_point(cfg.resume, run_dir)
         if resume_from and cfg.resume == "auto":  # the run in run_dir goes on, with the settings it was trained with
-            checkpoints.check_same_run(run_dir, cfg, checkpoints.TRAIN_RESUMABLE, resume_from)
+            checkpoints.check_same_run(run_dir, cfg, checkpoints.TRAIN_RESUMABLE, resume_from, "grpo_ext.train")
         guarded = guard_all(reward_funcs, cfg.reward_failure_limit)
         loggers.check(cfg.logger)
         processes.check_one_run_dir(args, run_dir)  # with several processes (one per GPU), all in one directory
         processes.check_evaluation(cfg.eval.during_training, args)
         if processes.is_main():
-            checkpoints.save_config(cfg, run_dir)
+            checkpoints.save_config(cfg, run_dir, "grpo_ext.train")
     except ValueError as err:
         sys.exit(f"config error: {err}")
     except OSError as err:
