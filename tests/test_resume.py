@@ -65,6 +65,21 @@ def test_sigkill_mid_run_resumes_to_the_same_history(uninterrupted, tmp_path):
     assert steps == {int(s["step"]) for s in reference["state"].values()} == {6}
 
 
+def test_a_second_run_of_the_same_directory_stops_while_the_first_goes_on(tmp_path):
+    first = start(tmp_path, "trainer.max_steps=500")
+    try:
+        wait_for_step(tmp_path, 1, first)
+        second = start(tmp_path, "trainer.max_steps=500")
+        out, _ = second.communicate(timeout=120)
+        assert second.returncode == 1
+        assert f"error: another run (process {first.pid}) is using {tmp_path}; wait for it, or give this one" in out
+        assert first.poll() is None  # untouched: its status and checkpoints are its own
+        assert not (tmp_path / "status.json").exists()
+    finally:
+        first.kill()
+        first.communicate()
+
+
 def test_a_half_written_checkpoint_is_skipped(uninterrupted, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(uninterrupted, run_dir)

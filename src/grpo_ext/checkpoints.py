@@ -7,13 +7,19 @@ the middle of a write leaves a checkpoint without it; resuming skips it and remo
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import re
 import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from grpo_ext import processes
 
 logger = logging.getLogger(__name__)
 
@@ -174,3 +180,27 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(tree, dict) and tree:
         return {k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
     return {prefix[:-1]: tree}
+
+
+@contextlib.contextmanager
+def one_run_at_a_time(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/.lock`` for as long as the run lasts; exit at once, naming the other run's process, when
+    another run holds it (the same command started twice would write the same checkpoints and models). The kernel
+    drops the lock with the process, so a killed run never leaves it behind. Only the main process of a launch
+    takes it: the others share its directory."""
+    if not processes.is_main():
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            sys.exit(f"error: another run (process {holder}) is using {run_dir}; wait for it, or give this one its "
+                     "own hydra.run.dir")  # fmt: skip
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield

@@ -84,15 +84,16 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     processes.quiet_unless_main()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    try:
-        fine_tune(hardware.resolve_auto(cfg, list(hydra_cfg.overrides.task)), run_dir)
-    except SystemExit as stop:
-        if stop.code not in (None, 0):
-            write_status(run_dir, "interrupted" if interrupted(stop.code) else "failed", str(stop.code))
-        raise
-    except Exception as err:
-        write_status(run_dir, "failed", f"{type(err).__name__}: {err}")
-        raise
+    with checkpoints.one_run_at_a_time(run_dir):  # the same directory twice at once: the second stops here
+        try:
+            fine_tune(hardware.resolve_auto(cfg, list(hydra_cfg.overrides.task)), run_dir)
+        except SystemExit as stop:
+            if stop.code not in (None, 0):
+                write_status(run_dir, "interrupted" if interrupted(stop.code) else "failed", str(stop.code))
+            raise
+        except Exception as err:
+            write_status(run_dir, "failed", f"{type(err).__name__}: {err}")
+            raise
 
 
 def fine_tune(cfg: DictConfig, run_dir: Path) -> None:

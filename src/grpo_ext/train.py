@@ -59,26 +59,27 @@ def main(cfg: DictConfig) -> float:
             swept = swept_keys(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
             overrides = [o for o in overrides if o.split("=", 1)[0] in swept]
         OmegaConf.update(cfg, "trainer.run_name", run_name(cfg, overrides))
-    try:
-        train(cfg, run_dir, group=Path(hydra_cfg.sweep.dir).name if sweeping else None)
-    except SystemExit as stop:
-        if stop.code in (None, 0):
-            raise
-        signalled = interrupted(stop.code)  # a signal stops the whole sweep
-        write_status(run_dir, "interrupted" if signalled else "failed", str(stop.code))
-        if signalled or not sweeping:
-            raise
-        log.error("job %s failed, the sweep goes on: %s", hydra_cfg.job.num, stop.code)
-        return math.nan
-    except Exception as err:
-        write_status(run_dir, "failed", f"{type(err).__name__}: {err}")
-        if not sweeping:
-            raise
-        log.exception("job %s failed, the sweep goes on", hydra_cfg.job.num)
-        return math.nan
-    if processes.is_main():
-        write_status(run_dir, "ok")
-    return objective(run_dir, cfg.objective)
+    with checkpoints.one_run_at_a_time(run_dir):  # the same directory twice at once: the second stops here
+        try:
+            train(cfg, run_dir, group=Path(hydra_cfg.sweep.dir).name if sweeping else None)
+        except SystemExit as stop:
+            if stop.code in (None, 0):
+                raise
+            signalled = interrupted(stop.code)  # a signal stops the whole sweep
+            write_status(run_dir, "interrupted" if signalled else "failed", str(stop.code))
+            if signalled or not sweeping:
+                raise
+            log.error("job %s failed, the sweep goes on: %s", hydra_cfg.job.num, stop.code)
+            return math.nan
+        except Exception as err:
+            write_status(run_dir, "failed", f"{type(err).__name__}: {err}")
+            if not sweeping:
+                raise
+            log.exception("job %s failed, the sweep goes on", hydra_cfg.job.num)
+            return math.nan
+        if processes.is_main():
+            write_status(run_dir, "ok")
+        return objective(run_dir, cfg.objective)
 
 
 def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
