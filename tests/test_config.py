@@ -34,7 +34,10 @@ def group_options() -> dict[str, list[str]]:
 
 GROUPS = group_options()
 # Values a task cannot run without (``???`` in its YAML), as a user would pass them.
-REQUIRED = {"code_jsonl": [f"task.path={REPO / 'tests' / 'fixtures' / 'code_problems.jsonl'}"]}
+REQUIRED = {  # the tasks whose YAML leaves keys for the command line
+    "code_jsonl": [f"task.path={REPO / 'tests' / 'fixtures' / 'code_problems.jsonl'}"],
+    "prompts": [f"task.path={REPO / 'examples' / 'word_count.jsonl'}", "task.rewards=[{name: arithmetic_shaping}]"],
+}
 
 
 def task_overrides(task: str) -> list[str]:

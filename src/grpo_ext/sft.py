@@ -125,7 +125,11 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         sys.exit(f"task error: {err}")
     except models.ModelUnavailableError as err:
         sys.exit(f"model error: {err}")
-    train = splits.train.map(
+    try:
+        with_reference = rows_with_reference(splits.train, cfg.task.name)
+    except ValueError as err:
+        sys.exit(f"task error: {err}")
+    train = with_reference.map(
         lambda row: {"completion": [{"role": "assistant", "content": row["reference"]}]},
         remove_columns=[c for c in splits.train.column_names if c != "prompt"],
     )
@@ -176,6 +180,22 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         return
     write_status(run_dir, "ok")
     print(_summary(run_dir, cfg.task.name))
+
+
+def rows_with_reference(dataset: Any, task: str) -> Any:
+    """The rows of ``dataset`` that have a reference completion to learn; ``ValueError`` when none has, a warning
+    counting the others when some lack one (a file's task without ``task.reference_column`` has none)."""
+    has = [bool(reference and reference.strip()) for reference in dataset["reference"]]
+    if not any(has):
+        raise ValueError(
+            f"no row of the {task} train split has a reference completion, so SFT has nothing to learn: for a task "
+            "read from a file, task.reference_column names the column holding them"
+        )
+    if not all(has):
+        log.warning("%d of %d %s train rows have no reference completion; SFT learns the other %d",
+                    has.count(False), len(has), task, sum(has))  # fmt: skip
+        return dataset.select([i for i, ok in enumerate(has) if ok])
+    return dataset
 
 
 def check_truncation(kept: int, pairs: int, max_length: int) -> None:

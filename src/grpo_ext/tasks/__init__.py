@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from grpo_ext.tasks import arithmetic, code_jsonl, fizzbuzz, math_datasets, mathexpr
+from grpo_ext.tasks import arithmetic, code_jsonl, fizzbuzz, math_datasets, mathexpr, prompts
 from grpo_ext.tasks.base import TaskConfig, TaskSplits
 
 
@@ -29,6 +29,7 @@ TASKS: dict[str, Task] = {
     "mathexpr": Task(schema=mathexpr.MathExprConfig, build=mathexpr.build),
     "gsm8k": Task(schema=math_datasets.GSM8KConfig, build=math_datasets.build),
     "math": Task(schema=math_datasets.MathConfig, build=math_datasets.build),
+    "prompts": Task(schema=prompts.PromptsConfig, build=prompts.build),
 }
 
 

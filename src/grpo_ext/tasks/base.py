@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,12 +55,75 @@ def check_positive(cfg: Any, *keys: str) -> None:
             raise ValueError(f"task.{key} must be >= 1, got {value}")
 
 
-LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+LOCAL_FORMATS = (".jsonl", ".json", ".parquet")
 
 
-def load_table(path: str, split: str, subset: str | None = None) -> Dataset:
-    """The rows at ``path`` (``task.path``): a local .jsonl/.json/.parquet file by its suffix, else a Hub dataset
-    name, read at ``split`` (and config ``subset``). Raises ``ValueError`` saying what was tried."""
+@dataclass
+class Table:
+    """Rows read from ``task.path``: dicts with every column (``None`` where a row lacks one), and each row's
+    number as errors give it (its line in a .jsonl file, else its position from 1)."""
+
+    rows: list[dict[str, Any]]
+    column_names: list[str]
+    numbers: list[int]
+
+    @classmethod
+    def of(
+        cls, rows: list[dict[str, Any]], numbers: list[int] | None = None, columns: list[str] | None = None
+    ) -> Table:
+        columns = columns or list(dict.fromkeys(key for row in rows for key in row))  # first-seen order
+        filled = [{c: row.get(c) for c in columns} for row in rows]
+        return cls(filled, columns, numbers or list(range(1, len(rows) + 1)))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def numbered(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        return zip(self.numbers, self.rows, strict=True)
+
+
+def read_json_rows(path: Path, label: str) -> Table:
+    """The objects of a local JSON Lines file (one per line, blank lines skipped) or JSON file (a list of objects;
+    a .json file holding one object per line is read as JSON Lines). ``ValueError`` names ``label`` and the line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{label}: cannot read it ({err})") from err
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            if err.msg != "Extra data":  # "Extra data": more than one value, so JSON Lines under a .json name
+                raise ValueError(
+                    f"{label}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})"
+                ) from err
+        else:
+            if not isinstance(data, list):
+                raise ValueError(
+                    f"{label}: expected a list of objects (or one object per line), got {type(data).__name__}"
+                )
+            for number, row in enumerate(data, start=1):
+                if not isinstance(row, dict):
+                    raise ValueError(f"{label}: item {number} is a {type(row).__name__}, not an object")
+            return Table.of(data)
+    rows, numbers = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{label} line {number}: not valid JSON ({err.msg} at column {err.colno})") from err
+        if not isinstance(row, dict):
+            raise ValueError(f"{label} line {number}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+        numbers.append(number)
+    return Table.of(rows, numbers)
+
+
+def load_table(path: str, split: str, subset: str | None = None, key: str = "task.path") -> Table:
+    """The rows at ``path`` (the setting ``key``): a local .jsonl/.json/.parquet file by its suffix, else a Hub
+    dataset name, read at ``split`` (and config ``subset``). Raises ``ValueError`` saying what was tried."""
     from datasets import load_dataset
 
     from grpo_ext.models import HUB_TIMEOUT_S, hub_offline
@@ -66,19 +131,26 @@ def load_table(path: str, split: str, subset: str | None = None) -> Dataset:
     local = Path(path).expanduser()
     if local.suffix in LOCAL_FORMATS:
         if not local.is_file():
-            raise ValueError(f"task.path={path}: no such file")
-        return load_dataset(LOCAL_FORMATS[local.suffix], data_files=str(local), split="train")
+            raise ValueError(f"{key}={path}: no such file")
+        if local.suffix != ".parquet":
+            return read_json_rows(local, f"{key}={path}")
+        try:
+            dataset = load_dataset("parquet", data_files=str(local), split="train")
+        except Exception as err:  # pyarrow and datasets raise many types for a file that is not Parquet
+            raise ValueError(f"{key}={path}: cannot read it as Parquet ({type(err).__name__}: {err})") from err
+        return Table.of(list(dataset), columns=dataset.column_names)
     try:
         if not hub_offline():
             from huggingface_hub import HfApi
 
             HfApi().dataset_info(path, timeout=HUB_TIMEOUT_S)  # fail in seconds, not after the retries
-        return load_dataset(path, subset, split=split)
+        dataset = load_dataset(path, subset, split=split)
     except Exception as err:  # the Hub client and datasets raise many types for "not found" and "no network"
         raise ValueError(
-            f"task.path={path}: not a local .jsonl/.json/.parquet file, and loading it from the Hub failed "
+            f"{key}={path}: not a local .jsonl/.json/.parquet file, and loading it from the Hub failed "
             f"({type(err).__name__}: {err}). With a copy in the local cache, set HF_HUB_OFFLINE=1"
         ) from err
+    return Table.of(list(dataset), columns=dataset.column_names)
 
 
 def hold_out(rows: list[dict[str, Any]], cfg: Any) -> TaskSplits:
@@ -88,13 +160,20 @@ def hold_out(rows: list[dict[str, Any]], cfg: Any) -> TaskSplits:
         raise ValueError(
             f"task.path={cfg.path} has {len(rows)} usable rows, not more than task.eval_size={cfg.eval_size}"
         )
-    rows = list(rows)
-    random.Random(cfg.seed).shuffle(rows)
+    rows = shuffled(rows, cfg.seed)
     eval_rows, train_rows = rows[: cfg.eval_size], rows[cfg.eval_size :]
     if cfg.train_size:
         train_rows = train_rows[: cfg.train_size]
+    return TaskSplits(train=to_dataset(train_rows), eval=to_dataset(eval_rows))
 
-    def columns(part: list[dict[str, Any]]) -> dict[str, list]:
-        return {key: [r[key] for r in part] for key in part[0]}
 
-    return TaskSplits(train=Dataset.from_dict(columns(train_rows)), eval=Dataset.from_dict(columns(eval_rows)))
+def shuffled(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """A copy of ``rows`` in an order fixed by ``seed``."""
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    return rows
+
+
+def to_dataset(rows: list[dict[str, Any]]) -> Dataset:
+    """A ``Dataset`` of rows that all have the same keys."""
+    return Dataset.from_dict({key: [r[key] for r in rows] for key in rows[0]})

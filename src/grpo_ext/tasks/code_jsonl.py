@@ -62,5 +62,5 @@ def build(cfg: CodeJsonlConfig) -> TaskSplits:
             raise ValueError(f"task.path={cfg.path} has no column {column!r}; its columns: {raw.column_names}")
     if cfg.reference_column and cfg.reference_column not in raw.column_names:
         raise ValueError(f"task.reference_column {cfg.reference_column!r} is not a column of {cfg.path}")
-    rows = [_row(r, number, cfg) for number, r in enumerate(raw, start=1)]
+    rows = [_row(r, number, cfg) for number, r in raw.numbered()]
     return hold_out(rows, cfg)

@@ -98,7 +98,7 @@ def build(cfg: MathDatasetConfig) -> TaskSplits:
         if column is not None and column not in raw.column_names:
             raise ValueError(f"task.{key}={column!r} is not a column of {cfg.path}; its columns: {raw.column_names}")
     rows, unreadable = [], []
-    for number, record in enumerate(raw, start=1):
+    for number, record in raw.numbered():
         row = _row(record, number, cfg)
         error = gold_error(row["answer"])
         if error is None:

@@ -1,0 +1,180 @@
+"""``prompts``: your own prompts and columns, scored by the rewards you name (one of ours or a dotted path).
+
+Run it with ``python -m grpo_ext.train task=prompts task.path=rows.jsonl 'task.rewards=[{name: my_pkg.rewards.fn}]'``.
+Each row needs a prompt: a string, which becomes the user message through ``task.prompt_template`` (its placeholders
+are column names, ``{prompt}`` being the prompt column), or a list of chat messages used as they are. Every other
+column reaches the rewards as a keyword argument, as TRL passes dataset columns. Held-out prompts are ``eval_size``
+rows of the same data, or the rows of ``task.eval_path``. Every row is checked before training: an error names the
+row (its line in a .jsonl file) and the column.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import Any
+
+from datasets import Dataset
+from omegaconf import MISSING
+
+from grpo_ext.tasks.base import (
+    RewardSpec,
+    Table,
+    TaskConfig,
+    TaskSplits,
+    chat_prompt,
+    check_positive,
+    hold_out,
+    load_table,
+    shuffled,
+    to_dataset,
+)
+
+ROLES = ("system", "user", "assistant")
+# Names TRL gives the reward function itself (prompts, completions...) or reads as the prompt: not data columns.
+RESERVED = (
+    "prompts",
+    "completions",
+    "completion",
+    "completion_ids",
+    "trainer_state",
+    "log_extra",
+    "log_metric",
+    "environments",
+)
+
+
+@dataclass
+class PromptsConfig(TaskConfig):
+    path: str = MISSING  # a local .jsonl/.json/.parquet file, or a Hub dataset name
+    subset: str | None = None  # the Hub dataset's config name, if it has several
+    split: str = "train"  # the split read from a Hub dataset
+    eval_path: str | None = None  # held-out prompts from another file or Hub dataset; None: eval_size rows of path
+    eval_split: str = "test"  # the split read from eval_path when it is a Hub dataset
+    prompt_column: str = "prompt"  # a string, or a list of {"role", "content"} messages
+    prompt_template: str = "{prompt}"  # for string prompts: {prompt} and any other column's name
+    reference_column: str | None = None  # a known-good completion, for warm starts (None: "reference", if any)
+    train_size: int = 0  # 0: every row not held out for eval
+    eval_size: int = 100
+    max_completion_length: int = 256
+    rewards: list[RewardSpec] = MISSING  # required: the task has no default reward
+
+
+def _messages(value: list[Any], number: int, cfg: PromptsConfig) -> list[dict[str, str]]:
+    """A chat prompt given as messages, checked; the task's system prompt first when the chat has none."""
+    for i, message in enumerate(value):
+        if not (
+            isinstance(message, dict) and message.get("role") in ROLES and isinstance(message.get("content"), str)
+        ):
+            raise ValueError(
+                f"row {number}: column {cfg.prompt_column!r}, message {i}: expected {{'role': one of {list(ROLES)}, "
+                f"'content': a string}}, got {message!r:.80}"
+            )
+    if not value or value[-1]["role"] == "assistant":
+        raise ValueError(f"row {number}: column {cfg.prompt_column!r}: the chat must end with a user message")
+    if cfg.prompt_template != "{prompt}":
+        raise ValueError(
+            f"row {number}: column {cfg.prompt_column!r} holds chat messages; task.prompt_template applies to string "
+            "prompts only (leave it at {prompt})"
+        )
+    messages = [{"role": m["role"], "content": m["content"]} for m in value]
+    if cfg.system_prompt and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": cfg.system_prompt})
+    return messages
+
+
+def _row(raw: dict[str, Any], number: int, cfg: PromptsConfig) -> dict[str, Any]:
+    value = raw[cfg.prompt_column]
+    if isinstance(value, str) and value.strip():
+        fields = {**raw, "prompt": value}
+        missing = [f"{{{name}}}" for name in _placeholders(cfg.prompt_template) if fields.get(name) is None]
+        if missing:
+            raise ValueError(f"row {number}: task.prompt_template needs {', '.join(missing)}, which this row lacks")
+        prompt = chat_prompt(cfg.prompt_template.format(**fields), cfg.system_prompt)
+    elif isinstance(value, list):
+        prompt = _messages(value, number, cfg)
+    else:
+        raise ValueError(
+            f"row {number}: column {cfg.prompt_column!r} must be a non-empty string or a list of chat messages, "
+            f"got {value!r:.80}"
+        )
+    reference_column = cfg.reference_column or ("reference" if "reference" in raw else None)
+    reference = (raw.get(reference_column) if reference_column else None) or ""
+    if not isinstance(reference, str):
+        raise ValueError(f"row {number}: column {reference_column!r} must be a string, got {reference!r:.80}")
+    columns = {k: v for k, v in raw.items() if k not in (cfg.prompt_column, reference_column, "prompt")}
+    return {"prompt": prompt, **columns, "reference": reference}
+
+
+def _placeholders(template: str) -> list[str]:
+    """The field names of a ``str.format`` template; ``ValueError`` for one that cannot be formatted by name."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as err:
+        raise ValueError(f"task.prompt_template={template!r}: {err} (write {{{{ and }}}} for literal braces)") from err
+    for name in names:
+        if not name.isidentifier():
+            raise ValueError(f"task.prompt_template={template!r}: {{{name}}} is not a column name")
+    return names
+
+
+def _check_columns(table: Table, cfg: PromptsConfig, key: str) -> None:
+    path = getattr(cfg, key)
+    wanted = {"task.prompt_column": cfg.prompt_column, "task.reference_column": cfg.reference_column}
+    for setting, column in wanted.items():
+        if column is not None and column not in table.column_names:
+            raise ValueError(f"{setting}={column!r} is not a column of task.{key}={path}; its columns: "
+                             f"{table.column_names}")  # fmt: skip
+    for name in _placeholders(cfg.prompt_template):
+        if name != "prompt" and name not in table.column_names:
+            raise ValueError(f"task.prompt_template names {{{name}}}, which is not a column of task.{key}={path}; "
+                             f"its columns: {table.column_names}")  # fmt: skip
+    reserved = [c for c in table.column_names if c in RESERVED]
+    if reserved:
+        raise ValueError(
+            f"task.{key}={path}: column {reserved[0]!r} is a name TRL passes to rewards itself; rename it"
+        )
+
+
+def _check_types(rows: list[dict[str, Any]], numbers: list[int], key: str) -> None:
+    """Raise ``ValueError`` naming the column, its value types and a row of each, when one column mixes types that
+    a dataset cannot hold together (a number in one row, a string in another)."""
+    for column in rows[0] if rows else ():
+        values = [row[column] for row in rows]
+        try:
+            Dataset.from_dict({column: values})
+        except Exception as err:  # pyarrow's ArrowInvalid / ArrowTypeError
+            first: dict[str, int] = {}
+            for number, value in zip(numbers, values, strict=True):
+                if value is not None:
+                    first.setdefault(type(value).__name__, number)
+            kinds = ", ".join(f"{kind} (row {number})" for kind, number in first.items())
+            raise ValueError(
+                f"task.{key}: column {column!r} mixes values that cannot share a column: {kinds}. Give every row the "
+                f"same type ({type(err).__name__}: {err})"
+            ) from err
+
+
+def _rows(cfg: PromptsConfig, key: str, split: str) -> list[dict[str, Any]]:
+    table = load_table(getattr(cfg, key), split, cfg.subset, key=f"task.{key}")
+    _check_columns(table, cfg, key)
+    rows = [_row(raw, number, cfg) for number, raw in table.numbered()]
+    _check_types(rows, table.numbers, key)
+    return rows
+
+
+def build(cfg: PromptsConfig) -> TaskSplits:
+    """Check every row, then hold out ``eval_size`` rows (``hold_out``), or read them from ``eval_path``."""
+    check_positive(cfg, "eval_size")
+    if cfg.train_size < 0:
+        raise ValueError(f"task.train_size must be >= 0 (0: all the rest), got {cfg.train_size}")
+    rows = _rows(cfg, "path", cfg.split)
+    if cfg.eval_path is None:
+        return hold_out(rows, cfg)
+    if not rows:
+        raise ValueError(f"task.path={cfg.path} has no rows")
+    held_out = _rows(cfg, "eval_path", cfg.eval_split)
+    if not held_out:
+        raise ValueError(f"task.eval_path={cfg.eval_path} has no rows")
+    train, evaluation = shuffled(rows, cfg.seed), shuffled(held_out, cfg.seed)
+    return TaskSplits(train=to_dataset(train[: cfg.train_size or None]), eval=to_dataset(evaluation[: cfg.eval_size]))
