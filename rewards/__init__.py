@@ -28,6 +28,10 @@ REWARDS: dict[str, Callable[..., Callable]] = {
 }
 
 
+# What TRL 1.16 passes every reward by keyword besides the dataset's columns.
+TRL_ARGUMENTS = ("prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric")
+
+
 def build_reward(name: str, params: dict[str, Any] | None = None) -> Callable:
     """Build the reward called ``name`` with ``params``.
 
@@ -46,20 +50,53 @@ def build_reward(name: str, params: dict[str, Any] | None = None) -> Callable:
         if not isinstance(factory, type):
             if params:
                 raise ValueError(f"reward {name!r} is a function, so it takes no params; got {sorted(params)}")
-            return factory
+            return _check_signature(name, factory)
     else:
         raise ValueError(f"unknown reward {name!r}; valid names: {sorted(REWARDS)} or a dotted path pkg.module.fn")
     try:
-        return factory(**params)
+        reward = factory(**params)
     except TypeError as err:
         accepted = getattr(factory, "PARAMS", None)
         hint = f"; it accepts {sorted(accepted)}" if accepted else ""
         raise ValueError(f"bad params for reward {name!r}: {err}{hint}") from err
+    return reward if name in REWARDS else _check_signature(name, reward)
+
+
+def _check_signature(name: str, reward: Any) -> Callable:
+    """``reward`` when TRL can call it: a callable taking ``completions`` and every keyword TRL passes (``**kwargs``
+    takes them all); ``ValueError`` saying what to change otherwise."""
+    if not callable(reward):
+        raise ValueError(f"reward {name!r} is a {type(reward).__name__}, not a function or callable object")
+    try:
+        parameters = inspect.signature(reward).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: nothing to check
+        return reward
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return reward
+    named = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    refused = [arg for arg in TRL_ARGUMENTS if arg not in named]
+    if refused:
+        shown = ", ".join(str(p) for p in parameters)
+        raise ValueError(
+            f"reward {name!r} takes ({shown}), but TRL calls it with the keyword arguments {', '.join(refused)} and "
+            "one per dataset column: add **kwargs to its parameters"
+        )
+    return reward
 
 
 def reward_columns(reward: Callable) -> tuple[str, ...]:
-    """The dataset columns ``reward`` reads (empty for user rewards that do not declare them)."""
-    return tuple(getattr(reward, "columns", ()))
+    """The dataset columns ``reward`` reads: those it declares (``columns``), else, for a user's reward, the
+    parameters it requires beyond what TRL passes (``def fn(completions, words, **kwargs)`` reads ``words``)."""
+    if hasattr(reward, "columns"):
+        return tuple(reward.columns)
+    try:
+        parameters = inspect.signature(reward).parameters.values()
+    except (TypeError, ValueError):
+        return ()
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(
+        p.name for p in parameters if p.kind in named and p.default is p.empty and p.name not in TRL_ARGUMENTS
+    )
 
 
 def score_results(reward: Callable, completions: list[Any], columns: dict[str, list[Any]]) -> list[dict[str, Any]]:

@@ -78,3 +78,21 @@ def records_expressions(completions, expression, **kwargs):
     with open(os.environ["GRPO_EXT_TEST_SEEN"], "a") as seen:
         seen.writelines(f"{e}\n" for e in expression)
     return prefers_short(completions)
+
+
+def without_kwargs(completions, words):
+    """A user's reward that forgot ``**kwargs``: TRL's call would fail on every batch."""
+    return [1.0 for _ in completions]
+
+
+def reads_words(completions, words, scale=1.0, **kwargs):
+    """A user's reward reading the column ``words`` (required) and taking an optional ``scale``."""
+    return [scale * w for w in words]
+
+
+def returns_strings(completions, **kwargs):
+    return ["1.0" for _ in completions]
+
+
+def returns_inf(completions, **kwargs):
+    return [float("inf") for _ in completions]

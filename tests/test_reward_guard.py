@@ -38,9 +38,38 @@ def test_too_many_failures_stop_with_the_first_traceback():
         reward(["a", "b", "c", "d"])
 
 
-def test_wrong_number_of_values_is_a_failure_too():
+def test_wrong_number_of_values_scores_each_completion_alone_and_says_so_once(caplog):
     reward = guard(lambda completions, **kw: [1.0], max_failure_rate=1.0)
-    assert reward(["a", "b"]) == [1.0, 1.0]  # one by one, each call returns its one value
+    with caplog.at_level(logging.WARNING):
+        assert reward(["a", "b"]) == [1.0, 1.0]  # one by one, each call returns its one value
+        assert reward(["c", "d", "e"]) == [1.0, 1.0, 1.0]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "reward <lambda> failed on a batch of 2 completions (ValueError: returned 1 values for 2 completions) but "
+        "not on any of them alone; each completion of such a batch is scored alone, which is slower: check the reward"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("reward_fixtures.returns_strings", "returned str '1.0': a reward returns numbers, or None where it does not"),
+        ("reward_fixtures.returns_inf", "returned inf: a reward must be finite (None where it does not apply)"),
+    ],
+)
+def test_values_torch_cannot_train_on_are_failures_naming_the_value(name, message):
+    reward = guard(build_reward(name), max_failure_rate=0.1)
+    with pytest.raises(RewardFailureError, match="failed on 2 of 2 completions") as err:
+        reward(["a", "b"])
+    assert message in str(err.value)
+
+
+def test_numbers_of_any_kind_and_none_pass():
+    import numpy as np
+    import torch
+
+    values = [1, 0.5, True, np.float32(0.25), torch.tensor(0.75), None, float("nan")]
+    assert guard(lambda completions, **kw: values, max_failure_rate=0.0)(list("abcdefg")) == values
 
 
 def test_guard_keeps_async_rewards_async_and_the_rest_of_the_reward():
@@ -72,6 +101,21 @@ def test_every_builtin_reward_returns_numbers_or_none_on_junk(name):
         getattr(reward, "close", lambda: None)()
     assert len(values) == len(JUNK)
     assert all(v is None or isinstance(v, float) for v in values)
+
+
+def test_a_column_a_user_reward_requires_is_named_before_training(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(f'{{"prompt": "p{i}", "word": {i}}}\n' for i in range(8)))
+    cfg = compose_config(
+        ["task=prompts", f"task.path={rows}", "task.rewards=[{name: reward_fixtures.reads_words}]", "model=tiny",
+         *FAST, "task.eval_size=2"]
+    )  # fmt: skip
+    with pytest.raises(SystemExit) as stop:
+        train(cfg, tmp_path / "run")
+    assert stop.value.code == (
+        "task error: reward 'reads_words' reads column 'words', which the prompts train split lacks (its columns: "
+        "['prompt', 'word', 'reference'])"
+    )
 
 
 def test_a_row_without_a_value_is_named_before_training():

@@ -8,7 +8,7 @@ import pickle
 
 import pytest
 
-from grpo_ext.rewards import REWARDS, build_reward, build_rewards, score_results
+from grpo_ext.rewards import REWARDS, build_reward, build_rewards, reward_columns, score_results
 from grpo_ext.rewards.arithmetic import ArithmeticShaping, extract_answer
 
 reward = ArithmeticShaping()
@@ -148,6 +148,20 @@ def test_dotted_path_rewards():
         build_reward("no_such_module.fn")
     with pytest.raises(ValueError, match="has no attribute"):
         build_reward("reward_fixtures.nope")
+
+
+def test_a_user_reward_without_kwargs_is_refused_and_its_columns_come_from_its_parameters():
+    with pytest.raises(ValueError) as err:
+        build_reward("reward_fixtures.without_kwargs")
+    assert str(err.value) == (
+        "reward 'reward_fixtures.without_kwargs' takes (completions, words), but TRL calls it with the keyword "
+        "arguments prompts, completion_ids, trainer_state, log_extra, log_metric and one per dataset column: add "
+        "**kwargs to its parameters"
+    )
+    assert reward_columns(build_reward("reward_fixtures.reads_words")) == ("words",)  # scale has a default
+    assert reward_columns(build_reward("reward_fixtures.prefers_short")) == ()
+    assert reward_columns(build_reward("reward_fixtures.Scaled")) == ()  # a callable object: its __call__
+    assert reward_columns(build_reward("arithmetic_shaping")) == ("answer",)  # declared
 
 
 def test_build_rewards_names_the_entry():

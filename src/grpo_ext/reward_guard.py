@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +37,7 @@ class _Guard:
         self.log_columns = log_columns  # ground-truth columns to add to TRL's completions table
         self.__name__ = getattr(reward, "__name__", type(reward).__name__)
         self.failures = 0  # over the whole run
+        self.warned = False  # about a batch that fails when none of its completions does
 
     def __getattr__(self, name: str) -> Any:  # columns, close(), score()... of the wrapped reward
         if name == "reward":
@@ -43,10 +45,32 @@ class _Guard:
         return getattr(self.reward, name)
 
     def _check(self, values: Any, n: int) -> list[Any]:
+        """``values`` as a list when they are ``n`` numbers or ``None``s (what TRL can turn into a tensor)."""
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+            raise ValueError(f"returned {type(values).__name__} {values!r:.60}, not a list of {n} numbers")
         values = list(values)
         if len(values) != n:
             raise ValueError(f"returned {len(values)} values for {n} completions")
+        for value in values:
+            if value is None:
+                continue
+            if isinstance(value, (str, bytes)) or not hasattr(type(value), "__float__"):
+                raise ValueError(f"returned {type(value).__name__} {value!r:.60}: a reward returns numbers, or None "
+                                 "where it does not apply")  # fmt: skip
+            if math.isinf(float(value)):
+                raise ValueError(f"returned {value}: a reward must be finite (None where it does not apply)")
         return values
+
+    def _scored_alone(self, batch_error: str, n: int) -> None:
+        """Warn, once a run, that the batch failed although every completion scores alone (a bug in the reward that
+        depends on the batch, e.g. one value for the whole batch), so each is scored alone: slower, and suspect."""
+        if not self.warned:
+            self.warned = True
+            logger.warning(
+                "reward %s failed on a batch of %d completions (%s) but not on any of them alone; each completion of "
+                "such a batch is scored alone, which is slower: check the reward",
+                self.__name__, n, batch_error,
+            )  # fmt: skip
 
     def _finish(self, results: list[Any], errors: list[tuple[int, str]], completions: list[Any], kwargs: dict) -> list:
         log_extra = kwargs.get("log_extra")
@@ -76,8 +100,8 @@ class GuardedReward(_Guard):
         n = len(completions)
         try:
             values = self._check(self.reward(completions, **kwargs), n)
-        except Exception:  # noqa: BLE001 - find which completions fail, below
-            values = None
+        except Exception as err:  # noqa: BLE001 - find which completions fail, below
+            values, batch_error = None, f"{type(err).__name__}: {err}"
         if values is not None:
             return self._finish(values, [], completions, kwargs)
         results: list[Any] = []
@@ -88,6 +112,8 @@ class GuardedReward(_Guard):
             except Exception:  # noqa: BLE001
                 results.append(None)
                 errors.append((i, traceback.format_exc()))
+        if not errors:
+            self._scored_alone(batch_error, n)
         return self._finish(results, errors, completions, kwargs)
 
 
@@ -96,8 +122,8 @@ class AsyncGuardedReward(_Guard):
         n = len(completions)
         try:
             values = self._check(await self.reward(completions, **kwargs), n)
-        except Exception:  # noqa: BLE001 - find which completions fail, below
-            values = None
+        except Exception as err:  # noqa: BLE001 - find which completions fail, below
+            values, batch_error = None, f"{type(err).__name__}: {err}"
         if values is not None:
             return self._finish(values, [], completions, kwargs)
         results: list[Any] = []
@@ -108,6 +134,8 @@ class AsyncGuardedReward(_Guard):
             except Exception:  # noqa: BLE001
                 results.append(None)
                 errors.append((i, traceback.format_exc()))
+        if not errors:
+            self._scored_alone(batch_error, n)
         return self._finish(results, errors, completions, kwargs)
 
 
