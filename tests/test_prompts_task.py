@@ -206,3 +206,22 @@ def test_sft_learns_the_rows_that_have_a_reference_and_refuses_a_task_with_none(
         "task error: no row of the prompts train split has a reference completion, so SFT has nothing to learn: for "
         "a task read from a file, task.reference_column names the column holding them"
     )
+
+
+def test_infer_scores_with_the_columns_a_user_reward_reads(capsys, monkeypatch):
+    from grpo_ext.infer import main
+
+    monkeypatch.syspath_prepend(str(REPO))
+    task = ["task=prompts", f"task.path={EXAMPLE}", WORD_COUNT, "model=tiny", "hardware=cpu"]
+    question = "Write one sentence about rain in exactly 8 words."
+    assert main([question, *task, "--answer", "8"]) == 2  # word_count reads 'words', not 'answer'
+    assert capsys.readouterr().err == (
+        "error: reward 'word_count' reads ['words']: to score, give --column words=VALUE\n"
+    )
+    assert main([question, *task, "--column", "words=8", "--max-new-tokens", "16"]) == 0
+    out = capsys.readouterr().out  # the completion (one greedy answer), then its score
+    completion, score = out[: out.rindex("\n[reward ")], out[out.rindex("\n[reward ") + 1 :]
+    expected = max(0.0, 1.0 - abs(len(completion.split()) - 8) / 8)  # the reward's own formula, on what was printed
+    assert score == f"[reward {expected}]\n"
+    assert main([question, *task, "--column", "words"]) == 2
+    assert "--column takes NAME=VALUE, got 'words'" in capsys.readouterr().err

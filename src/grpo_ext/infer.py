@@ -3,8 +3,9 @@
 The question goes to the model as the user's message (after the task's system prompt, if it has one), through the
 model's chat template; the completion is printed. Options: ``--samples N`` (N sampled answers instead of the greedy
 one), ``--temperature``, ``--max-new-tokens`` (default: the task's ``max_completion_length``), and ``--answer GOLD``
-to score each answer with the task's first reward (the gold goes to the reward's ``answer`` column). Any other
-argument is a config override, as for ``grpo_ext.train`` (``task=``, ``model=``, ``model.path=``, ``hardware=``).
+to score each answer with the task's first reward (the gold goes to the reward's ``answer`` column; ``--column
+NAME=VALUE`` gives any other column it reads, the value read as JSON when it is JSON). Any other argument is a
+config override, as for ``grpo_ext.train`` (``task=``, ``model=``, ``model.path=``, ``hardware=``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--answer", default=None, help="the gold answer: score each completion with the task reward")
+    parser.add_argument(
+        "--column", action="append", default=[], metavar="NAME=VALUE",
+        help="a column the task reward reads (the value as JSON, else as a string), e.g. --column words=8",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         if is_override(args.question):
@@ -64,15 +69,17 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"expected config overrides KEY=VALUE after the question, got {bad}")
         if args.samples < 0 or args.temperature <= 0 or (args.max_new_tokens is not None and args.max_new_tokens < 1):
             raise ValueError("--samples must be >= 0, --temperature > 0 and --max-new-tokens >= 1")
+        columns = _columns(args.column, args.answer)
         cfg = compose(args.overrides)
         check_device(cfg.hardware)
+        reward = _scoring_reward(cfg, columns) if columns else None
     except Exception as err:  # Hydra raises several types for bad overrides; all are usage errors here
         print(f"error: {err}", file=sys.stderr)
         return USAGE_ERROR
 
     from grpo_ext.evaluate import generate, load_model
     from grpo_ext.models import ModelUnavailableError
-    from grpo_ext.rewards import build_rewards, score_results
+    from grpo_ext.rewards import score_results
     from grpo_ext.tasks.base import chat_prompt
 
     try:
@@ -86,22 +93,55 @@ def main(argv: list[str] | None = None) -> int:
         samples=args.samples, temperature=args.temperature,
     )[0]  # fmt: skip
     results: list[dict[str, Any]] = [{} for _ in completions]
-    if args.answer is not None:
-        from omegaconf import OmegaConf
-
-        rewards, _ = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
+    if reward is not None:
         try:
-            results = score_results(rewards[0], completions, {"answer": [args.answer] * len(completions)})
+            results = score_results(reward, completions, {k: [v] * len(completions) for k, v in columns.items()})
         finally:
-            for reward in rewards:
-                getattr(reward, "close", lambda: None)()
+            getattr(reward, "close", lambda: None)()
     for i, (completion, result) in enumerate(zip(completions, results, strict=True)):
         if len(completions) > 1:
             print(f"--- sample {i + 1}")
         print(completion)
         if result:
-            print(f"[reward {result.get('reward')} ({result.get('status', '')})]")
+            status = f" ({result['status']})" if result.get("status") else ""
+            print(f"[reward {result.get('reward')}{status}]")
     return 0
+
+
+def _columns(given: list[str], answer: str | None) -> dict[str, Any]:
+    """The columns of ``--column NAME=VALUE`` (VALUE as JSON, else the string) and ``--answer`` (the string)."""
+    import json
+
+    columns: dict[str, Any] = {}
+    for item in given:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise ValueError(f"--column takes NAME=VALUE, got {item!r}")
+        try:
+            columns[name] = json.loads(value)
+        except json.JSONDecodeError:
+            columns[name] = value
+    if answer is not None:
+        columns["answer"] = answer
+    return columns
+
+
+def _scoring_reward(cfg: Any, columns: dict[str, Any]) -> Any:
+    """The task's first reward, built, once the columns it reads are all given; ``ValueError`` naming those that
+    are not (before any model loads)."""
+    from omegaconf import OmegaConf
+
+    from grpo_ext.rewards import build_rewards, reward_columns
+
+    rewards, _ = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
+    for other in rewards[1:]:
+        getattr(other, "close", lambda: None)()
+    missing = [c for c in reward_columns(rewards[0]) if c not in columns]
+    if missing:
+        getattr(rewards[0], "close", lambda: None)()
+        options = " ".join("--answer GOLD" if c == "answer" else f"--column {c}=VALUE" for c in missing)
+        raise ValueError(f"reward {rewards[0].__name__!r} reads {missing}: to score, give {options}")
+    return rewards[0]
 
 
 if __name__ == "__main__":
