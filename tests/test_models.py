@@ -75,6 +75,23 @@ def test_local_directory_is_used_as_is(tmp_path):
         models.resolve(model_cfg("model=tiny", f"model.path={tmp_path / 'empty'}"))
 
 
+def test_a_model_without_a_chat_template_is_refused_before_it_loads(tmp_path):
+    """A base model whose tokenizer has no chat template failed in TRL's first generation, with a traceback."""
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(models.resolve(model_cfg("model=tiny")), base)
+    (base / "chat_template.jinja").unlink()
+    config = json.loads((base / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (base / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(models.ModelUnavailableError, match=f"^model.path={base}: its tokenizer has no chat template"):
+        models.resolve(model_cfg("model=tiny", f"model.path={base}"))
+    config["chat_template"] = models.CHATML_TEMPLATE  # the older place for it
+    (base / "tokenizer_config.json").write_text(json.dumps(config))
+    assert models.resolve(model_cfg("model=tiny", f"model.path={base}")) == str(base)
+
+
 def test_a_run_directory_given_as_model_path_names_its_models(tmp_path):
     for name in ("final_model", "best_model", "checkpoint-50"):
         (tmp_path / name).mkdir()

@@ -66,13 +66,31 @@ def resolve(cfg: DictConfig) -> str:
             raise ModelUnavailableError(
                 f"model.path={cfg.path} is a directory without config.json: not a saved model{hint}"
             )
-        return str(local)
+        return check_chat_template(str(local), cfg.path)
     if cfg.path.startswith(("/", ".", "~")) or cfg.path.count("/") > 1:  # a Hub id is NAME or OWNER/NAME
         raise ModelUnavailableError(
             f"model.path={cfg.path}: no such directory (a saved model is a directory with config.json, such as a "
             "run's final_model/; a Hub model is named OWNER/NAME)"
         )
-    return _from_hub(cfg.path, cfg.revision)
+    return check_chat_template(_from_hub(cfg.path, cfg.revision), cfg.path)
+
+
+def check_chat_template(directory: str, name: str) -> str:
+    """``directory`` when its tokenizer has a chat template (every task's prompts are chat messages, which TRL, SFT
+    and evaluation render with it); ``ModelUnavailableError`` otherwise, before any weights load."""
+    local = Path(directory)
+    if (local / "chat_template.jinja").is_file() or (local / "chat_template.json").is_file():
+        return directory
+    try:
+        if json.loads((local / "tokenizer_config.json").read_text()).get("chat_template"):
+            return directory
+    except (OSError, ValueError):  # no tokenizer_config.json, or not JSON: transformers will say what it lacks
+        return directory
+    raise ModelUnavailableError(
+        f"model.path={name}: its tokenizer has no chat template (tokenizer_config.json has no chat_template, and "
+        "there is no chat_template.jinja), and every task's prompts are chat messages: use a model that has one "
+        "(an -Instruct model), or add one to that directory"
+    )
 
 
 def torch_dtype(model_dtype: str, hardware_dtype: str) -> str:
