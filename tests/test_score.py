@@ -44,6 +44,7 @@ def test_reward_params_on_the_command_line(tmp_path):
         ('["a list"]', "line 2: expected a JSON object"),
         ('{"answer": "3"}', "line 2: missing column 'completion'"),
         ('{"completion": "<answer>3</answer>"}', "line 2: missing column 'answer'"),
+        ('\n{"completion": "<answer>3</answer>"}', "line 3: missing column 'answer'"),  # blank lines count
     ],
 )
 def test_malformed_lines_exit_2_naming_line_and_column_with_no_scores(tmp_path, bad_line, message):

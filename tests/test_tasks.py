@@ -95,7 +95,7 @@ def test_registry_errors_list_the_names():
     with pytest.raises(
         ValueError,
         match=r"unknown task 'nope'; valid names: \['arithmetic', 'code_jsonl', 'fizzbuzz', 'gsm8k', 'math', "
-        r"'mathexpr'\]",
+        r"'mathexpr', 'prompts'\]",
     ):
         get_task("nope")
 

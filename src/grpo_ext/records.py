@@ -1,9 +1,11 @@
 """The run directory's own record, ``metrics.jsonl`` and ``status.json``: read and written without transformers,
-so that the commands that only read runs (``grpo_ext.summarize``, ``grpo_ext.plot``) start at once."""
+so that the commands that only read runs (``grpo_ext.summarize``, ``grpo_ext.plot``) start at once. Also the reader
+of a user's JSON Lines files (task rows, completions to score), which names the line that is wrong."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,21 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
         except ValueError:
             continue
     return records
+
+
+def json_objects(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line of a JSON Lines text; ``ValueError`` naming the first line
+    that is not valid JSON or not an object (``line 3: not valid JSON (Expecting value at column 14)``)."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"line {number}: not valid JSON ({err.msg} at column {err.colno})") from err
+        if not isinstance(row, dict):
+            raise ValueError(f"line {number}: expected a JSON object, got {type(row).__name__}")
+        yield number, row
 
 
 def eval_change(records: list[dict[str, Any]]) -> str | None:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from grpo_ext.records import json_objects
 from grpo_ext.rewards import REWARDS, build_reward, reward_columns, score_results
 
 USAGE_ERROR = 2
@@ -49,15 +50,10 @@ def score_batch(reward: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 
 def read_rows(lines: list[str], required: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Parse and check every line; raise ``ValueError`` naming the first bad line (1-based) and what is wrong."""
+    """Parse and check every non-blank line; raise ``ValueError`` naming the first bad line (1-based) and what is
+    wrong."""
     rows = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"line {number}: not valid JSON ({err.msg} at column {err.colno})") from err
-        if not isinstance(row, dict):
-            raise ValueError(f"line {number}: expected a JSON object, got {type(row).__name__}")
+    for number, row in json_objects(lines):
         for column in ("completion", *required):
             if column not in row:
                 raise ValueError(f"line {number}: missing column {column!r} (this reward reads {list(required)})")
@@ -163,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 setattr(args, key, None)
         reward = build_reward(args.reward, params)
         with sys.stdin if args.file == "-" else open(args.file, encoding="utf-8") as f:
-            lines = [line for line in f.read().splitlines() if line.strip()]
+            lines = f.read().splitlines()
         rows = read_rows(lines, reward_columns(reward))
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -12,6 +12,8 @@ from typing import Any
 from datasets import Dataset
 from omegaconf import MISSING
 
+from grpo_ext.records import json_objects
+
 
 @dataclass
 class RewardSpec:
@@ -106,18 +108,11 @@ def read_json_rows(path: Path, label: str) -> Table:
                 if not isinstance(row, dict):
                     raise ValueError(f"{label}: item {number} is a {type(row).__name__}, not an object")
             return Table.of(data)
-    rows, numbers = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{label} line {number}: not valid JSON ({err.msg} at column {err.colno})") from err
-        if not isinstance(row, dict):
-            raise ValueError(f"{label} line {number}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-        numbers.append(number)
+    try:
+        numbered = list(json_objects(text.splitlines()))
+    except ValueError as err:
+        raise ValueError(f"{label} {err}") from err
+    rows, numbers = [row for _, row in numbered], [number for number, _ in numbered]
     return Table.of(rows, numbers)
 
 
