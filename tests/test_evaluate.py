@@ -306,7 +306,8 @@ def test_sft_running_out_of_gpu_memory_says_what_holds_less_and_where_to_resume(
         fine_tune(sft_config("sft.save_steps=2"), tmp_path)
     assert stop.value.code == (
         "error: out of GPU memory in SFT step 3 (CUDA out of memory. Tried to allocate 512.00 MiB (simulated)). Holds "
-        "less with the same learning: trainer.gradient_checkpointing=true (recomputes activations in the backward). "
+        "less with the same learning: trainer.gradient_checkpointing=true (recomputes activations in the backward "
+        "pass). "
         "Holds less, and changes what is trained (a new run, in another hydra.run.dir): peft=lora (adapters: the "
         "optimizer holds a fraction of the weights' "
         "state); sft.batch_size=4 (references a step); sft.max_length=512 (tokens a pair; longer ones are cut). The "

@@ -244,14 +244,14 @@ def out_of_memory(err: BaseException, cfg: DictConfig, args: Any, last_step: int
     same_learning = []
     if in_evaluation(err):
         where = f"the held-out evaluation after step {last_step}"
-        same_learning.append(f"eval.batch_size={max(1, cfg.eval.batch_size // 2)} (completions generated at once)")
+        same_learning.append(smaller_eval_batch(cfg))
     else:
         where = f"step {last_step + 1}"
         if per_pass > 1:
             smaller = max(n for n in range(1, per_pass) if batch % n == 0)
             same_learning.append(f"hardware.micro_batch={smaller} ({per_pass} completions a pass now)")
     if not args.gradient_checkpointing:
-        same_learning.append("trainer.gradient_checkpointing=true (recomputes activations in the backward pass)")
+        same_learning.append(CHECKPOINTING)
     if args.use_vllm and args.vllm_mode == "colocate":
         same_learning.append(
             f"a lower hardware.vllm.gpu_memory_utilization (vLLM holds {args.vllm_gpu_memory_utilization:.0%})"
@@ -265,6 +265,12 @@ def out_of_memory(err: BaseException, cfg: DictConfig, args: Any, last_step: int
 
 
 ADAPTERS = "peft=lora (adapters: the optimizer holds a fraction of the weights' state)"
+CHECKPOINTING = "trainer.gradient_checkpointing=true (recomputes activations in the backward pass)"
+
+
+def smaller_eval_batch(cfg: DictConfig) -> str:
+    """The advice for the held-out evaluation out of memory: half its batch."""
+    return f"eval.batch_size={max(1, cfg.eval.batch_size // 2)} (completions generated at once)"
 
 
 def in_evaluation(err: BaseException) -> bool:

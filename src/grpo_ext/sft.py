@@ -217,16 +217,13 @@ def _out_of_memory(err: BaseException, cfg: DictConfig, last_step: int, checkpoi
     """The message for an SFT run that ran out of GPU memory: where, what would hold less, the checkpoint."""
     if hardware.in_evaluation(err):
         where = f"the held-out evaluation after SFT step {last_step}"
-        return hardware.out_of_memory_message(
-            err, where, [f"eval.batch_size={max(1, cfg.eval.batch_size // 2)} (completions generated at once)"], [],
-            checkpoint,
-        )  # fmt: skip
+        return hardware.out_of_memory_message(err, where, [hardware.smaller_eval_batch(cfg)], [], checkpoint)
     other = [f"sft.batch_size={max(1, cfg.sft.batch_size // 2)} (references a step)"]
     other.append(f"sft.max_length={max(1, cfg.sft.max_length // 2)} (tokens a pair; longer ones are cut)")
     if cfg.peft.name == "none":
         other.insert(0, hardware.ADAPTERS)
     checkpointing = any(cfg.trainer.get(name) for name in ("gradient_checkpointing", "activation_checkpointing"))
-    same = [] if checkpointing else ["trainer.gradient_checkpointing=true (recomputes activations in the backward)"]
+    same = [] if checkpointing else [hardware.CHECKPOINTING]
     return hardware.out_of_memory_message(err, f"SFT step {last_step + 1}", same, other, checkpoint)
 
 
