@@ -80,7 +80,23 @@ def test_a_kill_between_the_two_renames_keeps_the_previous_best(tmp_path, tiny):
     (tmp_path / "best_model").rename(tmp_path / "best_model.old")  # killed after moving the old best away
     best = BestModel(tmp_path, Saves(tiny), adapter=False)
     assert (tmp_path / "best_model" / "model.safetensors").is_file() and not (tmp_path / "best_model.old").exists()
-    assert best.accuracy == 0.5
+    assert best.value == 0.5
+
+
+def test_the_best_can_be_by_mean_reward_and_a_resume_by_another_metric_starts_anew(tmp_path, tiny, caplog):
+    best = BestModel(tmp_path, Saves(tiny), adapter=False, metric="eval/reward")
+    best.offer(0, {"eval/accuracy": 0.5, "eval/reward": 0.25}, final=False)
+    best.offer(2, {"eval/accuracy": 0.25, "eval/reward": 0.625}, final=False)  # lower accuracy, higher reward
+    best.offer(4, {"eval/accuracy": 0.75, "eval/reward": 0.5}, final=False)
+    assert read_best(tmp_path) == {"step": 2, "eval/reward": 0.625, "model": "best_model"}
+    assert best_line(tmp_path) == f"best eval reward: 0.625 at step 2: {tmp_path / 'best_model'}"
+    lines = [{"step": s, "eval/accuracy": a} for s, a in ((0, 0.5), (2, 0.25), (4, 0.75))]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    resumed = BestModel(tmp_path, Saves(tiny), adapter=False)  # by accuracy, the default
+    assert "ranks models by eval/reward, and this run by eval/accuracy (eval.best_metric)" in caplog.text
+    assert resumed.value == float("-inf")  # step 4's accuracy was never kept as a model: the next evaluation wins
+    resumed.offer(6, acc(0.5), final=False)
+    assert read_best(tmp_path) == {"step": 6, "eval/accuracy": 0.5, "model": "best_model"}
 
 
 def test_a_resumed_run_must_beat_what_was_logged_before(tmp_path, tiny):
@@ -100,7 +116,7 @@ def test_a_finished_run_continued_keeps_its_final_model_as_the_best(tmp_path, ti
     assert read_best(tmp_path)["model"] == "final_model" and not (tmp_path / "best_model").exists()
     best.offer(10, acc(0.5), final=False)  # trained past its end: the new run will write another final_model
     assert read_best(tmp_path) == {"step": 8, "eval/accuracy": 0.75, "model": "best_model"}
-    assert (tmp_path / "best_model" / "model.safetensors").is_file() and best.accuracy == 0.75
+    assert (tmp_path / "best_model" / "model.safetensors").is_file() and best.value == 0.75
 
 
 def test_a_finished_run_continued_to_a_better_model_saves_only_that(tmp_path, tiny):

@@ -76,7 +76,10 @@ def test_evaluate_cli_writes_a_report_and_prints_a_table(tmp_path):
 @pytest.mark.parametrize(
     "override,message",
     [("eval.k=0", "eval.k must be >= 1"), ("eval.temperature=0", "eval.temperature must be > 0"),
-     ("eval.size=-1", "eval.size must be >= 0")],
+     ("eval.size=-1", "eval.size must be >= 0"),
+     ("eval.best_metric=format", "eval.best_metric must be one of ['accuracy', 'reward'], got 'format'"),
+     ("eval.best_metric=pass@4", "eval.best_metric must be one of ['accuracy', 'reward'], got 'pass@4' (pass@K is "
+      "measured with eval.k=K)")],
 )  # fmt: skip
 def test_bad_eval_settings_fail_before_any_model_is_built(tmp_path, override, message):
     result = run_cli(["-m", "grpo_ext.train", "task=arithmetic", "model=tiny", *FAST, override,

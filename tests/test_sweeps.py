@@ -204,6 +204,9 @@ def test_summarize_reads_eval_metrics_as_columns(tmp_path):
     assert [(r["job"], r["overrides"], r["eval_reward"]) for r in rows] == [("1", "lr=2", 0.7), ("0", "lr=1", 0.2)]
     assert [(r["best_accuracy"], r["best_step"]) for r in rows] == [(None, None), (0.5, 1)]
     assert [r["job"] for r in summarize.summarize(tmp_path, "best_accuracy", last=1)] == ["0", "1"]
+    (tmp_path / "1_lr=2" / "best.json").write_text('{"step": 2, "eval/reward": 0.7, "model": "final_model"}')
+    rows = {r["job"]: r for r in summarize.summarize(tmp_path, "best_reward", last=1)}
+    assert (rows["1"]["best_reward"], rows["1"]["best_step"], rows["0"]["best_accuracy"]) == (0.7, 2, 0.5)
 
 
 def test_the_objective_a_run_returns_and_a_misspelled_one(tmp_path, caplog):

@@ -1,12 +1,14 @@
-"""The best model of a run by held-out greedy accuracy (``eval.keep_best``), kept as the evaluations come.
+"""The best model of a run by a held-out metric (``eval.keep_best``, ``eval.best_metric``: greedy accuracy by
+default), kept as the evaluations come.
 
 A long run's last model is often not its best: reward can peak and fall. When an evaluation between steps beats
 every earlier one (the one before the first step included; the earliest of equals wins), the policy is saved to
 ``RUN/best_model/`` (with adapters, the adapter to ``RUN/best_adapter/``, merged into ``best_model/`` when the run
 ends), replacing the previous best whole or not at all. ``RUN/best.json`` says which model is the best, at which
-step, with which accuracy: ``best_model``, ``final_model`` when the last evaluation is the best (it is not saved
-twice), or ``start`` when no evaluation beat the starting model. Checkpoint rotation never touches these, and a
-resumed run starts from the best recorded so far.
+step, with which value of the metric (``{"step": 40, "eval/accuracy": 0.625, "model": "best_model"}``):
+``best_model``, ``final_model`` when the last evaluation is the best (it is not saved twice), or ``start`` when no
+evaluation beat the starting model. Checkpoint rotation never touches these, and a resumed run starts from the best
+recorded so far (anew, with a warning, when it ranks by another metric than the record).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from grpo_ext.records import read_metrics
 
 log = logging.getLogger(__name__)
 
-METRIC = "eval/accuracy"
+METRIC = "eval/accuracy"  # what the best is by default
 RECORD = "best.json"
 
 
@@ -35,39 +37,47 @@ class BestModel:
         run_dir: the run directory.
         save: saves the policy (or its adapter) to the directory it is given: the trainer's ``save_model``.
         adapter: whether ``save`` writes an adapter (LoRA, QLoRA) rather than a whole model.
+        metric: the evaluation's value to maximize (``eval/accuracy``, ``eval/reward``, ``eval/pass@8``).
     """
 
-    def __init__(self, run_dir: Path, save: Callable[[str], None], adapter: bool) -> None:
-        self.run_dir, self.save, self.adapter = run_dir, save, adapter
+    def __init__(self, run_dir: Path, save: Callable[[str], None], adapter: bool, metric: str = METRIC) -> None:
+        self.run_dir, self.save, self.adapter, self.metric = run_dir, save, adapter, metric
         self.saved_dir = run_dir / ("best_adapter" if adapter else "best_model")
         self._clean_up_interrupted_swap()
         self.record = read_best(run_dir)
+        if self.record is not None and metric not in self.record:
+            log.warning(
+                "%s ranks models by %s, and this run by %s (eval.best_metric): the best is chosen anew from here",
+                run_dir / RECORD, record_metric(self.record), metric,
+            )  # fmt: skip
+            self.record = None
         if self.record is None:  # none yet: the best evaluation already logged (a resumed run), if any
-            evals = [r for r in read_metrics(run_dir) if METRIC in r]
-            first_best = max(evals, key=lambda r: (r[METRIC], -r["step"]), default=None)
+            evals = [r for r in read_metrics(run_dir) if metric in r]
+            first_best = max(evals, key=lambda r: (r[metric], -r["step"]), default=None)
             if first_best is not None and first_best["step"] == 0:
-                self._write_record(0, first_best[METRIC], "start")
+                self._write_record(0, first_best[metric], "start")
         # A finished run whose final model is its best, continued: once it trains past its old end, that final model
         # will be replaced, so it is copied to best_model/ then (not now: a rerun that trains nothing keeps it).
         self.final_is_best = self.record is not None and self.record["model"] == "final_model"
 
     @property
-    def accuracy(self) -> float:
-        return self.record[METRIC] if self.record else float("-inf")
+    def value(self) -> float:
+        """The best value of the metric so far (minus infinity before any)."""
+        return self.record[self.metric] if self.record else float("-inf")
 
     def offer(self, step: int, metrics: dict[str, Any], final: bool) -> None:
         """Record the evaluation at ``step`` (``eval/<metric>`` values); keep the policy if it is the best so far.
 
         ``final``: the evaluation after the last step, whose model the run saves as ``final_model`` anyway.
         """
-        better = metrics[METRIC] > self.accuracy
+        better = metrics[self.metric] > self.value
         if self.final_is_best and step > self.record["step"]:
             self.final_is_best = False
             if not better:  # the earlier run's final model stays the best: keep it before this run replaces it
                 for name, kept in (("final_model", "best_model"), ("final_adapter", "best_adapter")):
                     if (self.run_dir / name).is_dir():
                         _swap_in(self.run_dir / kept, functools.partial(shutil.copytree, self.run_dir / name))
-                self._write_record(self.record["step"], self.record[METRIC], "best_model")
+                self._write_record(self.record["step"], self.record[self.metric], "best_model")
         if not better:
             return
         if step == 0:
@@ -81,11 +91,11 @@ class BestModel:
             _swap_in(self.saved_dir, self.save)
             if self.adapter:  # the merge of the previous best adapter, if any: made again from this one at the end
                 shutil.rmtree(self.run_dir / "best_model", ignore_errors=True)
-            log.info("best eval accuracy so far at step %d: saved to %s", step, self.saved_dir)
-        self._write_record(step, metrics[METRIC], model)
+            log.info("best %s so far at step %d: saved to %s", self.metric, step, self.saved_dir)
+        self._write_record(step, metrics[self.metric], model)
 
-    def _write_record(self, step: int, accuracy: float, model: str) -> None:
-        self.record = {"step": step, METRIC: accuracy, "model": model}
+    def _write_record(self, step: int, value: float, model: str) -> None:
+        self.record = {"step": step, self.metric: value, "model": model}
         tmp = self.run_dir / (RECORD + ".tmp")
         tmp.write_text(json.dumps(self.record, indent=2) + "\n")
         os.replace(tmp, self.run_dir / RECORD)
@@ -100,13 +110,26 @@ class BestModel:
 
 
 def read_best(run_dir: Path) -> dict[str, Any] | None:
-    """``RUN/best.json``: ``{"step", "eval/accuracy", "model": "best_model" | "final_model" | "start"}``; ``None``
+    """``RUN/best.json``: ``{"step", "eval/<metric>", "model": "best_model" | "final_model" | "start"}``; ``None``
     when the run has none (or it cannot be read)."""
     try:
         record = json.loads((run_dir / RECORD).read_text())
-        return record if {"step", METRIC, "model"} <= set(record) else None
     except (OSError, ValueError):
         return None
+    metrics = [key for key in record if key.startswith("eval/")] if isinstance(record, dict) else []
+    return record if {"step", "model"} <= set(record) and len(metrics) == 1 else None
+
+
+def record_metric(record: dict[str, Any]) -> str:
+    """The metric a ``best.json`` record ranks by: ``eval/accuracy``, ``eval/reward``..."""
+    return next(key for key in record if key.startswith("eval/"))
+
+
+def metric_text(metric: str, value: float) -> str:
+    """``eval accuracy: 62.5%`` (shares as percentages), ``eval reward: 0.734``."""
+    name = metric.removeprefix("eval/")
+    shown = f"{value:.3f}" if name == "reward" else f"{value:.1%}"
+    return f"eval {name}: {shown}"
 
 
 def best_line(run_dir: Path) -> str | None:
@@ -120,7 +143,9 @@ def best_line(run_dir: Path) -> str | None:
         "final_model": f"the final model, {run_dir / 'final_model'}",
         "start": "the starting model (no later evaluation beat it)",
     }[record["model"]]
-    return f"best eval accuracy: {record[METRIC]:.1%} at step {record['step']}: {where}"
+    return (
+        f"best {metric_text(record_metric(record), record[record_metric(record)])} at step {record['step']}: {where}"
+    )
 
 
 def _swap_in(target: Path, write: Callable[[str], Any]) -> None:

@@ -215,5 +215,5 @@ class EvalCallback(TrainerCallback):
         if wandb.run is not None:
             wandb.log({**values, "train/global_step": state.global_step})
             if self.best is not None and self.best.record is not None:  # for the runs table: sort runs by their best
-                record = self.best.record
-                wandb.run.summary.update({"best/eval_accuracy": record["eval/accuracy"], "best/step": record["step"]})
+                best = {f"best/{self.best.metric.replace('/', '_')}": self.best.value}  # best/eval_accuracy...
+                wandb.run.summary.update({**best, "best/step": self.best.record["step"]})

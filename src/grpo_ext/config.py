@@ -127,6 +127,7 @@ class EvalConfig:
     max_new_tokens: int | None = None  # null: task.max_completion_length
     during_training: bool = True  # evaluate before the first step, every `every` steps and at the end
     keep_best: bool = True  # during training: keep the model of the best evaluation (RUN/best_model, RUN/best.json)
+    best_metric: str = "accuracy"  # what the best maximizes: accuracy, reward (the mean), or pass@K with eval.k=K
 
 
 @dataclass

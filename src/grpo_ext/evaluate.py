@@ -162,6 +162,12 @@ def check_eval(node: Any) -> None:
         raise ValueError(
             f"eval.max_new_tokens must be >= 1 (or null: task.max_completion_length), got {node.max_new_tokens}"
         )
+    ranked = ["accuracy", "reward"] + ([f"pass@{node.k}"] if node.k > 1 else [])
+    if node.best_metric not in ranked:
+        raise ValueError(
+            f"eval.best_metric must be one of {ranked}, got {node.best_metric!r}"
+            + (" (pass@K is measured with eval.k=K)" if node.best_metric.startswith("pass@") else "")
+        )
 
 
 def run_eval(model: Any, tokenizer: Any, dataset: Any, reward: Callable, cfg: Any) -> dict[str, Any]:

@@ -159,7 +159,8 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
     main = processes.is_main()  # the one process that evaluates and reports; the others only train
     if main and cfg.eval.during_training:  # held-out greedy accuracy: before, every sft.eval_every steps, after
         evaluate = functools.partial(run_eval, dataset=splits.eval, reward=rewards[0], cfg=cfg)
-        best = BestModel(run_dir, trainer.save_model, cfg.peft.name != "none") if cfg.eval.keep_best else None
+        metric, adapter = f"eval/{cfg.eval.best_metric}", cfg.peft.name != "none"
+        best = BestModel(run_dir, trainer.save_model, adapter, metric) if cfg.eval.keep_best else None
         trainer.add_callback(EvalCallback(metrics, evaluate, cfg.sft.eval_every, best))
     if resume and main:  # the steps after the checkpoint are trained (and logged) again
         checkpoints.discard_after(run_dir, checkpoints.checkpoint_step(resume))

@@ -3,9 +3,9 @@
 Reads each job directory of a Hydra multirun (``.hydra/overrides.yaml``, ``status.json``, ``metrics.jsonl``) and
 prints a table sorted by the chosen metric (best first; jobs without it last): the overrides that differ between
 jobs, the status, steps, wall time, the final value of reward, KL and every eval metric logged, and the best held-out
-accuracy with its step (``best.json``: the model the job kept). "Final" is the mean over the last ``--last`` logged
-steps (default 5), which is steadier than one step. The table is also written as CSV (default:
-``MULTIRUN_DIR/summary.csv``).
+accuracy (or the job's ``eval.best_metric``) with its step (``best.json``: the model the job kept). "Final" is the
+mean over the last ``--last`` logged steps (default 5), which is steadier than one step. The table is also written
+as CSV (default: ``MULTIRUN_DIR/summary.csv``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from grpo_ext.best_model import read_best
+from grpo_ext.best_model import read_best, record_metric
 from grpo_ext.records import read_metrics
 
 FIXED = ("job", "overrides", "status", "steps", "wall_time_s")
@@ -55,7 +55,11 @@ def job_row(job_dir: Path, last: int) -> dict[str, Any]:
     for key in sorted({k for r in records for k in r if k.startswith("eval")}):
         row[key] = final_value(records, key, last)
     best = read_best(job_dir)  # the best evaluation, whose model the job kept (eval.keep_best)
-    row["best_accuracy"], row["best_step"] = (best["eval/accuracy"], best["step"]) if best else (None, None)
+    if best is None:
+        row["best_accuracy"], row["best_step"] = None, None
+    else:  # best_accuracy, or best_reward... for jobs that rank by eval.best_metric=reward
+        metric = record_metric(best)
+        row[f"best_{metric.removeprefix('eval/')}"], row["best_step"] = best[metric], best["step"]
     return row
 
 

@@ -173,7 +173,8 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
             if cfg.eval.during_training:  # held-out greedy accuracy before step 1, every eval.every steps, at the end
                 evaluate = functools.partial(run_eval, dataset=eval_rows, reward=reward_funcs[0], cfg=cfg)
                 keep_best = cfg.eval.keep_best and trainer.is_world_process_zero()  # the process that evaluates
-                best = BestModel(run_dir, trainer.save_model, cfg.peft.name != "none") if keep_best else None
+                metric, adapter = f"eval/{cfg.eval.best_metric}", cfg.peft.name != "none"
+                best = BestModel(run_dir, trainer.save_model, adapter, metric) if keep_best else None
                 trainer.add_callback(EvalCallback(metrics, evaluate, cfg.eval.every, best))
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except vllm_server.ServerError as err:
