@@ -141,8 +141,25 @@ def build_rewards(specs: list[dict[str, Any]]) -> tuple[list[Callable], list[flo
     funcs, weights = [], []
     for i, spec in enumerate(specs):
         try:
-            funcs.append(build_reward(spec["name"], spec.get("params")))
+            reward = build_reward(spec["name"], spec.get("params"))
+            if spec.get("timeout") is not None:
+                reward = _in_workers(spec, reward)
         except ValueError as err:
             raise ValueError(f"task.rewards[{i}]: {err}") from err
+        funcs.append(reward)
         weights.append(float(spec.get("weight", 1.0)))
     return funcs, weights
+
+
+def _in_workers(spec: dict[str, Any], reward: Callable) -> Callable:
+    """The reward of ``spec`` run in worker processes with its ``timeout`` per completion (``InWorkers``)."""
+    name, timeout, workers = spec["name"], spec["timeout"], spec.get("workers", 2)
+    if name in REWARDS:
+        raise ValueError(
+            f"timeout is for rewards of your own; {name!r} keeps its own limits (its params, e.g. params.timeout)"
+        )
+    if timeout <= 0 or workers < 1:
+        raise ValueError(f"timeout must be > 0 and workers >= 1, got timeout={timeout}, workers={workers}")
+    from grpo_ext.reward_workers import InWorkers
+
+    return InWorkers(name, dict(spec.get("params") or {}), float(timeout), int(workers), reward)

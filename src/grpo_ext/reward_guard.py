@@ -5,7 +5,8 @@ rewards concurrently, and its ``__name__``). When the wrapped reward raises or r
 a batch, each completion is scored on its own: the ones that fail get ``None`` (TRL leaves them out of that reward),
 each failure is logged with its completion and traceback, and the count is logged as ``rewards/<name>/errors``. If
 more than ``max_failure_rate`` of a batch fails, the run stops with the first traceback: a reward that fails
-everywhere is a bug to fix, not noise to train through.
+everywhere is a bug to fix, not noise to train through. A reward run in worker processes with a deadline
+(``reward_workers.InWorkers``) is scored one completion at a time from the start, its timeouts counted as failures.
 """
 
 from __future__ import annotations
@@ -23,6 +24,27 @@ logger = logging.getLogger(__name__)
 
 class RewardFailureError(RuntimeError):
     """Too many completions of one batch made a reward raise."""
+
+
+def check_values(values: Any, n: int) -> list[Any]:
+    """``values`` as a list when they are ``n`` numbers or ``None``s (what TRL can turn into a tensor); ``ValueError``
+    saying what is wrong otherwise."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ValueError(f"returned {type(values).__name__} {values!r:.60}, not a list of {n} numbers")
+    values = list(values)
+    if len(values) != n:
+        raise ValueError(f"returned {len(values)} values for {n} completions")
+    for value in values:
+        if value is None:
+            continue
+        if isinstance(value, (str, bytes)) or not hasattr(type(value), "__float__"):
+            raise ValueError(
+                f"returned {type(value).__name__} {value!r:.60}: a reward returns numbers, or None where it does not "
+                "apply"
+            )
+        if math.isinf(float(value)):
+            raise ValueError(f"returned {value}: a reward must be finite (None where it does not apply)")
+    return values
 
 
 def _slice(kwargs: dict[str, Any], n: int, i: int) -> dict[str, Any]:
@@ -43,23 +65,6 @@ class _Guard:
         if name == "reward":
             raise AttributeError(name)
         return getattr(self.reward, name)
-
-    def _check(self, values: Any, n: int) -> list[Any]:
-        """``values`` as a list when they are ``n`` numbers or ``None``s (what TRL can turn into a tensor)."""
-        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-            raise ValueError(f"returned {type(values).__name__} {values!r:.60}, not a list of {n} numbers")
-        values = list(values)
-        if len(values) != n:
-            raise ValueError(f"returned {len(values)} values for {n} completions")
-        for value in values:
-            if value is None:
-                continue
-            if isinstance(value, (str, bytes)) or not hasattr(type(value), "__float__"):
-                raise ValueError(f"returned {type(value).__name__} {value!r:.60}: a reward returns numbers, or None "
-                                 "where it does not apply")  # fmt: skip
-            if math.isinf(float(value)):
-                raise ValueError(f"returned {value}: a reward must be finite (None where it does not apply)")
-        return values
 
     def _scored_alone(self, batch_error: str, n: int) -> None:
         """Warn, once a run, that the batch failed although every completion scores alone (a bug in the reward that
@@ -84,7 +89,7 @@ class _Guard:
             log_metric(f"rewards/{self.__name__}/errors", float(len(errors)))
         for i, trace in errors:
             logger.error(
-                "reward %s raised on completion %d (its reward is None): %r\n%s",
+                "reward %s failed on completion %d (its reward is None): %r\n%s",
                 self.__name__, i, str(completions[i])[:500], trace,
             )  # fmt: skip
         if errors and len(errors) > self.max_failure_rate * len(completions):
@@ -97,9 +102,11 @@ class _Guard:
 
 class GuardedReward(_Guard):
     def __call__(self, completions: list[Any], **kwargs: Any) -> list[float | None]:
+        if hasattr(self.reward, "score_each"):  # in worker processes, each completion on its own (reward_workers)
+            return self._finish(*self.reward.score_each(completions, kwargs), completions, kwargs)
         n = len(completions)
         try:
-            values = self._check(self.reward(completions, **kwargs), n)
+            values = check_values(self.reward(completions, **kwargs), n)
         except Exception as err:  # noqa: BLE001 - find which completions fail, below
             values, batch_error = None, f"{type(err).__name__}: {err}"
         if values is not None:
@@ -108,7 +115,7 @@ class GuardedReward(_Guard):
         errors: list[tuple[int, str]] = []
         for i in range(n):
             try:
-                results.append(self._check(self.reward([completions[i]], **_slice(kwargs, n, i)), 1)[0])
+                results.append(check_values(self.reward([completions[i]], **_slice(kwargs, n, i)), 1)[0])
             except Exception:  # noqa: BLE001
                 results.append(None)
                 errors.append((i, traceback.format_exc()))
@@ -121,7 +128,7 @@ class AsyncGuardedReward(_Guard):
     async def __call__(self, completions: list[Any], **kwargs: Any) -> list[float | None]:
         n = len(completions)
         try:
-            values = self._check(await self.reward(completions, **kwargs), n)
+            values = check_values(await self.reward(completions, **kwargs), n)
         except Exception as err:  # noqa: BLE001 - find which completions fail, below
             values, batch_error = None, f"{type(err).__name__}: {err}"
         if values is not None:
@@ -130,7 +137,7 @@ class AsyncGuardedReward(_Guard):
         errors: list[tuple[int, str]] = []
         for i in range(n):
             try:
-                results.append(self._check(await self.reward([completions[i]], **_slice(kwargs, n, i)), 1)[0])
+                results.append(check_values(await self.reward([completions[i]], **_slice(kwargs, n, i)), 1)[0])
             except Exception:  # noqa: BLE001
                 results.append(None)
                 errors.append((i, traceback.format_exc()))

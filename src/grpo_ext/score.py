@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import sys
-import time
 from collections.abc import Callable, Iterator
-from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from grpo_ext.records import json_objects
+from grpo_ext.reward_workers import Pool
 from grpo_ext.rewards import REWARDS, build_reward, reward_columns, score_results
 
 USAGE_ERROR = 2
@@ -61,68 +59,17 @@ def read_rows(lines: list[str], required: tuple[str, ...]) -> list[dict[str, Any
     return rows
 
 
-def _serve(conn: Connection, name: str, params: dict[str, Any]) -> None:
-    reward = build_reward(name, params)
-    while (job := conn.recv()) is not None:
-        index, row = job
-        conn.send((index, score_row(reward, row)))
-
-
-class _Worker:
-    def __init__(self, ctx: Any, name: str, params: dict[str, Any]) -> None:
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child, name, params), daemon=True)
-        self.process.start()
-        child.close()
-        self.job: int | None = None
-        self.started = 0.0
-
-    def submit(self, index: int, row: dict[str, Any]) -> None:
-        self.job, self.started = index, time.monotonic()
-        self.conn.send((index, row))
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.join()
-        self.conn.close()
-
-
 def score_in_workers(
     name: str, params: dict[str, Any], rows: list[dict[str, Any]], workers: int, timeout: float | None
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Score ``rows`` in ``workers`` killable processes; yield ``(index, result)`` as results arrive."""
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    pool = [_Worker(ctx, name, params) for _ in range(min(workers, len(rows)) or 1)]
-    pending = list(range(len(rows)))[::-1]
+    pool = Pool(name, params, workers, score_row, "fork")
+    failed = {"timeout": {"reward": None, "status": "timeout"}, "crashed": {"reward": None, "status": "crashed"}}
     try:
-        while pending or any(w.job is not None for w in pool):
-            for worker in pool:
-                if worker.job is None and pending:
-                    index = pending.pop()
-                    worker.submit(index, rows[index])
-            busy = [w for w in pool if w.job is not None]
-            deadline = min(w.started + timeout for w in busy) if timeout else None
-            ready = wait([w.conn for w in busy], None if deadline is None else max(0.0, deadline - time.monotonic()))
-            for i, worker in enumerate(pool):
-                if worker.job is None:
-                    continue
-                if worker.conn in ready:
-                    try:
-                        yield worker.conn.recv()
-                        worker.job = None
-                        continue
-                    except EOFError:  # the worker died (crash, out of memory): report and replace it
-                        result = {"reward": None, "status": "crashed"}
-                elif timeout and time.monotonic() - worker.started >= timeout:
-                    result = {"reward": None, "status": "timeout"}
-                else:
-                    continue
-                yield worker.job, result
-                worker.kill()
-                pool[i] = _Worker(ctx, name, params)
+        for index, outcome, result in pool.run(rows, timeout):
+            yield index, result if outcome == "ok" else failed[outcome]
     finally:
-        for worker in pool:
-            worker.kill()
+        pool.close()
 
 
 def _parse_params(items: list[str]) -> dict[str, Any]:

@@ -22,6 +22,8 @@ class RewardSpec:
     name: str = MISSING
     weight: float = 1.0
     params: dict[str, Any] = field(default_factory=dict)
+    timeout: float | None = None  # a reward of your own: seconds per completion, run in worker processes
+    workers: int = 2  # with a timeout: the worker processes
 
 
 @dataclass

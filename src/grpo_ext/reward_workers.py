@@ -1,0 +1,190 @@
+"""A reward of your own in worker processes, with a deadline per completion (``task.rewards[i].timeout``).
+
+TRL calls rewards in the trainer's process and waits for them, so a reward that hangs on one completion (a regex that
+backtracks without end, a solver that never returns) hangs the run with it, GPUs idle. ``InWorkers`` runs the reward
+in ``workers`` processes of its own, one completion per job: a completion whose job runs past ``timeout`` seconds,
+or whose worker dies, is a failure of that completion (``None``, logged and counted by ``reward_guard`` like an
+exception, so that a reward failing everywhere stops the run), and its worker is killed and replaced. Workers start
+with ``spawn`` (the trainer's process holds CUDA, which a fork must not copy), ignore SIGINT and SIGTERM (the trainer
+decides when to stop, and kills them), and exit when the trainer's end of their pipe closes. What a reward in workers
+does not get: ``trainer_state``, ``log_extra`` and ``log_metric`` (the trainer's objects, which stay in its process).
+``grpo_ext.score --workers/--timeout`` scores lines with the same ``Pool``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+# What TRL passes that stays in the trainer's process.
+NOT_SENT = ("trainer_state", "log_extra", "log_metric")
+
+
+def _serve(conn: Connection, name: str, params: dict[str, Any], job: Callable[[Any, Any], Any]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from grpo_ext.rewards import build_reward
+
+    reward = build_reward(name, params)
+    try:
+        while (item := conn.recv()) is not None:
+            index, payload = item
+            conn.send((index, job(reward, payload)))
+    except EOFError:  # the trainer's process is gone
+        pass
+
+
+class _Worker:
+    def __init__(self, ctx: Any, name: str, params: dict[str, Any], job: Callable[[Any, Any], Any]) -> None:
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_serve, args=(child, name, params, job), daemon=True)
+        self.process.start()
+        child.close()
+        self.job: int | None = None
+        self.started = 0.0
+
+    def submit(self, index: int, payload: Any) -> None:
+        self.job, self.started = index, time.monotonic()
+        self.conn.send((index, payload))
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join()
+        self.conn.close()
+
+
+class Pool:
+    """``workers`` processes that each build the reward ``name`` with ``params`` and return ``job(reward, payload)``
+    for each payload they are given.
+
+    Args:
+        start_method: ``spawn`` where the parent holds CUDA (training); ``fork`` starts faster (the score CLI).
+    """
+
+    def __init__(
+        self, name: str, params: dict[str, Any], workers: int, job: Callable[[Any, Any], Any], start_method: str
+    ) -> None:
+        self.name, self.params, self.job, self.size = name, params, job, workers
+        self.ctx = mp.get_context(start_method if start_method in mp.get_all_start_methods() else "spawn")
+        self.workers: list[_Worker] = []
+
+    def run(self, payloads: list[Any], timeout: float | None) -> Iterator[tuple[int, str, Any]]:
+        """``(index, outcome, result)`` for each payload as it finishes: outcome ``ok`` (``result``: what the job
+        returned), ``timeout`` or ``crashed`` (``result``: ``None``; the worker was replaced)."""
+        while len(self.workers) < min(self.size, len(payloads)):
+            self.workers.append(self._start())
+        pending = list(range(len(payloads)))[::-1]
+        try:
+            while pending or any(w.job is not None for w in self.workers):
+                for worker in self.workers:
+                    if worker.job is None and pending:
+                        index = pending.pop()
+                        worker.submit(index, payloads[index])
+                busy = [w for w in self.workers if w.job is not None]
+                deadline = min(w.started + timeout for w in busy) if timeout else None
+                ready = wait(
+                    [w.conn for w in busy], None if deadline is None else max(0.0, deadline - time.monotonic())
+                )
+                for i, worker in enumerate(self.workers):
+                    if worker.job is None:
+                        continue
+                    if worker.conn in ready:
+                        try:
+                            index, result = worker.conn.recv()
+                            worker.job = None
+                            yield index, "ok", result
+                            continue
+                        except EOFError:  # the worker died (a crash, out of memory): report and replace it
+                            outcome = "crashed"
+                    elif timeout and time.monotonic() - worker.started >= timeout:
+                        outcome = "timeout"
+                    else:
+                        continue
+                    index, worker.job = worker.job, None
+                    worker.kill()
+                    self.workers[i] = self._start()
+                    yield index, outcome, None
+        except BaseException:  # stopped mid-batch (an error, a generator closed early): no worker keeps a stale job
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.kill()
+        self.workers = []
+
+    def _start(self) -> _Worker:
+        return _Worker(self.ctx, self.name, self.params, self.job)
+
+
+def call_one(reward: Callable, payload: tuple[Any, dict[str, Any]]) -> tuple[str, Any]:
+    """Call ``reward`` on one completion as TRL would (``payload``: the completion and its keyword arguments);
+    ``("ok", value)`` or ``("error", traceback)``."""
+    import asyncio
+    import inspect
+
+    completion, kwargs = payload
+    try:
+        values = reward([completion], **kwargs)
+        if inspect.isawaitable(values):
+            values = asyncio.run(values)
+        return "ok", list(values)
+    except Exception:  # noqa: BLE001 - the trainer's guard logs and counts it
+        return "error", traceback.format_exc()
+
+
+class InWorkers:
+    """The reward ``name`` (a dotted path, with ``params``), each completion scored in a worker process within
+    ``timeout`` seconds (see the module docstring). ``score_each`` gives the guard the failures; calling it gives
+    ``None`` for them, as evaluation and inference want."""
+
+    def __init__(self, name: str, params: dict[str, Any], timeout: float, workers: int, local: Callable) -> None:
+        self.name, self.params, self.timeout, self.size = name, params, timeout, workers
+        from grpo_ext.rewards import reward_columns
+
+        self.__name__ = getattr(local, "__name__", type(local).__name__)
+        self.columns = reward_columns(local)  # of the reward built here, which is never called
+        self.pool: Pool | None = None  # started at the first call, not while the config is checked
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "pool": None}
+
+    def score_each(self, completions: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], list[tuple[int, str]]]:
+        """One value per completion (``None`` where it failed) and the failures, ``(index, what happened)``."""
+        from grpo_ext.reward_guard import check_values
+
+        if self.pool is None:
+            self.pool = Pool(self.name, self.params, self.size, call_one, "spawn")
+        n = len(completions)
+        sent = {k: v for k, v in kwargs.items() if k not in NOT_SENT}
+        payloads = [
+            (c, {k: [v[i]] if isinstance(v, list) and len(v) == n else v for k, v in sent.items()})
+            for i, c in enumerate(completions)
+        ]
+        results: list[Any] = [None] * n
+        errors: list[tuple[int, str]] = []
+        for index, outcome, result in self.pool.run(payloads, self.timeout):
+            if outcome == "timeout":
+                errors.append((index, f"timed out after {self.timeout} s (task.rewards timeout); worker replaced"))
+            elif outcome == "crashed":
+                errors.append((index, "its worker process died (a crash, or out of memory); worker replaced"))
+            elif result[0] == "error":
+                errors.append((index, result[1]))
+            else:
+                try:
+                    results[index] = check_values(result[1], 1)[0]
+                except ValueError as err:
+                    errors.append((index, f"ValueError: {err}"))
+        return results, sorted(errors)
+
+    def __call__(self, completions: list[Any], **kwargs: Any) -> list[Any]:
+        return self.score_each(completions, kwargs)[0]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()

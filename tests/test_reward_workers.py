@@ -1,0 +1,112 @@
+"""``task.rewards[i].timeout``: a reward of your own in worker processes, so that one that hangs or crashes on a
+completion costs that completion its reward, not the run."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+import psutil
+import pytest
+
+from conftest import FAST, compose_config
+from grpo_ext.records import read_metrics
+from grpo_ext.reward_guard import RewardFailureError, guard
+from grpo_ext.rewards import build_rewards, reward_columns
+from grpo_ext.train import train
+
+
+def in_workers(name: str, timeout: float = 2.0, workers: int = 2):
+    rewards, _ = build_rewards([{"name": name, "timeout": timeout, "workers": workers}])
+    return rewards[0]
+
+
+def spawned_children() -> list[psutil.Process]:
+    """Worker processes still alive (not multiprocessing's resource tracker, which lives as long as the process)."""
+    return [p for p in psutil.Process().children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+
+
+def test_a_hanging_completion_times_out_alone_and_the_workers_go_on():
+    before = spawned_children()
+    reward = in_workers("reward_fixtures.hangs", timeout=2.0)
+    try:
+        started = time.monotonic()
+        values, errors = reward.score_each(["ok", "hang here", "fine"], {"answer": ["1", "2", "3"]})
+        assert values == [1.0, None, 1.0]
+        assert errors == [(1, "timed out after 2.0 s (task.rewards timeout); worker replaced")]
+        assert time.monotonic() - started < 30  # not the hour the reward sleeps
+        assert reward(["again"]) == [1.0]  # a new worker took the hung one's place
+    finally:
+        reward.close()
+    assert spawned_children() == before
+
+
+def test_a_crash_an_exception_and_a_bad_value_are_failures_of_their_completion():
+    crashes = in_workers("reward_fixtures.crashes")
+    try:
+        assert crashes.score_each(["a", "crash"], {}) == (
+            [1.0, None], [(1, "its worker process died (a crash, or out of memory); worker replaced")]
+        )  # fmt: skip
+    finally:
+        crashes.close()
+    raises = in_workers("reward_fixtures.raises")
+    try:
+        values, errors = raises.score_each(["a"], {})
+        assert values == [None] and "RuntimeError: reward bug" in errors[0][1] and "Traceback" in errors[0][1]
+    finally:
+        raises.close()
+    strings = in_workers("reward_fixtures.returns_strings")
+    try:
+        assert strings.score_each(["a"], {})[1] == [
+            (0, "ValueError: returned str '1.0': a reward returns numbers, or None where it does not apply")
+        ]
+    finally:
+        strings.close()
+
+
+def test_the_guard_counts_timeouts_as_failures_and_stops_past_the_limit():
+    reward = guard(in_workers("reward_fixtures.hangs", timeout=1.0, workers=3), max_failure_rate=0.5)
+    try:
+        assert reward(["a", "hang", "b"]) == [1.0, None, 1.0] and reward.failures == 1
+        with pytest.raises(RewardFailureError, match=r"failed on 2 of 3 completions(.|\n)*timed out after 1.0 s"):
+            reward(["hang 1", "b", "hang 2"])
+    finally:
+        reward.close()
+
+
+def test_workers_ignore_the_signals_the_trainer_handles():
+    """Ctrl-C and SLURM's SIGTERM reach the whole process group: the trainer stops after its step, with a checkpoint,
+    so the workers must still be there to score it."""
+    reward = in_workers("reward_fixtures.prefers_short", workers=1)
+    try:
+        assert reward(["ab"]) == [-0.2]
+        (worker,) = reward.pool.workers
+        os.kill(worker.process.pid, signal.SIGINT)
+        os.kill(worker.process.pid, signal.SIGTERM)
+        time.sleep(0.5)
+        assert reward(["abcd"]) == [-0.4] and reward.pool.workers[0] is worker
+    finally:
+        reward.close()
+
+
+def test_columns_come_from_the_reward_and_bad_settings_are_named():
+    assert reward_columns(in_workers("reward_fixtures.reads_words")) == ("words",)
+    cases = {
+        "arithmetic_shaping": "task.rewards[0]: timeout is for rewards of your own; 'arithmetic_shaping' keeps its",
+        "reward_fixtures.prefers_short": "task.rewards[0]: timeout must be > 0 and workers >= 1, got timeout=0,",
+    }
+    for name, message in cases.items():
+        with pytest.raises(ValueError, match=re.escape(message)):
+            build_rewards([{"name": name, "timeout": 0 if "." in name else 5}])
+
+
+def test_training_with_a_reward_in_workers_logs_it_and_leaves_no_process(tmp_path):
+    before = spawned_children()
+    rewards = "task.rewards=[{name: arithmetic_shaping}, {name: reward_fixtures.prefers_short, timeout: 30}]"
+    train(compose_config(["task=arithmetic", "model=tiny", *FAST, rewards, "trainer.learning_rate=1e-3"]), tmp_path)
+    records = [r for r in read_metrics(tmp_path) if "reward" in r]
+    assert [r["step"] for r in records] == [1, 2]
+    assert all(r["rewards/prefers_short/mean"] < 0 and r["rewards/prefers_short/errors"] == 0 for r in records)
+    assert spawned_children() == before
