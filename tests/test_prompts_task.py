@@ -225,3 +225,17 @@ def test_infer_scores_with_the_columns_a_user_reward_reads(capsys, monkeypatch):
     assert score == f"[reward {expected}]\n"
     assert main([question, *task, "--column", "words"]) == 2
     assert "--column takes NAME=VALUE, got 'words'" in capsys.readouterr().err
+
+
+def test_evaluation_and_sft_name_a_column_the_scoring_reward_lacks_before_a_model_loads(tmp_path):
+    rows = [{"prompt": f"Say {i}.", "word": 1, "reference": f"{i}"} for i in range(8)]
+    task = ["task=prompts", *write_rows(tmp_path / "rows.jsonl", rows, eval_size=2)]
+    reads_words = "task.rewards=[{name: reward_fixtures.reads_words}]"
+    message = "reward 'reads_words' reads column 'words', which the prompts eval split lacks"
+    result = run_cli(["-m", "grpo_ext.evaluate", *task, reads_words, "model=tiny", "hardware=cpu",
+                      f"hydra.run.dir={tmp_path / 'eval'}"], cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1 and f"task error: {message}" in result.stderr
+    assert "Traceback" not in result.stderr
+    with pytest.raises(SystemExit) as stop:
+        fine_tune(compose_config([*FAST, *task, reads_words, "model=tiny", "eval.during_training=true"]), tmp_path)
+    assert stop.value.code.startswith(f"task error: {message}")

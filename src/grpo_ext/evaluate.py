@@ -190,7 +190,7 @@ def main() -> None:
     from grpo_ext.hardware import check_device, resolve_auto
     from grpo_ext.models import ModelUnavailableError
     from grpo_ext.rewards import build_rewards
-    from grpo_ext.tasks import build_task
+    from grpo_ext.tasks import build_task, check_columns
 
     register_configs()
 
@@ -206,6 +206,7 @@ def main() -> None:
             sys.exit(f"config error: {err}")
         try:
             splits = build_task(cfg.task)
+            check_columns(splits.eval, rewards[:1], f"{cfg.task.name} eval split")  # the reward that scores
             model, tokenizer = load_model(cfg)
             report = run_eval(model, tokenizer, splits.eval, rewards[0], cfg)
         except ValueError as err:

@@ -28,7 +28,7 @@ from grpo_ext.config import register_configs
 from grpo_ext.evaluate import check_eval, run_eval
 from grpo_ext.records import eval_change, interrupted, read_metrics, write_status
 from grpo_ext.rewards import build_rewards
-from grpo_ext.tasks import build_task
+from grpo_ext.tasks import build_task, check_columns
 from grpo_ext.trainer_node import RENAMED, with_current_names
 
 log = logging.getLogger("grpo_ext.sft")
@@ -119,6 +119,8 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         sys.exit(f"config error: {err}")
     try:
         splits = build_task(cfg.task)
+        if cfg.eval.during_training:  # the held-out evaluations score with the first reward
+            check_columns(splits.eval, rewards[:1], f"{cfg.task.name} eval split")
         with processes.main_first():  # a model built here is built once, then read by the other processes
             model_path = models.resolve(cfg.model)
     except ValueError as err:

@@ -17,6 +17,7 @@ from typing import Any
 from datasets import Dataset
 from omegaconf import MISSING
 
+from grpo_ext.rewards import TRL_ARGUMENTS
 from grpo_ext.tasks.base import (
     RewardSpec,
     Table,
@@ -31,17 +32,8 @@ from grpo_ext.tasks.base import (
 )
 
 ROLES = ("system", "user", "assistant")
-# Names TRL gives the reward function itself (prompts, completions...) or reads as the prompt: not data columns.
-RESERVED = (
-    "prompts",
-    "completions",
-    "completion",
-    "completion_ids",
-    "trainer_state",
-    "log_extra",
-    "log_metric",
-    "environments",
-)
+# Names TRL gives the reward function itself, or leaves out of what it passes: not data columns.
+RESERVED = (*TRL_ARGUMENTS, "completion", "environments")
 
 
 @dataclass
