@@ -96,3 +96,31 @@ def returns_strings(completions, **kwargs):
 
 def returns_inf(completions, **kwargs):
     return [float("inf") for _ in completions]
+
+
+class OnlyInTheMainProcess:
+    """Builds in the trainer's process but not in a worker's (as a module found only from the trainer's cwd)."""
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        if multiprocessing.current_process().name != "MainProcess":
+            raise ImportError("no module named 'my_private_helpers'")
+        self.__name__ = "only_in_the_main_process"
+
+    def __call__(self, completions, **kwargs):
+        return [1.0 for _ in completions]
+
+
+class SlowToBuild:
+    """Takes 1.5 s to build in a worker process (a large import, a model to load), then scores at once."""
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        if multiprocessing.current_process().name != "MainProcess":
+            time.sleep(1.5)
+        self.__name__ = "slow_to_build"
+
+    def __call__(self, completions, **kwargs):
+        return [1.0 for _ in completions]

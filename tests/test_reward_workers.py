@@ -66,6 +66,28 @@ def test_a_crash_an_exception_and_a_bad_value_are_failures_of_their_completion()
         strings.close()
 
 
+def test_a_reward_that_cannot_be_built_in_a_worker_stops_with_the_reason():
+    reward = guard(in_workers("reward_fixtures.OnlyInTheMainProcess"), max_failure_rate=0.1)
+    try:
+        with pytest.raises(RewardFailureError) as err:
+            reward(["a"])
+        assert "a worker process for reward 'reward_fixtures.OnlyInTheMainProcess' could not build it:" in str(
+            err.value
+        )
+        assert "ImportError: no module named 'my_private_helpers'" in str(err.value)
+    finally:
+        reward.close()
+
+
+def test_a_job_s_deadline_starts_once_its_worker_is_ready():
+    """Under spawn a worker takes a second or more to import and build the reward: that is not the reward's time."""
+    reward = in_workers("reward_fixtures.SlowToBuild", timeout=0.5, workers=2)
+    try:
+        assert reward.score_each(["a", "b", "c"], {}) == ([1.0, 1.0, 1.0], [])
+    finally:
+        reward.close()
+
+
 def test_the_guard_counts_timeouts_as_failures_and_stops_past_the_limit():
     reward = guard(in_workers("reward_fixtures.hangs", timeout=1.0, workers=3), max_failure_rate=0.5)
     try:

@@ -21,16 +21,24 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from grpo_ext.reward_guard import RewardFailureError, check_values
+
 # What TRL passes that stays in the trainer's process.
 NOT_SENT = ("trainer_state", "log_extra", "log_metric")
+STARTUP_S = 120.0  # for a worker to import the reward's module and build it
 
 
 def _serve(conn: Connection, name: str, params: dict[str, Any], job: Callable[[Any, Any], Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from grpo_ext.rewards import build_reward
+    try:
+        from grpo_ext.rewards import build_reward
 
-    reward = build_reward(name, params)
+        reward = build_reward(name, params)
+    except Exception:  # noqa: BLE001 - the trainer says why its workers cannot start
+        conn.send(("failed", traceback.format_exc()))
+        return
+    conn.send(("ready", None))
     try:
         while (item := conn.recv()) is not None:
             index, payload = item
@@ -39,7 +47,15 @@ def _serve(conn: Connection, name: str, params: dict[str, Any], job: Callable[[A
         pass
 
 
+class WorkerStartError(RewardFailureError):
+    """A worker could not build the reward (an import that fails in a fresh process, say) or did not start: the run
+    stops as for a reward that fails everywhere."""
+
+
 class _Worker:
+    """One worker process, started and ready (its reward built) when the constructor returns, so that a job's
+    deadline never counts the process's start (a second or two under spawn)."""
+
     def __init__(self, ctx: Any, name: str, params: dict[str, Any], job: Callable[[Any, Any], Any]) -> None:
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_serve, args=(child, name, params, job), daemon=True)
@@ -47,6 +63,18 @@ class _Worker:
         child.close()
         self.job: int | None = None
         self.started = 0.0
+        try:
+            status, detail = self.conn.recv() if self.conn.poll(STARTUP_S) else ("slow", None)
+        except EOFError:
+            status, detail = "died", None
+        if status != "ready":
+            self.kill()
+            reason = {
+                "failed": f"could not build it:\n{detail}",
+                "slow": f"did not start within {STARTUP_S:.0f} s",
+                "died": f"died while starting (exit code {self.process.exitcode})",
+            }[status]
+            raise WorkerStartError(f"a worker process for reward {name!r} {reason}")
 
     def submit(self, index: int, payload: Any) -> None:
         self.job, self.started = index, time.monotonic()
@@ -156,8 +184,6 @@ class InWorkers:
 
     def score_each(self, completions: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], list[tuple[int, str]]]:
         """One value per completion (``None`` where it failed) and the failures, ``(index, what happened)``."""
-        from grpo_ext.reward_guard import check_values
-
         if self.pool is None:
             self.pool = Pool(self.name, self.params, self.size, call_one, "spawn")
         n = len(completions)
