@@ -128,7 +128,11 @@ def test_a_json_file_may_hold_a_list_or_one_object_per_line(tmp_path):
             "task.prompt_template applies to string prompts only",
         ),
         ('{"prompt": "a", "reference": 3}\n', [], "row 1: column 'reference' must be a string"),
-        ('{"prompt": "a", "completions": "x"}\n', [], "column 'completions' is a name TRL passes to rewards itself"),
+        (
+            '{"prompt": "a", "completion": "x"}\n',
+            [],
+            "column 'completion' is a name TRL reserves in what it passes rewards",
+        ),
         ('{"prompt": "a"}\n', ["task.eval_size=1"], "has 1 usable rows, not more than task.eval_size=1"),
     ],
 )

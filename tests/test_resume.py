@@ -156,6 +156,22 @@ def test_resuming_with_other_learning_settings_is_refused_unless_the_checkpoint_
     assert [r["step"] for r in read_metrics(run_dir) if "reward" in r] == list(range(1, 9))
 
 
+def test_reward_entries_compare_field_by_field_so_a_field_added_later_is_no_change():
+    """A run started before ``timeout``/``workers`` joined each ``task.rewards`` entry resumes; a changed weight or
+    another reward is still named."""
+    old = {"task": {"rewards": [{"name": "math", "weight": 1.0, "params": {"timeout": 1.0}}], "ops": ["+", "-"]}}
+    same = {"task": {"rewards": [{"name": "math", "weight": 1.0, "params": {"timeout": 1.0}, "timeout": None,
+                                  "workers": 2}], "ops": ["+", "-"]}}  # fmt: skip
+    assert checkpoints.changed_settings(old, same, ()) == []
+    heavier = {"task": {"rewards": [{"name": "math", "weight": 2.0, "params": {"timeout": 1.0}}], "ops": ["+"]}}
+    assert checkpoints.changed_settings(old, heavier, ()) == [
+        "task.ops: ['+', '-'] -> ['+']",
+        "task.rewards.0.weight: 1.0 -> 2.0",
+    ]
+    more = {"task": {"rewards": [*old["task"]["rewards"], {"name": "my.fn", "weight": 1.0}], "ops": ["+", "-"]}}
+    assert checkpoints.changed_settings(old, more, ()) == ["task.rewards.#: 1 -> 2"]
+
+
 def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     saves = {"n": 0}
     real_save = torch.save

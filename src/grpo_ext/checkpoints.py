@@ -176,9 +176,14 @@ def save_config(cfg: Any, run_dir: Path, entry_point: str) -> None:
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested dict as ``{dotted.key: leaf}`` (lists are leaves)."""
+    """A nested dict as ``{dotted.key: leaf}``. A list of dicts (``task.rewards``) is flattened by position, with its
+    length as ``KEY.#``, so that a field added to its entries (by a newer grpo_ext) is not a change; other lists are
+    leaves."""
     if isinstance(tree, dict) and tree:
         return {k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
+    if isinstance(tree, list) and tree and all(isinstance(item, dict) for item in tree):
+        entries = {k: v for i, item in enumerate(tree) for k, v in _flatten(item, f"{prefix}{i}.").items()}
+        return {f"{prefix}#": len(tree), **entries}
     return {prefix[:-1]: tree}
 
 

@@ -124,7 +124,7 @@ def _check_columns(table: Table, cfg: PromptsConfig, key: str) -> None:
     reserved = [c for c in table.column_names if c in RESERVED]
     if reserved:
         raise ValueError(
-            f"task.{key}={path}: column {reserved[0]!r} is a name TRL passes to rewards itself; rename it"
+            f"task.{key}={path}: column {reserved[0]!r} is a name TRL reserves in what it passes rewards; rename it"
         )
 
 
