@@ -67,11 +67,8 @@ def _check_signature(name: str, reward: Any) -> Callable:
     takes them all); ``ValueError`` saying what to change otherwise."""
     if not callable(reward):
         raise ValueError(f"reward {name!r} is a {type(reward).__name__}, not a function or callable object")
-    try:
-        parameters = inspect.signature(reward).parameters.values()
-    except (TypeError, ValueError):  # a builtin without a signature: nothing to check
-        return reward
-    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+    parameters = _parameters(reward)
+    if parameters is None or any(p.kind is p.VAR_KEYWORD for p in parameters):  # no signature: nothing to check
         return reward
     named = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     refused = [arg for arg in TRL_ARGUMENTS if arg not in named]
@@ -89,14 +86,20 @@ def reward_columns(reward: Callable) -> tuple[str, ...]:
     parameters it requires beyond what TRL passes (``def fn(completions, words, **kwargs)`` reads ``words``)."""
     if hasattr(reward, "columns"):
         return tuple(reward.columns)
-    try:
-        parameters = inspect.signature(reward).parameters.values()
-    except (TypeError, ValueError):
-        return ()
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return tuple(
-        p.name for p in parameters if p.kind in named and p.default is p.empty and p.name not in TRL_ARGUMENTS
+        p.name
+        for p in _parameters(reward) or ()
+        if p.kind in named and p.default is p.empty and p.name not in TRL_ARGUMENTS
     )
+
+
+def _parameters(reward: Callable) -> list[inspect.Parameter] | None:
+    """The parameters of ``reward`` (a function, or a callable object's ``__call__``); ``None`` without a signature."""
+    try:
+        return list(inspect.signature(reward).parameters.values())
+    except (TypeError, ValueError):  # a builtin, or a callable that hides its signature
+        return None
 
 
 def score_results(reward: Callable, completions: list[Any], columns: dict[str, list[Any]]) -> list[dict[str, Any]]:

@@ -133,15 +133,13 @@ def _scoring_reward(cfg: Any, columns: dict[str, Any]) -> Any:
 
     from grpo_ext.rewards import build_rewards, reward_columns
 
-    rewards, _ = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
-    for other in rewards[1:]:
-        getattr(other, "close", lambda: None)()
-    missing = [c for c in reward_columns(rewards[0]) if c not in columns]
+    (reward,), _ = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True)[:1])  # the one that scores
+    missing = [c for c in reward_columns(reward) if c not in columns]
     if missing:
-        getattr(rewards[0], "close", lambda: None)()
+        getattr(reward, "close", lambda: None)()
         options = " ".join("--answer GOLD" if c == "answer" else f"--column {c}=VALUE" for c in missing)
-        raise ValueError(f"reward {rewards[0].__name__!r} reads {missing}: to score, give {options}")
-    return rewards[0]
+        raise ValueError(f"reward {reward.__name__!r} reads {missing}: to score, give {options}")
+    return reward
 
 
 if __name__ == "__main__":

@@ -75,11 +75,12 @@ def _messages(value: list[Any], number: int, cfg: PromptsConfig) -> list[dict[st
     return messages
 
 
-def _row(raw: dict[str, Any], number: int, cfg: PromptsConfig) -> dict[str, Any]:
+def _row(raw: dict[str, Any], number: int, cfg: PromptsConfig, placeholders: list[str]) -> dict[str, Any]:
+    """The task's row of the file's row ``raw``; ``placeholders``: the template's field names."""
     value = raw[cfg.prompt_column]
     if isinstance(value, str) and value.strip():
         fields = {**raw, "prompt": value}
-        missing = [f"{{{name}}}" for name in _placeholders(cfg.prompt_template) if fields.get(name) is None]
+        missing = [f"{{{name}}}" for name in placeholders if fields.get(name) is None]
         if missing:
             raise ValueError(f"row {number}: task.prompt_template needs {', '.join(missing)}, which this row lacks")
         prompt = chat_prompt(cfg.prompt_template.format(**fields), cfg.system_prompt)
@@ -150,7 +151,8 @@ def _check_types(rows: list[dict[str, Any]], numbers: list[int], key: str) -> No
 def _rows(cfg: PromptsConfig, key: str, split: str) -> list[dict[str, Any]]:
     table = load_table(getattr(cfg, key), split, cfg.subset, key=f"task.{key}")
     _check_columns(table, cfg, key)
-    rows = [_row(raw, number, cfg) for number, raw in table.numbered()]
+    placeholders = _placeholders(cfg.prompt_template)
+    rows = [_row(raw, number, cfg, placeholders) for number, raw in table.numbered()]
     _check_types(rows, table.numbers, key)
     return rows
 
