@@ -65,6 +65,21 @@ def test_chat_prompts_are_kept_and_a_reference_column_is_used_by_default(tmp_pat
     assert sorted(list(splits.train["reference"]) + list(splits.eval["reference"])) == ["", "two"]
 
 
+def test_a_chat_that_ends_with_the_answer_gives_the_prompt_and_the_reference(tmp_path):
+    """Chat SFT data (``messages`` ending with the assistant's turn) trains as it is: the answer is the reference."""
+    rows = [
+        {"messages": [{"role": "user", "content": f"Say {i}."}, {"role": "assistant", "content": f"{i}"}], "n": i}
+        for i in range(4)
+    ] + [{"messages": [{"role": "user", "content": "Say 9."}], "n": 9}]
+    splits = prompts_task(*write_rows(tmp_path / "rows.jsonl", rows), "task.prompt_column=messages",
+                          "task.system_prompt=Obey.")  # fmt: skip
+    by_n = {row["n"]: row for split in (splits.train, splits.eval) for row in split}
+    assert by_n[2]["prompt"] == [{"role": "system", "content": "Obey."}, {"role": "user", "content": "Say 2."}]
+    assert by_n[2]["reference"] == "2"
+    assert by_n[9]["reference"] == ""  # a chat that ends with the user's turn has no reference
+    assert "messages" not in splits.train.column_names
+
+
 def test_eval_path_gives_the_held_out_prompts(tmp_path):
     train_rows = [{"prompt": f"train {i}", "words": 3} for i in range(6)]
     eval_rows = [{"prompt": f"eval {i}", "words": 4} for i in range(4)]
@@ -102,10 +117,16 @@ def test_a_json_file_may_hold_a_list_or_one_object_per_line(tmp_path):
             "row 2: column 'prompt', message 0: expected {'role': one of ['system', 'user', 'assistant']",
         ),
         (
-            '{"prompt": [{"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}], "words": 2}\n',
+            '{"prompt": [{"role": "system", "content": "b"}, {"role": "assistant", "content": "c"}], "words": 2}\n',
             [],
-            "row 1: column 'prompt': the chat must end with a user message",
+            "row 1: column 'prompt': the chat must end with a user message, before the assistant's answer that ends it",
         ),
+        (
+            '{"prompt": [{"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}], "reference": "d"}\n',
+            [],
+            "row 1: column 'prompt' ends with the assistant's answer and column 'reference' gives a reference as well",
+        ),
+        ('{"prompt": [], "words": 2}\n', [], "row 1: column 'prompt': the chat must end with a user message"),
         (
             '{"prompt": "a", "words": 1}\n',
             ["task.prompt_column=question"],

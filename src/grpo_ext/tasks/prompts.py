@@ -2,7 +2,8 @@
 
 Run it with ``python -m grpo_ext.train task=prompts task.path=rows.jsonl 'task.rewards=[{name: my_pkg.rewards.fn}]'``.
 Each row needs a prompt: a string, which becomes the user message through ``task.prompt_template`` (its placeholders
-are column names, ``{prompt}`` being the prompt column), or a list of chat messages used as they are. Every other
+are column names, ``{prompt}`` being the prompt column), or a list of chat messages used as they are; a chat that
+ends with the assistant's answer, as chat SFT data sets do, gives that answer as the row's reference. Every other
 column reaches the rewards as a keyword argument, as TRL passes dataset columns. Held-out prompts are ``eval_size``
 rows of the same data, or the rows of ``task.eval_path``. Every row is checked before training: an error names the
 row (its line in a .jsonl file) and the column.
@@ -52,8 +53,9 @@ class PromptsConfig(TaskConfig):
     rewards: list[RewardSpec] = MISSING  # required: the task has no default reward
 
 
-def _messages(value: list[Any], number: int, cfg: PromptsConfig) -> list[dict[str, str]]:
-    """A chat prompt given as messages, checked; the task's system prompt first when the chat has none."""
+def _messages(value: list[Any], number: int, cfg: PromptsConfig) -> tuple[list[dict[str, str]], str | None]:
+    """A chat given as messages, checked: the prompt (the task's system prompt first when the chat has none) and,
+    for a chat that ends with the assistant's answer (a chat SFT data set), that answer; else ``None``."""
     for i, message in enumerate(value):
         if not (
             isinstance(message, dict) and message.get("role") in ROLES and isinstance(message.get("content"), str)
@@ -62,22 +64,24 @@ def _messages(value: list[Any], number: int, cfg: PromptsConfig) -> list[dict[st
                 f"row {number}: column {cfg.prompt_column!r}, message {i}: expected {{'role': one of {list(ROLES)}, "
                 f"'content': a string}}, got {message!r:.80}"
             )
-    if not value or value[-1]["role"] == "assistant":
-        raise ValueError(f"row {number}: column {cfg.prompt_column!r}: the chat must end with a user message")
     if cfg.prompt_template != "{prompt}":
         raise ValueError(
             f"row {number}: column {cfg.prompt_column!r} holds chat messages; task.prompt_template applies to string "
             "prompts only (leave it at {prompt})"
         )
     messages = [{"role": m["role"], "content": m["content"]} for m in value]
+    answer = messages.pop()["content"] if messages and messages[-1]["role"] == "assistant" else None
+    if not messages or messages[-1]["role"] != "user":
+        ends = "" if answer is None else ", before the assistant's answer that ends it"
+        raise ValueError(f"row {number}: column {cfg.prompt_column!r}: the chat must end with a user message{ends}")
     if cfg.system_prompt and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": cfg.system_prompt})
-    return messages
+    return messages, answer
 
 
 def _row(raw: dict[str, Any], number: int, cfg: PromptsConfig, placeholders: list[str]) -> dict[str, Any]:
     """The task's row of the file's row ``raw``; ``placeholders``: the template's field names."""
-    value = raw[cfg.prompt_column]
+    value, answer = raw[cfg.prompt_column], None
     if isinstance(value, str) and value.strip():
         fields = {**raw, "prompt": value}
         missing = [f"{{{name}}}" for name in placeholders if fields.get(name) is None]
@@ -85,7 +89,7 @@ def _row(raw: dict[str, Any], number: int, cfg: PromptsConfig, placeholders: lis
             raise ValueError(f"row {number}: task.prompt_template needs {', '.join(missing)}, which this row lacks")
         prompt = chat_prompt(cfg.prompt_template.format(**fields), cfg.system_prompt)
     elif isinstance(value, list):
-        prompt = _messages(value, number, cfg)
+        prompt, answer = _messages(value, number, cfg)
     else:
         raise ValueError(
             f"row {number}: column {cfg.prompt_column!r} must be a non-empty string or a list of chat messages, "
@@ -95,6 +99,12 @@ def _row(raw: dict[str, Any], number: int, cfg: PromptsConfig, placeholders: lis
     reference = (raw.get(reference_column) if reference_column else None) or ""
     if not isinstance(reference, str):
         raise ValueError(f"row {number}: column {reference_column!r} must be a string, got {reference!r:.80}")
+    if answer is not None and reference:
+        raise ValueError(
+            f"row {number}: column {cfg.prompt_column!r} ends with the assistant's answer and column "
+            f"{reference_column!r} gives a reference as well; keep one (the answer becomes the reference)"
+        )
+    reference = reference or answer or ""
     columns = {k: v for k, v in raw.items() if k not in (cfg.prompt_column, reference_column, "prompt")}
     return {"prompt": prompt, **columns, "reference": reference}
 
