@@ -9,9 +9,17 @@ import tempfile
 # Before anything below is imported: a model cache of this process's own, so that the tiny model is built once and
 # the user's own cache is never touched (importing grpo_ext.train already stores the trainer fields in it); W&B off
 # unless a test turns it on; a Hub that refuses at once (huggingface_hub reads HF_ENDPOINT when imported), so that
-# Hub code paths run for real and nothing is ever downloaded. Commands the tests start inherit all three.
+# Hub code paths run for real and nothing is ever downloaded. Commands the tests start inherit all three. The rewards
+# in tests/reward_fixtures.py are found as a user's module on PYTHONPATH would be, by the processes started here too
+# (reward workers' forkserver among them).
 SESSION_CACHE = tempfile.mkdtemp(prefix="grpo_ext_cache-")
-os.environ.update(GRPO_EXT_CACHE=SESSION_CACHE, WANDB_MODE="disabled", HF_ENDPOINT="http://127.0.0.1:9")
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+os.environ.update(
+    GRPO_EXT_CACHE=SESSION_CACHE,
+    WANDB_MODE="disabled",
+    HF_ENDPOINT="http://127.0.0.1:9",
+    PYTHONPATH=os.pathsep.join(p for p in (TESTS_DIR, os.environ.get("PYTHONPATH")) if p),
+)
 
 import subprocess
 import sys

@@ -6,6 +6,14 @@ import os
 import time
 
 
+IMPORTED_IN = os.getpid()
+
+
+def imported_elsewhere(completions, **kwargs):
+    """1.0 where the process scoring did not import this module itself (a forkserver imported it before the fork)."""
+    return [float(IMPORTED_IN != os.getpid()) for _ in completions]
+
+
 def prefers_short(completions, **kwargs):
     """Higher for shorter completions: gives a random model's group a reward spread, hence a gradient."""
     return [-float(len(c if isinstance(c, str) else c[-1]["content"])) / 10 for c in completions]

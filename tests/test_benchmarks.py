@@ -129,3 +129,11 @@ def test_verifier_throughput_benchmark_judges_every_program(tmp_path):
     out = run_benchmark(tmp_path, "verifier_throughput.py", "--programs", "40", "--baseline-programs", "10")
     assert re.search(r"^40 programs \(\d+ distinct sources\)", out, flags=re.MULTILINE), out
     assert re.search(r"^ratio: [\d.]+x$", out, flags=re.MULTILINE), out
+
+
+@pytest.mark.slow
+def test_reward_workers_benchmark_replaces_hung_workers_both_ways(tmp_path):
+    out = run_benchmark(tmp_path, "reward_workers.py", "--repeats", "2")
+    assert re.search(r"spawn: first worker ready in [\d.]+ s, a replacement in [\d.]+ s", out), out
+    assert re.search(r"forkserver: first worker ready in [\d.]+ s, a replacement in [\d.]+ s", out), out
+    assert re.search(r"replacement: spawn / forkserver = \d+x", out), out

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
@@ -23,9 +25,14 @@ def in_workers(name: str, timeout: float = 2.0, workers: int = 2):
     return rewards[0]
 
 
+def forkservers() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children() if "forkserver" in " ".join(p.cmdline())]
+
+
 def spawned_children() -> list[psutil.Process]:
-    """Worker processes still alive (not multiprocessing's resource tracker, which lives as long as the process)."""
-    return [p for p in psutil.Process().children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+    """Worker processes still alive: the forkserver's children (not the forkserver itself, nor multiprocessing's
+    resource tracker, which live as long as the process)."""
+    return [child for server in forkservers() for child in server.children()]
 
 
 def test_a_hanging_completion_times_out_alone_and_the_workers_go_on():
@@ -96,6 +103,47 @@ def test_the_guard_counts_timeouts_as_failures_and_stops_past_the_limit():
             reward(["hang 1", "b", "hang 2"])
     finally:
         reward.close()
+
+
+def test_workers_are_forked_from_a_server_that_has_the_reward_s_module_loaded():
+    """A replaced worker must not import torch and TRL again (seconds under spawn): it is forked from a process that
+    holds them, and the reward's module, already."""
+    reward = in_workers("reward_fixtures.imported_elsewhere", timeout=1.0, workers=1)
+    try:
+        assert reward(["a"]) == [1.0]
+        (worker,) = reward.pool.workers
+        (server,) = forkservers()
+        assert psutil.Process(worker.process.pid).ppid() == server.pid
+    finally:
+        reward.close()
+
+
+KILLED_TRAINER = """
+import threading
+from grpo_ext.rewards import build_rewards
+(reward,), _ = build_rewards([{"name": "reward_fixtures.hangs", "timeout": 600, "workers": 2}])
+threading.Thread(target=reward, args=(["hang", "hang too"],), daemon=True).start()
+while reward.pool is None or len(reward.pool.workers) < 2 or any(w.job is None for w in reward.pool.workers):
+    pass
+print(*[w.process.pid for w in reward.pool.workers], flush=True)
+threading.Event().wait()
+"""
+
+
+def test_workers_stuck_in_a_reward_die_with_a_trainer_killed_outright():
+    """SIGKILL (or the OOM killer) gives the trainer no chance to stop its workers, and a worker stuck in a reward
+    never reads its pipe: the kernel must end it."""
+    trainer = subprocess.Popen([sys.executable, "-c", KILLED_TRAINER], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [psutil.Process(int(pid)) for pid in trainer.stdout.readline().split()]
+        assert len(workers) == 2 and all(w.is_running() for w in workers)
+    finally:
+        trainer.kill()
+        trainer.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    for process in alive:
+        process.kill()
+    assert alive == []
 
 
 def test_workers_ignore_the_signals_the_trainer_handles():

@@ -4,9 +4,12 @@ TRL calls rewards in the trainer's process and waits for them, so a reward that 
 backtracks without end, a solver that never returns) hangs the run with it, GPUs idle. ``InWorkers`` runs the reward
 in ``workers`` processes of its own, one completion per job: a completion whose job runs past ``timeout`` seconds,
 or whose worker dies, is a failure of that completion (``None``, logged and counted by ``reward_guard`` like an
-exception, so that a reward failing everywhere stops the run), and its worker is killed and replaced. Workers start
-with ``spawn`` (the trainer's process holds CUDA, which a fork must not copy), ignore SIGINT and SIGTERM (the trainer
-decides when to stop, and kills them), and exit when the trainer's end of their pipe closes. What a reward in workers
+exception, so that a reward failing everywhere stops the run), and its worker is killed and replaced. Workers are
+forked from a ``forkserver`` (the trainer's process holds CUDA, which a fork must not copy), a clean process that
+imports the trainer's main module and the reward's module once, so that a replacement starts in milliseconds rather
+than the seconds a ``spawn`` takes to import torch and TRL again. They ignore SIGINT and SIGTERM (the trainer decides
+when to stop, and kills them), exit when the trainer's end of their pipe closes, and on Linux are killed when their
+parent exits, however it exits. What a reward in workers
 does not get: ``trainer_state``, ``log_extra`` and ``log_metric`` (the trainer's objects, which stay in its process).
 ``grpo_ext.score --workers/--timeout`` scores lines with the same ``Pool``.
 """
@@ -14,21 +17,53 @@ does not get: ``trainer_state``, ``log_extra`` and ``log_metric`` (the trainer's
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
+import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from grpo_ext.reward_guard import RewardFailureError, check_values
 
+# A worker forked from the forkserver runs the trainer's main module again, as multiprocessing does for every child;
+# the forkserver imported that module already (so that the run is quick), which runpy would warn about in each worker.
+# This module is imported there before the first fork, and the filter passes to the workers with the fork.
+warnings.filterwarnings("ignore", r"'.*' found in sys.modules after import of package", RuntimeWarning, "runpy")
+
 # What TRL passes that stays in the trainer's process.
 NOT_SENT = ("trainer_state", "log_extra", "log_metric")
 STARTUP_S = 120.0  # for a worker to import the reward's module and build it
 
 
+def _die_with_trainer() -> None:
+    """Linux: be killed when the trainer's process exits, however it exits (a trainer killed with SIGKILL, or out of
+    memory, cannot stop its workers, and a worker stuck in a reward never reads its pipe).
+
+    The kernel kills this process when its parent exits: the trainer under spawn, the forkserver under forkserver.
+    The forkserver exits once every holder of the write end of its "trainer alive" pipe has: multiprocessing gives
+    that end to each child it forks, for children of their own, which a worker never starts; so a worker closes it,
+    else the forkserver would wait for the worker and the worker for the forkserver."""
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    if getattr(server, "_forkserver_pid", 0) is None and getattr(server, "_forkserver_alive_fd", None) is not None:
+        os.close(server._forkserver_alive_fd)  # this process is a forkserver's child, not the trainer
+        server._forkserver_alive_fd = None
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        parent = os.getppid()
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent went before the line above
+            os._exit(1)
+
+
 def _serve(conn: Connection, name: str, params: dict[str, Any], job: Callable[[Any, Any], Any]) -> None:
+    _die_with_trainer()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
@@ -54,7 +89,7 @@ class WorkerStartError(RewardFailureError):
 
 class _Worker:
     """One worker process, started and ready (its reward built) when the constructor returns, so that a job's
-    deadline never counts the process's start (a second or two under spawn)."""
+    deadline never counts the process's start (its imports, and the reward's construction)."""
 
     def __init__(self, ctx: Any, name: str, params: dict[str, Any], job: Callable[[Any, Any], Any]) -> None:
         self.conn, child = ctx.Pipe()
@@ -91,14 +126,19 @@ class Pool:
     for each payload they are given.
 
     Args:
-        start_method: ``spawn`` where the parent holds CUDA (training); ``fork`` starts faster (the score CLI).
+        start_method: ``forkserver`` where the parent holds CUDA (training); ``fork`` where it does not (the score
+            CLI). Where the platform lacks it, ``spawn``.
     """
 
     def __init__(
         self, name: str, params: dict[str, Any], workers: int, job: Callable[[Any, Any], Any], start_method: str
     ) -> None:
         self.name, self.params, self.job, self.size = name, params, job, workers
-        self.ctx = mp.get_context(start_method if start_method in mp.get_all_start_methods() else "spawn")
+        if start_method not in mp.get_all_start_methods():
+            start_method = "spawn"
+        self.ctx = mp.get_context(start_method)
+        if start_method == "forkserver":
+            self.ctx.set_forkserver_preload(_preload(name))
         self.workers: list[_Worker] = []
 
     def run(self, payloads: list[Any], timeout: float | None) -> Iterator[tuple[int, str, Any]]:
@@ -150,6 +190,18 @@ class Pool:
         return _Worker(self.ctx, self.name, self.params, self.job)
 
 
+def _preload(name: str) -> list[str]:
+    """What the forkserver imports before its first fork (once per process: later calls change nothing). Each worker
+    runs the main module again, as multiprocessing requires, which is cheap once its imports are loaded: the main
+    module when run with ``-m`` (``grpo_ext.train``), else the trainer's module (a script of yours that imports it);
+    then this module, and the reward's module when the forkserver can import it (from the current directory,
+    ``PYTHONPATH`` or site-packages; else each worker imports it). A module that fails to import is skipped there,
+    and the worker names the error."""
+    main = getattr(getattr(sys.modules["__main__"], "__spec__", None), "name", None)
+    modules = [main] if main and not main.endswith("__main__") else []  # python -m pkg runs pkg.__main__: not that
+    return list(dict.fromkeys([*modules, "grpo_ext.train", __name__, name.rpartition(".")[0]]))
+
+
 def call_one(reward: Callable, payload: tuple[Any, dict[str, Any]]) -> tuple[str, Any]:
     """Call ``reward`` on one completion as TRL would (``payload``: the completion and its keyword arguments);
     ``("ok", value)`` or ``("error", traceback)``."""
@@ -185,7 +237,7 @@ class InWorkers:
     def score_each(self, completions: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], list[tuple[int, str]]]:
         """One value per completion (``None`` where it failed) and the failures, ``(index, what happened)``."""
         if self.pool is None:
-            self.pool = Pool(self.name, self.params, self.size, call_one, "spawn")
+            self.pool = Pool(self.name, self.params, self.size, call_one, "forkserver")
         n = len(completions)
         sent = {k: v for k, v in kwargs.items() if k not in NOT_SENT}
         payloads = [
