@@ -19,6 +19,11 @@ def prefers_short(completions, **kwargs):
     return [-float(len(c if isinstance(c, str) else c[-1]["content"])) / 10 for c in completions]
 
 
+def every_other(completions, **kwargs):
+    """``None`` (does not apply) for every other completion, ``prefers_short``'s score for the rest."""
+    return [None if i % 2 else score for i, score in enumerate(prefers_short(completions))]
+
+
 def hangs(completions, **kwargs):
     if any("hang" in str(c) for c in completions):
         time.sleep(3600)

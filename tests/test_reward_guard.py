@@ -140,3 +140,15 @@ def test_a_reward_that_always_fails_stops_the_run_with_its_error(tmp_path):
     with pytest.raises(SystemExit) as info:
         train(cfg, tmp_path)
     assert "always_fails failed on" in str(info.value.code) and "this reward is broken" in str(info.value.code)
+
+
+def test_trl_s_warning_about_completions_no_reward_scored_shows_once_a_run(tmp_path, caplog):
+    """With one reward that skips every other completion, TRL warns at every step, with the row; we show it once."""
+    rewards = "task.rewards=[{name: reward_fixtures.every_other}]"
+    cfg = compose_config(["task=arithmetic", "model=tiny", *FAST, rewards, "trainer.max_steps=3"])
+    with caplog.at_level(logging.WARNING, logger="trl"):
+        train(cfg, tmp_path)
+    shown = [r for r in caplog.records if "All reward functions returned None" in r.getMessage()]
+    assert len(shown) == 1 and "the only time this run shows it" in shown[0].getMessage()
+    assert [r["step"] for r in read_metrics(tmp_path) if "reward" in r] == [1, 2, 3]
+    assert logging.getLogger("trl.trainer.grpo_trainer").filters == []  # the run's filter goes with it

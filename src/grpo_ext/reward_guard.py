@@ -11,12 +11,13 @@ everywhere is a bug to fix, not noise to train through. A reward run in worker p
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
 import math
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -175,3 +176,41 @@ def guard_all(rewards: list[Callable], max_failure_rate: float) -> list[_Guard]:
         logged.update(own)
         guarded.append(guard(reward, max_failure_rate, own))
     return guarded
+
+
+class _OnceARun(logging.Filter):
+    """Lets the first of TRL's "All reward functions returned None" warnings through, with a note, and drops the
+    rest. TRL logs one for each batch where some completion has no reward at all, with that completion's whole row
+    (tests, solutions...): with a reward that times out now and then, a page per step. Each failure behind it has
+    been logged already, with its completion and reason, by the guard."""
+
+    MESSAGE = "All reward functions returned None"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.MESSAGE not in str(record.msg):  # accelerate prefixes "[RANK 0] "
+            return True
+        self.seen += 1
+        if self.seen == 1:
+            record.msg = (
+                f"{record.getMessage()}\n(TRL repeats this for every batch with such a completion; this is the only "
+                "time this run shows it. A failed reward is logged with its reason above; a reward that returns None "
+                "where it does not apply is not an error.)"
+            )
+            record.args = ()
+        return self.seen == 1
+
+
+@contextlib.contextmanager
+def trl_none_warning_once() -> Iterator[_OnceARun]:
+    """Within this block, TRL's warning about completions that no reward scored is shown once (``_OnceARun``)."""
+    trl_logger = logging.getLogger("trl.trainer.grpo_trainer")
+    once = _OnceARun()
+    trl_logger.addFilter(once)
+    try:
+        yield once
+    finally:
+        trl_logger.removeFilter(once)

@@ -30,7 +30,7 @@ from grpo_ext.config import make_grpo_config, register_configs
 from grpo_ext.evaluate import check_eval, first_rows, run_eval
 from grpo_ext.plot import plot_runs
 from grpo_ext.records import eval_change, interrupted, read_metrics, write_status
-from grpo_ext.reward_guard import RewardFailureError, guard_all
+from grpo_ext.reward_guard import RewardFailureError, guard_all, trl_none_warning_once
 from grpo_ext.rewards import build_rewards
 from grpo_ext.summarize import final_value
 from grpo_ext.tasks import build_task, check_columns, get_task
@@ -156,7 +156,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
     stop, metrics = StopOnSignal(), MetricsFile(run_dir)
     dtype = models.torch_dtype(cfg.model.dtype, cfg.hardware.dtype)
     try:  # a vLLM server of our own, when the profile says so, lives exactly as long as the trainer
-        with vllm_server.for_run(cfg, model_path, run_dir), stop.installed():
+        with vllm_server.for_run(cfg, model_path, run_dir), stop.installed(), trl_none_warning_once():
             trainer = GRPOTrainer(
                 model=model_path,
                 reward_funcs=guarded,
