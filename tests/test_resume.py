@@ -172,6 +172,21 @@ def test_reward_entries_compare_field_by_field_so_a_field_added_later_is_no_chan
     assert checkpoints.changed_settings(old, more, ()) == ["task.rewards.#: 1 -> 2"]
 
 
+def test_two_paths_to_one_file_are_one_setting(tmp_path, monkeypatch):
+    """A run started with ``task.path=rows.jsonl`` resumes with ``task.path=/abs/rows.jsonl``; another file is named."""
+    (tmp_path / "rows.jsonl").write_text("{}\n")
+    (tmp_path / "other.jsonl").write_text("{}\n")
+    monkeypatch.chdir(tmp_path)
+    saved = {"task": {"path": "rows.jsonl", "name": "prompts"}}
+    assert checkpoints.changed_settings(saved, {"task": {"path": str(tmp_path / "rows.jsonl"), "name": "prompts"}},
+                                        ()) == []  # fmt: skip
+    assert checkpoints.changed_settings(saved, {"task": {"path": str(tmp_path / "other.jsonl"), "name": "prompts"}},
+                                        ()) == [f"task.path: 'rows.jsonl' -> '{tmp_path / 'other.jsonl'}'"]  # fmt: skip
+    assert checkpoints.changed_settings(saved, {"task": {"path": "rows.jsonl", "name": "math"}}, ()) == [
+        "task.name: 'prompts' -> 'math'"
+    ]
+
+
 def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     saves = {"n": 0}
     real_save = torch.save

@@ -130,13 +130,25 @@ SFT_RESUMABLE = (*_ANY_RUN, "algorithm.", "trainer.", "sft.steps", "sft.save_ste
 def changed_settings(saved: dict[str, Any], current: dict[str, Any], resumable: tuple[str, ...]) -> list[str]:
     """``KEY: OLD -> NEW`` for each setting in both ``saved`` (a run directory's config.yaml) and ``current`` that
     differs and whose dotted key does not start with one of ``resumable``. Keys in only one of them (a field a newer
-    TRL or grpo_ext added) are not compared."""
+    TRL or grpo_ext added) are not compared. Two paths to one file or directory (``rows.jsonl`` typed first,
+    ``/data/rows.jsonl`` on resuming) are the same setting."""
     old, new = _flatten(saved), _flatten(current)
     return [
         f"{key}: {old[key]!r} -> {new[key]!r}"
         for key in sorted(old.keys() & new.keys())
-        if old[key] != new[key] and not key.startswith(resumable)
+        if not _same(old[key], new[key]) and not key.startswith(resumable)
     ]
+
+
+def _same(old: Any, new: Any) -> bool:
+    if old == new:
+        return True
+    if not (isinstance(old, str) and isinstance(new, str) and old and new):
+        return False
+    try:
+        return os.path.samefile(os.path.expanduser(old), os.path.expanduser(new))
+    except (OSError, ValueError):  # not paths, or not both there
+        return False
 
 
 def check_same_run(run_dir: Path, cfg: Any, resumable: tuple[str, ...], checkpoint: Path, entry_point: str) -> None:
