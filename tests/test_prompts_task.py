@@ -80,6 +80,18 @@ def test_a_chat_that_ends_with_the_answer_gives_the_prompt_and_the_reference(tmp
     assert "messages" not in splits.train.column_names
 
 
+def test_trl_s_prompt_completion_data_sets_give_their_completion_as_the_reference(tmp_path):
+    rows = [{"prompt": f"Say {i}.", "completion": f"{i}", "n": i} for i in range(3)] + [
+        {"prompt": [{"role": "user", "content": "Say 7."}], "completion": [{"role": "assistant", "content": "7"}],
+         "n": 7}  # fmt: skip
+    ]
+    for name, chosen in (("rows.jsonl", rows[:3]), ("chat.jsonl", [rows[3], {**rows[3], "n": 8}])):
+        splits = prompts_task(*write_rows(tmp_path / name, chosen))
+        by_n = {row["n"]: row for split in (splits.train, splits.eval) for row in split}
+        assert all(row["reference"] == str(min(n, 7)) for n, row in by_n.items()), by_n
+        assert "completion" not in splits.train.column_names  # a name TRL gives the reward itself
+
+
 def test_eval_path_gives_the_held_out_prompts(tmp_path):
     train_rows = [{"prompt": f"train {i}", "words": 3} for i in range(6)]
     eval_rows = [{"prompt": f"eval {i}", "words": 4} for i in range(4)]
@@ -150,9 +162,19 @@ def test_a_json_file_may_hold_a_list_or_one_object_per_line(tmp_path):
         ),
         ('{"prompt": "a", "reference": 3}\n', [], "row 1: column 'reference' must be a string"),
         (
-            '{"prompt": "a", "completion": "x"}\n',
+            '{"prompt": "a", "trainer_state": "x"}\n',
+            [],
+            "column 'trainer_state' is a name TRL reserves in what it passes rewards",
+        ),
+        (
+            '{"prompt": "a", "reference": "b", "completion": "x"}\n',
             [],
             "column 'completion' is a name TRL reserves in what it passes rewards",
+        ),
+        (
+            '{"prompt": "a", "completion": [{"role": "user", "content": "x"}]}\n',
+            [],
+            "row 1: column 'completion' must be a string or one assistant message",
         ),
         ('{"prompt": "a"}\n', ["task.eval_size=1"], "has 1 usable rows, not more than task.eval_size=1"),
     ],

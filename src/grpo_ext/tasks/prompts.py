@@ -46,7 +46,7 @@ class PromptsConfig(TaskConfig):
     eval_split: str = "test"  # the split read from eval_path when it is a Hub dataset
     prompt_column: str = "prompt"  # a string, or a list of {"role", "content"} messages
     prompt_template: str = "{prompt}"  # for string prompts: {prompt} and any other column's name
-    reference_column: str | None = None  # a known-good completion, for warm starts (None: "reference", if any)
+    reference_column: str | None = None  # a known-good completion, for warm starts (None: "reference" or "completion")
     train_size: int = 0  # 0: every row not held out for eval
     eval_size: int = 100
     max_completion_length: int = 256
@@ -79,7 +79,9 @@ def _messages(value: list[Any], number: int, cfg: PromptsConfig) -> tuple[list[d
     return messages, answer
 
 
-def _row(raw: dict[str, Any], number: int, cfg: PromptsConfig, placeholders: list[str]) -> dict[str, Any]:
+def _row(
+    raw: dict[str, Any], number: int, cfg: PromptsConfig, placeholders: list[str], reference_column: str | None
+) -> dict[str, Any]:
     """The task's row of the file's row ``raw``; ``placeholders``: the template's field names."""
     value, answer = raw[cfg.prompt_column], None
     if isinstance(value, str) and value.strip():
@@ -95,10 +97,7 @@ def _row(raw: dict[str, Any], number: int, cfg: PromptsConfig, placeholders: lis
             f"row {number}: column {cfg.prompt_column!r} must be a non-empty string or a list of chat messages, "
             f"got {value!r:.80}"
         )
-    reference_column = cfg.reference_column or ("reference" if "reference" in raw else None)
-    reference = (raw.get(reference_column) if reference_column else None) or ""
-    if not isinstance(reference, str):
-        raise ValueError(f"row {number}: column {reference_column!r} must be a string, got {reference!r:.80}")
+    reference = _reference((raw.get(reference_column) if reference_column else None) or "", number, reference_column)
     if answer is not None and reference:
         raise ValueError(
             f"row {number}: column {cfg.prompt_column!r} ends with the assistant's answer and column "
@@ -107,6 +106,24 @@ def _row(raw: dict[str, Any], number: int, cfg: PromptsConfig, placeholders: lis
     reference = reference or answer or ""
     columns = {k: v for k, v in raw.items() if k not in (cfg.prompt_column, reference_column, "prompt")}
     return {"prompt": prompt, **columns, "reference": reference}
+
+
+def _reference_column(cfg: PromptsConfig, columns: Any) -> str | None:
+    """``task.reference_column``, else a column named ``reference``, else ``completion`` (TRL's prompt-completion
+    data sets), else none."""
+    return cfg.reference_column or next((c for c in ("reference", "completion") if c in columns), None)
+
+
+def _reference(value: Any, number: int, column: str | None) -> str:
+    """A reference given as a string, or as TRL's conversational completions give it: one assistant message."""
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
+        if value[0].get("role") == "assistant" and isinstance(value[0].get("content"), str):
+            return value[0]["content"]
+    if not isinstance(value, str):
+        raise ValueError(
+            f"row {number}: column {column!r} must be a string or one assistant message, got {value!r:.80}"
+        )
+    return value
 
 
 def _placeholders(template: str) -> list[str]:
@@ -132,7 +149,7 @@ def _check_columns(table: Table, cfg: PromptsConfig, key: str) -> None:
         if name != "prompt" and name not in table.column_names:
             raise ValueError(f"task.prompt_template names {{{name}}}, which is not a column of task.{key}={path}; "
                              f"its columns: {table.column_names}")  # fmt: skip
-    reserved = [c for c in table.column_names if c in RESERVED]
+    reserved = [c for c in table.column_names if c in RESERVED and c != _reference_column(cfg, table.column_names)]
     if reserved:
         raise ValueError(
             f"task.{key}={path}: column {reserved[0]!r} is a name TRL reserves in what it passes rewards; rename it"
@@ -161,8 +178,8 @@ def _check_types(rows: list[dict[str, Any]], numbers: list[int], key: str) -> No
 def _rows(cfg: PromptsConfig, key: str, split: str) -> list[dict[str, Any]]:
     table = load_table(getattr(cfg, key), split, cfg.subset, key=f"task.{key}")
     _check_columns(table, cfg, key)
-    placeholders = _placeholders(cfg.prompt_template)
-    rows = [_row(raw, number, cfg, placeholders) for number, raw in table.numbered()]
+    placeholders, reference_column = _placeholders(cfg.prompt_template), _reference_column(cfg, table.column_names)
+    rows = [_row(raw, number, cfg, placeholders, reference_column) for number, raw in table.numbered()]
     _check_types(rows, table.numbers, key)
     return rows
 
