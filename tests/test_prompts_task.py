@@ -234,6 +234,14 @@ def test_a_custom_reward_trains_on_the_custom_column(tmp_path, monkeypatch):
     assert all(0 < r["rewards/word_count/mean"] <= 1 for r in records)
 
 
+def test_the_example_reward_pays_the_exact_count_clearly_more(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO))
+    from examples.word_count import word_count
+
+    chat = [{"role": "assistant", "content": "one two three four"}]
+    assert word_count([chat, "a b c d e f g h i", "", "x"], words=[4, 10, 10, None]) == [1.0, 0.45, 0.0, None]
+
+
 def test_sft_learns_the_rows_that_have_a_reference_and_refuses_a_task_with_none(tmp_path, caplog):
     rows = [{"prompt": f"Say {i}.", "words": 1, **({"reference": f"{i}"} if i % 2 else {})} for i in range(20)]
     task = [*write_rows(tmp_path / "rows.jsonl", rows, eval_size=4), WORD_COUNT, "model=tiny"]
@@ -268,7 +276,8 @@ def test_infer_scores_with_the_columns_a_user_reward_reads(capsys, monkeypatch):
     assert main([question, *task, "--column", "words=8", "--max-new-tokens", "16"]) == 0
     out = capsys.readouterr().out  # the completion (one greedy answer), then its score
     completion, score = out[: out.rindex("\n[reward ")], out[out.rindex("\n[reward ") + 1 :]
-    expected = max(0.0, 1.0 - abs(len(completion.split()) - 8) / 8)  # the reward's own formula, on what was printed
+    off = abs(len(completion.split()) - 8)
+    expected = 1.0 if off == 0 else 0.5 * max(0.0, 1.0 - off / 8)  # the reward's own formula, on what was printed
     assert score == f"[reward {expected}]\n"
     assert main([question, *task, "--column", "words"]) == 2
     assert "--column takes NAME=VALUE, got 'words'" in capsys.readouterr().err

@@ -20,7 +20,8 @@ README = (REPO / "README.md").read_text()
 def readme_commands() -> list[str]:
     blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.DOTALL)
     lines = [line.strip() for block in blocks for line in block.splitlines()]
-    return [line for line in lines if line.startswith("python -m grpo_ext.") and "# needs:" not in line]
+    runs = ("python -m grpo_ext.", "python examples/")  # our entry points, and the examples' data writers
+    return [line for line in lines if line.startswith(runs) and "# needs:" not in line]
 
 
 COMMANDS = readme_commands()
