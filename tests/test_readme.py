@@ -76,6 +76,10 @@ def test_readme_command_runs_as_written(command, newcomer_dir_as_written):
     result = run_readme_command(command, newcomer_dir_as_written)
     if "grpo_ext.summarize" in command:
         assert len(result.stdout.splitlines()) >= 5
+    if "grpo_ext.train experiment=word_count_proof" in command:  # a reward of your own teaches, as the README says
+        start = re.search(r"eval accuracy: ([\d.]+)% \(step 0\)", result.stdout)
+        best = re.search(r"best eval accuracy: ([\d.]+)%", result.stdout)
+        assert start and best and float(best.group(1)) - float(start.group(1)) >= 20, result.stdout
 
 
 def test_readme_score_output_is_what_the_command_prints(tmp_path):
