@@ -86,6 +86,37 @@ def test_a_reward_that_cannot_be_built_in_a_worker_stops_with_the_reason():
         reward.close()
 
 
+FRESH_TRAINER = """
+from grpo_ext.reward_guard import RewardFailureError
+from grpo_ext.rewards import build_rewards
+
+if __name__ == "__main__":  # each worker runs this script again, as multiprocessing does
+    for name in ("fails_in_a_fresh_process.score", "reward_fixtures.prefers_short"):
+        (reward,), _ = build_rewards([{"name": name, "timeout": 5, "workers": 1}])
+        try:
+            print(name, reward(["ab"]), flush=True)
+        except RewardFailureError as err:
+            print(name, "stopped:", err, flush=True)
+        finally:
+            reward.close()
+"""
+
+
+def test_a_reward_module_that_fails_in_a_fresh_process_stops_with_the_reason(tmp_path):
+    """The forkserver imports the reward's module before it forks; when that import fails (not for a missing module,
+    which it skips), the forkserver dies, and the run stops naming it, not with multiprocessing's EOFError. (In a
+    process of its own: the forkserver starts once per process, with the first reward's module.)"""
+    script = tmp_path / "trainer.py"
+    script.write_text(FRESH_TRAINER)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    first, second = result.stdout.splitlines()
+    assert first.startswith("fails_in_a_fresh_process.score stopped: a worker process for reward")
+    assert "the forkserver that starts them failed" in first
+    assert "RuntimeError: this module needs the trainer's environment" in result.stderr
+    assert second == "reward_fixtures.prefers_short [-0.2]"  # a new forkserver serves the next reward
+
+
 def test_a_job_s_deadline_starts_once_its_worker_is_ready():
     """Under spawn a worker takes a second or more to import and build the reward: that is not the reward's time."""
     reward = in_workers("reward_fixtures.SlowToBuild", timeout=0.5, workers=2)

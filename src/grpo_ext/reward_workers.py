@@ -94,8 +94,16 @@ class _Worker:
     def __init__(self, ctx: Any, name: str, params: dict[str, Any], job: Callable[[Any, Any], Any]) -> None:
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_serve, args=(child, name, params, job), daemon=True)
-        self.process.start()
-        child.close()
+        try:
+            self.process.start()
+        except (EOFError, OSError) as err:  # the forkserver died, having printed why
+            raise WorkerStartError(
+                f"a worker process for reward {name!r} could not start ({type(err).__name__}: {err}): the forkserver "
+                "that starts them failed, most likely importing the reward's module in a fresh process (its "
+                "traceback is above)"
+            ) from err
+        finally:
+            child.close()
         self.job: int | None = None
         self.started = 0.0
         try:
@@ -199,7 +207,7 @@ def _preload(name: str) -> list[str]:
     and the worker names the error."""
     main = getattr(getattr(sys.modules["__main__"], "__spec__", None), "name", None)
     modules = [main] if main and not main.endswith("__main__") else []  # python -m pkg runs pkg.__main__: not that
-    return list(dict.fromkeys([*modules, "grpo_ext.train", __name__, name.rpartition(".")[0]]))
+    return [m for m in dict.fromkeys([*modules, "grpo_ext.train", __name__, name.rpartition(".")[0]]) if m]
 
 
 def call_one(reward: Callable, payload: tuple[Any, dict[str, Any]]) -> tuple[str, Any]:
