@@ -16,8 +16,9 @@ from pathlib import Path
 
 TOPICS = ["rain", "the sea", "a cat", "bread", "snow", "a train", "the moon", "music", "a garden", "fire", "winter",
           "a river", "books", "the wind", "coffee", "a city"]  # fmt: skip
-WORDS = ["the", "a", "old", "red", "sun", "sky", "day", "cold", "warm", "slow", "soft", "dark", "light", "falls",
-         "sings", "runs", "waits", "glows", "deep", "quiet", "blue", "green", "night", "home", "sound", "long"]  # fmt: skip
+WORDS = ["the", "a", "old", "red", "sun", "sky", "day", "cold", "warm", "slow", "soft", "dark", "light",
+         "falls", "sings", "runs", "waits", "glows", "deep", "quiet", "blue", "green", "night", "home", "sound",
+         "long"]  # fmt: skip
 
 
 def row(rng: random.Random, min_words: int, max_words: int, max_reference_words: int) -> dict[str, object]:
@@ -34,8 +35,12 @@ def main() -> None:
     parser.add_argument("--eval", type=int, default=500, help="held-out rows (default 500)")
     parser.add_argument("--min-words", type=int, default=3)
     parser.add_argument("--max-words", type=int, default=12)
-    parser.add_argument("--max-reference-words", type=int, default=None,
-                        help="rows asking for more words have no reference (default: every row has one)")
+    parser.add_argument(
+        "--max-reference-words",
+        type=int,
+        default=None,
+        help="rows asking for more words have no reference (default: every row has one)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if not 1 <= args.min_words <= args.max_words:

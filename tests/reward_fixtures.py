@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 
-
 IMPORTED_IN = os.getpid()
 
 

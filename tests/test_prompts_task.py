@@ -82,8 +82,11 @@ def test_a_chat_that_ends_with_the_answer_gives_the_prompt_and_the_reference(tmp
 
 def test_trl_s_prompt_completion_data_sets_give_their_completion_as_the_reference(tmp_path):
     rows = [{"prompt": f"Say {i}.", "completion": f"{i}", "n": i} for i in range(3)] + [
-        {"prompt": [{"role": "user", "content": "Say 7."}], "completion": [{"role": "assistant", "content": "7"}],
-         "n": 7}  # fmt: skip
+        {
+            "prompt": [{"role": "user", "content": "Say 7."}],
+            "completion": [{"role": "assistant", "content": "7"}],
+            "n": 7,
+        }
     ]
     for name, chosen in (("rows.jsonl", rows[:3]), ("chat.jsonl", [rows[3], {**rows[3], "n": 8}])):
         splits = prompts_task(*write_rows(tmp_path / name, chosen))
@@ -131,10 +134,12 @@ def test_a_json_file_may_hold_a_list_or_one_object_per_line(tmp_path):
         (
             '{"prompt": [{"role": "system", "content": "b"}, {"role": "assistant", "content": "c"}], "words": 2}\n',
             [],
-            "row 1: column 'prompt': the chat must end with a user message, before the assistant's answer that ends it",
+            "row 1: column 'prompt': the chat must end with a user message, before the assistant's answer that "
+            "ends it",
         ),
         (
-            '{"prompt": [{"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}], "reference": "d"}\n',
+            '{"prompt": [{"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}], '
+            '"reference": "d"}\n',
             [],
             "row 1: column 'prompt' ends with the assistant's answer and column 'reference' gives a reference as well",
         ),

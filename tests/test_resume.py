@@ -173,15 +173,17 @@ def test_reward_entries_compare_field_by_field_so_a_field_added_later_is_no_chan
 
 
 def test_two_paths_to_one_file_are_one_setting(tmp_path, monkeypatch):
-    """A run started with ``task.path=rows.jsonl`` resumes with ``task.path=/abs/rows.jsonl``; another file is named."""
+    """A run started with ``task.path=rows.jsonl`` resumes with ``task.path=/abs/rows.jsonl``; another file is
+    named."""
     (tmp_path / "rows.jsonl").write_text("{}\n")
     (tmp_path / "other.jsonl").write_text("{}\n")
     monkeypatch.chdir(tmp_path)
     saved = {"task": {"path": "rows.jsonl", "name": "prompts"}}
-    assert checkpoints.changed_settings(saved, {"task": {"path": str(tmp_path / "rows.jsonl"), "name": "prompts"}},
-                                        ()) == []  # fmt: skip
-    assert checkpoints.changed_settings(saved, {"task": {"path": str(tmp_path / "other.jsonl"), "name": "prompts"}},
-                                        ()) == [f"task.path: 'rows.jsonl' -> '{tmp_path / 'other.jsonl'}'"]  # fmt: skip
+    absolute, other = str(tmp_path / "rows.jsonl"), str(tmp_path / "other.jsonl")
+    assert checkpoints.changed_settings(saved, {"task": {"path": absolute, "name": "prompts"}}, ()) == []
+    assert checkpoints.changed_settings(saved, {"task": {"path": other, "name": "prompts"}}, ()) == [
+        f"task.path: 'rows.jsonl' -> '{other}'"
+    ]
     assert checkpoints.changed_settings(saved, {"task": {"path": "rows.jsonl", "name": "math"}}, ()) == [
         "task.name: 'prompts' -> 'math'"
     ]
