@@ -149,7 +149,8 @@ def _check_columns(table: Table, cfg: PromptsConfig, key: str) -> None:
         if name != "prompt" and name not in table.column_names:
             raise ValueError(f"task.prompt_template names {{{name}}}, which is not a column of task.{key}={path}; "
                              f"its columns: {table.column_names}")  # fmt: skip
-    reserved = [c for c in table.column_names if c in RESERVED and c != _reference_column(cfg, table.column_names)]
+    reference_column = _reference_column(cfg, table.column_names)  # becomes "reference": not passed under its name
+    reserved = [c for c in table.column_names if c in RESERVED and c != reference_column]
     if reserved:
         raise ValueError(
             f"task.{key}={path}: column {reserved[0]!r} is a name TRL reserves in what it passes rewards; rename it"
