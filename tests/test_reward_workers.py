@@ -91,14 +91,14 @@ from grpo_ext.reward_guard import RewardFailureError
 from grpo_ext.rewards import build_rewards
 
 if __name__ == "__main__":  # each worker runs this script again, as multiprocessing does
-    for name in ("fails_in_a_fresh_process.score", "reward_fixtures.prefers_short"):
-        (reward,), _ = build_rewards([{"name": name, "timeout": 5, "workers": 1}])
-        try:
-            print(name, reward(["ab"]), flush=True)
-        except RewardFailureError as err:
-            print(name, "stopped:", err, flush=True)
-        finally:
-            reward.close()
+    name = "fails_in_a_fresh_process.score"
+    (reward,), _ = build_rewards([{"name": name, "timeout": 5, "workers": 1}])
+    try:
+        print(name, reward(["ab"]), flush=True)
+    except RewardFailureError as err:
+        print(name, "stopped:", err, flush=True)
+    finally:
+        reward.close()
 """
 
 
@@ -110,11 +110,10 @@ def test_a_reward_module_that_fails_in_a_fresh_process_stops_with_the_reason(tmp
     script.write_text(FRESH_TRAINER)
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    first, second = result.stdout.splitlines()
-    assert first.startswith("fails_in_a_fresh_process.score stopped: a worker process for reward")
-    assert "the forkserver that starts them failed" in first
+    (line,) = result.stdout.splitlines()
+    assert line.startswith("fails_in_a_fresh_process.score stopped: a worker process for reward")
+    assert "could not start (EOFError: unexpected EOF): the forkserver that starts them failed" in line
     assert "RuntimeError: this module needs the trainer's environment" in result.stderr
-    assert second == "reward_fixtures.prefers_short [-0.2]"  # a new forkserver serves the next reward
 
 
 def test_a_job_s_deadline_starts_once_its_worker_is_ready():
