@@ -14,8 +14,10 @@ import psutil
 import pytest
 
 from conftest import FAST, compose_config
+from grpo_ext import reward_workers
 from grpo_ext.records import read_metrics
 from grpo_ext.reward_guard import RewardFailureError, guard
+from grpo_ext.reward_workers import WorkerStartError, _start_process, call_one
 from grpo_ext.rewards import build_rewards, reward_columns
 from grpo_ext.train import train
 
@@ -71,6 +73,84 @@ def test_a_crash_an_exception_and_a_bad_value_are_failures_of_their_completion()
         ]
     finally:
         strings.close()
+
+
+def dead(pids: list[int]) -> bool:
+    """Whether each process has exited (a zombie counts: its parent has not reaped it yet)."""
+    return all(not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE for p in pids)
+
+
+def wait_until(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_worker_killed_between_jobs_is_replaced_and_its_next_job_scored(caplog):
+    """The out-of-memory killer may take a worker while it waits for work: the next batch must not fail on the dead
+    pipe (it did: BrokenPipeError out of the reward, which stopped the run)."""
+    before = spawned_children()
+    reward = in_workers("reward_fixtures.prefers_short", workers=2)
+    try:
+        assert reward(["a", "ab"]) == [-0.1, -0.2]
+        victim = reward.pool.workers[0].process.pid
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: dead([victim]))
+        assert reward.score_each(["abc", "a", "ab"], {}) == ([-0.3, -0.1, -0.2], [])
+        assert victim not in [w.process.pid for w in reward.pool.workers]
+        assert (
+            "a worker process of reward reward_fixtures.prefers_short had died between jobs (exit code -9: "
+            "killed, out of memory?); replaced" in caplog.text
+        )
+    finally:
+        reward.close()
+    assert spawned_children() == before
+
+
+def test_a_killed_forkserver_is_started_again_for_the_next_batch():
+    """Its workers die with it (they are its children): the next batch starts a new forkserver and new workers."""
+    reward = in_workers("reward_fixtures.prefers_short", workers=2)
+    try:
+        assert reward(["a", "ab"]) == [-0.1, -0.2]
+        workers = [w.process.pid for w in reward.pool.workers]
+        (server,) = forkservers()
+        server.kill()
+        wait_until(lambda: dead(workers))
+        assert reward.score_each(["abc", "a", "ab"], {}) == ([-0.3, -0.1, -0.2], [])
+        (new_server,) = forkservers()
+        assert new_server.pid != server.pid
+        assert {psutil.Process(w.process.pid).ppid() for w in reward.pool.workers} == {new_server.pid}
+    finally:
+        reward.close()
+
+
+class RefusingContext:
+    """A multiprocessing context whose forkserver refuses the first ``refusals`` starts, as one that has just died
+    and is not yet seen dead does."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals, self.attempts = refusals, 0
+
+    def Process(self, **kwargs):  # noqa: N802 - multiprocessing's name
+        context = self
+
+        class Started:
+            def start(self) -> None:
+                context.attempts += 1
+                if context.attempts <= context.refusals:
+                    raise ConnectionRefusedError(111, "Connection refused")
+
+        return Started()
+
+
+def test_a_forkserver_not_yet_seen_dead_is_asked_again_until_a_deadline(monkeypatch):
+    assert _start_process(RefusingContext(3), None, "r", {}, call_one) is not None
+    monkeypatch.setattr(reward_workers, "REAPED_S", 0.2)
+    with pytest.raises(
+        WorkerStartError, match="the forkserver that starts them is gone and no new one started within"
+    ):
+        _start_process(RefusingContext(10**6), None, "r", {}, call_one)
 
 
 def test_a_reward_that_cannot_be_built_in_a_worker_stops_with_the_reason():

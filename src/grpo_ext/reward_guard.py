@@ -48,7 +48,7 @@ def check_values(values: Any, n: int) -> list[Any]:
     return values
 
 
-def _slice(kwargs: dict[str, Any], n: int, i: int) -> dict[str, Any]:
+def slice_kwargs(kwargs: dict[str, Any], n: int, i: int) -> dict[str, Any]:
     """The keyword arguments of completion ``i``: per-completion lists sliced, the rest passed as they are."""
     return {k: [v[i]] if isinstance(v, list) and len(v) == n else v for k, v in kwargs.items()}
 
@@ -116,7 +116,7 @@ class GuardedReward(_Guard):
         errors: list[tuple[int, str]] = []
         for i in range(n):
             try:
-                results.append(check_values(self.reward([completions[i]], **_slice(kwargs, n, i)), 1)[0])
+                results.append(check_values(self.reward([completions[i]], **slice_kwargs(kwargs, n, i)), 1)[0])
             except Exception:  # noqa: BLE001
                 results.append(None)
                 errors.append((i, traceback.format_exc()))
@@ -138,7 +138,7 @@ class AsyncGuardedReward(_Guard):
         errors: list[tuple[int, str]] = []
         for i in range(n):
             try:
-                results.append(check_values(await self.reward([completions[i]], **_slice(kwargs, n, i)), 1)[0])
+                results.append(check_values(await self.reward([completions[i]], **slice_kwargs(kwargs, n, i)), 1)[0])
             except Exception:  # noqa: BLE001
                 results.append(None)
                 errors.append((i, traceback.format_exc()))

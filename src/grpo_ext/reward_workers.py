@@ -4,7 +4,8 @@ TRL calls rewards in the trainer's process and waits for them, so a reward that 
 backtracks without end, a solver that never returns) hangs the run with it, GPUs idle. ``InWorkers`` runs the reward
 in ``workers`` processes of its own, one completion per job: a completion whose job runs past ``timeout`` seconds,
 or whose worker dies, is a failure of that completion (``None``, logged and counted by ``reward_guard`` like an
-exception, so that a reward failing everywhere stops the run), and its worker is killed and replaced. Workers are
+exception, so that a reward failing everywhere stops the run), and its worker is killed and replaced. A worker that
+died between jobs (the out-of-memory killer) is replaced with a warning, its next job given to the new one. Workers are
 forked from a ``forkserver`` (the trainer's process holds CUDA, which a fork must not copy), a clean process that
 imports the trainer's main module and the reward's module once, so that a replacement starts in milliseconds rather
 than the seconds a ``spawn`` takes to import torch and TRL again. They ignore SIGINT and SIGTERM (the trainer decides
@@ -16,6 +17,7 @@ does not get: ``trainer_state``, ``log_extra`` and ``log_metric`` (the trainer's
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import signal
@@ -27,12 +29,14 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from grpo_ext.reward_guard import RewardFailureError, check_values
+from grpo_ext.reward_guard import RewardFailureError, check_values, slice_kwargs
 
 # A worker forked from the forkserver runs the trainer's main module again, as multiprocessing does for every child;
 # the forkserver imported that module already (so that the run is quick), which runpy would warn about in each worker.
 # This module is imported there before the first fork, and the filter passes to the workers with the fork.
 warnings.filterwarnings("ignore", r"'.*' found in sys.modules after import of package", RuntimeWarning, "runpy")
+
+logger = logging.getLogger(__name__)
 
 # What TRL passes that stays in the trainer's process.
 NOT_SENT = ("trainer_state", "log_extra", "log_metric")
@@ -87,21 +91,41 @@ class WorkerStartError(RewardFailureError):
     stops as for a reward that fails everywhere."""
 
 
+REAPED_S = 5.0  # for a forkserver that has died to be seen dead, so that the next start launches a new one
+
+
+def _start_process(ctx: Any, child: Connection, name: str, params: dict[str, Any], job: Callable) -> Any:
+    """A started worker process. Under forkserver, a server killed (or failed) a moment ago may not be seen dead yet:
+    multiprocessing then asks it for a fork and is refused, and asking again shortly launches a new server."""
+    deadline = time.monotonic() + REAPED_S
+    while True:
+        process = ctx.Process(target=_serve, args=(child, name, params, job), daemon=True)
+        try:
+            process.start()
+            return process
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise WorkerStartError(
+                    f"a worker process for reward {name!r} could not start: the forkserver that starts them is "
+                    f"gone and no new one started within {REAPED_S:.0f} s"
+                ) from None
+            time.sleep(0.05)
+        except (EOFError, OSError) as err:  # the forkserver died with the request, having printed why
+            raise WorkerStartError(
+                f"a worker process for reward {name!r} could not start ({type(err).__name__}: {err}): the forkserver "
+                "that starts them failed, most likely importing the reward's module in a fresh process (its "
+                "traceback is above)"
+            ) from err
+
+
 class _Worker:
     """One worker process, started and ready (its reward built) when the constructor returns, so that a job's
     deadline never counts the process's start (its imports, and the reward's construction)."""
 
     def __init__(self, ctx: Any, name: str, params: dict[str, Any], job: Callable[[Any, Any], Any]) -> None:
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child, name, params, job), daemon=True)
         try:
-            self.process.start()
-        except (EOFError, OSError) as err:  # the forkserver died, having printed why
-            raise WorkerStartError(
-                f"a worker process for reward {name!r} could not start ({type(err).__name__}: {err}): the forkserver "
-                "that starts them failed, most likely importing the reward's module in a fresh process (its "
-                "traceback is above)"
-            ) from err
+            self.process = _start_process(ctx, child, name, params, job)
         finally:
             child.close()
         self.job: int | None = None
@@ -119,9 +143,14 @@ class _Worker:
             }[status]
             raise WorkerStartError(f"a worker process for reward {name!r} {reason}")
 
-    def submit(self, index: int, payload: Any) -> None:
+    def submit(self, index: int, payload: Any) -> bool:
+        """Give the worker a job; ``False`` when it was found dead (killed while idle: out of memory, say)."""
+        try:
+            self.conn.send((index, payload))
+        except OSError:  # BrokenPipeError, ConnectionResetError: nobody reads the other end
+            return False
         self.job, self.started = index, time.monotonic()
-        self.conn.send((index, payload))
+        return True
 
     def kill(self) -> None:
         self.process.kill()
@@ -157,10 +186,13 @@ class Pool:
         pending = list(range(len(payloads)))[::-1]
         try:
             while pending or any(w.job is not None for w in self.workers):
-                for worker in self.workers:
+                for i, worker in enumerate(self.workers):
                     if worker.job is None and pending:
                         index = pending.pop()
-                        worker.submit(index, payloads[index])
+                        if not worker.submit(index, payloads[index]):
+                            self.workers[i] = self._replace_dead(worker)
+                            if not self.workers[i].submit(index, payloads[index]):  # its replacement too
+                                raise WorkerStartError(f"the worker processes for reward {self.name!r} keep dying")
                 busy = [w for w in self.workers if w.job is not None]
                 deadline = min(w.started + timeout for w in busy) if timeout else None
                 ready = wait(
@@ -196,6 +228,16 @@ class Pool:
 
     def _start(self) -> _Worker:
         return _Worker(self.ctx, self.name, self.params, self.job)
+
+    def _replace_dead(self, worker: _Worker) -> _Worker:
+        """A worker found dead between jobs (killed by the out-of-memory killer, say, or with its forkserver) is
+        replaced, and the job it was to get goes to the new one."""
+        worker.kill()
+        logger.warning(
+            "a worker process of reward %s had died between jobs (exit code %s%s); replaced", self.name,
+            worker.process.exitcode, ": killed, out of memory?" if worker.process.exitcode == -signal.SIGKILL else "",
+        )  # fmt: skip
+        return self._start()
 
 
 def _preload(name: str) -> list[str]:
@@ -248,10 +290,7 @@ class InWorkers:
             self.pool = Pool(self.name, self.params, self.size, call_one, "forkserver")
         n = len(completions)
         sent = {k: v for k, v in kwargs.items() if k not in NOT_SENT}
-        payloads = [
-            (c, {k: [v[i]] if isinstance(v, list) and len(v) == n else v for k, v in sent.items()})
-            for i, c in enumerate(completions)
-        ]
+        payloads = [(c, slice_kwargs(sent, n, i)) for i, c in enumerate(completions)]
         results: list[Any] = [None] * n
         errors: list[tuple[int, str]] = []
         for index, outcome, result in self.pool.run(payloads, self.timeout):
