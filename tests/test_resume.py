@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from conftest import FAST, TESTS, compose_config, fresh_cache, history, wait_for_step
 from grpo_ext import checkpoints
+from grpo_ext.callbacks import DivergedError, StopOnDivergence
 from grpo_ext.records import read_metrics
 from grpo_ext.train import train
 
@@ -242,3 +245,83 @@ def test_stop_on_signal_handles_ctrl_c_then_stops_at_once_on_a_second():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.05)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def finite_weights(checkpoint) -> bool:
+    from safetensors.torch import load_file
+
+    return all(torch.isfinite(t).all() for t in load_file(checkpoint / "model.safetensors").values())
+
+
+def test_a_run_that_diverges_stops_before_the_nan_reaches_the_weights_or_the_disk(tmp_path):
+    """A learning rate of 1e8 makes the gradient NaN at step 2. Before, that step was applied and saved as a
+    checkpoint, step 3 died in generation (torch: ``probability tensor contains either inf, nan or element < 0``),
+    and rerunning the command resumed from the NaN checkpoint and died again."""
+    with pytest.raises(SystemExit) as stop:
+        train(compose_config([*SIX_STEPS, "trainer.learning_rate=1e8"]), tmp_path)
+    saved = checkpoints.checkpoints(tmp_path)
+    assert [p.name for p in saved] == ["checkpoint-1"] and finite_weights(saved[0])
+    assert stop.value.code == (
+        "error: training diverged at step 2: its gradient is NaN or infinite. Training stopped before saving that "
+        f"step. The newest checkpoint from before it is {saved[0]}: continue from it, or an earlier one, with smaller "
+        f"updates, e.g. resume={saved[0]} trainer.learning_rate=2.5e+07 (a quarter of 1e+08)"
+    )
+    assert not (tmp_path / "final_model").exists()
+
+
+def test_sft_that_diverges_stops_naming_sft_s_learning_rate(tmp_path):
+    from grpo_ext.sft import fine_tune
+
+    overrides = [*SIX_STEPS, "sft.steps=6", "sft.save_steps=1", "sft.batch_size=8", "eval.during_training=false"]
+    with pytest.raises(SystemExit, match=r"error: training diverged at step 2: its gradient is NaN") as stop:
+        fine_tune(compose_config([*overrides, "sft.learning_rate=1e8"]), tmp_path)
+    assert str(stop.value.code).endswith("resume=" + str(tmp_path / "checkpoint-1") + " sft.learning_rate=2.5e+07 "
+                                         "(a quarter of 1e+08)")  # fmt: skip
+    assert [p.name for p in checkpoints.checkpoints(tmp_path)] == ["checkpoint-1"]
+    assert finite_weights(tmp_path / "checkpoint-1") and not (tmp_path / "final_model").exists()
+
+
+def test_sft_resumes_a_named_checkpoint_with_new_settings_and_refuses_them_under_resume_auto(tmp_path):
+    from grpo_ext.sft import fine_tune
+
+    overrides = [
+        *SIX_STEPS,
+        "sft.save_steps=1",
+        "sft.logging_steps=1",
+        "sft.batch_size=8",
+        "eval.during_training=false",
+    ]
+    fine_tune(compose_config([*overrides, "sft.steps=2"]), tmp_path)
+    with pytest.raises(SystemExit, match="settings it was not trained with: sft.learning_rate: 0.001 -> 0.0001"):
+        fine_tune(compose_config([*overrides, "sft.steps=3", "sft.learning_rate=1e-4"]), tmp_path)
+    named = [*overrides, "sft.steps=3", "sft.learning_rate=1e-4", f"resume={tmp_path / 'checkpoint-1'}"]
+    fine_tune(compose_config(named), tmp_path)
+    assert [r["step"] for r in read_metrics(tmp_path) if "loss" in r] == [1, 2, 3]
+    with pytest.raises(SystemExit, match="resume=none, but .* already holds checkpoints"):
+        fine_tune(compose_config([*overrides, "resume=none"]), tmp_path)
+
+
+def test_divergence_seen_only_in_the_logs_names_the_checkpoints_saved_since_the_last_finite_line(tmp_path):
+    """Under fp16, DeepSpeed or FSDP the gradients are not checked, only the logged values, every logging_steps."""
+    for step in (1, 2, 3):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    guard = StopOnDivergence(tmp_path, "trainer.learning_rate")
+    args = SimpleNamespace(fp16=True, learning_rate=1e-5)
+    guard.on_log(args, SimpleNamespace(global_step=1), None, logs={"loss": 0.5, "grad_norm": 1.0})
+    guard.on_log(args, SimpleNamespace(global_step=2), None, logs={"loss": 0.5, "grad_norm": math.inf})  # fp16: fine
+    with pytest.raises(DivergedError) as err:
+        guard.on_log(args, SimpleNamespace(global_step=4), None, logs={"loss": math.nan})
+    assert str(err.value) == (
+        "training diverged at step 4: loss=nan. Training stopped before saving that step. checkpoint-3 was saved "
+        "after step 2, the last one logged as finite, and may hold NaN weights. The newest checkpoint from before it "
+        f"is {tmp_path / 'checkpoint-2'}: continue from it, or an earlier one, with smaller updates, e.g. "
+        f"resume={tmp_path / 'checkpoint-2'} trainer.learning_rate=2.5e-06 (a quarter of 1e-05)"
+    )
+    with pytest.raises(
+        DivergedError, match="step 2: grad_norm=inf. .* No checkpoint was saved before it: start again"
+    ):
+        StopOnDivergence(tmp_path / "new", "sft.learning_rate").on_log(
+            SimpleNamespace(fp16=False, learning_rate=1e-5), SimpleNamespace(global_step=2), None,
+            logs={"loss": 0.5, "grad_norm": math.inf},
+        )  # fmt: skip

@@ -125,6 +125,77 @@ class StopOnSignal(TrainerCallback):
         sys.exit(128 + self.received.value)
 
 
+class DivergedError(RuntimeError):
+    """The loss or the gradient norm became NaN or infinite: training stopped before that step's weights were saved."""
+
+
+class StopOnDivergence(TrainerCallback):
+    """Stop at the first step whose gradient is NaN, before the optimizer applies it; and at the first logged step
+    whose loss or gradient norm is NaN or infinite, before that step is saved.
+
+    Gradient clipping multiplies every gradient by ``max_grad_norm / norm``, so one NaN makes the whole gradient,
+    and at the optimizer step every weight, NaN. Left alone, a run saved that step as a checkpoint, the next step died
+    in generation (torch's ``probability tensor contains either inf, nan or element < 0``), and the same command
+    resumed from the NaN checkpoint and died again; a longer run would have saved NaN checkpoints until
+    ``save_total_limit`` rotated the good ones away. ``DivergedError``, raised out of ``trainer.train()``, names the
+    newest checkpoint from before it and the key to change (``lr_key``). Skipped: the gradients under fp16 (its loss
+    scaler skips the steps whose gradients overflow, by design) and under DeepSpeed or FSDP (the gradients are
+    sharded, and each process would decide alone); there the logged values are checked, every
+    ``logging_steps``, and a checkpoint saved between the last finite line and the divergence is named as suspect.
+    (The Trainer logs a NaN loss as the mean of the previous ones, ``logging_nan_inf_filter``, but not the norm.)
+    """
+
+    def __init__(self, run_dir: str | Path, lr_key: str) -> None:
+        self.run_dir, self.lr_key = Path(run_dir), lr_key
+        self.last_finite = 0  # the last logged step whose values were all finite
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.last_finite = state.global_step  # a resumed run starts from a checkpoint it took as sound
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if args.fp16 or args.deepspeed or args.fsdp or model is None:
+            return
+        import torch
+
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if grads and not torch.stack([torch.isfinite(g).all() for g in grads]).all():
+            self.last_finite = state.global_step  # nothing of this step has reached the weights
+            raise DivergedError(self.message(state.global_step + 1, "its gradient is NaN or infinite", args))
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        logs = logs or {}
+        checked = ("loss",) if args.fp16 else ("loss", "grad_norm")
+        bad = {key: logs[key] for key in checked if _is_non_finite(logs.get(key))}
+        if bad:
+            values = ", ".join(f"{key}={value}" for key, value in bad.items())
+            raise DivergedError(self.message(state.global_step, values, args))
+        if "loss" in logs:
+            self.last_finite = state.global_step
+
+    def message(self, step: int, what: str, args: Any) -> str:
+        complete = [p for p in checkpoints.checkpoints(self.run_dir) if checkpoints.is_complete(p)]
+        sound = [p for p in complete if checkpoints.checkpoint_step(p) <= self.last_finite]
+        suspect = [p.name for p in complete if self.last_finite < checkpoints.checkpoint_step(p) < step]
+        text = f"training diverged at step {step}: {what}. Training stopped before saving that step. "
+        if suspect:
+            text += (
+                f"{', '.join(suspect)} {'was' if len(suspect) == 1 else 'were'} saved after step {self.last_finite}, "
+                "the last one logged as finite, and may hold NaN weights. "
+            )
+        lr = args.learning_rate
+        smaller = f"{self.lr_key}={lr / 4:.3g} (a quarter of {lr:.3g})"
+        if sound:
+            return text + (
+                f"The newest checkpoint from before it is {sound[-1]}: continue from it, or an earlier one, with "
+                f"smaller updates, e.g. resume={sound[-1]} {smaller}"
+            )
+        return text + f"No checkpoint was saved before it: start again with smaller updates, e.g. {smaller}"
+
+
+def _is_non_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
 class OneInputGradHook(TrainerCallback):
     """Remove the copies of transformers' input-embedding hook that pile up during training; keep one.
 

@@ -7,7 +7,8 @@ its own knobs. The eval split is evaluated before the first step, every ``sft.ev
 GRPO runs (``grpo_ext.best_model``), and the model is saved to ``final_model/`` in the output directory: start GRPO
 from it with ``model.path=.../final_model``.
 Checkpoints are written every ``sft.save_steps``; SIGTERM or Ctrl-C saves one and stops (as in training), and
-rerunning the same command resumes from the newest one. ``status.json`` says how the run ended.
+rerunning the same command resumes from the newest one (``resume`` as in training: ``auto``, ``none`` or a
+checkpoint to continue with new settings). ``status.json`` says how the run ended.
 """
 
 from __future__ import annotations
@@ -110,8 +111,8 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         args = sft_config(cfg, run_dir)
         processes.check_one_run_dir(args, run_dir)  # several processes (torchrun): all in one directory
         processes.check_evaluation(cfg.eval.during_training, args)
-        resume = checkpoints.latest_complete(run_dir)
-        if resume:  # the run in run_dir goes on, with the settings it was trained with
+        resume = checkpoints.resume_point(cfg.resume, run_dir)  # auto, none or a checkpoint, as in training
+        if resume and cfg.resume == "auto":  # the run in run_dir goes on, with the settings it was trained with
             checkpoints.check_same_run(run_dir, cfg, checkpoints.SFT_RESUMABLE, resume, "grpo_ext.sft")
         if processes.is_main():
             checkpoints.save_config(cfg, run_dir, "grpo_ext.sft")
@@ -140,7 +141,7 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
     import torch
     from trl import SFTTrainer  # here, not at the top: seconds to import, and --help should not wait
 
-    from grpo_ext.callbacks import EvalCallback, MetricsFile, StopOnSignal
+    from grpo_ext.callbacks import DivergedError, EvalCallback, MetricsFile, StopOnDivergence, StopOnSignal
 
     dtype = models.torch_dtype(cfg.model.dtype, cfg.hardware.dtype)
     stop, metrics = StopOnSignal(), MetricsFile(run_dir)
@@ -148,7 +149,7 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         model=model_path,
         args=args,
         train_dataset=train,
-        callbacks=[metrics, stop],
+        callbacks=[metrics, stop, StopOnDivergence(run_dir, "sft.learning_rate")],
         peft_config=adapters.lora_config(cfg.peft),
         quantization_config=adapters.quantization_config(cfg.peft, dtype),
     )
@@ -172,6 +173,8 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except torch.OutOfMemoryError as err:
         sys.exit(_out_of_memory(err, cfg, trainer.state.global_step, checkpoints.latest_complete(run_dir)))
+    except DivergedError as err:
+        sys.exit(f"error: {err}")
     finally:
         for reward in rewards:
             getattr(reward, "close", lambda: None)()

@@ -151,9 +151,11 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
     # nothing a user could act on (the renamed arguments themselves: trainer_node.RENAMED)
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
-    from grpo_ext.callbacks import CompletionsTable, EvalCallback, MetricsFile, OneInputGradHook, StopOnSignal
+    from grpo_ext import callbacks
 
-    stop, metrics = StopOnSignal(), MetricsFile(run_dir)
+    stop, metrics = callbacks.StopOnSignal(), callbacks.MetricsFile(run_dir)
+    # the run's record; signals; a NaN step stopped before it is saved; a hook leak in transformers worked around
+    ours = [metrics, stop, callbacks.StopOnDivergence(run_dir, "trainer.learning_rate"), callbacks.OneInputGradHook()]
     dtype = models.torch_dtype(cfg.model.dtype, cfg.hardware.dtype)
     try:  # a vLLM server of our own, when the profile says so, lives exactly as long as the trainer
         with vllm_server.for_run(cfg, model_path, run_dir), stop.installed(), trl_none_warning_once():
@@ -163,23 +165,23 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
                 args=args,
                 train_dataset=splits.train,
                 eval_dataset=eval_rows,
-                callbacks=[metrics, stop, OneInputGradHook()],  # works around a hook leak in transformers
+                callbacks=ours,
                 peft_config=adapters.lora_config(cfg.peft),
                 quantization_config=adapters.quantization_config(cfg.peft, dtype),
                 rollout_func=rollout,
             )
             adapters.keep_4bit_layers_trainable(trainer.model)  # QLoRA on the CPU: evaluating must not break training
-            trainer.add_callback(CompletionsTable(trainer, cfg.logger.completions_every))
+            trainer.add_callback(callbacks.CompletionsTable(trainer, cfg.logger.completions_every))
             if cfg.eval.during_training:  # held-out greedy accuracy before step 1, every eval.every steps, at the end
                 evaluate = functools.partial(run_eval, dataset=eval_rows, reward=reward_funcs[0], cfg=cfg)
                 keep_best = cfg.eval.keep_best and trainer.is_world_process_zero()  # the process that evaluates
                 metric, adapter = f"eval/{cfg.eval.best_metric}", cfg.peft.name != "none"
                 best = BestModel(run_dir, trainer.save_model, adapter, metric) if keep_best else None
-                trainer.add_callback(EvalCallback(metrics, evaluate, cfg.eval.every, best))
+                trainer.add_callback(callbacks.EvalCallback(metrics, evaluate, cfg.eval.every, best))
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except vllm_server.ServerError as err:
         sys.exit(f"vLLM server error: {err}")
-    except RewardFailureError as err:
+    except (RewardFailureError, callbacks.DivergedError) as err:
         sys.exit(f"error: {err}")
     except torch.OutOfMemoryError as err:
         last_step = max((r["step"] for r in read_metrics(run_dir) if "reward" in r), default=resumed_step)
