@@ -130,6 +130,35 @@ def test_a_server_ignoring_sigterm_is_killed_after_the_grace_period(fake_vllm, t
     assert time.monotonic() - began < 10
 
 
+def test_a_server_that_dies_during_training_stops_the_run_with_its_exit_and_log(fake_vllm, tmp_path, monkeypatch):
+    """TRL's client sees only a refused connection (requests' ConnectionError, or a failed request): the run must say
+    that the server exited, and show why from its log."""
+    import requests
+
+    monkeypatch.setenv("FAKE_VLLM", "die=1.5")
+    with pytest.raises(vllm_server.ServerError) as err:
+        with start(server_cfg(), tmp_path) as server:
+            pgid = server.pid
+            time.sleep(1.6)  # the client's request fails as the server goes down, before its exit is reaped
+            raise requests.exceptions.ConnectionError("Connection refused")
+    message = str(err.value)
+    assert message.startswith("the vLLM server exited with code 3 during training, which stopped the run "
+                              "(ConnectionError: Connection refused). Run the same command")  # fmt: skip
+    assert "fake vllm: CUDA error" in message and isinstance(err.value.__cause__, requests.exceptions.ConnectionError)
+    assert wait_gone(pgid)
+
+
+def test_a_lost_connection_is_named_and_other_errors_pass_through(fake_vllm, tmp_path):
+    with pytest.raises(
+        vllm_server.ServerError, match=r"lost its connection to the vLLM server, which is still running"
+    ):
+        with start(server_cfg(), tmp_path):
+            raise ConnectionResetError("reset by peer")
+    with pytest.raises(ValueError, match="a bug of the run's own"):
+        with start(server_cfg(), tmp_path):
+            raise ValueError("a bug of the run's own")
+
+
 @pytest.mark.parametrize("key", ["port", "group_port"])
 def test_a_port_in_use_is_refused_before_anything_starts(fake_vllm, tmp_path, key):
     with socket.socket() as taken:

@@ -101,8 +101,33 @@ def running(command: list[str], vllm: DictConfig, gpu: int | str, log_path: Path
         wait_healthy(server, f"http://{_connect_host(vllm.host)}:{vllm.port}/health", vllm.startup_timeout_s, log_path)
         log.info("vLLM server healthy after %.0f s", time.monotonic() - started)
         yield server
+    except Exception as err:
+        stopped = _server_stopped_it(server, err, log_path)
+        if stopped is None:
+            raise
+        raise stopped from err
     finally:
         stop(server)
+
+
+def _server_stopped_it(server: subprocess.Popen, err: Exception, log_path: Path) -> ServerError | None:
+    """When ``err`` came out of training while the server was in use: a ``ServerError`` with the end of its log if
+    the server has exited (it crashed, or ran out of GPU memory: the client's connection error says nothing of
+    that) or the client lost it; ``None`` when the error is not the server's."""
+    lost = isinstance(err, ConnectionError) or type(err).__module__.startswith(("requests", "urllib3"))
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.wait(timeout=2.0 if lost else 0.0)  # a crash the client saw first may still be under way
+    what = f"{type(err).__name__}: {str(err)[:300]}"
+    resume = "Run the same command (same hydra.run.dir) to resume from the newest checkpoint."
+    if server.returncode is not None:
+        return ServerError(
+            f"the vLLM server exited with code {server.returncode} during training, which stopped the run ({what}). "
+            f"{resume} {_tail(log_path)}"
+        )
+    if lost:
+        return ServerError(f"the run lost its connection to the vLLM server, which is still running ({what}); "
+                           f"it is stopped now. {resume} {_tail(log_path)}")  # fmt: skip
+    return None
 
 
 def wait_healthy(server: subprocess.Popen, url: str, timeout_s: float, log_path: Path) -> None:
