@@ -153,4 +153,9 @@ while true; do
     wait "$TRAINER_PID" && status=0 || status=$?
     kill -0 "$TRAINER_PID" 2>/dev/null || break # wait also returns when a trapped signal arrives
 done
+if ((status != 0)) && ! kill -0 "$SERVER_PID" 2>/dev/null; then # the trainer failed, and the server is gone
+    wait "$SERVER_PID" && code=0 || code=$?
+    echo "launch/vllm_server.sh: the vLLM server exited with code $code during training; end of $SERVER_LOG:" >&2
+    tail -n 15 "$SERVER_LOG" >&2
+fi
 exit "$status"

@@ -306,6 +306,33 @@ def test_launcher_passes_on_the_trainers_failure_and_still_stops_the_server(fake
     assert wait_gone(json.loads(fake_vllm.read_text())["pgid"])
 
 
+def test_launcher_names_a_server_that_died_during_training(fake_vllm, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM", "die=1")
+    result = launch(tmp_path, {"FAKE_TRAINER_EXIT": "1", "FAKE_TRAINER_SLEEP": "2"})
+    assert result.returncode == 1
+    assert "the vLLM server exited with code 3 during training; end of" in result.stderr
+    assert "fake vllm: CUDA error" in result.stderr
+    healthy = launch(tmp_path, {"FAKE_TRAINER_EXIT": "1"})  # the trainer's own failure: nothing said of the server
+    assert healthy.returncode == 1 and "during training" not in healthy.stderr
+
+
+def test_a_lost_connection_to_a_server_the_run_did_not_start_is_named():
+    import requests
+
+    cfg = compose_config(["hardware=gpu2_vllm_server", "hardware.vllm.managed=false", "hardware.vllm.port=8123"])
+    with pytest.raises(vllm_server.ServerError) as err:
+        with vllm_server.for_run(cfg, "/models/m", REPO):
+            raise requests.exceptions.ConnectionError("Max retries exceeded")
+    assert str(err.value).startswith(
+        "the run lost its connection to the vLLM server at http://127.0.0.1:8123, which it did not start "
+        "(hardware.vllm.managed=false) (ConnectionError: Max retries exceeded): is it still running?"
+    )
+    assert isinstance(err.value.__cause__, OSError)  # what train.py would have called a failed write to the run dir
+    with pytest.raises(KeyError):
+        with vllm_server.for_run(cfg, "/models/m", REPO):
+            raise KeyError("not the server's")
+
+
 @pytest.mark.parametrize(
     "behaviour,message",
     [("die=0.3,silent", "exited with code 3 while starting"), ("never", "did not answer /health within 2 s")],

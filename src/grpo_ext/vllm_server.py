@@ -114,7 +114,7 @@ def _server_stopped_it(server: subprocess.Popen, err: Exception, log_path: Path)
     """When ``err`` came out of training while the server was in use: a ``ServerError`` with the end of its log if
     the server has exited (it crashed, or ran out of GPU memory: the client's connection error says nothing of
     that) or the client lost it; ``None`` when the error is not the server's."""
-    lost = isinstance(err, ConnectionError) or type(err).__module__.startswith(("requests", "urllib3"))
+    lost = _lost_connection(err)
     with contextlib.suppress(subprocess.TimeoutExpired):
         server.wait(timeout=2.0 if lost else 0.0)  # a crash the client saw first may still be under way
     what = f"{type(err).__name__}: {str(err)[:300]}"
@@ -173,6 +173,29 @@ def stop(server: subprocess.Popen, grace_s: float | None = None) -> None:
     log.warning("processes of the vLLM server's group %d are still present after SIGKILL", server.pid)
 
 
+def _lost_connection(err: Exception) -> bool:
+    """Whether ``err`` is TRL's client failing to reach the server (requests' errors, which are ``OSError``s too:
+    left alone, they would read as a failed write to the run directory)."""
+    return isinstance(err, ConnectionError) or type(err).__module__.startswith(("requests", "urllib3"))
+
+
+@contextlib.contextmanager
+def _connected(vllm: DictConfig) -> Iterator[None]:
+    """A server the user started (``managed: false``): a lost connection to it stops the run saying so."""
+    try:
+        yield
+    except Exception as err:
+        if not _lost_connection(err):
+            raise
+        url = f"http://{_connect_host(vllm.host)}:{vllm.port}"
+        raise ServerError(
+            f"the run lost its connection to the vLLM server at {url}, which it did not start "
+            f"(hardware.vllm.managed=false) ({type(err).__name__}: {str(err)[:300]}): is it still running? Look at "
+            "its log (launch/vllm_server.sh: SERVER_LOG), then run the same command (same hydra.run.dir) to resume "
+            "from the newest checkpoint"
+        ) from err
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: ask Linux to SIGTERM it when the run dies without cleaning up (kill -9)."""
     with contextlib.suppress(OSError, AttributeError):
@@ -193,10 +216,13 @@ def _tail(log_path: Path, lines: int = 15) -> str:
 
 def for_run(cfg: DictConfig, model_path: str, run_dir: Path) -> contextlib.AbstractContextManager:
     """The server a run needs for as long as it trains: none unless the profile says ``vllm.mode: server`` and
-    ``managed`` (the default; ``managed: false`` connects to a server the user started, as launch/ scripts do)."""
+    ``managed`` (the default; ``managed: false`` connects to a server the user started, as launch/ scripts do, and
+    only names a lost connection to it)."""
     vllm = cfg.hardware.vllm
-    if vllm.mode != "server" or not vllm.managed:
+    if vllm.mode != "server":
         return contextlib.nullcontext()
+    if not vllm.managed:
+        return _connected(vllm)
     from grpo_ext.hardware import visible_gpus, vllm_version
     from grpo_ext.models import torch_dtype
 
