@@ -325,3 +325,13 @@ def test_divergence_seen_only_in_the_logs_names_the_checkpoints_saved_since_the_
             SimpleNamespace(fp16=False, learning_rate=1e-5), SimpleNamespace(global_step=2), None,
             logs={"loss": 0.5, "grad_norm": math.inf},
         )  # fmt: skip
+
+
+def test_only_the_disk_s_errors_read_as_a_failed_write_to_the_run_directory():
+    """requests' ConnectionError is an OSError too: it used to end in `writing to RUN failed ... free space`."""
+    import requests
+
+    assert checkpoints.is_write_failure(OSError(errno.ENOSPC, "No space left on device"))
+    assert checkpoints.is_write_failure(PermissionError(errno.EACCES, "Permission denied", "/runs/x/checkpoint-2"))
+    assert not checkpoints.is_write_failure(requests.exceptions.ConnectionError("Max retries exceeded"))
+    assert not checkpoints.is_write_failure(ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"))

@@ -8,6 +8,7 @@ the middle of a write leaves a checkpoint without it; resuming skips it and remo
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -175,6 +176,15 @@ def check_same_run(run_dir: Path, cfg: Any, resumable: tuple[str, ...], checkpoi
             "(without those overrides), start a new run in another hydra.run.dir, or continue from the checkpoint "
             f"with the new settings on purpose: resume={checkpoint}"
         )
+
+
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM, errno.ESTALE)
+
+
+def is_write_failure(err: OSError) -> bool:
+    """Whether ``err`` is the disk failing the run (full, read-only, gone), not an ``OSError`` of another kind (a
+    lost connection raised by an HTTP client is one too)."""
+    return err.errno in WRITE_ERRNOS or err.filename is not None
 
 
 def save_config(cfg: Any, run_dir: Path, entry_point: str) -> None:

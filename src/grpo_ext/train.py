@@ -189,6 +189,8 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
         last_step = max((r["step"] for r in read_metrics(run_dir) if "reward" in r), default=resumed_step)
         sys.exit(hardware.out_of_memory(err, cfg, args, last_step, checkpoints.latest_complete(run_dir)))
     except OSError as err:
+        if not checkpoints.is_write_failure(err):
+            raise
         sys.exit(_write_failure(run_dir, err))
     finally:
         for reward in reward_funcs:
