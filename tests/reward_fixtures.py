@@ -84,6 +84,25 @@ class ScriptedEvaluations:
         return [1.0 if i < round(share * len(completions)) else 0.0 for i in range(len(completions))]
 
 
+class FailsInEvaluations:
+    """A reward that raises on every other held-out completion (a call with exactly ``eval_size`` completions, or one
+    completion at a time), and scores training batches as ``prefers_short`` does."""
+
+    def __init__(self, eval_size: int = 4) -> None:
+        self.__name__ = "fails_in_evaluations"
+        self.eval_size, self.alone = eval_size, 0
+
+    def __call__(self, completions, **kwargs):
+        if len(completions) == self.eval_size:
+            raise ValueError("cannot score this batch")
+        if len(completions) == 1:
+            self.alone += 1
+            if self.alone % 2:
+                raise ValueError("cannot score this completion")
+            return [1.0]
+        return prefers_short(completions)
+
+
 def records_expressions(completions, expression, **kwargs):
     """Appends each scored row's ``expression`` to the file named by ``$GRPO_EXT_TEST_SEEN`` (which rows a run's
     evaluations reached), and scores as ``prefers_short``."""

@@ -20,6 +20,7 @@ from conftest import FAST, QLORA_HERE, compose_config, run_cli, runs_out_of_memo
 from grpo_ext import checkpoints, processes
 from grpo_ext import evaluate as evaluation
 from grpo_ext.records import read_metrics
+from grpo_ext.reward_guard import RewardFailureError
 from grpo_ext.rewards.arithmetic import ArithmeticShaping
 from grpo_ext.sft import check_truncation, fine_tune
 from grpo_ext.tasks import build_task
@@ -58,6 +59,30 @@ def test_metrics_count_right_answers_formats_and_pass_at_k(rows, monkeypatch):
     assert [e["status"] for e in report["examples"]][4:] == ["not_a_number", "not_a_number", "no_answer", "no_answer"]
     assert evaluation.evaluate(None, None, rows, ArithmeticShaping(), size=2, k=1, temperature=1.0, batch_size=4,
                                max_new_tokens=8)["metrics"]["n"] == 2  # fmt: skip
+
+
+def test_a_reward_failing_on_some_held_out_completions_scores_them_none_and_logs_why(caplog):
+    from reward_fixtures import fails_on_some, returns_strings
+
+    results = evaluation.score_tolerantly(fails_on_some, ["a", "a q", "b"], {"answer": ["1", "2", "3"]})
+    assert results == [{"reward": 1.0}, {"reward": None, "error": "ValueError: q is not allowed"}, {"reward": 1.0}]
+    assert "evaluation: reward fails_on_some failed on 1 of 3 completions, each scored None" in caplog.text
+    assert "Traceback" in caplog.text
+    with pytest.raises(
+        RewardFailureError, match=r"failed on every one of 2 held-out completions:\n(.|\n)*returned str"
+    ):
+        evaluation.score_tolerantly(returns_strings, ["a", "b"], {})
+
+
+def test_training_goes_on_past_an_evaluation_whose_reward_fails_on_some_completions(tmp_path, caplog):
+    """Training's own batches tolerate a reward that fails on a completion; its evaluations used to end the run."""
+    reward = "task.rewards=[{name: reward_fixtures.FailsInEvaluations, params: {eval_size: 4}}]"
+    train(compose_config(["task=arithmetic", "model=tiny", *FAST, reward, "eval.during_training=true",
+                          "eval.size=4"]), tmp_path)  # fmt: skip
+    evaluations = [r for r in read_metrics(tmp_path) if "eval/accuracy" in r]
+    assert [r["eval/accuracy"] for r in evaluations] == [0.5, 0.5]  # the two of four that scored 1.0
+    assert caplog.text.count("evaluation: reward fails_in_evaluations failed on 2 of 4 completions") == 2
+    assert (tmp_path / "final_model" / "config.json").is_file()
 
 
 def test_evaluate_cli_writes_a_report_and_prints_a_table(tmp_path):

@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from grpo_ext.reward_guard import RewardFailureError, check_values
 from grpo_ext.rewards import score_results
 
 log = logging.getLogger("grpo_ext.evaluate")
@@ -97,7 +99,7 @@ def evaluate(
     started = time.monotonic()
     greedy = [c[0] for c in generate(model, tokenizer, list(rows["prompt"]), max_new_tokens=max_new_tokens,
                                      batch_size=batch_size)]  # fmt: skip
-    results = score_results(reward, greedy, columns)
+    results = score_tolerantly(reward, greedy, columns)
     rewards = [r.get("reward") for r in results]
     scored = [r for r in rewards if r is not None]
     metrics: dict[str, Any] = {
@@ -105,14 +107,14 @@ def evaluate(
         "accuracy": sum(r is not None and r >= full for r in rewards) / len(rows),
         "reward": sum(scored) / len(scored) if scored else float("nan"),
     }
-    if all("status" in r for r in results):
-        metrics["format"] = sum(r["status"] not in FORMAT_FAILURES for r in results) / len(rows)
+    if all("status" in r for r in results if "error" not in r):  # a failed score counts as no answer
+        metrics["format"] = sum(r.get("status", "error") not in FORMAT_FAILURES for r in results) / len(rows)
     if k > 1:
         sampled = generate(model, tokenizer, list(rows["prompt"]), max_new_tokens=max_new_tokens, samples=k,
                            temperature=temperature, batch_size=batch_size)  # fmt: skip
         flat = [c for group in sampled for c in group]
         repeated = {name: [v for v in values for _ in range(k)] for name, values in columns.items()}
-        sample_rewards = [r.get("reward") for r in score_results(reward, flat, repeated)]
+        sample_rewards = [r.get("reward") for r in score_tolerantly(reward, flat, repeated)]
         hits = [
             any(r is not None and r >= full for r in sample_rewards[i * k : (i + 1) * k]) for i in range(len(rows))
         ]
@@ -120,6 +122,42 @@ def evaluate(
     metrics["seconds"] = round(time.monotonic() - started, 2)
     examples = [{"completion": c, **r} for c, r in zip(greedy, results, strict=True)]
     return {"metrics": metrics, "examples": examples}
+
+
+def score_tolerantly(reward: Callable, completions: list[Any], columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """``score_results``, with the tolerance training's ``reward_guard`` has: when the reward raises or returns
+    what is not a number (or ``None``) for each completion, each completion is scored alone, and the ones that still
+    fail score ``None`` (not accurate) with their ``error``, logged with the first traceback. Without it, one bad
+    held-out completion ended a training run at its evaluation, which the same failure in a training batch does
+    not. ``RewardFailureError`` when every completion fails: a broken reward, not a bad completion."""
+    try:
+        return _checked(score_results(reward, completions, columns), len(completions))
+    except Exception:  # noqa: BLE001 - scored one at a time below, where the failures are told apart
+        pass
+    results = []
+    first = None
+    for i, completion in enumerate(completions):
+        try:
+            results += _checked(score_results(reward, [completion], {k: [v[i]] for k, v in columns.items()}), 1)
+        except Exception as err:  # noqa: BLE001 - this completion's failure, logged once below
+            first = first or traceback.format_exc()
+            results.append({"reward": None, "error": f"{type(err).__name__}: {err}"})
+    failed = sum("error" in r for r in results)
+    name = getattr(reward, "__name__", type(reward).__name__)
+    if failed and failed == len(results):
+        raise RewardFailureError(f"reward {name} failed on every one of {failed} held-out completions:\n{first}")
+    if failed:
+        log.warning("evaluation: reward %s failed on %d of %d completions, each scored None (not accurate); the "
+                    "first failure:\n%s", name, failed, len(results), first)  # fmt: skip
+    return results
+
+
+def _checked(results: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """``results`` when there is one per completion and each ``reward`` is a finite number or ``None``."""
+    if len(results) != n:
+        raise ValueError(f"returned {len(results)} values for {n} completions")
+    check_values([r.get("reward") for r in results], n)
+    return results
 
 
 def table(metrics: dict[str, Any]) -> str:
@@ -211,6 +249,8 @@ def main() -> None:
             report = run_eval(model, tokenizer, splits.eval, rewards[0], cfg)
         except ValueError as err:
             sys.exit(f"task error: {err}")
+        except RewardFailureError as err:
+            sys.exit(f"error: {err}")
         except ModelUnavailableError as err:
             sys.exit(f"model error: {err}")
         finally:

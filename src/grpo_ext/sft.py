@@ -28,6 +28,7 @@ from grpo_ext.best_model import BestModel, best_line
 from grpo_ext.config import register_configs
 from grpo_ext.evaluate import check_eval, run_eval
 from grpo_ext.records import eval_change, interrupted, read_metrics, write_status
+from grpo_ext.reward_guard import RewardFailureError
 from grpo_ext.rewards import build_rewards
 from grpo_ext.tasks import build_task, check_columns
 from grpo_ext.trainer_node import RENAMED, with_current_names
@@ -173,7 +174,7 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except torch.OutOfMemoryError as err:
         sys.exit(_out_of_memory(err, cfg, trainer.state.global_step, checkpoints.latest_complete(run_dir)))
-    except DivergedError as err:
+    except (DivergedError, RewardFailureError) as err:  # RewardFailureError: the evaluations' reward is broken
         sys.exit(f"error: {err}")
     finally:
         for reward in rewards:
