@@ -66,10 +66,10 @@ def test_a_reward_failing_on_some_held_out_completions_scores_them_none_and_logs
 
     results = evaluation.score_tolerantly(fails_on_some, ["a", "a q", "b"], {"answer": ["1", "2", "3"]})
     assert results == [{"reward": 1.0}, {"reward": None, "error": "ValueError: q is not allowed"}, {"reward": 1.0}]
-    assert "evaluation: reward fails_on_some failed on 1 of 3 completions, each scored None" in caplog.text
+    assert "reward fails_on_some failed on 1 of the 3 completions to score, each scored None" in caplog.text
     assert "Traceback" in caplog.text
     with pytest.raises(
-        RewardFailureError, match=r"failed on every one of 2 held-out completions:\n(.|\n)*returned str"
+        RewardFailureError, match=r"failed on every one of the 2 completions to score:\n(.|\n)*returned str"
     ):
         evaluation.score_tolerantly(returns_strings, ["a", "b"], {})
 
@@ -81,7 +81,7 @@ def test_training_goes_on_past_an_evaluation_whose_reward_fails_on_some_completi
                           "eval.size=4"]), tmp_path)  # fmt: skip
     evaluations = [r for r in read_metrics(tmp_path) if "eval/accuracy" in r]
     assert [r["eval/accuracy"] for r in evaluations] == [0.5, 0.5]  # the two of four that scored 1.0
-    assert caplog.text.count("evaluation: reward fails_in_evaluations failed on 2 of 4 completions") == 2
+    assert caplog.text.count("reward fails_in_evaluations failed on 2 of the 4 completions to score") == 2
     assert (tmp_path / "final_model" / "config.json").is_file()
 
 
@@ -292,6 +292,15 @@ def test_infer_prints_an_answer_and_scores_it(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("--- sample") == 2
     assert result.stdout.count("[reward ") == 2
+
+
+def test_infer_names_a_reward_that_fails_on_every_answer(tmp_path):
+    broken = "task.rewards=[{name: reward_fixtures.always_fails}]"  # overrides after the options, too
+    result = run_cli(["-m", "grpo_ext.infer", "What is 2 + 3?", "model=tiny", "--max-new-tokens", "4", "--answer", "5",
+                      "hardware=cpu", broken], cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1
+    assert "error: reward always_fails failed on every one of the 1 completions to score:" in result.stderr
+    assert "RuntimeError: this reward is broken" in result.stderr
 
 
 def test_infer_without_a_question_says_that_the_question_comes_first(capsys):

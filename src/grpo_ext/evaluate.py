@@ -145,10 +145,10 @@ def score_tolerantly(reward: Callable, completions: list[Any], columns: dict[str
     failed = sum("error" in r for r in results)
     name = getattr(reward, "__name__", type(reward).__name__)
     if failed and failed == len(results):
-        raise RewardFailureError(f"reward {name} failed on every one of {failed} held-out completions:\n{first}")
+        raise RewardFailureError(f"reward {name} failed on every one of the {failed} completions to score:\n{first}")
     if failed:
-        log.warning("evaluation: reward %s failed on %d of %d completions, each scored None (not accurate); the "
-                    "first failure:\n%s", name, failed, len(results), first)  # fmt: skip
+        log.warning("reward %s failed on %d of the %d completions to score, each scored None (not accurate); "
+                    "the first failure:\n%s", name, failed, len(results), first)  # fmt: skip
     return results
 
 

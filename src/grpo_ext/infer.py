@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         "--column", action="append", default=[], metavar="NAME=VALUE",
         help="a column the task reward reads (the value as JSON, else as a string), e.g. --column words=8",
     )  # fmt: skip
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides after options too: "Q" --samples 4 model.path=DIR
     try:
         if is_override(args.question):
             raise ValueError(
@@ -77,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return USAGE_ERROR
 
-    from grpo_ext.evaluate import generate, load_model
+    from grpo_ext.evaluate import generate, load_model, score_tolerantly
     from grpo_ext.models import ModelUnavailableError
-    from grpo_ext.rewards import score_results
+    from grpo_ext.reward_guard import RewardFailureError
     from grpo_ext.tasks.base import chat_prompt
 
     try:
@@ -95,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = [{} for _ in completions]
     if reward is not None:
         try:
-            results = score_results(reward, completions, {k: [v] * len(completions) for k, v in columns.items()})
+            results = score_tolerantly(reward, completions, {k: [v] * len(completions) for k, v in columns.items()})
+        except RewardFailureError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
         finally:
             getattr(reward, "close", lambda: None)()
     for i, (completion, result) in enumerate(zip(completions, results, strict=True)):
@@ -103,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--- sample {i + 1}")
         print(completion)
         if result:
-            status = f" ({result['status']})" if result.get("status") else ""
+            detail = result.get("status") or result.get("error")  # error: the reward failed on it
+            status = f" ({detail})" if detail else ""
             print(f"[reward {result.get('reward')}{status}]")
     return 0
 
