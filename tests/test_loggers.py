@@ -31,3 +31,26 @@ def test_the_mode_a_run_will_use(monkeypatch):
     assert loggers.check(compose_config(["logger=wandb"]).logger) == "offline"  # auto, without credentials
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     assert loggers.check(compose_config(["logger=wandb"]).logger) == "online"
+
+
+def test_a_diverged_run_and_one_without_signal_send_w_and_b_alerts(tmp_path):
+    """What a long run's owner must hear of without watching it reaches W&B as an alert (an email or Slack message
+    where W&B is set up for it; recorded in an offline run, which is what is read here)."""
+    from conftest import FAST, run_cli
+    from wandb_records import run_summary
+
+    steps = [o for o in FAST if not o.startswith(("trainer.max_steps", "logger", "trainer.save_strategy"))]
+    wandb = ["logger=wandb", "logger.mode=offline"]
+    env = {"WANDB_MODE": None, "WANDB_API_KEY": None, "HOME": str(tmp_path)}
+    runs = {
+        "diverged": ["task.rewards=[{name: reward_fixtures.prefers_short}]", "trainer.learning_rate=1e8"],
+        "no_signal": [],  # a random model never writes <answer>: every reward is 0
+    }
+    for name, extra in runs.items():
+        command = ["-m", "grpo_ext.train", "task=arithmetic", "model=tiny", *steps, *wandb, *extra]
+        result = run_cli([*command, "trainer.max_steps=11", f"hydra.run.dir={tmp_path / name}"], tmp_path, env=env)
+        assert result.returncode == (1 if name == "diverged" else 0), result.stderr[-2000:]
+    alerts = {
+        name: run_summary(next((tmp_path / name / "wandb").glob("offline-run-*"))).get("alerts") for name in runs
+    }
+    assert alerts == {"diverged": [("training diverged", "ERROR")], "no_signal": [("no learning signal", "WARN")]}

@@ -301,6 +301,11 @@ def test_sft_resumes_a_named_checkpoint_with_new_settings_and_refuses_them_under
         fine_tune(compose_config([*overrides, "resume=none"]), tmp_path)
 
 
+def at(step: int) -> SimpleNamespace:
+    """The Trainer's state at ``step``, in the main process."""
+    return SimpleNamespace(global_step=step, is_world_process_zero=True)
+
+
 def test_divergence_seen_only_in_the_logs_names_the_checkpoints_saved_since_the_last_finite_line(tmp_path):
     """Under fp16, DeepSpeed or FSDP the gradients are not checked, only the logged values, every logging_steps."""
     for step in (1, 2, 3):
@@ -308,10 +313,15 @@ def test_divergence_seen_only_in_the_logs_names_the_checkpoints_saved_since_the_
         (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     guard = StopOnDivergence(tmp_path, "trainer.learning_rate")
     args = SimpleNamespace(fp16=True, learning_rate=1e-5)
-    guard.on_log(args, SimpleNamespace(global_step=1), None, logs={"loss": 0.5, "grad_norm": 1.0})
-    guard.on_log(args, SimpleNamespace(global_step=2), None, logs={"loss": 0.5, "grad_norm": math.inf})  # fp16: fine
+    guard.on_log(args, at(1), None, logs={"loss": 0.5, "grad_norm": 1.0})
+    guard.on_log(
+        args,
+        at(2),
+        None,
+        logs={"loss": 0.5, "grad_norm": math.inf},
+    )  # fp16: fine
     with pytest.raises(DivergedError) as err:
-        guard.on_log(args, SimpleNamespace(global_step=4), None, logs={"loss": math.nan})
+        guard.on_log(args, at(4), None, logs={"loss": math.nan})
     assert str(err.value) == (
         "training diverged at step 4: loss=nan. Training stopped before saving that step. checkpoint-3 was saved "
         "after step 2, the last one logged as finite, and may hold NaN weights. The newest checkpoint from before it "
@@ -322,7 +332,7 @@ def test_divergence_seen_only_in_the_logs_names_the_checkpoints_saved_since_the_
         DivergedError, match="step 2: grad_norm=inf. .* No checkpoint was saved before it: start again"
     ):
         StopOnDivergence(tmp_path / "new", "sft.learning_rate").on_log(
-            SimpleNamespace(fp16=False, learning_rate=1e-5), SimpleNamespace(global_step=2), None,
+            SimpleNamespace(fp16=False, learning_rate=1e-5), at(2), None,
             logs={"loss": 0.5, "grad_norm": math.inf},
         )  # fmt: skip
 

@@ -262,6 +262,4 @@ def test_a_stretch_without_signal_ends_when_one_group_differs(caplog):
         "no learning signal in steps 4-6",
         "no learning signal in steps 9-11",
     ]
-    assert (
-        "The groups differ from each other (mean reward 0.500): each prompt is either always or never" in messages[0]
-    )
+    assert "The groups differ (mean reward 0.500): each prompt is either always or never solved." in messages[0]

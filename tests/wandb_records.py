@@ -44,7 +44,8 @@ def records(path: Path) -> list[wandb_internal_pb2.Record]:
 
 
 def run_summary(run_dir: Path) -> dict:
-    """What one offline run holds: its run record's fields, config keys, and the history keys logged."""
+    """What one offline run holds: its run record's fields, config keys, the history keys logged, and its alerts
+    (title, level)."""
     (log_file,) = Path(run_dir).glob("*.wandb")
     found = {"history_keys": set(), "config_keys": set(), "steps": 0}
     for record in records(log_file):
@@ -61,6 +62,8 @@ def run_summary(run_dir: Path) -> dict:
         elif kind == "summary":
             for item in record.summary.update:
                 found.setdefault("summary", {})[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+        elif kind == "alert":
+            found.setdefault("alerts", []).append((record.alert.title, record.alert.level))
         elif kind == "exit":
             found["exit_code"] = record.exit.exit_code
     return found

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from transformers import TrainerCallback
 
-from grpo_ext import checkpoints, processes
+from grpo_ext import checkpoints, loggers, processes
 from grpo_ext.best_model import BestModel
 from grpo_ext.records import read_metrics
 
@@ -160,7 +160,7 @@ class StopOnDivergence(TrainerCallback):
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         if grads and not torch.stack([torch.isfinite(g).all() for g in grads]).all():
             self.last_finite = state.global_step  # nothing of this step has reached the weights
-            raise DivergedError(self.message(state.global_step + 1, "its gradient is NaN or infinite", args))
+            self.stop(state, self.message(state.global_step + 1, "its gradient is NaN or infinite", args))
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         logs = logs or {}
@@ -168,9 +168,14 @@ class StopOnDivergence(TrainerCallback):
         bad = {key: logs[key] for key in checked if _is_non_finite(logs.get(key))}
         if bad:
             values = ", ".join(f"{key}={value}" for key, value in bad.items())
-            raise DivergedError(self.message(state.global_step, values, args))
+            self.stop(state, self.message(state.global_step, values, args))
         if "loss" in logs:
             self.last_finite = state.global_step
+
+    def stop(self, state: Any, message: str) -> NoReturn:
+        if state.is_world_process_zero:
+            loggers.alert("training diverged", message, "ERROR")
+        raise DivergedError(message)
 
     def message(self, step: int, what: str, args: Any) -> str:
         complete = [p for p in checkpoints.checkpoints(self.run_dir) if checkpoints.is_complete(p)]
@@ -209,33 +214,43 @@ class WarnWithoutSignal(TrainerCallback):
     def __init__(self, steps: int = 10) -> None:
         self.steps = steps
         self.first: int | None = None  # the first step of the stretch without signal under way
+        self.last_logged = 0
         self.warned = False
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.last_logged = state.global_step
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero or not logs or "frac_reward_zero_std" not in logs:
             return
+        since, self.last_logged = self.last_logged + 1, state.global_step  # the steps this line covers
         if logs["frac_reward_zero_std"] < 1.0:
             self.first, self.warned = None, False
             return
         if self.first is None:
-            self.first = state.global_step - args.logging_steps + 1
+            self.first = since
         if self.warned or state.global_step - self.first + 1 < self.steps:
             return
         self.warned = True
         reward, spread = logs.get("reward", math.nan), logs.get("reward_std", math.nan)
-        logger.warning(
-            "no learning signal in steps %d-%d: in every group of trainer.num_generations=%d completions, each "
-            "completion got the same reward (frac_reward_zero_std=1), so every advantage is 0 and nothing but the "
-            "KL term (trainer.beta) moves the policy. %s GRPO needs completions of one prompt that score "
-            "differently: a reward with partial credit, a warm start on references (grpo_ext.sft), harder or easier "
-            "prompts, or more generations or a higher trainer.temperature.",
-            self.first, state.global_step, args.num_generations,
-            f"Every completion of the last step got reward {reward:.3f}: the model may never write what the reward "
-            "pays for (look at a few: grpo_ext.infer --samples 8, or logger.completions_every), or, if that is the "
-            "reward's best, it has mastered these prompts." if spread == 0 else
-            f"The groups differ from each other (mean reward {reward:.3f}): each prompt is either always or never "
-            "solved.",
-        )  # fmt: skip
+        if spread == 0:
+            kind = (
+                f"Every completion of the last step got reward {reward:.3f}: the model may never write what the "
+                "reward pays for (look at a few: grpo_ext.infer --samples 8, or logger.completions_every), or, if "
+                "that is the reward's best, it has mastered these prompts."
+            )
+        else:
+            kind = f"The groups differ (mean reward {reward:.3f}): each prompt is either always or never solved."
+        message = (
+            f"no learning signal in steps {self.first}-{state.global_step}: in every group of "
+            f"trainer.num_generations={args.num_generations} completions, each completion got the same reward "
+            "(frac_reward_zero_std=1), so every advantage is 0 and nothing but the KL term (trainer.beta) moves the "
+            f"policy. {kind} GRPO needs completions of one prompt that score differently: a reward with partial "
+            "credit, a warm start on references (grpo_ext.sft), harder or easier prompts, or more generations or a "
+            "higher trainer.temperature."
+        )
+        logger.warning(message)
+        loggers.alert("no learning signal", message)
 
 
 class OneInputGradHook(TrainerCallback):

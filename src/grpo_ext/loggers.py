@@ -112,3 +112,16 @@ def finish() -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish()
+
+
+def alert(title: str, text: str, level: str = "WARN") -> None:
+    """A W&B alert on the open run (an email or Slack message, as the user's W&B settings say; recorded in an offline
+    run), for what a long run's owner must hear of without watching it; nothing without a W&B run. ``level``: INFO,
+    WARN or ERROR."""
+    wandb = sys.modules.get("wandb")
+    if wandb is None or getattr(wandb, "run", None) is None:
+        return
+    try:
+        wandb.run.alert(title=title, text=text[:1000], level=getattr(wandb.AlertLevel, level))
+    except Exception as err:  # noqa: BLE001 - W&B failing must not cost the run
+        logger.warning("could not send the W&B alert %r: %s", title, err)
