@@ -33,7 +33,7 @@ def test_the_mode_a_run_will_use(monkeypatch):
     assert loggers.check(compose_config(["logger=wandb"]).logger) == "online"
 
 
-def test_a_diverged_run_and_one_without_signal_send_w_and_b_alerts(tmp_path):
+def test_a_diverged_run_and_one_without_signal_send_w_and_b_alerts_and_end_as_failed_and_finished(tmp_path):
     """What a long run's owner must hear of without watching it reaches W&B as an alert (an email or Slack message
     where W&B is set up for it; recorded in an offline run, which is what is read here)."""
     from conftest import FAST, run_cli
@@ -50,7 +50,8 @@ def test_a_diverged_run_and_one_without_signal_send_w_and_b_alerts(tmp_path):
         command = ["-m", "grpo_ext.train", "task=arithmetic", "model=tiny", *steps, *wandb, *extra]
         result = run_cli([*command, "trainer.max_steps=11", f"hydra.run.dir={tmp_path / name}"], tmp_path, env=env)
         assert result.returncode == (1 if name == "diverged" else 0), result.stderr[-2000:]
-    alerts = {
-        name: run_summary(next((tmp_path / name / "wandb").glob("offline-run-*"))).get("alerts") for name in runs
-    }
-    assert alerts == {"diverged": [("training diverged", "ERROR")], "no_signal": [("no learning signal", "WARN")]}
+    found = {name: run_summary(next((tmp_path / name / "wandb").glob("offline-run-*"))) for name in runs}
+    assert {name: run.get("alerts") for name, run in found.items()} == {
+        "diverged": [("training diverged", "ERROR")], "no_signal": [("no learning signal", "WARN")]
+    }  # fmt: skip
+    assert found["diverged"]["exit_code"] == 1 and found["no_signal"]["exit_code"] == 0  # failed; finished

@@ -21,6 +21,7 @@ from grpo_ext import checkpoints
 from grpo_ext.callbacks import DivergedError, StopOnDivergence
 from grpo_ext.records import read_metrics
 from grpo_ext.train import train
+from wandb_records import run_summary
 
 SIX_STEPS = [
     *[o for o in FAST if not o.startswith(("trainer.max_steps", "trainer.save_strategy"))],
@@ -122,6 +123,7 @@ def test_sigterm_saves_a_checkpoint_and_the_resumed_run_continues_its_wandb_run(
     run_id = (run_dir / "wandb_run_id").read_text().strip()
     offline_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 2 and {p.name.rsplit("-", 1)[-1] for p in offline_runs} == {run_id}
+    assert [run_summary(p)["exit_code"] for p in offline_runs] == [128 + signal.SIGTERM, 0]  # stopped, then finished
 
 
 def test_checkpoints_rotate_and_resume_none_or_path(uninterrupted, tmp_path):

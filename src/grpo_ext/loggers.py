@@ -107,11 +107,17 @@ def _open(
     return f"logger: wandb {mode}, project {cfg.project}, run {name}", True
 
 
-def finish() -> None:
-    """Close the W&B run if one is open (its files are complete and ready for ``wandb sync``)."""
+def finish(stopped_by: int | None = None) -> None:
+    """Close the W&B run if one is open (its files are complete and ready for ``wandb sync``), as failed (exit code
+    1) when called while an exception is on its way out, or with ``128 + stopped_by`` when a signal stopped it, so
+    that the dashboard never shows a crashed run as finished."""
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish()
+        failing = sys.exc_info()[1]
+        if failing is not None and not (isinstance(failing, SystemExit) and failing.code in (None, 0)):
+            wandb.finish(exit_code=1)
+        else:
+            wandb.finish(exit_code=0 if stopped_by is None else 128 + stopped_by)
 
 
 def alert(title: str, text: str, level: str = "WARN") -> None:

@@ -179,7 +179,7 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
     finally:
         for reward in rewards:
             getattr(reward, "close", lambda: None)()
-        loggers.finish()
+        loggers.finish(stop.received)
     if stop.received is not None:
         stop.exit(trainer.state.global_step, run_dir)
     adapters.save_final(trainer, run_dir, cfg.peft, model_path, dtype)

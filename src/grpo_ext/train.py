@@ -195,7 +195,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
     finally:
         for reward in reward_funcs:
             getattr(reward, "close", lambda: None)()  # sandbox workers and the like
-        loggers.finish()
+        loggers.finish(stop.received)  # failed, on its way out with an error; stopped by a signal; finished
     if stop.received is not None:  # a checkpoint was saved: say where, and exit with 128 + the signal
         stop.exit(trainer.state.global_step, run_dir)
     adapters.save_final(trainer, run_dir, cfg.peft, model_path, dtype)
