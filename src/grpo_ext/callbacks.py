@@ -158,7 +158,8 @@ class StopOnDivergence(TrainerCallback):
         import torch
 
         grads = [p.grad for p in model.parameters() if p.grad is not None]
-        if grads and not torch.stack([torch.isfinite(g).all() for g in grads]).all():
+        finite = [torch.isfinite(g).all().to(grads[0].device) for g in grads]  # .to: a model split over devices
+        if grads and not torch.stack(finite).all():  # one sync for the lot
             self.last_finite = state.global_step  # nothing of this step has reached the weights
             self.stop(state, self.message(state.global_step + 1, "its gradient is NaN or infinite", args))
 
