@@ -100,12 +100,13 @@ def running(command: list[str], vllm: DictConfig, gpu: int | str, log_path: Path
         started = time.monotonic()
         wait_healthy(server, f"http://{_connect_host(vllm.host)}:{vllm.port}/health", vllm.startup_timeout_s, log_path)
         log.info("vLLM server healthy after %.0f s", time.monotonic() - started)
-        yield server
-    except Exception as err:
-        stopped = _server_stopped_it(server, err, log_path)
-        if stopped is None:
-            raise
-        raise stopped from err
+        try:
+            yield server
+        except Exception as err:  # out of training, not out of the start above
+            stopped = _server_stopped_it(server, err, log_path)
+            if stopped is None:
+                raise
+            raise stopped from err
     finally:
         stop(server)
 
