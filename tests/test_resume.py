@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import math
 import os
 import shutil
@@ -265,10 +266,42 @@ def test_a_run_that_diverges_stops_before_the_nan_reaches_the_weights_or_the_dis
     assert [p.name for p in saved] == ["checkpoint-1"] and finite_weights(saved[0])
     assert stop.value.code == (
         "error: training diverged at step 2: its gradient is NaN or infinite. Training stopped before saving that "
-        f"step. The newest checkpoint from before it is {saved[0]}: continue from it, or an earlier one, with smaller "
-        f"updates, e.g. resume={saved[0]} trainer.learning_rate=2.5e+07 (a quarter of 1e+08)"
+        "step. checkpoint-1 holds the weights step 2 started from: resumed, it would take the same step again (same "
+        "weights, and the same batch, since a checkpoint restores the random state), whatever the learning rate. No "
+        "earlier checkpoint was saved: start again with smaller updates, e.g. trainer.learning_rate=2.5e+07 (a "
+        "quarter of 1e+08)"
     )
     assert not (tmp_path / "final_model").exists()
+
+
+def test_the_run_is_sent_back_to_a_checkpoint_before_the_weights_that_diverged_and_trains_on_from_it(tmp_path):
+    """Step N + 1's gradient comes from checkpoint-N's weights and, the random state restored, from the same batch.
+    The message used to name checkpoint-N as the one to continue from, and resuming from it diverged at once again,
+    at any learning rate (checked at 2.5e7 and 1e-5)."""
+    train(compose_config([*SIX_STEPS, "trainer.max_steps=3"]), tmp_path)
+    with pytest.raises(SystemExit) as stop:  # one step at 1e8: finite weights, then a NaN gradient
+        train(
+            compose_config([*SIX_STEPS, "trainer.learning_rate=1e8", f"resume={tmp_path / 'checkpoint-2'}"]), tmp_path
+        )
+    assert [p.name for p in checkpoints.checkpoints(tmp_path)] == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
+    assert str(stop.value.code).startswith("error: training diverged at step 4: its gradient is NaN")
+    # the resumed run's own learning rate, at the schedule's place (linear decay over 6 steps), not the checkpoint's
+    assert [r["learning_rate"] for r in read_metrics(tmp_path) if "loss" in r] == pytest.approx(
+        [1e-3, 2e-3 / 3, 2e8 / 3]
+    )
+    assert str(stop.value.code).endswith(
+        "checkpoint-3 holds the weights step 4 started from: resumed, it would take the same step again (same "
+        "weights, and the same batch, since a checkpoint restores the random state), whatever the learning rate. The "
+        "newest "
+        f"checkpoint from before it is {tmp_path / 'checkpoint-2'}: continue from it, or an earlier one, with smaller "
+        f"updates, e.g. resume={tmp_path / 'checkpoint-2'} trainer.learning_rate=2.5e+07 (a quarter of 1e+08)"
+    )
+    with pytest.raises(SystemExit, match="diverged at step 4"):  # what the message used to advise
+        train(
+            compose_config([*SIX_STEPS, "trainer.learning_rate=1e-5", f"resume={tmp_path / 'checkpoint-3'}"]), tmp_path
+        )
+    train(compose_config([*SIX_STEPS, f"resume={tmp_path / 'checkpoint-2'}"]), tmp_path)  # at 1e-3 again
+    assert [r["step"] for r in read_metrics(tmp_path) if "loss" in r] == [1, 2, 3, 4, 5, 6]
 
 
 def test_sft_that_diverges_stops_naming_sft_s_learning_rate(tmp_path):
@@ -277,8 +310,10 @@ def test_sft_that_diverges_stops_naming_sft_s_learning_rate(tmp_path):
     overrides = [*SIX_STEPS, "sft.steps=6", "sft.save_steps=1", "sft.batch_size=8", "eval.during_training=false"]
     with pytest.raises(SystemExit, match=r"error: training diverged at step 2: its gradient is NaN") as stop:
         fine_tune(compose_config([*overrides, "sft.learning_rate=1e8"]), tmp_path)
-    assert str(stop.value.code).endswith("resume=" + str(tmp_path / "checkpoint-1") + " sft.learning_rate=2.5e+07 "
-                                         "(a quarter of 1e+08)")  # fmt: skip
+    assert str(stop.value.code).endswith("checkpoint-1 holds the weights step 2 started from: resumed, it would "
+        "take the same step again (same weights, and the same batch, since a checkpoint restores the random state), "
+        "whatever the learning rate. No earlier checkpoint was saved: start again with smaller updates, e.g. "
+        "sft.learning_rate=2.5e+07 (a quarter of 1e+08)")  # fmt: skip
     assert [p.name for p in checkpoints.checkpoints(tmp_path)] == ["checkpoint-1"]
     assert finite_weights(tmp_path / "checkpoint-1") and not (tmp_path / "final_model").exists()
 
@@ -299,6 +334,11 @@ def test_sft_resumes_a_named_checkpoint_with_new_settings_and_refuses_them_under
     named = [*overrides, "sft.steps=3", "sft.learning_rate=1e-4", f"resume={tmp_path / 'checkpoint-1'}"]
     fine_tune(compose_config(named), tmp_path)
     assert [r["step"] for r in read_metrics(tmp_path) if "loss" in r] == [1, 2, 3]
+    rates = [r["learning_rate"] for r in read_metrics(tmp_path) if "loss" in r]
+    # the new rate (it was the checkpoint's 1e-3), at its place on SFT's cosine schedule over 3 steps
+    assert rates[1:] == pytest.approx(
+        [1e-4 * (1 + math.cos(math.pi / 3)) / 2, 1e-4 * (1 + math.cos(2 * math.pi / 3)) / 2]
+    )
     with pytest.raises(SystemExit, match="resume=none, but .* already holds checkpoints"):
         fine_tune(compose_config([*overrides, "resume=none"]), tmp_path)
 
@@ -347,3 +387,63 @@ def test_only_the_disk_s_errors_read_as_a_failed_write_to_the_run_directory():
     assert checkpoints.is_write_failure(PermissionError(errno.EACCES, "Permission denied", "/runs/x/checkpoint-2"))
     assert not checkpoints.is_write_failure(requests.exceptions.ConnectionError("Max retries exceeded"))
     assert not checkpoints.is_write_failure(ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"))
+
+
+def resumed_optimizer(groups: list[dict], steps: int = 2):
+    """An AdamW and a linear schedule over 6 steps as a checkpoint holds them after ``steps`` steps."""
+    optimizer = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / 6)
+    for _ in range(steps):
+        optimizer.step()
+        scheduler.step()
+    return optimizer, scheduler
+
+
+def settings(**changed) -> SimpleNamespace:
+    values = dict(learning_rate=1e-3, weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8)
+    return SimpleNamespace(optim="adamw_torch", **{**values, **changed})
+
+
+def test_a_resumed_run_trains_with_its_own_optimizer_settings_not_its_checkpoint_s(caplog):
+    """The Trainer restores the optimizer and scheduler hyperparameters saved in the checkpoint."""
+    from grpo_ext.callbacks import OptimizerSettingsOnResume
+
+    params = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(1))]
+    # as the Trainer builds it: biases and norms do not decay
+    groups = [{"params": params[:1], "weight_decay": 0.1}, {"params": params[1:], "weight_decay": 0.0}]
+    optimizer, scheduler = resumed_optimizer(groups)
+    new = settings(learning_rate=1e-4, weight_decay=0.01, adam_beta2=0.95, adam_epsilon=1e-6)
+    with caplog.at_level(logging.INFO, logger="grpo_ext.callbacks"):
+        OptimizerSettingsOnResume("trainer.").on_train_begin(
+            new, at(2), None, optimizer=optimizer, lr_scheduler=scheduler
+        )
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-4 * 4 / 6] * 2)  # step 3's rate
+    assert scheduler.get_last_lr() == pytest.approx([1e-4 * 4 / 6] * 2)  # what the Trainer logs for it
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.01, 0.0]
+    assert all(g["betas"] == (0.9, 0.95) and g["eps"] == 1e-6 for g in optimizer.param_groups)
+    optimizer.step()
+    scheduler.step()
+    assert scheduler.get_last_lr() == pytest.approx([1e-4 * 3 / 6] * 2)  # the schedule goes on from the new rate
+    assert "trainer.learning_rate 0.001 -> 0.0001 (this step's rate 0.000667 -> 6.67e-05); " in caplog.text
+    assert "trainer.weight_decay 0.1 -> 0.01" in caplog.text and "trainer.adam_epsilon 1e-08 -> 1e-06" in caplog.text
+
+
+def test_optimizer_settings_that_cannot_be_applied_on_resume_are_warned_about_and_left_alone(caplog):
+    from grpo_ext.callbacks import OptimizerSettingsOnResume
+
+    guard = OptimizerSettingsOnResume("sft.")
+    optimizer, scheduler = resumed_optimizer([{"params": [torch.nn.Parameter(torch.ones(2))], "weight_decay": 0.0}])
+    guard.on_train_begin(settings(weight_decay=0.1), at(2), None, optimizer=optimizer, lr_scheduler=scheduler)
+    assert "sft.weight_decay=0.1 is not applied: the checkpoint's optimizer decays no parameter" in caplog.text
+    assert optimizer.param_groups[0]["weight_decay"] == 0.0
+    own = [
+        {"params": [torch.nn.Parameter(torch.ones(2))]},
+        {"params": [torch.nn.Parameter(torch.ones(2))], "lr": 1e-2},
+    ]
+    optimizer, scheduler = resumed_optimizer(own)
+    guard.on_train_begin(settings(learning_rate=5e-2), at(2), None, optimizer=optimizer, lr_scheduler=scheduler)
+    assert "sft.learning_rate=0.05 is not applied: the checkpoint's optimizer has parameter groups" in caplog.text
+    assert scheduler.base_lrs == [1e-3, 1e-2]
+    optimizer, scheduler = resumed_optimizer([{"params": [torch.nn.Parameter(torch.ones(2))]}], steps=0)
+    guard.on_train_begin(settings(learning_rate=5e-2), at(0), None, optimizer=optimizer, lr_scheduler=scheduler)
+    assert optimizer.param_groups[0]["lr"] == 1e-3  # a new run: the Trainer built the optimizer from its settings

@@ -142,7 +142,14 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
     import torch
     from trl import SFTTrainer  # here, not at the top: seconds to import, and --help should not wait
 
-    from grpo_ext.callbacks import DivergedError, EvalCallback, MetricsFile, StopOnDivergence, StopOnSignal
+    from grpo_ext.callbacks import (
+        DivergedError,
+        EvalCallback,
+        MetricsFile,
+        OptimizerSettingsOnResume,
+        StopOnDivergence,
+        StopOnSignal,
+    )
 
     dtype = models.torch_dtype(cfg.model.dtype, cfg.hardware.dtype)
     stop, metrics = StopOnSignal(), MetricsFile(run_dir)
@@ -150,7 +157,7 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         model=model_path,
         args=args,
         train_dataset=train,
-        callbacks=[metrics, stop, StopOnDivergence(run_dir, "sft.learning_rate")],
+        callbacks=[metrics, stop, StopOnDivergence(run_dir, "sft.learning_rate"), OptimizerSettingsOnResume("sft.")],
         peft_config=adapters.lora_config(cfg.peft),
         quantization_config=adapters.quantization_config(cfg.peft, dtype),
     )

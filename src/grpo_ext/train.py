@@ -154,10 +154,10 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
     from grpo_ext import callbacks
 
     stop, metrics = callbacks.StopOnSignal(), callbacks.MetricsFile(run_dir)
-    # the run's record; signals; a NaN step stopped before it is saved; steps that teach nothing named; a hook leak
-    # in transformers worked around
+    # the run's record; signals; a NaN step stopped before it is saved; steps that teach nothing named; a resumed
+    # run's learning rate its own, not its checkpoint's; a hook leak in transformers worked around
     ours = [metrics, stop, callbacks.StopOnDivergence(run_dir, "trainer.learning_rate"), callbacks.WarnWithoutSignal()]
-    ours.append(callbacks.OneInputGradHook())
+    ours += [callbacks.OptimizerSettingsOnResume("trainer."), callbacks.OneInputGradHook()]
     dtype = models.torch_dtype(cfg.model.dtype, cfg.hardware.dtype)
     try:  # a vLLM server of our own, when the profile says so, lives exactly as long as the trainer
         with vllm_server.for_run(cfg, model_path, run_dir), stop.installed(), trl_none_warning_once():
