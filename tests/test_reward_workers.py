@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -103,6 +104,56 @@ def test_a_worker_killed_between_jobs_is_replaced_and_its_next_job_scored(caplog
             "a worker process of reward reward_fixtures.prefers_short had died between jobs (exit code -9: "
             "killed, out of memory?); replaced" in caplog.text
         )
+    finally:
+        reward.close()
+    assert spawned_children() == before
+
+
+def test_workers_that_keep_dying_between_jobs_stop_the_batch_with_the_cause(monkeypatch):
+    """Every new worker killed as soon as it is ready (as an out-of-memory killer under memory pressure would): after
+    one replacement, the batch stops with the cause rather than starting workers for ever."""
+    before = spawned_children()
+    reward = in_workers("reward_fixtures.prefers_short", workers=1)
+
+    def killed_when_ready():
+        worker = start()
+        worker.process.kill()
+        worker.process.join()
+        return worker
+
+    try:
+        assert reward(["a"]) == [-0.1]
+        start = reward.pool._start
+        monkeypatch.setattr(reward.pool, "_start", killed_when_ready)
+        reward.pool.workers[0].process.kill()
+        reward.pool.workers[0].process.join()
+        with pytest.raises(WorkerStartError) as err:
+            reward.score_each(["ab"], {})
+        assert str(err.value) == (
+            "the worker processes for reward 'reward_fixtures.prefers_short' keep dying: the one started to replace a "
+            "dead one was dead too before its first job (exit code -9: killed, out of memory?)"
+        )
+        assert reward.pool.workers == []  # stopped mid-batch: closed, nothing left running
+    finally:
+        reward.close()
+    assert spawned_children() == before
+
+
+def test_a_worker_killed_before_reading_its_job_is_a_crash_of_that_completion_only():
+    """A worker that dies with its job unread (the job sent, then the out-of-memory killer) resets the connection:
+    ConnectionResetError, not EOFError, came out of the reward and stopped the run."""
+    before = spawned_children()
+    reward = in_workers("reward_fixtures.prefers_short", workers=1)
+    try:
+        assert reward(["a"]) == [-0.1]
+        victim = reward.pool.workers[0].process.pid
+        os.kill(victim, signal.SIGSTOP)  # it cannot read the job it is sent
+        threading.Timer(0.5, os.kill, (victim, signal.SIGKILL)).start()
+        values, failures = reward.score_each(["ab", "abc"], {})
+        assert values == [None, -0.3] and [index for index, _ in failures] == [0]
+        assert "its worker process died" in failures[0][1] and victim not in [
+            w.process.pid for w in reward.pool.workers
+        ]
     finally:
         reward.close()
     assert spawned_children() == before

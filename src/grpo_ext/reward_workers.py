@@ -82,7 +82,7 @@ def _serve(conn: Connection, name: str, params: dict[str, Any], job: Callable[[A
         while (item := conn.recv()) is not None:
             index, payload = item
             conn.send((index, job(reward, payload)))
-    except EOFError:  # the trainer's process is gone
+    except (EOFError, OSError):  # the trainer's process is gone (its end of the pipe closed, or reset)
         pass
 
 
@@ -192,7 +192,11 @@ class Pool:
                         if not worker.submit(index, payloads[index]):
                             self.workers[i] = self._replace_dead(worker)
                             if not self.workers[i].submit(index, payloads[index]):  # its replacement too
-                                raise WorkerStartError(f"the worker processes for reward {self.name!r} keep dying")
+                                raise WorkerStartError(
+                                    f"the worker processes for reward {self.name!r} keep dying: the one started to "
+                                    f"replace a dead one was dead too before its first job "
+                                    f"({_exit(self.workers[i].process)})"
+                                )
                 busy = [w for w in self.workers if w.job is not None]
                 deadline = min(w.started + timeout for w in busy) if timeout else None
                 ready = wait(
@@ -207,7 +211,8 @@ class Pool:
                             worker.job = None
                             yield index, "ok", result
                             continue
-                        except EOFError:  # the worker died (a crash, out of memory): report and replace it
+                        except (EOFError, OSError):  # it died (a crash, out of memory): report and replace it;
+                            # ConnectionResetError when it died with the job unread
                             outcome = "crashed"
                     elif timeout and time.monotonic() - worker.started >= timeout:
                         outcome = "timeout"
@@ -234,10 +239,16 @@ class Pool:
         replaced, and the job it was to get goes to the new one."""
         worker.kill()
         logger.warning(
-            "a worker process of reward %s had died between jobs (exit code %s%s); replaced", self.name,
-            worker.process.exitcode, ": killed, out of memory?" if worker.process.exitcode == -signal.SIGKILL else "",
-        )  # fmt: skip
+            "a worker process of reward %s had died between jobs (%s); replaced", self.name, _exit(worker.process)
+        )
         return self._start()
+
+
+def _exit(process: Any) -> str:
+    """How a worker process ended, for a message: its exit code, and what a SIGKILL most often is."""
+    process.join()
+    killed = ": killed, out of memory?" if process.exitcode == -signal.SIGKILL else ""
+    return f"exit code {process.exitcode}{killed}"
 
 
 def _preload(name: str) -> list[str]:
