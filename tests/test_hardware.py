@@ -3,6 +3,9 @@ user's overrides both survive the pick, and LoRA training on the CPU with a merg
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from hydra import compose, initialize_config_module
@@ -138,6 +141,28 @@ def test_lora_trains_adapters_only_and_saves_a_merged_model(tmp_path):
     reloaded = compose_config(["task=arithmetic", "hardware=cpu", f"model.path={tmp_path / 'final_model'}"])
     model, _ = load_model(reloaded)
     assert not hasattr(model, "peft_config")
+
+
+def test_a_lora_checkpoint_merged_by_the_merge_command_loads_as_a_model(tmp_path):
+    """A run with adapters saves adapters only in its checkpoints: ``python -m grpo_ext.merge`` (a real subprocess)
+    makes one a model; the last checkpoint's is the run's own final model, bit for bit."""
+    fast = [o for o in FAST if not o.startswith("trainer.save_strategy")]
+    train(
+        compose_config(["task=arithmetic", "model=tiny", *fast, *WITH_SIGNAL, "peft=lora", "trainer.save_steps=1"]),
+        tmp_path,
+    )
+    command = [sys.executable, "-m", "grpo_ext.merge", str(tmp_path / "checkpoint-2")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    merged = tmp_path / "merged" / "checkpoint-2"
+    assert done.stdout.endswith(f"use it with model.path={merged}\n")
+    final = load_file(tmp_path / "final_model" / "model.safetensors")
+    weights = load_file(merged / "model.safetensors")
+    assert set(weights) == set(final) and all(torch.equal(weights[k], final[k]) for k in final)
+    model, _ = load_model(compose_config(["task=arithmetic", "hardware=cpu", f"model.path={merged}"]))
+    assert not hasattr(model, "peft_config")
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and again.stderr.endswith("already exists: remove it, or give --out\n")
 
 
 @pytest.mark.skipif(not QLORA_HERE, reason="needs bitsandbytes with CPU 4-bit kernels (in the dev extra)")

@@ -102,15 +102,46 @@ def test_a_run_directory_given_as_model_path_names_its_models(tmp_path):
     assert str(info.value).endswith(f"not a saved model; the run directory's models: {models_in_run}")
 
 
-def test_an_adapter_directory_given_as_model_path_names_the_merged_model(tmp_path):
-    (tmp_path / "final_adapter").mkdir()
-    (tmp_path / "final_adapter" / "adapter_config.json").write_text("{}")
+def test_an_adapter_directory_given_as_model_path_names_the_merged_model_or_the_command_that_merges_it(tmp_path):
+    for name in ("final_adapter", "checkpoint-50"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "adapter_config.json").write_text("{}")
+    (tmp_path / "final_model").mkdir()
     with pytest.raises(models.ModelUnavailableError) as info:
         models.resolve(model_cfg("model=tiny", f"model.path={tmp_path / 'final_adapter'}"))
     assert str(info.value).endswith(
         f"not a saved model; it holds a LoRA adapter, which the run also saved merged into its base: "
         f"{tmp_path / 'final_model'}"
     )
+    with pytest.raises(models.ModelUnavailableError) as info:  # a checkpoint of a run with adapters
+        models.resolve(model_cfg("model=tiny", f"model.path={tmp_path / 'checkpoint-50'}"))
+    assert str(info.value).endswith(
+        f"not a saved model; it holds a LoRA adapter: merge it into its base with python -m grpo_ext.merge "
+        f"{tmp_path / 'checkpoint-50'}, then use model.path={tmp_path / 'merged' / 'checkpoint-50'}"
+    )
+
+
+def test_the_merge_command_names_what_it_lacks(tmp_path, capsys):
+    from grpo_ext.merge import main as merge
+
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "config.json").write_text("{}")
+    assert merge([str(tmp_path / "plain")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'plain'} has no adapter_config.json (config.json: already a plain model): give a "
+        "directory a run with adapters saved (RUN/checkpoint-N, RUN/final_adapter, RUN/best_adapter)\n"
+    )
+    adapter = tmp_path / "checkpoint-5"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/gone/base"}))
+    assert merge([str(adapter)]) == 2
+    assert capsys.readouterr().err == (
+        "error: the adapter's base model, /gone/base, is not there (moved, or a cache since cleared): give it with "
+        "--base DIR\n"
+    )
+    (tmp_path / "merged" / "checkpoint-5").mkdir(parents=True)
+    assert merge([str(adapter), "--base", str(tmp_path)]) == 2
+    assert "merged/checkpoint-5 already exists: remove it, or give --out" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("path", ["/no/such/model", "./missing", "../missing", "outputs/run/final_model"])

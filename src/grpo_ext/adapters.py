@@ -134,12 +134,7 @@ def save_final(trainer: Any, run_dir: Path, peft: DictConfig, base_path: str, dt
 
 
 def _merge(adapter_dir: Path, target: Path, base_path: str, dtype: str, tokenizer: Any) -> None:
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from grpo_ext.merge import merge
 
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=getattr(torch, dtype), device_map="cpu")
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-    merged.save_pretrained(str(target))
-    tokenizer.save_pretrained(str(target))
+    merge(adapter_dir, target, base_path, dtype, tokenizer)
     log.info("adapter %s merged into the base in %s", adapter_dir, target)

@@ -63,16 +63,32 @@ def resolve(cfg: DictConfig) -> str:
             if (local / "adapter_config.json").is_file():  # final_adapter/, best_adapter/: the merged model is beside
                 merged = local.parent / local.name.replace("_adapter", "_model")
                 hint = f"; it holds a LoRA adapter, which the run also saved merged into its base: {merged}"
+                if local.name not in ("final_adapter", "best_adapter") or not merged.is_dir():  # a checkpoint's
+                    hint = (
+                        f"; it holds a LoRA adapter: merge it into its base with python -m grpo_ext.merge {cfg.path}, "
+                        f"then use model.path={default_merged(local)}"
+                    )
             raise ModelUnavailableError(
                 f"model.path={cfg.path} is a directory without config.json: not a saved model{hint}"
             )
         return check_chat_template(str(local), cfg.path)
-    if cfg.path.startswith(("/", ".", "~")) or cfg.path.count("/") > 1:  # a Hub id is NAME or OWNER/NAME
+    if is_path(cfg.path):
         raise ModelUnavailableError(
             f"model.path={cfg.path}: no such directory (a saved model is a directory with config.json, such as a "
             "run's final_model/; a Hub model is named OWNER/NAME)"
         )
-    return check_chat_template(_from_hub(cfg.path, cfg.revision), cfg.path)
+    return check_chat_template(from_hub(cfg.path, cfg.revision), cfg.path)
+
+
+def default_merged(adapter_dir: Path) -> Path:
+    """Where ``python -m grpo_ext.merge`` writes ``RUN/NAME`` merged: ``RUN/merged/NAME``, beside the run's other
+    models, not among its checkpoints."""
+    return adapter_dir.parent / "merged" / adapter_dir.name
+
+
+def is_path(name: str) -> bool:
+    """Whether ``name`` can only be a local path: a Hub id is NAME or OWNER/NAME."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1
 
 
 def check_chat_template(directory: str, name: str) -> str:
@@ -177,7 +193,7 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
 
 
-def _from_hub(repo_id: str, revision: str | None) -> str:
+def from_hub(repo_id: str, revision: str | None) -> str:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
