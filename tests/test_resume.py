@@ -447,3 +447,28 @@ def test_optimizer_settings_that_cannot_be_applied_on_resume_are_warned_about_an
     optimizer, scheduler = resumed_optimizer([{"params": [torch.nn.Parameter(torch.ones(2))]}], steps=0)
     guard.on_train_begin(settings(learning_rate=5e-2), at(0), None, optimizer=optimizer, lr_scheduler=scheduler)
     assert optimizer.param_groups[0]["lr"] == 1e-3  # a new run: the Trainer built the optimizer from its settings
+
+
+def test_resuming_a_checkpoint_whose_weights_cannot_load_with_the_adapter_settings_is_refused_first(tmp_path):
+    """resume=CHECKPOINT takes new settings on purpose, but not an adapter of another shape, or none: the Trainer
+    failed after loading the model, with a state-dict size mismatch or "Can't find a checkpoint index"."""
+    lora, full = tmp_path / "lora", tmp_path / "full"
+    train(compose_config([*SIX_STEPS, "trainer.max_steps=1", "peft=lora", "peft.r=4"]), lora)
+    train(compose_config([*SIX_STEPS, "trainer.max_steps=1"]), full)
+    refused = {
+        "peft.r=8": (lora, "holds a LoRA adapter of another shape than this run's (peft.r: 4 -> 8): resume it with"),
+        "peft=none": (lora, "holds a LoRA adapter, and this run trains without adapters (peft=none): resume it with "
+                            "the adapter it was trained with (peft=lora peft.r=4), or start a new run from it merged"),
+        "peft=lora": (full, "holds a whole model (a run without adapters), and this run trains adapters (peft=lora): "
+                            "resume it with peft=none, or start a new run from it with model.path="),
+    }  # fmt: skip
+    for override, (run_dir, message) in refused.items():
+        lora_settings = ["peft=lora", override] if override.startswith("peft.") else [override]
+        checkpoint = run_dir / "checkpoint-1"
+        with pytest.raises(SystemExit) as stop:
+            train(compose_config([*SIX_STEPS, *lora_settings, f"resume={checkpoint}"]), tmp_path / "new")
+        assert str(stop.value.code).startswith(f"config error: resume={checkpoint} {message}"), stop.value.code
+    assert not (tmp_path / "new" / "metrics.jsonl").exists()  # refused before training
+    train(compose_config([*SIX_STEPS, "trainer.max_steps=2", "peft=lora", "peft.r=4", "peft.alpha=8",
+                          f"resume={lora / 'checkpoint-1'}"]), lora)  # fmt: skip
+    assert [r["step"] for r in read_metrics(lora) if "loss" in r] == [1, 2]

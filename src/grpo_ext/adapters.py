@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,42 @@ def quantization_config(peft: DictConfig, compute_dtype: str) -> Any:
         bnb_4bit_use_double_quant=peft.double_quant,
         bnb_4bit_compute_dtype=getattr(torch, compute_dtype),
     )
+
+
+def check_resume(checkpoint: Path, peft: DictConfig) -> None:
+    """Raise ``ValueError`` when ``checkpoint`` cannot be resumed with these adapter settings (``resume=CHECKPOINT``
+    takes new settings on purpose, but an adapter of another rank, or none, cannot load: the Trainer failed with a
+    state-dict size mismatch or "Can't find a checkpoint index")."""
+    config = checkpoint / "adapter_config.json"
+    if not config.is_file():
+        if peft.name != "none":
+            raise ValueError(
+                f"resume={checkpoint} holds a whole model (a run without adapters), and this run trains adapters "
+                f"(peft={peft.name}): resume it with peft=none, or start a new run from it with "
+                f"model.path={checkpoint} peft={peft.name}"
+            )
+        return
+    try:
+        saved = json.loads(config.read_text())
+    except ValueError as err:
+        raise ValueError(f"resume={checkpoint}: its adapter_config.json is not JSON ({err})") from err
+    trained = f"peft=lora peft.r={saved.get('r')}"
+    if peft.name == "none":
+        raise ValueError(
+            f"resume={checkpoint} holds a LoRA adapter, and this run trains without adapters (peft=none): resume it "
+            f"with the adapter it was trained with ({trained}), or start a new run from it merged into its base "
+            f"(python -m grpo_ext.merge {checkpoint})"
+        )
+    changed = [f"peft.r: {saved.get('r')} -> {peft.r}"] if saved.get("r") != peft.r else []
+    targets = peft.target_modules
+    if not isinstance(targets, str) and set(targets) != set(saved.get("target_modules") or []):
+        changed.append(f"peft.target_modules: {sorted(saved.get('target_modules') or [])} -> {sorted(targets)}")
+    if changed:
+        raise ValueError(
+            f"resume={checkpoint} holds a LoRA adapter of another shape than this run's ({'; '.join(changed)}): "
+            "resume it with the adapter settings it was trained with, or start a new run from it merged into its "
+            f"base (python -m grpo_ext.merge {checkpoint})"
+        )
 
 
 def keep_4bit_layers_trainable(model: Any) -> None:

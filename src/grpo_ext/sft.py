@@ -115,6 +115,8 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         resume = checkpoints.resume_point(cfg.resume, run_dir)  # auto, none or a checkpoint, as in training
         if resume and cfg.resume == "auto":  # the run in run_dir goes on, with the settings it was trained with
             checkpoints.check_same_run(run_dir, cfg, checkpoints.SFT_RESUMABLE, resume, "grpo_ext.sft")
+        if resume:  # whatever else changes, its weights must load
+            adapters.check_resume(resume, cfg.peft)
         if processes.is_main():
             checkpoints.save_config(cfg, run_dir, "grpo_ext.sft")
     except ValueError as err:

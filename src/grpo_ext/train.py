@@ -103,6 +103,8 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
         resume_from = checkpoints.resume_point(cfg.resume, run_dir)
         if resume_from and cfg.resume == "auto":  # the run in run_dir goes on, with the settings it was trained with
             checkpoints.check_same_run(run_dir, cfg, checkpoints.TRAIN_RESUMABLE, resume_from, "grpo_ext.train")
+        if resume_from:  # whatever else changes, its weights must load: an adapter of the same shape, or none
+            adapters.check_resume(resume_from, cfg.peft)
         guarded = guard_all(reward_funcs, cfg.reward_failure_limit)
         loggers.check(cfg.logger)
         processes.check_one_run_dir(args, run_dir)  # with several processes (one per GPU), all in one directory
