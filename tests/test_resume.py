@@ -472,3 +472,18 @@ def test_resuming_a_checkpoint_whose_weights_cannot_load_with_the_adapter_settin
     train(compose_config([*SIX_STEPS, "trainer.max_steps=2", "peft=lora", "peft.r=4", "peft.alpha=8",
                           f"resume={lora / 'checkpoint-1'}"]), lora)  # fmt: skip
     assert [r["step"] for r in read_metrics(lora) if "loss" in r] == [1, 2]
+
+
+def test_resuming_a_checkpoint_of_a_model_of_another_shape_is_refused_before_training(tmp_path):
+    """The Trainer failed loading it: "Error(s) in loading state_dict for Qwen2ForCausalLM"."""
+    train(compose_config([*SIX_STEPS, "trainer.max_steps=1"]), tmp_path)
+    checkpoint = tmp_path / "checkpoint-1"
+    other = [*SIX_STEPS, "model.architecture.hidden_size=128", f"resume={checkpoint}"]
+    with pytest.raises(SystemExit) as stop:
+        train(compose_config(other), tmp_path / "new")
+    assert str(stop.value.code).startswith(
+        f"model error: resume={checkpoint} holds a model of another shape than this run's model (hidden_size: 256 -> "
+        "128): it was trained from "
+    ), stop.value.code
+    assert str(stop.value.code).endswith(f"or start a new run from it with model.path={checkpoint}")
+    assert not (tmp_path / "new" / "metrics.jsonl").exists()

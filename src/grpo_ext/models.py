@@ -80,6 +80,33 @@ def resolve(cfg: DictConfig) -> str:
     return check_chat_template(from_hub(cfg.path, cfg.revision), cfg.path)
 
 
+SHAPE_KEYS = (
+    "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads",
+)  # fmt: skip
+
+
+def check_checkpoint_shape(checkpoint: Path, model_dir: str) -> None:
+    """Raise ``ModelUnavailableError`` when ``checkpoint`` holds a whole model of another shape than the one in
+    ``model_dir`` (``resume=CHECKPOINT`` with another model: the Trainer failed loading it, with a state-dict size
+    mismatch). A checkpoint of adapters has no ``config.json``: ``adapters.check_resume`` checks those."""
+    try:
+        saved = json.loads((Path(checkpoint) / "config.json").read_text())
+        current = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError):  # adapters only, or nothing to compare with: the Trainer's load says what is wrong
+        return
+    changed = [
+        f"{key}: {saved.get(key)} -> {current.get(key)}" for key in SHAPE_KEYS if saved.get(key) != current.get(key)
+    ]
+    if changed:
+        trained = saved.get("_name_or_path") or "another model"
+        raise ModelUnavailableError(
+            f"resume={checkpoint} holds a model of another shape than this run's model ({'; '.join(changed)}): it was "
+            f"trained from {trained}; resume it with the model it was trained from, or start a new run from it with "
+            f"model.path={checkpoint}"
+        )
+
+
 def default_merged(adapter_dir: Path) -> Path:
     """Where ``python -m grpo_ext.merge`` writes ``RUN/NAME`` merged: ``RUN/merged/NAME``, beside the run's other
     models, not among its checkpoints."""

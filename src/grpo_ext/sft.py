@@ -127,6 +127,8 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
             check_columns(splits.eval, rewards[:1], f"{cfg.task.name} eval split")
         with processes.main_first():  # a model built here is built once, then read by the other processes
             model_path = models.resolve(cfg.model)
+        if resume:  # a whole model in the checkpoint loads only into a model of its shape
+            models.check_checkpoint_shape(resume, model_path)
     except ValueError as err:
         sys.exit(f"task error: {err}")
     except models.ModelUnavailableError as err:

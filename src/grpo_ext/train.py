@@ -132,6 +132,8 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
     try:
         with processes.main_first():  # a model built here is built once, then read by the other processes
             model_path = models.resolve(cfg.model)
+        if resume_from:  # a whole model in the checkpoint loads only into a model of its shape
+            models.check_checkpoint_shape(resume_from, model_path)
     except models.ModelUnavailableError as err:
         sys.exit(f"model error: {err}")
     log.info("model %s from %s", cfg.model.name, model_path)
