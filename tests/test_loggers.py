@@ -44,7 +44,7 @@ def test_a_diverged_run_and_one_without_signal_send_w_and_b_alerts_and_end_as_fa
     env = {"WANDB_MODE": None, "WANDB_API_KEY": None, "HOME": str(tmp_path)}
     runs = {
         "diverged": ["task.rewards=[{name: reward_fixtures.prefers_short}]", "trainer.learning_rate=1e8"],
-        "no_signal": [],  # a random model never writes <answer>: every reward is 0
+        "no_signal": [],  # a random model never writes <answer> (every reward is 0), nor knows to stop
     }
     for name, extra in runs.items():
         command = ["-m", "grpo_ext.train", "task=arithmetic", "model=tiny", *steps, *wandb, *extra]
@@ -52,6 +52,7 @@ def test_a_diverged_run_and_one_without_signal_send_w_and_b_alerts_and_end_as_fa
         assert result.returncode == (1 if name == "diverged" else 0), result.stderr[-2000:]
     found = {name: run_summary(next((tmp_path / name / "wandb").glob("offline-run-*"))) for name in runs}
     assert {name: run.get("alerts") for name, run in found.items()} == {
-        "diverged": [("training diverged", "ERROR")], "no_signal": [("no learning signal", "WARN")]
-    }  # fmt: skip
+        "diverged": [("training diverged", "ERROR")],
+        "no_signal": [("no learning signal", "WARN"), ("completions cut off", "WARN")],
+    }
     assert found["diverged"]["exit_code"] == 1 and found["no_signal"]["exit_code"] == 0  # failed; finished

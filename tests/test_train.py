@@ -233,33 +233,23 @@ def test_a_run_that_logged_nothing_still_ends_well(tmp_path, capsys):
     assert f"run directory: {tmp_path} (no training step was logged)" in capsys.readouterr().out
 
 
-def test_steps_that_teach_nothing_are_named_once_a_stretch(tmp_path, caplog):
+def test_steps_that_teach_nothing_and_completions_cut_off_are_named_once_a_stretch(tmp_path, caplog):
     """A random model never writes <answer>: every completion scores 0, every advantage is 0 (the README's run from
-    random weights). After 10 such steps the run says so, once; a run with a signal never does."""
+    random weights). Nor does it know to stop: nearly every completion runs to trainer.max_completion_length. After
+    10 such steps the run says both, once each; a run with a signal does not say it has none."""
     steps = [o for o in FAST if not o.startswith("trainer.max_steps")]
     train(compose_config(["task=arithmetic", "model=tiny", *steps, "trainer.max_steps=12"]), tmp_path / "zero")
     warnings = [r.getMessage() for r in caplog.records if "no learning signal" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].startswith("no learning signal in steps 1-10: in every group of ")
     assert "Every completion of the last step got reward 0.000: the model may never write what" in warnings[0]
+    cut = [r.getMessage() for r in caplog.records if "completions cut off" in r.getMessage()]
+    assert len(cut) == 1 and cut[0].startswith(
+        "completions cut off in steps 1-10: in each, at least 50% of the completions reached "
+        "trainer.max_completion_length=12 tokens without ending"
+    )
+    assert all(r["completions/clipped_ratio"] >= 0.5 for r in read_metrics(tmp_path / "zero") if "loss" in r)
     caplog.clear()
     with_signal = ["task.rewards=[{name: reward_fixtures.prefers_short}]", "trainer.max_steps=12"]
     train(compose_config(["task=arithmetic", "model=tiny", *steps, *with_signal]), tmp_path / "signal")
-    assert "no learning signal" not in caplog.text
-
-
-def test_a_stretch_without_signal_ends_when_one_group_differs(caplog):
-    from types import SimpleNamespace
-
-    from grpo_ext.callbacks import WarnWithoutSignal
-
-    warn = WarnWithoutSignal(steps=3)
-    args = SimpleNamespace(logging_steps=1, num_generations=4)
-    for step, frac in enumerate([1.0, 1.0, 0.5, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0], start=1):
-        state = SimpleNamespace(is_world_process_zero=True, global_step=step)
-        warn.on_log(args, state, None, logs={"frac_reward_zero_std": frac, "reward": 0.5, "reward_std": 0.4})
-    messages = [r.getMessage() for r in caplog.records]
-    assert [m.split(":")[0] for m in messages] == [
-        "no learning signal in steps 4-6",
-        "no learning signal in steps 9-11",
-    ]
-    assert "The groups differ (mean reward 0.500): each prompt is either always or never solved." in messages[0]
+    assert "no learning signal" not in caplog.text  # (its completions are cut off too: the random model is slow
+    # to learn to stop, 75-100% cut in each of its 12 steps; tests/test_health.py has the runs that end in time)

@@ -300,58 +300,6 @@ def _is_non_finite(value: Any) -> bool:
     return isinstance(value, float) and not _is_number(value)
 
 
-class WarnWithoutSignal(TrainerCallback):
-    """Warn, once a stretch, when GRPO has had nothing to learn from for ``steps`` steps in a row.
-
-    GRPO learns from the differences between the rewards of one prompt's completions: a group whose completions all
-    score the same has advantage 0 (TRL logs the share of such groups as ``frac_reward_zero_std``). When every group
-    of every step is like that, the policy moves only by the KL term, and GPU time buys nothing: a model that never
-    writes what the reward looks for (the seeds' random model, reward 0 everywhere), or a task the model has
-    mastered (FizzBuzz: reward 1 everywhere). The warning says which it looks like and what gives a signal back.
-    """
-
-    def __init__(self, steps: int = 10) -> None:
-        self.steps = steps
-        self.first: int | None = None  # the first step of the stretch without signal under way
-        self.last_logged = 0
-        self.warned = False
-
-    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.last_logged = state.global_step
-
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        if not state.is_world_process_zero or not logs or "frac_reward_zero_std" not in logs:
-            return
-        since, self.last_logged = self.last_logged + 1, state.global_step  # the steps this line covers
-        if logs["frac_reward_zero_std"] < 1.0:
-            self.first, self.warned = None, False
-            return
-        if self.first is None:
-            self.first = since
-        if self.warned or state.global_step - self.first + 1 < self.steps:
-            return
-        self.warned = True
-        reward, spread = logs.get("reward", math.nan), logs.get("reward_std", math.nan)
-        if spread == 0:
-            kind = (
-                f"Every completion of the last step got reward {reward:.3f}: the model may never write what the "
-                "reward pays for (look at a few: grpo_ext.infer --samples 8, or logger.completions_every), or, if "
-                "that is the reward's best, it has mastered these prompts."
-            )
-        else:
-            kind = f"The groups differ (mean reward {reward:.3f}): each prompt is either always or never solved."
-        message = (
-            f"no learning signal in steps {self.first}-{state.global_step}: in every group of "
-            f"trainer.num_generations={args.num_generations} completions, each completion got the same reward "
-            "(frac_reward_zero_std=1), so every advantage is 0 and nothing but the KL term (trainer.beta) moves the "
-            f"policy. {kind} GRPO needs completions of one prompt that score differently: a reward with partial "
-            "credit, a warm start on references (grpo_ext.sft), harder or easier prompts, or more generations or a "
-            "higher trainer.temperature."
-        )
-        logger.warning(message)
-        loggers.alert("no learning signal", message)
-
-
 class OneInputGradHook(TrainerCallback):
     """Remove the copies of transformers' input-embedding hook that pile up during training; keep one.
 

@@ -155,12 +155,13 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
     # nothing a user could act on (the renamed arguments themselves: trainer_node.RENAMED)
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
-    from grpo_ext import callbacks
+    from grpo_ext import callbacks, health
 
     stop, metrics = callbacks.StopOnSignal(), callbacks.MetricsFile(run_dir)
-    # the run's record; signals; a NaN step stopped before it is saved; steps that teach nothing named; a resumed
-    # run's learning rate its own, not its checkpoint's; a hook leak in transformers worked around
-    ours = [metrics, stop, callbacks.StopOnDivergence(run_dir, "trainer.learning_rate"), callbacks.WarnWithoutSignal()]
+    # the run's record; signals; a NaN step stopped before it is saved; steps that teach nothing and completions cut
+    # off named; a resumed run's learning rate its own, not its checkpoint's; a hook leak in transformers worked around
+    ours = [metrics, stop, callbacks.StopOnDivergence(run_dir, "trainer.learning_rate")]
+    ours += [health.WarnWithoutSignal(), health.WarnOnTruncation()]
     ours += [callbacks.OptimizerSettingsOnResume("trainer."), callbacks.OneInputGradHook()]
     dtype = models.torch_dtype(cfg.model.dtype, cfg.hardware.dtype)
     try:  # a vLLM server of our own, when the profile says so, lives exactly as long as the trainer
