@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -29,6 +31,26 @@ def test_two_steps_on_one_gpu_in_bf16(tmp_path):
     initial = load_file(f"{models.resolve(cfg.model)}/model.safetensors")
     assert any(not torch.equal(initial[k].float(), final[k].float()) for k in initial)
     assert torch.cuda.max_memory_allocated() > 0
+
+
+@pytest.mark.parametrize("peft", ["none", "lora"])
+def test_what_auto_picks_for_a_gpu_without_bf16_trains_in_fp16(peft, tmp_path, monkeypatch):
+    """hardware=auto on a T4 or V100 (faked: this GPU has bf16) trains in fp16 mixed precision: float32 weights for a
+    full fine-tune, float16 under adapters. Under CUDA the gradient scaler runs, as it does not on the CPU."""
+    from grpo_ext import hardware
+
+    gpu = hardware.visible_gpus()[0]
+    monkeypatch.setattr(hardware, "visible_gpus", lambda: [hardware.Gpu(gpu.name, gpu.memory_gib, bf16=False)])
+    overrides = [o for o in FAST if o != "hardware=cpu"]
+    cfg = compose_config(["task=arithmetic", "model=tiny", *overrides, *WITH_SIGNAL, f"peft={peft}"])
+    assert (cfg.trainer.fp16, cfg.trainer.bf16) == (True, False)
+    cfg.hardware.vllm.mode = "off"
+    train(cfg, tmp_path)
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records] == [1, 2] and all(math.isfinite(r["loss"]) for r in records)
+    final = load_file(tmp_path / "final_model" / "model.safetensors")
+    initial = load_file(f"{models.resolve(cfg.model)}/model.safetensors")
+    assert any(not torch.equal(initial[k].float(), final[k].float()) for k in initial)
 
 
 def test_auto_picks_a_gpu_profile_and_lora_trains_on_it(tmp_path):

@@ -78,6 +78,65 @@ def test_a_config_composed_by_hand_must_name_its_profile(tmp_path):
         make_grpo_config(compose_config([], resolve_hardware=False), str(tmp_path), [1.0])
 
 
+T4 = hardware.Gpu("Tesla T4", 14.6, bf16=False)
+
+
+@pytest.mark.parametrize("peft,weights", [("lora", "float16"), ("none", "float32"), ("qlora", "float16")])
+def test_auto_on_a_gpu_without_bf16_trains_in_fp16_with_weights_mixed_precision_can_train(
+    peft, weights, monkeypatch, caplog, tmp_path
+):
+    """A T4 or V100 has no bf16 arithmetic (PyTorch emulates it, slowly): the profile its memory calls for, in fp16
+    mixed precision. Full fine-tuning keeps float32 weights (the gradient scaler refuses float16 gradients)."""
+    monkeypatch.setattr(hardware, "visible_gpus", lambda: [T4])
+    with caplog.at_level("INFO", logger="grpo_ext.hardware"):
+        cfg = compose_config([f"peft={peft}"])
+    assert cfg.hardware.name == "gpu_10gb" and cfg.peft.name == peft
+    assert (cfg.trainer.bf16, cfg.trainer.fp16, cfg.hardware.dtype) == (False, True, weights)
+    assert (
+        f"Tesla T4 does not compute bf16 itself (PyTorch would emulate it, without tensor cores), so training "
+        f"is in fp16 mixed precision: trainer.fp16=true, hardware.dtype={weights}" in caplog.text
+    )
+    hardware.check_precision(cfg)  # a precision that trains
+    args = make_grpo_config(cfg, str(tmp_path), [1.0])  # and that TRL and transformers take
+    assert args.fp16 and not args.bf16 and args.model_init_kwargs["dtype"] == weights
+
+
+def test_a_precision_of_the_user_s_own_is_kept_on_a_gpu_without_bf16_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setattr(hardware, "visible_gpus", lambda: [T4])
+    for chosen in (["trainer.bf16=true"], ["hardware=gpu_24gb"], ["model.dtype=bfloat16"]):
+        cfg = compose_config(chosen)
+        assert (cfg.trainer.bf16, cfg.trainer.fp16) == (True, False), chosen
+    caplog.clear()
+    hardware.check_precision(cfg)
+    assert caplog.messages == [
+        "hardware=gpu_10gb trains in bf16, which Tesla T4 does not compute itself (PyTorch emulates it, without "
+        "tensor cores): hardware=auto picks fp16 for it, or add trainer.bf16=false trainer.fp16=true and "
+        "hardware.dtype=float16 with adapters (float32 without)"
+    ]
+    monkeypatch.setattr(hardware, "visible_gpus", lambda: [RTX3080])
+    caplog.clear()
+    hardware.check_precision(compose_config(["hardware=gpu_10gb"]))
+    assert cfg.trainer.bf16 and compose_config([]).trainer.bf16 and not caplog.messages  # Ampere computes bf16
+
+
+def test_fp16_mixed_precision_over_float16_weights_without_adapters_is_refused_on_the_gpu(monkeypatch, tmp_path):
+    """accelerate's gradient scaler (CUDA only) refuses float16 gradients at the first optimizer step."""
+    monkeypatch.setattr(hardware, "visible_gpus", lambda: [T4])
+    fp16 = ["hardware=gpu_24gb", "trainer.bf16=false", "trainer.fp16=true", "hardware.dtype=float16", "peft=none"]
+    with pytest.raises(
+        ValueError, match=r"^trainer.fp16=true with float16 weights and no adapters fails at the first "
+    ):
+        hardware.check_precision(compose_config(fp16))
+    with pytest.raises(SystemExit, match=r"config error: trainer.fp16=true with float16 weights and no adapters"):
+        train(compose_config(["model=tiny", *fp16, "logger=none"]), tmp_path)
+    hardware.check_precision(compose_config([*fp16, "peft=lora"]))  # adapters train in float32
+    hardware.check_precision(compose_config([*fp16, "model.dtype=float32"]))
+    hardware.check_precision(compose_config([*fp16, "trainer.deepspeed=ds.json"]))  # DeepSpeed scales on its own
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    hardware.check_precision(compose_config(fp16))
+    hardware.check_precision(compose_config(["hardware=cpu", "trainer.fp16=true", "model.dtype=float16"]))
+
+
 def test_gpu_10gb_chooses_lora_and_the_command_line_can_undo_it():
     assert compose_config(["hardware=gpu_10gb"]).peft.name == "lora"
     assert compose_config(["hardware=gpu_10gb", "peft=none"]).peft.name == "none"

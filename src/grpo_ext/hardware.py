@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from grpo_ext import processes
 
@@ -29,6 +29,7 @@ VLLM_RANGE = ("0.22.0", "0.31.0")
 VLLM_MODES = ("off", "auto", "colocate", "server")
 ROLLOUTS = ("trl", "static_cache", "auto")  # hardware.rollout: how completions are generated when vLLM is not used
 SINGLE_GPU_LIMITS_GIB = ((16.0, "gpu_10gb"), (40.0, "gpu_24gb"))  # under 16 GiB: gpu_10gb; under 40: gpu_24gb
+PRECISION_KEYS = ("trainer.bf16", "trainer.fp16", "hardware.dtype", "model.dtype")  # a user's own: left alone
 INSTALL_VLLM = "install the vllm extra: pip install 'grpo-ext[vllm]' (needs CUDA and vLLM's matching torch)"
 
 
@@ -36,6 +37,7 @@ INSTALL_VLLM = "install the vllm extra: pip install 'grpo-ext[vllm]' (needs CUDA
 class Gpu:
     name: str
     memory_gib: float
+    bf16: bool = True  # computes bf16 natively (NVIDIA from Ampere on, AMD); PyTorch emulates it on older GPUs
 
 
 def visible_gpus() -> list[Gpu]:
@@ -45,7 +47,8 @@ def visible_gpus() -> list[Gpu]:
     if not torch.cuda.is_available():
         return []
     properties = [torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())]
-    return [Gpu(p.name, p.total_memory / 2**30) for p in properties]
+    amd = torch.version.hip is not None
+    return [Gpu(p.name, p.total_memory / 2**30, amd or p.major >= 8) for p in properties]
 
 
 def pick_profile(gpus: list[Gpu], vllm_issue: str | None, launched: int = 1) -> tuple[str, str]:
@@ -105,10 +108,61 @@ def resolve_auto(cfg: DictConfig, overrides: list[str]) -> DictConfig:
         return cfg
     from hydra import compose
 
-    name, why = pick_profile(visible_gpus(), vllm_problem(), processes.world_size())
+    gpus = visible_gpus()
+    name, why = pick_profile(gpus, vllm_problem(), processes.world_size())
     log.info("hardware=auto picked hardware=%s: %s", name, why)
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "hardware"]
-    return compose(config_name="config", overrides=[*kept, f"hardware={name}"])
+    resolved = compose(config_name="config", overrides=[*kept, f"hardware={name}"])
+    chosen = {o.split("=", 1)[0].lstrip("+~") for o in kept}
+    if gpus and not gpus[0].bf16 and resolved.trainer.bf16 and not chosen & set(PRECISION_KEYS):
+        fp16_instead(resolved, gpus[0].name)
+    return resolved
+
+
+def fp16_instead(cfg: DictConfig, gpu: str) -> None:
+    """Turn ``cfg``'s bf16 profile into fp16 mixed precision, in place, for a GPU that does not compute bf16 itself
+    (NVIDIA before Ampere: T4, V100, RTX 20xx, whose tensor cores compute fp16 but not bf16, which PyTorch emulates).
+
+    Mixed precision keeps trained weights in float32 (the gradient scaler refuses float16 gradients); adapters are
+    kept in float32 by peft, so under them the base model's weights can be float16, half the memory.
+    """
+    weights = "float32" if cfg.peft.name == "none" else "float16"
+    for key, value in (("trainer.bf16", False), ("trainer.fp16", True), ("hardware.dtype", weights)):
+        OmegaConf.update(cfg, key, value)
+    log.info(
+        "hardware=auto: %s does not compute bf16 itself (PyTorch would emulate it, without tensor cores), so training "
+        "is in fp16 mixed precision: trainer.fp16=true, hardware.dtype=%s%s",
+        gpu,
+        weights,
+        " (the base model's weights; the adapters train in float32)" if weights == "float16" else "",
+    )
+
+
+def check_precision(cfg: DictConfig) -> None:
+    """Raise ``ValueError`` for a precision that fails on the GPU at the first optimizer step, and warn of one that
+    runs without the GPU's tensor cores."""
+    from grpo_ext.models import torch_dtype
+
+    if cfg.hardware.device != "cuda":
+        return  # on the CPU, fp16 and bf16 mixed precision do not scale gradients: nothing to refuse
+    weights = torch_dtype(cfg.model.dtype, cfg.hardware.dtype)
+    deepspeed = cfg.trainer.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true"  # scales on its own
+    if cfg.trainer.fp16 and weights == "float16" and cfg.peft.name == "none" and not deepspeed:
+        raise ValueError(
+            "trainer.fp16=true with float16 weights and no adapters fails at the first optimizer step (the gradient "
+            "scaler refuses float16 gradients: 'Attempting to unscale FP16 gradients'): mixed precision trains "
+            "float32 weights (hardware.dtype=float32, model.dtype=auto), or train adapters, which peft keeps in "
+            "float32 over float16 weights (peft=lora)"
+        )
+    emulated = [gpu.name for gpu in visible_gpus() if not gpu.bf16]
+    if cfg.trainer.bf16 and emulated:
+        log.warning(
+            "hardware=%s trains in bf16, which %s does not compute itself (PyTorch emulates it, without tensor "
+            "cores): hardware=auto picks fp16 for it, or add trainer.bf16=false trainer.fp16=true and "
+            "hardware.dtype=float16 with adapters (float32 without)",
+            cfg.hardware.name,
+            emulated[0],
+        )
 
 
 def check_device(hw: DictConfig) -> None:

@@ -106,6 +106,7 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         models.check(cfg.model)
         check_eval(cfg.eval)
         hardware.check_device(cfg.hardware)
+        hardware.check_precision(cfg)
         adapters.check(cfg.peft, cfg.hardware.device)
         rewards, _ = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
         loggers.check(cfg.logger)

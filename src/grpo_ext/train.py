@@ -96,6 +96,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
         check_eval(cfg.eval)
         hardware.check_launch(cfg.hardware)
         hardware.check_device(cfg.hardware)
+        hardware.check_precision(cfg)
         adapters.check(cfg.peft, cfg.hardware.device)
         reward_funcs, reward_weights = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
         args = make_grpo_config(cfg, str(run_dir), reward_weights)
