@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import FAST, TESTS, compose_config, fresh_cache, history, wait_for_step
+from conftest import FAST, QLORA_HERE, TESTS, compose_config, fresh_cache, history, wait_for_step
 from grpo_ext import checkpoints
 from grpo_ext.callbacks import DivergedError, StopOnDivergence
 from grpo_ext.records import read_metrics
@@ -456,7 +456,8 @@ def test_resuming_a_checkpoint_whose_weights_cannot_load_with_the_adapter_settin
     train(compose_config([*SIX_STEPS, "trainer.max_steps=1", "peft=lora", "peft.r=4"]), lora)
     train(compose_config([*SIX_STEPS, "trainer.max_steps=1"]), full)
     refused = {
-        "peft.r=8": (lora, "holds a LoRA adapter of another shape than this run's (peft.r: 4 -> 8): resume it with"),
+        "peft.r=8": (lora, "holds a LoRA adapter of another shape than this run's (peft.r: 4 -> 8): resume it with "
+                           "the adapter settings it was trained with (peft=lora peft.r=4), or start a new run"),
         "peft=none": (lora, "holds a LoRA adapter, and this run trains without adapters (peft=none): resume it with "
                             "the adapter it was trained with (peft=lora peft.r=4), or start a new run from it merged"),
         "peft=lora": (full, "holds a whole model (a run without adapters), and this run trains adapters (peft=lora): "
@@ -472,6 +473,51 @@ def test_resuming_a_checkpoint_whose_weights_cannot_load_with_the_adapter_settin
     train(compose_config([*SIX_STEPS, "trainer.max_steps=2", "peft=lora", "peft.r=4", "peft.alpha=8",
                           f"resume={lora / 'checkpoint-1'}"]), lora)  # fmt: skip
     assert [r["step"] for r in read_metrics(lora) if "loss" in r] == [1, 2]
+
+
+@pytest.mark.skipif(not QLORA_HERE, reason="needs bitsandbytes with CPU 4-bit kernels (in the dev extra)")
+def test_the_settings_a_qlora_checkpoint_was_trained_with_come_from_its_run_and_a_foreign_one_s_from_its_adapter(
+    tmp_path,
+):
+    """LoRA and QLoRA adapters are alike on disk: the run's config.yaml says which one to resume with."""
+    run = tmp_path / "qlora"
+    train(compose_config([*SIX_STEPS, "trainer.max_steps=1", "peft=qlora", "peft.r=4"]), run)
+    with pytest.raises(SystemExit, match=r"resume it with the adapter it was trained with \(peft=qlora peft.r=4\),"):
+        train(compose_config([*SIX_STEPS, f"resume={run / 'checkpoint-1'}"]), tmp_path / "new")
+    shutil.copytree(run / "checkpoint-1", tmp_path / "elsewhere" / "checkpoint-1")  # no config.yaml beside it
+    with pytest.raises(SystemExit) as stop:
+        train(compose_config([*SIX_STEPS, f"resume={tmp_path / 'elsewhere' / 'checkpoint-1'}"]), tmp_path / "new")
+    assert (
+        "the adapter it was trained with (peft=lora peft.r=4 peft.target_modules=[down_proj,gate_proj,k_proj,"
+        "o_proj,q_proj,up_proj,v_proj])" in str(stop.value.code)
+    )
+
+
+def test_an_adapter_resumed_over_another_base_model_is_refused_for_another_shape_and_named_for_the_same(
+    tmp_path, caplog
+):
+    """The adapter's base is in its adapter_config.json. Over a model of another shape the Trainer failed loading it
+    (a size mismatch); over another of the same shape (another seed, revision or model) it trained on silently."""
+    train(compose_config([*SIX_STEPS, "trainer.max_steps=1", "peft=lora"]), tmp_path)
+    checkpoint = tmp_path / "checkpoint-1"
+    base = json.loads((checkpoint / "adapter_config.json").read_text())["base_model_name_or_path"]
+    with pytest.raises(SystemExit) as stop:
+        train(compose_config([*SIX_STEPS, "peft=lora", "model.architecture.hidden_size=128", f"resume={checkpoint}"]),
+              tmp_path / "new")  # fmt: skip
+    assert stop.value.code == (
+        f"model error: resume={checkpoint} holds a LoRA adapter trained over a model of another shape than this "
+        f"run's (hidden_size: 256 -> 128): resume it over the model it was trained over, model.path={base}"
+    )
+    other_seed = [*SIX_STEPS, "trainer.max_steps=2", "peft=lora", "model.seed=1", f"resume={checkpoint}"]
+    train(compose_config(other_seed), tmp_path / "seed1")
+    assert (
+        f"resume={checkpoint} holds a LoRA adapter trained over {base}, and this run's base model is " in caplog.text
+    )
+    assert f"If they are not the same (another model, revision or seed), resume with model.path={base}" in caplog.text
+    assert [r["step"] for r in read_metrics(tmp_path / "seed1") if "loss" in r] == [2]  # a warning, not a refusal
+    caplog.clear()
+    train(compose_config([*SIX_STEPS, "trainer.max_steps=2", "peft=lora", f"resume={checkpoint}"]), tmp_path / "same")
+    assert "holds a LoRA adapter trained over" not in caplog.text
 
 
 def test_resuming_a_checkpoint_of_a_model_of_another_shape_is_refused_before_training(tmp_path):

@@ -116,7 +116,7 @@ def check_resume(checkpoint: Path, peft: DictConfig) -> None:
         saved = json.loads(config.read_text())
     except ValueError as err:
         raise ValueError(f"resume={checkpoint}: its adapter_config.json is not JSON ({err})") from err
-    trained = f"peft=lora peft.r={saved.get('r')}"
+    trained = _trained_with(checkpoint, saved)
     if peft.name == "none":
         raise ValueError(
             f"resume={checkpoint} holds a LoRA adapter, and this run trains without adapters (peft=none): resume it "
@@ -130,9 +130,23 @@ def check_resume(checkpoint: Path, peft: DictConfig) -> None:
     if changed:
         raise ValueError(
             f"resume={checkpoint} holds a LoRA adapter of another shape than this run's ({'; '.join(changed)}): "
-            "resume it with the adapter settings it was trained with, or start a new run from it merged into its "
-            f"base (python -m grpo_ext.merge {checkpoint})"
+            f"resume it with the adapter settings it was trained with ({trained}), or start a new run from it merged "
+            f"into its base (python -m grpo_ext.merge {checkpoint})"
         )
+
+
+def _trained_with(checkpoint: Path, adapter: dict[str, Any]) -> str:
+    """The adapter settings ``checkpoint`` was trained with, as overrides: its run's ``config.yaml`` says which (LoRA
+    and QLoRA adapters are alike on disk); without one, the LoRA settings in ``adapter``, its adapter_config.json."""
+    import yaml
+
+    try:
+        peft = OmegaConf.to_container(OmegaConf.load(checkpoint.parent / "config.yaml").peft)
+    except (OSError, yaml.YAMLError, AttributeError, KeyError):  # a checkpoint outside its run directory
+        peft = {"name": "lora", "r": adapter.get("r"), "target_modules": adapter.get("target_modules")}
+    targets = peft.get("target_modules")  # all-linear, the default, goes without saying
+    listed = f" peft.target_modules=[{','.join(sorted(targets))}]" if isinstance(targets, list) else ""
+    return f"peft={peft.get('name')} peft.r={peft.get('r')}{listed}"
 
 
 def keep_4bit_layers_trainable(model: Any) -> None:

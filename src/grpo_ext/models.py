@@ -87,17 +87,34 @@ SHAPE_KEYS = (
 
 
 def check_checkpoint_shape(checkpoint: Path, model_dir: str) -> None:
-    """Raise ``ModelUnavailableError`` when ``checkpoint`` holds a whole model of another shape than the one in
-    ``model_dir`` (``resume=CHECKPOINT`` with another model: the Trainer failed loading it, with a state-dict size
-    mismatch). A checkpoint of adapters has no ``config.json``: ``adapters.check_resume`` checks those."""
-    try:
-        saved = json.loads((Path(checkpoint) / "config.json").read_text())
-        current = json.loads((Path(model_dir) / "config.json").read_text())
-    except (OSError, ValueError):  # adapters only, or nothing to compare with: the Trainer's load says what is wrong
+    """Raise ``ModelUnavailableError`` when ``checkpoint`` holds a whole model, or an adapter trained over a model, of
+    another shape than the one in ``model_dir`` (``resume=CHECKPOINT`` with another model: the Trainer failed loading
+    it, with a state-dict size mismatch); warn when an adapter goes on over another base model of its shape, whose
+    weights may not be the ones it was trained over. (``adapters.check_resume`` checks the adapter's own shape.)"""
+    current = _read_json(Path(model_dir) / "config.json")
+    adapter = _read_json(Path(checkpoint) / "adapter_config.json")
+    if adapter is not None:
+        base = adapter.get("base_model_name_or_path") or ""
+        if not base or Path(base).resolve() == Path(model_dir).resolve():
+            return
+        changed = _shape_changes(_read_json(Path(base) / "config.json"), current)
+        if changed:
+            raise ModelUnavailableError(
+                f"resume={checkpoint} holds a LoRA adapter trained over a model of another shape than this run's "
+                f"({'; '.join(changed)}): resume it over the model it was trained over, model.path={base}"
+            )
+        logger.warning(
+            "resume=%s holds a LoRA adapter trained over %s, and this run's base model is %s: the adapter goes on "
+            "over these weights. If they are not the same (another model, revision or seed), resume with "
+            "model.path=%s",
+            checkpoint,
+            base,
+            model_dir,
+            base,
+        )
         return
-    changed = [
-        f"{key}: {saved.get(key)} -> {current.get(key)}" for key in SHAPE_KEYS if saved.get(key) != current.get(key)
-    ]
+    saved = _read_json(Path(checkpoint) / "config.json")
+    changed = _shape_changes(saved, current)
     if changed:
         trained = saved.get("_name_or_path") or "another model"
         raise ModelUnavailableError(
@@ -105,6 +122,24 @@ def check_checkpoint_shape(checkpoint: Path, model_dir: str) -> None:
             f"trained from {trained}; resume it with the model it was trained from, or start a new run from it with "
             f"model.path={checkpoint}"
         )
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when there is none to read (missing, or not JSON)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _shape_changes(saved: dict[str, Any] | None, current: dict[str, Any] | None) -> list[str]:
+    """``KEY: SAVED -> CURRENT`` for each shape figure of two models' ``config.json`` that differs; none when either
+    is missing (the Trainer's load then says what is wrong)."""
+    if saved is None or current is None:
+        return []
+    return [
+        f"{key}: {saved.get(key)} -> {current.get(key)}" for key in SHAPE_KEYS if saved.get(key) != current.get(key)
+    ]
 
 
 def default_merged(adapter_dir: Path) -> Path:
