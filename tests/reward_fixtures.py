@@ -18,6 +18,13 @@ def prefers_short(completions, **kwargs):
     return [-float(len(c if isinstance(c, str) else c[-1]["content"])) / 10 for c in completions]
 
 
+def varies_on_odd_answers(completions, answer, **kwargs):
+    """0 for every completion of a problem whose answer is even (no signal there); for an odd answer, a score that
+    differs from one completion to the next (a checksum of its text), hence a signal."""
+    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+    return [sum(map(ord, t)) % 101 / 100 if int(a) % 2 else 0.0 for t, a in zip(texts, answer, strict=True)]
+
+
 def every_other(completions, **kwargs):
     """``None`` (does not apply) for every other completion, ``prefers_short``'s score for the rest."""
     return [None if i % 2 else score for i, score in enumerate(prefers_short(completions))]

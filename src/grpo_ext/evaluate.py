@@ -36,9 +36,13 @@ def generate(
     max_new_tokens: int,
     samples: int = 0,
     temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    min_p: float | None = None,
     batch_size: int = 64,
 ) -> list[list[str]]:
-    """Completions of chat (or plain) ``prompts``: one greedy each (``samples=0``), or ``samples`` sampled each."""
+    """Completions of chat (or plain) ``prompts``: one greedy each (``samples=0``), or ``samples`` sampled each (at
+    ``temperature``, ``top_p``, ``top_k``, ``min_p``; not the model's own generation config)."""
     import torch
 
     texts = [
@@ -47,10 +51,8 @@ def generate(
     ]
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # restored below: a trainer may share it
     per_prompt = max(samples, 1)
-    # Plain sampling at the temperature (no top-k/top-p from the model's generation config); greedy otherwise.
-    sampling = (
-        {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} if samples else {"do_sample": False}
-    )
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p}
+    sampling = sampling if samples else {"do_sample": False}
     was_training = model.training
     model.eval()
     out: list[list[str]] = []

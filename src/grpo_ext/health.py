@@ -86,8 +86,8 @@ class WarnWithoutSignal(StretchWarning):
             f"trainer.num_generations={args.num_generations} completions, each completion got the same reward "
             "(frac_reward_zero_std=1), so every advantage is 0 and nothing but the KL term (trainer.beta) moves the "
             f"policy. {kind} GRPO needs completions of one prompt that score differently: a reward with partial "
-            "credit, a warm start on references (grpo_ext.sft), harder or easier prompts, or more generations or a "
-            "higher trainer.temperature."
+            "credit, a warm start on references (grpo_ext.sft), harder or easier prompts (grpo_ext.difficulty finds "
+            "the ones that give a signal), or more generations or a higher trainer.temperature."
         )
 
 

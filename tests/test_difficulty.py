@@ -1,0 +1,105 @@
+"""``python -m grpo_ext.difficulty``: which prompts of a task's train split give GRPO a signal, measured by sampling
+groups as training would, and the rows with one written for ``task=prompts``."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+from conftest import FAST, compose_config, run_cli
+from grpo_ext.difficulty import _total, summary
+from grpo_ext.records import read_metrics
+from grpo_ext.tasks import build_task
+from grpo_ext.train import train
+
+REWARD = "task.rewards=[{name: reward_fixtures.varies_on_odd_answers}]"
+MEASURE = ["task=arithmetic", "model=tiny", "hardware=cpu", "logger=none", "task.train_size=24", "task.eval_size=8"]
+
+
+def read_lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    """One real run of the command (a random model; a reward that gives a signal exactly on odd answers)."""
+    out = tmp_path_factory.mktemp("difficulty")
+    command = ["-m", "grpo_ext.difficulty", *MEASURE, "trainer.num_generations=4", REWARD, f"hydra.run.dir={out}"]
+    result = run_cli(command, out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result.stdout
+
+
+def test_each_prompt_s_group_is_sampled_and_scored_and_the_ones_with_a_signal_are_kept(measured):
+    out, stdout = measured
+    rows = read_lines(out / "difficulty.jsonl")
+    train_rows = build_task(compose_config(MEASURE).task).train.to_list()
+    assert [{k: r[k] for k in train_rows[0]} for r in rows] == train_rows  # every row, as the task gave it
+    odd = [int(r["answer"]) % 2 == 1 for r in rows]
+    assert [r["signal"] for r in rows] == odd and 0 < sum(odd) < len(rows)
+    assert all(r["pass_rate"] == 0.0 for r in rows)  # this reward's full score, 1.0, is never reached
+    assert all((r["reward_mean"] > 0) == o for r, o in zip(rows, odd, strict=True))
+    kept = read_lines(out / "with_signal.jsonl")
+    assert kept == [row for row, o in zip(train_rows, odd, strict=True) if o]
+    assert len(read_lines(out / "eval.jsonl")) == 8
+    assert (
+        f"{sum(odd)} of 24 prompts ({sum(odd) / 24:.1%}) give GRPO a signal (the rewards of their 4 completions "
+        f"differ); {24 - sum(odd)} score alike: 0 solved every time, {24 - sum(odd)} never, 0 alike otherwise"
+    ) in stdout
+    assert "pass rate (first reward in full): 0/4: 24  1/4: 0  2/4: 0  3/4: 0  4/4: 0" in stdout
+
+
+def test_the_printed_command_trains_on_the_prompts_with_a_signal(measured, tmp_path):
+    out, stdout = measured
+    line = next(line for line in stdout.splitlines() if line.startswith("train on the prompts with a signal: "))
+    command = shlex.split(line.split(": ", 1)[1])
+    assert command[:3] == ["python", "-m", "grpo_ext.train"]
+    cfg = compose_config([*command[3:], *FAST])
+    assert cfg.task.name == "prompts" and cfg.task.rewards[0].name == "reward_fixtures.varies_on_odd_answers"
+    assert (cfg.model.name, cfg.task.max_completion_length) == ("tiny", 32)
+    splits = build_task(cfg.task)
+    assert len(splits.train) == len(read_lines(out / "with_signal.jsonl")) and len(splits.eval) == 8
+    train(cfg, tmp_path)
+    assert [r["frac_reward_zero_std"] for r in read_metrics(tmp_path) if "loss" in r] == [0.0, 0.0]  # each has one
+
+
+def test_a_task_where_nothing_differs_says_so_instead_of_a_command(tmp_path):
+    """A random model never writes <answer>: arithmetic_shaping gives 0 to every completion."""
+    command = ["-m", "grpo_ext.difficulty", *MEASURE, "task.train_size=4", "trainer.num_generations=2",
+               f"hydra.run.dir={tmp_path}"]  # fmt: skip
+    result = run_cli(command, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "0 of 4 prompts (0.0%) give GRPO a signal" in result.stdout
+    assert "no prompt gives a signal: a warm start on the task's references (grpo_ext.sft)" in result.stdout
+    assert (tmp_path / "with_signal.jsonl").read_text() == ""
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("trainer.temperature=0", "config error: trainer.temperature=0.0 is not allowed"),
+        ("task.rewards=[{name: nope}]", "config error: task.rewards[0]: unknown reward 'nope'"),
+        ("task.rewards=[{name: python_exec}]", "task error: reward 'python_exec' reads column 'tests'"),
+    ],
+)
+def test_bad_settings_are_named_before_a_model_loads(override, message, tmp_path):
+    result = run_cli(["-m", "grpo_ext.difficulty", *MEASURE, override, f"hydra.run.dir={tmp_path}"], tmp_path)
+    assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "difficulty.jsonl").exists()
+
+
+def test_a_group_s_total_is_the_weighted_sum_training_uses_and_the_summary_counts_each_kind():
+    assert _total([1.0, None, 0.5], [1.0, 3.0, 2.0]) == 2.0  # a reward that gave None is left out, as TRL does
+    assert _total([None, None], [1.0, 1.0]) is None
+    rows = [
+        {"pass_rate": 1.0, "signal": False},
+        {"pass_rate": 0.0, "signal": False},
+        {"pass_rate": 0.5, "signal": False},  # two halves scoring alike: a reward that pays for something else
+        {"pass_rate": 0.5, "signal": True},
+    ]
+    assert summary(rows, 2) == (
+        "1 of 4 prompts (25.0%) give GRPO a signal (the rewards of their 2 completions differ); 3 score alike: 1 "
+        "solved every time, 1 never, 1 alike otherwise\npass rate (first reward in full): 0/2: 1  1/2: 2  2/2: 1"
+    )
