@@ -25,6 +25,12 @@ def varies_on_odd_answers(completions, answer, **kwargs):
     return [sum(map(ord, t)) % 101 / 100 if int(a) % 2 else 0.0 for t, a in zip(texts, answer, strict=True)]
 
 
+def chat_only(completions, **kwargs):
+    """Written as TRL's documentation writes rewards for chat prompts: each completion is a list of messages. Fails
+    on plain text, which our evaluations used to score."""
+    return [len(c[0]["content"]) / 100 for c in completions]
+
+
 def every_other(completions, **kwargs):
     """``None`` (does not apply) for every other completion, ``prefers_short``'s score for the rest."""
     return [None if i % 2 else score for i, score in enumerate(prefers_short(completions))]

@@ -294,6 +294,29 @@ def test_infer_prints_an_answer_and_scores_it(tmp_path):
     assert result.stdout.count("[reward ") == 2
 
 
+def test_rewards_get_completions_in_evaluation_as_trl_gives_them_in_training(tmp_path):
+    """After chat prompts TRL hands a reward each completion as a list of messages; our evaluations handed it plain
+    text, so a reward written to TRL's contract (c[0]["content"]) failed on every completion of the first
+    evaluation, and the run stopped before its first step. Now training, its evaluations, grpo_ext.evaluate,
+    grpo_ext.infer --answer and grpo_ext.difficulty all pass messages."""
+    chat = "task.rewards=[{name: reward_fixtures.chat_only}]"
+    train(
+        compose_config(["task=arithmetic", "model=tiny", *FAST, chat, "eval.during_training=true"]), tmp_path / "train"
+    )
+    records = read_metrics(tmp_path / "train")
+    assert [r["step"] for r in records if "eval/reward" in r] == [0, 2]
+    assert all(r["eval/reward"] > 0 for r in records if "eval/reward" in r)
+    assert all(r["rewards/chat_only/mean"] > 0 for r in records if "loss" in r)
+    greedy = ["5", "<answer>5</answer>"]
+    assert evaluation.as_trl_passes(greedy, [{"role": "user", "content": "2 + 3?"}]) == [
+        [{"role": "assistant", "content": "5"}], [{"role": "assistant", "content": "<answer>5</answer>"}]
+    ]  # fmt: skip
+    assert evaluation.as_trl_passes(greedy, "2 + 3?") == greedy  # a plain prompt: plain completions, as TRL does
+    result = run_cli(["-m", "grpo_ext.infer", "What is 2 + 3?", "model=tiny", "hardware=cpu", "--max-new-tokens", "4",
+                      "--answer", "5", chat], cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0 and "[reward " in result.stdout, result.stderr[-2000:]
+
+
 def test_infer_names_a_reward_that_fails_on_every_answer(tmp_path):
     broken = "task.rewards=[{name: reward_fixtures.always_fails}]"  # overrides after the options, too
     result = run_cli(["-m", "grpo_ext.infer", "What is 2 + 3?", "model=tiny", "--max-new-tokens", "4", "--answer", "5",

@@ -99,9 +99,10 @@ def evaluate(
     columns = {name: list(rows[name]) for name in rows.column_names if name != "prompt"}
     full = float(getattr(reward, "full_reward", 1.0))
     started = time.monotonic()
-    greedy = [c[0] for c in generate(model, tokenizer, list(rows["prompt"]), max_new_tokens=max_new_tokens,
+    prompts = list(rows["prompt"])
+    greedy = [c[0] for c in generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                                      batch_size=batch_size)]  # fmt: skip
-    results = score_tolerantly(reward, greedy, columns)
+    results = score_tolerantly(reward, as_trl_passes(greedy, prompts[0]), columns)
     rewards = [r.get("reward") for r in results]
     scored = [r for r in rewards if r is not None]
     metrics: dict[str, Any] = {
@@ -112,9 +113,9 @@ def evaluate(
     if all("status" in r for r in results if "error" not in r):  # a failed score counts as no answer
         metrics["format"] = sum(r.get("status", "error") not in FORMAT_FAILURES for r in results) / len(rows)
     if k > 1:
-        sampled = generate(model, tokenizer, list(rows["prompt"]), max_new_tokens=max_new_tokens, samples=k,
+        sampled = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, samples=k,
                            temperature=temperature, batch_size=batch_size)  # fmt: skip
-        flat = [c for group in sampled for c in group]
+        flat = as_trl_passes([c for group in sampled for c in group], prompts[0])
         repeated = {name: [v for v in values for _ in range(k)] for name, values in columns.items()}
         sample_rewards = [r.get("reward") for r in score_tolerantly(reward, flat, repeated)]
         hits = [
@@ -124,6 +125,16 @@ def evaluate(
     metrics["seconds"] = round(time.monotonic() - started, 2)
     examples = [{"completion": c, **r} for c, r in zip(greedy, results, strict=True)]
     return {"metrics": metrics, "examples": examples}
+
+
+def as_trl_passes(completions: list[str], prompt: Any) -> list[Any]:
+    """``completions`` as TRL hands them to a reward: after a chat ``prompt``, each as one assistant message
+    (``[{"role": "assistant", "content": text}]``); after a plain one, the text. Scored as plain text after chat
+    prompts, a reward written to TRL's contract (``c[0]["content"]``) failed on every completion of the first
+    evaluation, which stopped the run before its first step."""
+    if isinstance(prompt, list):
+        return [[{"role": "assistant", "content": text}] for text in completions]
+    return completions
 
 
 def score_tolerantly(reward: Callable, completions: list[Any], columns: dict[str, list[Any]]) -> list[dict[str, Any]]:

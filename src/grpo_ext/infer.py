@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return USAGE_ERROR
 
-    from grpo_ext.evaluate import generate, load_model, score_tolerantly
+    from grpo_ext.evaluate import as_trl_passes, generate, load_model, score_tolerantly
     from grpo_ext.models import ModelUnavailableError
     from grpo_ext.reward_guard import RewardFailureError
     from grpo_ext.tasks.base import chat_prompt
@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = [{} for _ in completions]
     if reward is not None:
         try:
-            results = score_tolerantly(reward, completions, {k: [v] * len(completions) for k, v in columns.items()})
+            passed = as_trl_passes(completions, prompt)
+            results = score_tolerantly(reward, passed, {k: [v] * len(completions) for k, v in columns.items()})
         except RewardFailureError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
