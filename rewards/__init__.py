@@ -102,13 +102,19 @@ def _parameters(reward: Callable) -> list[inspect.Parameter] | None:
         return None
 
 
-def score_results(reward: Callable, completions: list[Any], columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+def score_results(
+    reward: Callable,
+    completions: list[Any],
+    columns: dict[str, list[Any]],
+    trl_arguments: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """One result dict per completion: ``reward`` (a float, or None where the reward does not apply) and whatever
     details the reward reports (``status``, ...).
 
     A reward that scores batches itself (``score_batch``: the sandbox, the math grader) gets them all at once, with
     the columns it declares; one with a ``score`` method gets one completion at a time; any other is called as TRL
-    calls it. Async rewards are awaited.
+    calls it, every argument by keyword, with ``trl_arguments`` (``prompts``, ``completion_ids``, ``trainer_state``,
+    ``log_extra``, ``log_metric``) where the caller has them. Async rewards are awaited.
     """
     if hasattr(reward, "score_batch"):
         names = (*reward_columns(reward), *getattr(reward, "optional_columns", ()))
@@ -119,7 +125,7 @@ def score_results(reward: Callable, completions: list[Any], columns: dict[str, l
             result = reward.score(completion, **{key: values[i] for key, values in columns.items()})
             results.append(dict(asyncio.run(result) if inspect.isawaitable(result) else result))
         return results
-    values = reward(completions, **columns)
+    values = reward(completions=completions, **(trl_arguments or {}), **columns)
     if inspect.isawaitable(values):
         values = asyncio.run(values)
     return [{"reward": value} for value in values]

@@ -31,6 +31,17 @@ def chat_only(completions, **kwargs):
     return [len(c[0]["content"]) / 100 for c in completions]
 
 
+def reads_trl_arguments(prompts, completions, completion_ids, trainer_state, log_metric, log_extra, **kwargs):
+    """Reads every argument TRL gives a reward besides the columns (prompts first, as TRL's documentation writes
+    them): the step it was scored at, plus a little for each completion's tokens and its prompt."""
+    log_metric("calls", 1.0)
+    log_extra("step", [trainer_state.global_step] * len(completions))
+    return [
+        trainer_state.global_step + len(ids) / 1000 + (p[-1]["role"] == "user") / 10
+        for p, ids in zip(prompts, completion_ids, strict=True)
+    ]
+
+
 def every_other(completions, **kwargs):
     """``None`` (does not apply) for every other completion, ``prefers_short``'s score for the rest."""
     return [None if i % 2 else score for i, score in enumerate(prefers_short(completions))]

@@ -317,6 +317,20 @@ def test_rewards_get_completions_in_evaluation_as_trl_gives_them_in_training(tmp
     assert result.returncode == 0 and "[reward " in result.stdout, result.stderr[-2000:]
 
 
+def test_a_reward_reading_trl_s_other_arguments_gets_them_in_training_and_in_evaluation(tmp_path):
+    """TRL calls a reward with every argument by keyword, and with prompts, completion_ids, trainer_state, log_extra
+    and log_metric. Our guard called it with the completions first by position (a reward taking prompts first got
+    two values for it), and our evaluations gave none of the others: the run stopped at its first evaluation."""
+    reads = ["task.rewards=[{name: reward_fixtures.reads_trl_arguments}]", "eval.during_training=true"]
+    train(compose_config(["task=arithmetic", "model=tiny", *FAST, *reads]), tmp_path)
+    records = read_metrics(tmp_path)
+    trained = [r["rewards/reads_trl_arguments/mean"] for r in records if "loss" in r]
+    assert [int(v) for v in trained] == [0, 1] and all(v % 1 > 0.1 for v in trained)  # each step's own state
+    evaluated = {r["step"]: r["eval/reward"] for r in records if "eval/reward" in r}
+    assert sorted(evaluated) == [0, 2] and all(value % 1 > 0.1 for value in evaluated.values())
+    assert evaluated[2] - evaluated[0] == pytest.approx(2, abs=0.02)  # the Trainer's state at each evaluation
+
+
 def test_infer_names_a_reward_that_fails_on_every_answer(tmp_path):
     broken = "task.rewards=[{name: reward_fixtures.always_fails}]"  # overrides after the options, too
     result = run_cli(["-m", "grpo_ext.infer", "What is 2 + 3?", "model=tiny", "--max-new-tokens", "4", "--answer", "5",

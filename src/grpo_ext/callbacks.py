@@ -379,7 +379,7 @@ class EvalCallback(TrainerCallback):
     def _run(self, state: Any, kwargs: dict[str, Any], final: bool = False) -> None:
         if not state.is_world_process_zero:
             return
-        metrics = self.evaluate(kwargs["model"], kwargs["processing_class"])["metrics"]
+        metrics = self.evaluate(kwargs["model"], kwargs["processing_class"], state=state)["metrics"]
         values = {f"eval/{key}": value for key, value in metrics.items() if key not in ("n", "seconds")}
         self.history.append(self.metrics.append(state.global_step, values))
         logger.info("eval at step %d: %s (%.1f s)", state.global_step, values, metrics["seconds"])

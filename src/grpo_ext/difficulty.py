@@ -34,7 +34,7 @@ def measure(
 ) -> list[dict[str, Any]]:
     """Per row of ``dataset``: ``pass_rate``, ``reward_mean`` and ``signal`` over a group sampled as ``cfg.trainer``
     samples (a failed score counts as missing, as in training; a group scored by nothing has no signal)."""
-    from grpo_ext.evaluate import as_trl_passes, generate, score_tolerantly
+    from grpo_ext.evaluate import as_trl_passes, generate, score_tolerantly, trl_arguments
 
     trainer, k = cfg.trainer, cfg.trainer.num_generations
     columns = {name: list(dataset[name]) for name in dataset.column_names if name != "prompt"}
@@ -44,9 +44,11 @@ def measure(
         temperature=trainer.temperature, top_p=trainer.top_p, top_k=trainer.top_k or 0, min_p=trainer.min_p,
         batch_size=cfg.eval.batch_size,
     )  # fmt: skip
-    flat = as_trl_passes([c for group in groups for c in group], prompts[0])
+    texts = [c for group in groups for c in group]
+    flat = as_trl_passes(texts, prompts[0])
     repeated = {name: [v for v in values for _ in range(k)] for name, values in columns.items()}
-    scores = [[r.get("reward") for r in score_tolerantly(reward, flat, repeated)] for reward in rewards]
+    context = trl_arguments([p for p in prompts for _ in range(k)], texts, tokenizer)
+    scores = [[r.get("reward") for r in score_tolerantly(reward, flat, repeated, context)] for reward in rewards]
     full = float(getattr(rewards[0], "full_reward", 1.0))
     rows = []
     for i in range(len(dataset)):

@@ -93,8 +93,10 @@ def evaluate(
     temperature: float,
     batch_size: int,
     max_new_tokens: int,
+    state: Any = None,
 ) -> dict[str, Any]:
-    """Greedy accuracy, pass@k, format accuracy and mean reward on the first ``size`` rows (0: all) of ``dataset``."""
+    """Greedy accuracy, pass@k, format accuracy and mean reward on the first ``size`` rows (0: all) of ``dataset``;
+    ``state``: the Trainer's, which a reward gets as ``trainer_state`` during training."""
     rows = first_rows(dataset, size)
     columns = {name: list(rows[name]) for name in rows.column_names if name != "prompt"}
     full = float(getattr(reward, "full_reward", 1.0))
@@ -102,7 +104,8 @@ def evaluate(
     prompts = list(rows["prompt"])
     greedy = [c[0] for c in generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                                      batch_size=batch_size)]  # fmt: skip
-    results = score_tolerantly(reward, as_trl_passes(greedy, prompts[0]), columns)
+    context = trl_arguments(prompts, greedy, tokenizer, state)
+    results = score_tolerantly(reward, as_trl_passes(greedy, prompts[0]), columns, context)
     rewards = [r.get("reward") for r in results]
     scored = [r for r in rewards if r is not None]
     metrics: dict[str, Any] = {
@@ -115,9 +118,11 @@ def evaluate(
     if k > 1:
         sampled = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, samples=k,
                            temperature=temperature, batch_size=batch_size)  # fmt: skip
-        flat = as_trl_passes([c for group in sampled for c in group], prompts[0])
+        texts = [c for group in sampled for c in group]
         repeated = {name: [v for v in values for _ in range(k)] for name, values in columns.items()}
-        sample_rewards = [r.get("reward") for r in score_tolerantly(reward, flat, repeated)]
+        context = trl_arguments([p for p in prompts for _ in range(k)], texts, tokenizer, state)
+        sample_rewards = [r.get("reward") for r in score_tolerantly(reward, as_trl_passes(texts, prompts[0]),
+                                                                    repeated, context)]  # fmt: skip
         hits = [
             any(r is not None and r >= full for r in sample_rewards[i * k : (i + 1) * k]) for i in range(len(rows))
         ]
@@ -137,21 +142,45 @@ def as_trl_passes(completions: list[str], prompt: Any) -> list[Any]:
     return completions
 
 
-def score_tolerantly(reward: Callable, completions: list[Any], columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+def trl_arguments(prompts: list[Any], completions: list[str], tokenizer: Any, state: Any = None) -> dict[str, Any]:
+    """What TRL gives a reward besides the completions and the dataset's columns, for a completion of each of
+    ``prompts``: the prompts, ``completion_ids`` (the text tokenized again: what was generated, up to how it
+    tokenizes), ``trainer_state`` (the Trainer's during training, else a new one at step 0), and ``log_extra`` and
+    ``log_metric``, which log nothing outside training. A reward that read any of them failed on every completion
+    of the first evaluation, which stopped the run."""
+    from transformers import TrainerState
+
+    ids = tokenizer(completions, add_special_tokens=False)["input_ids"] if tokenizer is not None else None
+    ignore = _log_nothing
+    return {"prompts": prompts, "completion_ids": ids, "trainer_state": state or TrainerState(), "log_extra": ignore,
+            "log_metric": ignore}  # fmt: skip
+
+
+def _log_nothing(*args: Any, **kwargs: Any) -> None:
+    """``log_extra`` and ``log_metric`` outside training: there is no completions table or step to log to."""
+
+
+PER_COMPLETION = ("prompts", "completion_ids")  # the TRL arguments that hold one value per completion
+
+
+def score_tolerantly(
+    reward: Callable, completions: list[Any], columns: dict[str, list[Any]], trl: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """``score_results``, with the tolerance training's ``reward_guard`` has: when the reward raises or returns
     what is not a number (or ``None``) for each completion, each completion is scored alone, and the ones that still
     fail score ``None`` (not accurate) with their ``error``, logged with the first traceback. Without it, one bad
     held-out completion ended a training run at its evaluation, which the same failure in a training batch does
     not. ``RewardFailureError`` when every completion fails: a broken reward, not a bad completion."""
     try:
-        return _checked(score_results(reward, completions, columns), len(completions))
+        return _checked(score_results(reward, completions, columns, trl), len(completions))
     except Exception:  # noqa: BLE001 - scored one at a time below, where the failures are told apart
         pass
     results = []
     first = None
     for i, completion in enumerate(completions):
         try:
-            results += _checked(score_results(reward, [completion], {k: [v[i]] for k, v in columns.items()}), 1)
+            one = {k: v[i : i + 1] if k in PER_COMPLETION and v is not None else v for k, v in (trl or {}).items()}
+            results += _checked(score_results(reward, [completion], {k: [v[i]] for k, v in columns.items()}, one), 1)
         except Exception as err:  # noqa: BLE001 - this completion's failure, logged once below
             first = first or traceback.format_exc()
             results.append({"reward": None, "error": f"{type(err).__name__}: {err}"})
@@ -221,12 +250,14 @@ def check_eval(node: Any) -> None:
         )
 
 
-def run_eval(model: Any, tokenizer: Any, dataset: Any, reward: Callable, cfg: Any) -> dict[str, Any]:
+def run_eval(
+    model: Any, tokenizer: Any, dataset: Any, reward: Callable, cfg: Any, state: Any = None
+) -> dict[str, Any]:
     """``evaluate`` with the settings of the config's ``eval`` node."""
     node = cfg.eval
     return evaluate(
         model, tokenizer, dataset, reward, size=node.size, k=node.k, temperature=node.temperature,
-        batch_size=node.batch_size, max_new_tokens=node.max_new_tokens or cfg.task.max_completion_length,
+        batch_size=node.batch_size, max_new_tokens=node.max_new_tokens or cfg.task.max_completion_length, state=state,
     )  # fmt: skip
 
 

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return USAGE_ERROR
 
-    from grpo_ext.evaluate import as_trl_passes, generate, load_model, score_tolerantly
+    from grpo_ext.evaluate import as_trl_passes, generate, load_model, score_tolerantly, trl_arguments
     from grpo_ext.models import ModelUnavailableError
     from grpo_ext.reward_guard import RewardFailureError
     from grpo_ext.tasks.base import chat_prompt
@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     if reward is not None:
         try:
             passed = as_trl_passes(completions, prompt)
-            results = score_tolerantly(reward, passed, {k: [v] * len(completions) for k, v in columns.items()})
+            context = trl_arguments([prompt] * len(completions), completions, tokenizer)
+            repeated = {k: [v] * len(completions) for k, v in columns.items()}
+            results = score_tolerantly(reward, passed, repeated, context)
         except RewardFailureError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

@@ -107,7 +107,7 @@ class GuardedReward(_Guard):
             return self._finish(*self.reward.score_each(completions, kwargs), completions, kwargs)
         n = len(completions)
         try:
-            values = check_values(self.reward(completions, **kwargs), n)
+            values = check_values(self.reward(completions=completions, **kwargs), n)
         except Exception as err:  # noqa: BLE001 - find which completions fail, below
             values, batch_error = None, f"{type(err).__name__}: {err}"
         if values is not None:
@@ -116,7 +116,9 @@ class GuardedReward(_Guard):
         errors: list[tuple[int, str]] = []
         for i in range(n):
             try:
-                results.append(check_values(self.reward([completions[i]], **slice_kwargs(kwargs, n, i)), 1)[0])
+                results.append(
+                    check_values(self.reward(completions=[completions[i]], **slice_kwargs(kwargs, n, i)), 1)[0]
+                )
             except Exception:  # noqa: BLE001
                 results.append(None)
                 errors.append((i, traceback.format_exc()))
@@ -129,7 +131,7 @@ class AsyncGuardedReward(_Guard):
     async def __call__(self, completions: list[Any], **kwargs: Any) -> list[float | None]:
         n = len(completions)
         try:
-            values = check_values(await self.reward(completions, **kwargs), n)
+            values = check_values(await self.reward(completions=completions, **kwargs), n)
         except Exception as err:  # noqa: BLE001 - find which completions fail, below
             values, batch_error = None, f"{type(err).__name__}: {err}"
         if values is not None:
@@ -138,7 +140,9 @@ class AsyncGuardedReward(_Guard):
         errors: list[tuple[int, str]] = []
         for i in range(n):
             try:
-                results.append(check_values(await self.reward([completions[i]], **slice_kwargs(kwargs, n, i)), 1)[0])
+                results.append(
+                    check_values(await self.reward(completions=[completions[i]], **slice_kwargs(kwargs, n, i)), 1)[0]
+                )
             except Exception:  # noqa: BLE001
                 results.append(None)
                 errors.append((i, traceback.format_exc()))

@@ -271,7 +271,7 @@ def call_one(reward: Callable, payload: tuple[Any, dict[str, Any]]) -> tuple[str
 
     completion, kwargs = payload
     try:
-        values = reward([completion], **kwargs)
+        values = reward(completions=[completion], **kwargs)  # by keyword, as TRL calls it
         if inspect.isawaitable(values):
             values = asyncio.run(values)
         return "ok", list(values)
