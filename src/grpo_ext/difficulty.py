@@ -87,8 +87,9 @@ def summary(measured: list[dict[str, Any]], k: int) -> str:
 def write(run_dir: Path, dataset: Any, eval_split: Any, measured: list[dict[str, Any]]) -> tuple[Path, Path, Path]:
     """``difficulty.jsonl`` (every row with its figures), ``with_signal.jsonl`` and ``eval.jsonl``, each whole or not
     at all."""
-    rows = [{**row, **figures} for row, figures in zip(dataset.to_list(), measured, strict=True)]
-    keep = [row for row, figures in zip(dataset.to_list(), measured, strict=True) if figures["signal"]]
+    given = dataset.to_list()
+    rows = [{**row, **figures} for row, figures in zip(given, measured, strict=True)]
+    keep = [row for row, figures in zip(given, measured, strict=True) if figures["signal"]]
     paths = run_dir / "difficulty.jsonl", run_dir / "with_signal.jsonl", run_dir / "eval.jsonl"
     for path, lines in zip(paths, (rows, keep, eval_split.to_list()), strict=True):
         tmp = path.with_suffix(".jsonl.tmp")

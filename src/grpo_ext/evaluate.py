@@ -151,9 +151,8 @@ def trl_arguments(prompts: list[Any], completions: list[str], tokenizer: Any, st
     from transformers import TrainerState
 
     ids = tokenizer(completions, add_special_tokens=False)["input_ids"] if tokenizer is not None else None
-    ignore = _log_nothing
-    return {"prompts": prompts, "completion_ids": ids, "trainer_state": state or TrainerState(), "log_extra": ignore,
-            "log_metric": ignore}  # fmt: skip
+    return {"prompts": prompts, "completion_ids": ids, "trainer_state": state or TrainerState(),
+            "log_extra": _log_nothing, "log_metric": _log_nothing}  # fmt: skip
 
 
 def _log_nothing(*args: Any, **kwargs: Any) -> None:
