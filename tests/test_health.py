@@ -3,9 +3,13 @@ the lines TRL logs. (End to end, with a random model that does both: ``test_trai
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
-from grpo_ext.health import WarnOnTruncation, WarnWithoutSignal
+import grpo_ext.train
+from conftest import FAST, WITH_SIGNAL, compose_config
+from grpo_ext.health import WarnOnEvalDrop, WarnOnTruncation, WarnWithoutSignal
+from grpo_ext.train import train
 
 ARGS = SimpleNamespace(logging_steps=1, num_generations=4, max_completion_length=256, mask_truncated_completions=False)
 
@@ -71,3 +75,113 @@ def test_only_the_main_process_warns(caplog):
     warn = WarnOnTruncation(steps=1)
     warn.on_log(ARGS, SimpleNamespace(is_world_process_zero=False, global_step=1), None, logs=cut(1.0))
     assert not caplog.records
+
+
+def test_a_collapse_is_told_apart_from_a_model_that_never_earned_a_reward(caplog):
+    """The reward was 0.6 before every completion began to score 0: the warning names the fall and the learning rate,
+    not a model that never writes what the reward pays for."""
+    lines = [{"frac_reward_zero_std": 0.1, "reward": 0.6, "reward_std": 0.3}]
+    lines += [{"frac_reward_zero_std": 1.0, "reward": 0.0, "reward_std": 0.0, "entropy": 0.0, "kl": 10.5}] * 3
+    feed(WarnWithoutSignal(steps=3), lines, args=SimpleNamespace(**vars(ARGS), learning_rate=30.0))
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message.startswith("no learning signal in steps 2-4")
+    assert (
+        "Every completion of the last step got reward 0.000, and the mean reward was 0.600 at step 1 (entropy now "
+        "0.000, kl 10.500): the policy may have collapsed onto one answer per prompt, as after updates too large "
+        "(trainer.learning_rate=30)." in message
+    )
+    assert "never write" not in message
+    caplog.clear()
+    feed(WarnWithoutSignal(steps=3), lines[1:], args=SimpleNamespace(**vars(ARGS), learning_rate=30.0))
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert "the model may never write what the reward pays for" in message and "collapsed" not in message
+
+
+def evaluations(run_dir, lines):
+    """Write ``metrics.jsonl`` as a run would: ``(step, values)`` lines, training ones and evaluations."""
+    (run_dir / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": s, "wall_time": 0.0, **v}) + "\n" for s, v in lines)
+    )
+
+
+def check_each(drop, run_dir, lines, n=100):
+    """Log each line; after each evaluation line, let ``drop`` check it, as the run's EvalCallback does."""
+    args = SimpleNamespace(learning_rate=1e-5)
+    for i, (step, values) in enumerate(lines):
+        evaluations(run_dir, lines[: i + 1])
+        if "eval/accuracy" in values:
+            drop.check(step, values, n, args)
+
+
+def test_a_held_out_fall_within_noise_says_nothing_and_one_beyond_it_is_said_once(tmp_path, caplog):
+    """On 100 prompts, 50% -> 40% is noise (1.4 standard errors); 50% -> 20% is not (4.4), said once while it lasts,
+    and again after an evaluation within noise."""
+    accuracies = [0.5, 0.4, 0.2, 0.1, 0.45, 0.15]
+    check_each(WarnOnEvalDrop(tmp_path, "trainer.learning_rate"), tmp_path,
+               [(10 * i, {"eval/accuracy": a}) for i, a in enumerate(accuracies)])  # fmt: skip
+    messages = [r.getMessage() for r in caplog.records]
+    assert [m.split(",")[0] for m in messages] == [
+        "held-out accuracy fell to 20.0% at step 20",
+        "held-out accuracy fell to 15.0% at step 50",
+    ]
+    assert "from 50.0% at step 0, the run's best (100 prompts: 30.0 points, 4.4 times the noise" in messages[0]
+    assert "the starting model was the best: start again with trainer.learning_rate=2.5e-06" in messages[0]
+
+
+def test_a_fall_with_the_training_reward_points_to_the_checkpoint_of_the_best(tmp_path, caplog):
+    for step in (10, 20, 30):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    train = lambda step, reward: (step, {"reward": reward, "entropy": 0.01, "kl": 9.0})  # noqa: E731
+    lines = [(0, {"eval/accuracy": 0.3}), train(10, 0.5), (20, {"eval/accuracy": 0.7})]
+    lines += [train(21, 0.6), train(22, 0.2), train(23, 0.1), train(24, 0.0), (30, {"eval/accuracy": 0.1})]
+    check_each(WarnOnEvalDrop(tmp_path, "trainer.learning_rate"), tmp_path, lines)
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert (
+        "Training reward: 0.600 at step 21 (sampled from the best evaluation's policy), 0.100 in steps 22-24 "
+        "(entropy 0.010, kl 9.000). It fell too: the policy itself got worse, as after updates too large; go on "
+        f"from the checkpoint of the best evaluation or one before it: resume={tmp_path / 'checkpoint-20'} "
+        "trainer.learning_rate=2.5e-06 (a quarter of 1e-05)."
+    ) in message
+
+
+def test_a_fall_while_the_training_reward_holds_points_at_the_reward(tmp_path, caplog):
+    lines = [(0, {"eval/accuracy": 0.6}), (1, {"reward": 0.5}), (2, {"reward": 0.55}), (3, {"reward": 0.6})]
+    check_each(WarnOnEvalDrop(tmp_path, "trainer.learning_rate"), tmp_path, [*lines, (4, {"eval/accuracy": 0.3})])
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert (
+        "Training reward: 0.500 at step 1 (sampled from the best evaluation's policy), 0.575 in steps 2-3" in message
+    )
+    assert "It held: the policy earns its training reward in a way the held-out evaluation" in message
+    caplog.clear()  # fine-tuning logs no reward
+    check_each(
+        WarnOnEvalDrop(tmp_path, "sft.learning_rate"),
+        tmp_path,
+        [(0, {"eval/accuracy": 0.6}), (4, {"eval/accuracy": 0.3})],
+    )
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert (
+        "The policy got worse, as after updates too large, or it fits its training rows; the starting model" in message
+    )
+    assert "sft.learning_rate=2.5e-06" in message
+
+
+def test_a_run_whose_held_out_accuracy_falls_says_so_at_that_evaluation(tmp_path, monkeypatch, caplog):
+    """Real training and evaluations, the accuracy each evaluation reports set by a script (16 prompts): the fall at
+    step 2 is named once, at that evaluation, with step 1's training reward; the recovery at step 4 is not."""
+    script = [0.75, 0.75, 0.0625, 0.0625, 0.75]
+    real_eval = grpo_ext.train.run_eval
+
+    def scripted_eval(model, tokenizer, **kwargs):
+        report = real_eval(model, tokenizer, **kwargs)
+        return {**report, "metrics": {**report["metrics"], "accuracy": script.pop(0)}}
+
+    monkeypatch.setattr(grpo_ext.train, "run_eval", scripted_eval)
+    keep = ["trainer.save_strategy=steps", "trainer.save_steps=1", "trainer.max_steps=4", "eval.size=16"]
+    overrides = [*FAST, *WITH_SIGNAL, *keep, "eval.during_training=true", "eval.every=1"]
+    train(compose_config(["task=arithmetic", "model=tiny", *overrides]), tmp_path)
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "grpo_ext.health"]
+    assert message.startswith("held-out accuracy fell to 6.2% at step 2, from 75.0% at step 0, the run's best (16 pro")
+    assert (
+        "the one step logged since the best. If the updates were too large, the starting model was the best" in message
+    )

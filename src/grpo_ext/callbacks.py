@@ -18,6 +18,7 @@ from transformers import TrainerCallback
 
 from grpo_ext import checkpoints, loggers, processes
 from grpo_ext.best_model import BestModel
+from grpo_ext.health import WarnOnEvalDrop
 from grpo_ext.records import read_metrics
 
 logger = logging.getLogger(__name__)
@@ -357,26 +358,34 @@ class EvalCallback(TrainerCallback):
     ``evaluate(model, tokenizer)`` returns the metrics (``grpo_ext.evaluate.run_eval``'s). Each evaluation becomes a
     line of ``eval/<metric>`` values at its step in ``metrics`` (the run's ``MetricsFile``, whose clock it shares),
     and a W&B log when a W&B run is open; ``best`` (a ``grpo_ext.best_model.BestModel``), when given, keeps the
-    best model. Only the main process evaluates; the others wait for it at their next collective operation.
+    best model, and ``drop`` (a ``grpo_ext.health.WarnOnEvalDrop``) warns of a fall below the best. Only the main
+    process evaluates; the others wait for it at their next collective operation.
     """
 
-    def __init__(self, metrics: MetricsFile, evaluate: Any, every: int, best: BestModel | None = None) -> None:
-        self.metrics, self.evaluate, self.every, self.best = metrics, evaluate, every, best
+    def __init__(
+        self,
+        metrics: MetricsFile,
+        evaluate: Any,
+        every: int,
+        best: BestModel | None = None,
+        drop: WarnOnEvalDrop | None = None,
+    ) -> None:
+        self.metrics, self.evaluate, self.every, self.best, self.drop = metrics, evaluate, every, best, drop
         self.history: list[dict[str, Any]] = []
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.global_step == 0:
-            self._run(state, kwargs)
+            self._run(args, state, kwargs)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
-            self._run(state, kwargs)
+            self._run(args, state, kwargs)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if not self.history or self.history[-1]["step"] != state.global_step:
-            self._run(state, kwargs, final=state.global_step >= state.max_steps)  # else stopped early, by a signal
+            self._run(args, state, kwargs, final=state.global_step >= state.max_steps)  # else stopped by a signal
 
-    def _run(self, state: Any, kwargs: dict[str, Any], final: bool = False) -> None:
+    def _run(self, args: Any, state: Any, kwargs: dict[str, Any], final: bool = False) -> None:
         if not state.is_world_process_zero:
             return
         metrics = self.evaluate(kwargs["model"], kwargs["processing_class"], state=state)["metrics"]
@@ -385,6 +394,8 @@ class EvalCallback(TrainerCallback):
         logger.info("eval at step %d: %s (%.1f s)", state.global_step, values, metrics["seconds"])
         if self.best is not None:
             self.best.offer(state.global_step, values, final)
+        if self.drop is not None:
+            self.drop.check(state.global_step, values, metrics["n"], args)
         import wandb
 
         if wandb.run is not None:

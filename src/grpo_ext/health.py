@@ -1,19 +1,25 @@
-"""Warnings for a run that trains but learns little, said once a stretch in the log and as a W&B alert (a long run's
-owner hears of it there, not by reading the log): stretches of steps with no learning signal, and of completions cut
-off at the length limit. Both read what TRL logs each step; neither stops the run.
+"""Warnings for a run that trains but learns little, or unlearns, said once in the log and as a W&B alert (a long
+run's owner hears of it there, not by reading the log): stretches of steps with no learning signal, and of
+completions cut off at the length limit (both read what TRL logs each step), and a held-out evaluation fallen below
+the run's best by more than noise. None stops the run.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
-from grpo_ext import loggers
+from grpo_ext import checkpoints, loggers
+from grpo_ext.best_model import best_line
+from grpo_ext.records import read_metrics
 
 logger = logging.getLogger(__name__)
+
+SAME_REWARD = 1e-6  # mean rewards closer than this count as the same
 
 
 class StretchWarning(TrainerCallback):
@@ -68,11 +74,36 @@ class WarnWithoutSignal(StretchWarning):
 
     key, title = "frac_reward_zero_std", "no learning signal"
 
+    def __init__(self, steps: int = 10) -> None:
+        super().__init__(steps)
+        self.best: tuple[float, int] | None = None  # the highest mean reward logged by this process, and its step
+
     def holds(self, logs: dict[str, Any]) -> bool:
         return logs[self.key] >= 1.0
 
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().on_log(args, state, control, logs, **kwargs)  # first: the message compares with the rewards before
+        reward = (logs or {}).get("reward")
+        if isinstance(reward, float) and math.isfinite(reward) and (self.best is None or reward > self.best[0]):
+            self.best = reward, state.global_step
+
     def message(self, first: int, last: int, logs: dict[str, Any], args: Any) -> str:
         reward, spread = logs.get("reward", math.nan), logs.get("reward_std", math.nan)
+        said = (
+            f"no learning signal in steps {first}-{last}: in every group of "
+            f"trainer.num_generations={args.num_generations} completions, each completion got the same reward "
+            "(frac_reward_zero_std=1), so every advantage is 0 and nothing but the KL term (trainer.beta) moves the "
+            "policy. "
+        )
+        if spread == 0 and self.best is not None and self.best[0] > reward + SAME_REWARD:
+            return said + (
+                f"Every completion of the last step got reward {reward:.3f}, and the mean reward was "
+                f"{self.best[0]:.3f} at step {self.best[1]} (entropy now {logs.get('entropy', math.nan):.3f}, kl "
+                f"{logs.get('kl', math.nan):.3f}): the policy may have collapsed onto one answer per prompt, as after "
+                f"updates too large (trainer.learning_rate={args.learning_rate:.3g}). A collapsed policy gives no "
+                "signal to recover from: go on from a checkpoint saved before the fall with a smaller "
+                "trainer.learning_rate."
+            )
         if spread == 0:
             kind = (
                 f"Every completion of the last step got reward {reward:.3f}: the model may never write what the "
@@ -81,13 +112,10 @@ class WarnWithoutSignal(StretchWarning):
             )
         else:
             kind = f"The groups differ (mean reward {reward:.3f}): each prompt is either always or never solved."
-        return (
-            f"no learning signal in steps {first}-{last}: in every group of "
-            f"trainer.num_generations={args.num_generations} completions, each completion got the same reward "
-            "(frac_reward_zero_std=1), so every advantage is 0 and nothing but the KL term (trainer.beta) moves the "
-            f"policy. {kind} GRPO needs completions of one prompt that score differently: a reward with partial "
-            "credit, a warm start on references (grpo_ext.sft), harder or easier prompts (grpo_ext.difficulty finds "
-            "the ones that give a signal), or more generations or a higher trainer.temperature."
+        return said + (
+            f"{kind} GRPO needs completions of one prompt that score differently: a reward with partial credit, a "
+            "warm start on references (grpo_ext.sft), harder or easier prompts (grpo_ext.difficulty finds the ones "
+            "that give a signal), or more generations or a higher trainer.temperature."
         )
 
 
@@ -137,3 +165,98 @@ class WarnOnTruncation(StretchWarning):
             f"in step {last}); {ended}. A cut completion is scored as it stands, most often without its final "
             f"answer: its reward says how long it was rather than whether it was right. {advice}"
         )
+
+
+class WarnOnEvalDrop:
+    """Warn when a held-out evaluation's greedy accuracy falls below the run's best evaluation by more than noise:
+    by at least ``z`` standard errors of the difference of two shares of ``n`` prompts. Once, until an evaluation
+    comes back within noise. Called by ``callbacks.EvalCallback`` after each evaluation.
+
+    A collapse (a learning rate too large: in a few steps the reward falls to 0 and stays there, the entropy to 0)
+    and a reward being earned at the held-out accuracy's expense both show here first, while the run goes on
+    spending GPU time. The standard error treats the two evaluations as independent samples; they are the same
+    prompts, which makes real noise smaller, and the best of many evaluations is itself lucky, which makes it
+    larger: ``z=3`` keeps to falls no one would call noise (on 100 prompts near 50%, 21 points).
+    """
+
+    metric = "eval/accuracy"
+
+    def __init__(self, run_dir: str | Path, lr_key: str, z: float = 3.0) -> None:
+        self.run_dir, self.lr_key, self.z = Path(run_dir), lr_key, z
+        self.warned = False
+
+    def check(self, step: int, values: dict[str, Any], n: int, args: Any) -> None:
+        """After the evaluation at ``step``: its ``eval/`` values, on ``n`` prompts, already in ``metrics.jsonl``."""
+        if self.metric not in values or n < 1:
+            return
+        records = read_metrics(self.run_dir)
+        earlier = [r for r in records if self.metric in r and r["step"] < step]
+        if not earlier:
+            return
+        best = max(earlier, key=lambda r: (r[self.metric], -r["step"]))
+        now, then = values[self.metric], best[self.metric]
+        pooled = (now + then) / 2
+        error = math.sqrt(2 * pooled * (1 - pooled) / n)
+        if now >= then or then - now < self.z * error:
+            self.warned = False
+            return
+        if self.warned:
+            return
+        self.warned = True
+        message = self.message(step, now, best, n, (then - now) / error, records, args)
+        logger.warning(message)
+        loggers.alert("held-out accuracy fell", message)
+
+    def message(
+        self, step: int, now: float, best: dict[str, Any], n: int, z: float, records: list[dict[str, Any]], args: Any
+    ) -> str:
+        then, best_step = best[self.metric], best["step"]
+        text = (
+            f"held-out accuracy fell to {now:.1%} at step {step}, from {then:.1%} at step {best_step}, the run's best "
+            f"({n} prompts: {100 * (then - now):.1f} points, {z:.1f} times the noise of two such evaluations). "
+        )
+        # The evaluation at step b measures the weights after b steps, the ones that sample step b + 1's completions.
+        after = [r for r in records if "reward" in r and r["step"] > best_step]
+        recent = after[1:][-3:]
+        lr = args.learning_rate
+        smaller = f"{self.lr_key}={lr / 4:.3g} (a quarter of {lr:.3g})"
+        sound = [p for p in checkpoints.checkpoints(self.run_dir) if checkpoints.is_complete(p)]
+        sound = [p for p in sound if checkpoints.checkpoint_step(p) <= best_step]
+        if sound:
+            restart = (
+                f"go on from the checkpoint of the best evaluation or one before it: resume={sound[-1]} {smaller}"
+            )
+        elif best_step == 0:
+            restart = f"the starting model was the best: start again with {smaller}"
+        else:
+            restart = f"no checkpoint was saved by step {best_step}: start again with {smaller}"
+        if recent:
+            before, lately = after[0]["reward"], sum(r["reward"] for r in recent) / len(recent)
+            last = recent[-1]
+            text += (
+                f"Training reward: {before:.3f} at step {after[0]['step']} (sampled from the best evaluation's "
+                f"policy), {lately:.3f} {_steps(recent[0]['step'], last['step'])} (entropy "
+                f"{last.get('entropy', math.nan):.3f}, kl {last.get('kl', math.nan):.3f}). "
+            )
+            if lately < before - abs(before) / 4:
+                text += f"It fell too: the policy itself got worse, as after updates too large; {restart}. "
+            else:
+                text += (
+                    "It held: the policy earns its training reward in a way the held-out evaluation (greedy, the "
+                    "first reward alone) does not pay: another reward at the first one's expense, a reward being "
+                    "gamed, or its training prompts learned by heart. Read its completions (logger.completions_every, "
+                    f"grpo_ext.infer). If it is the updates, {restart}. "
+                )
+        elif after:  # one training step logged since the best: nothing to compare yet
+            text += (
+                f"Training reward: {after[0]['reward']:.3f} at step {after[0]['step']}, the one step logged since the "
+                f"best. If the updates were too large, {restart}. "
+            )
+        else:  # fine-tuning, which logs no reward
+            text += f"The policy got worse, as after updates too large, or it fits its training rows; {restart}. "
+        kept = best_line(self.run_dir)  # the record eval.keep_best keeps, if it does
+        return text + f"Kept: {kept}." if kept else text.rstrip()
+
+
+def _steps(first: int, last: int) -> str:
+    return f"at step {last}" if first == last else f"in steps {first}-{last}"

@@ -155,6 +155,7 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         StopOnDivergence,
         StopOnSignal,
     )
+    from grpo_ext.health import WarnOnEvalDrop
 
     dtype = models.torch_dtype(cfg.model.dtype, cfg.hardware.dtype)
     stop, metrics = StopOnSignal(), MetricsFile(run_dir)
@@ -177,7 +178,8 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         evaluate = functools.partial(run_eval, dataset=splits.eval, reward=rewards[0], cfg=cfg)
         metric, adapter = f"eval/{cfg.eval.best_metric}", cfg.peft.name != "none"
         best = BestModel(run_dir, trainer.save_model, adapter, metric) if cfg.eval.keep_best else None
-        trainer.add_callback(EvalCallback(metrics, evaluate, cfg.sft.eval_every, best))
+        drop = WarnOnEvalDrop(run_dir, "sft.learning_rate")
+        trainer.add_callback(EvalCallback(metrics, evaluate, cfg.sft.eval_every, best, drop))
     if resume and main:  # the steps after the checkpoint are trained (and logged) again
         checkpoints.discard_after(run_dir, checkpoints.checkpoint_step(resume))
         checkpoints.truncate_metrics(run_dir, checkpoints.checkpoint_step(resume))

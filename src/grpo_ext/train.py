@@ -185,7 +185,8 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
                 keep_best = cfg.eval.keep_best and trainer.is_world_process_zero()  # the process that evaluates
                 metric, adapter = f"eval/{cfg.eval.best_metric}", cfg.peft.name != "none"
                 best = BestModel(run_dir, trainer.save_model, adapter, metric) if keep_best else None
-                trainer.add_callback(callbacks.EvalCallback(metrics, evaluate, cfg.eval.every, best))
+                drop = health.WarnOnEvalDrop(run_dir, "trainer.learning_rate")  # a collapse, said while it costs
+                trainer.add_callback(callbacks.EvalCallback(metrics, evaluate, cfg.eval.every, best, drop))
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except vllm_server.ServerError as err:
         sys.exit(f"vLLM server error: {err}")
