@@ -20,9 +20,9 @@ def prefers_short(completions, **kwargs):
 
 def varies_on_odd_answers(completions, answer, **kwargs):
     """0 for every completion of a problem whose answer is even (no signal there); for an odd answer, a score that
-    differs from one completion to the next (a checksum of its text), hence a signal."""
+    differs from one completion to the next (a checksum of its text, below 1.0, the full score), hence a signal."""
     texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
-    return [sum(map(ord, t)) % 101 / 100 if int(a) % 2 else 0.0 for t, a in zip(texts, answer, strict=True)]
+    return [sum(map(ord, t)) % 101 / 101 if int(a) % 2 else 0.0 for t, a in zip(texts, answer, strict=True)]
 
 
 def chat_only(completions, **kwargs):

@@ -4,11 +4,16 @@ groups as training would, and the rows with one written for ``task=prompts``."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
-from conftest import FAST, compose_config, run_cli
+from conftest import FAST, TESTS, compose_config, run_cli
 from grpo_ext.difficulty import _total, summary
 from grpo_ext.records import read_metrics
 from grpo_ext.tasks import build_task
@@ -26,7 +31,8 @@ def read_lines(path):
 def measured(tmp_path_factory):
     """One real run of the command (a random model; a reward that gives a signal exactly on odd answers)."""
     out = tmp_path_factory.mktemp("difficulty")
-    command = ["-m", "grpo_ext.difficulty", *MEASURE, "trainer.num_generations=4", REWARD, f"hydra.run.dir={out}"]
+    command = ["-m", "grpo_ext.difficulty", *MEASURE, "trainer.num_generations=4", "eval.batch_size=8", REWARD,
+               f"hydra.run.dir={out}"]  # fmt: skip
     result = run_cli(command, out)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result.stdout
@@ -103,3 +109,72 @@ def test_a_group_s_total_is_the_weighted_sum_training_uses_and_the_summary_count
         "1 of 4 prompts (25.0%) give GRPO a signal (the rewards of their 2 completions differ); 3 score alike: 1 "
         "solved every time, 1 never, 1 alike otherwise\npass rate (first reward in full): 0/2: 1  1/2: 2  2/2: 1"
     )
+
+
+def test_a_measurement_cut_short_goes_on_where_it_stopped_and_gives_the_same_figures(measured, tmp_path):
+    """A kill mid-way leaves the figures measured so far and the settings; the same command into the same directory
+    measures only the rest (each batch has its own seed: the figures of an unbroken run), and once finished, run
+    again, it prints its result without measuring anything."""
+    out, stdout = measured
+    complete = read_lines(out / "difficulty.jsonl")
+    figures = [{key: row[key] for key in ("pass_rate", "reward_mean", "signal")} for row in complete]
+    (tmp_path / "difficulty.settings.json").write_text((out / "difficulty.settings.json").read_text())
+    kept = "".join(json.dumps(f) + "\n" for f in figures[:9])
+    (tmp_path / "difficulty.partial.jsonl").write_text(kept + '{"pass_rate": 0.2')  # the line the kill cut short
+    command = ["-m", "grpo_ext.difficulty", *MEASURE, "trainer.num_generations=4", "eval.batch_size=8", REWARD,
+               f"hydra.run.dir={tmp_path}"]  # fmt: skip
+    result = run_cli(command, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # two prompts a batch: row 8 (the ninth) is measured again with its batch's seed
+    assert "continuing" in result.stdout and "8 of 24 prompts measured already" in result.stdout
+    assert read_lines(tmp_path / "difficulty.jsonl") == complete
+    assert not (tmp_path / "difficulty.partial.jsonl").exists()
+    assert printed(result.stdout) == printed(stdout.replace(str(out), str(tmp_path)))
+
+    again = run_cli(command, tmp_path)
+    assert again.returncode == 0 and printed(again.stdout) == printed(result.stdout)
+    assert "every prompt's figures with these settings: nothing left to measure" in again.stdout
+    assert "Loading weights" not in again.stderr
+
+
+def printed(stdout):
+    """What the command prints, without the log's lines (Hydra logs to standard output too)."""
+    return [line for line in stdout.splitlines() if not line.startswith("[")]
+
+
+def test_other_settings_in_the_same_directory_are_refused_naming_what_differs(measured):
+    out, _ = measured
+    before = (out / "difficulty.jsonl").read_text()
+    changed = ["trainer.temperature=0.5", "task.train_size=20"]
+    result = run_cli(["-m", "grpo_ext.difficulty", *MEASURE, "trainer.num_generations=4", "eval.batch_size=8",
+                      REWARD, *changed, f"hydra.run.dir={out}"], out)  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert (
+        f"config error: {out} holds a measurement with other settings (rows: 24 -> 20; temperature: 1.0 -> 0.5; the "
+        "prompts differ): measure into another directory (hydra.run.dir), or remove difficulty.settings.json and "
+        "difficulty.partial.jsonl there to start this one anew"
+    ) in result.stderr
+    assert (out / "difficulty.jsonl").read_text() == before
+
+
+def test_ctrl_c_keeps_what_was_measured_and_names_the_command_that_goes_on(tmp_path):
+    command = [sys.executable, "-m", "grpo_ext.difficulty", *MEASURE, "task.train_size=2000", "eval.batch_size=4",
+               "trainer.num_generations=2", f"hydra.run.dir={tmp_path}"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    partial = tmp_path / "difficulty.partial.jsonl"
+    deadline = time.monotonic() + 120
+    while not (partial.exists() and partial.read_text().count("\n") >= 2) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1, stderr[-3000:]
+    lines = partial.read_text().splitlines()
+    assert 2 <= len(lines) < 2000 and all(json.loads(line)["signal"] is False for line in lines)
+    assert "stopped; the figures measured so far are kept, and this goes on from there: python -m " in stderr
+    said = stderr.split("goes on from there: ")[-1].strip()
+    given = command[3:-1]
+    assert shlex.split(said) == ["python", "-m", "grpo_ext.difficulty", *given, f"hydra.run.dir={tmp_path}"]

@@ -15,52 +15,129 @@ tokens), scores it with the task's rewards and weights, and writes to the output
   evaluates as before (the command is printed).
 
 Generation is TRL's ``model.generate`` path of the evaluations (no vLLM), ``eval.batch_size`` completions at once.
+Each batch's figures are appended to ``difficulty.partial.jsonl`` as they come, beside ``difficulty.settings.json``
+(what is being measured): a run stopped part way (a crash, a preempted job, Ctrl-C) and run again into the same
+directory (``hydra.run.dir=DIR``) goes on from the first prompt not yet measured, and one run again after it finished
+prints its result without loading the model. Each batch is sampled from a seed of its own (``seed`` plus its first
+row's index), so a measurement continued gives the figures an unbroken one would.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import shlex
 import sys
+import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger("grpo_ext.difficulty")
+
+PARTIAL, SETTINGS = "difficulty.partial.jsonl", "difficulty.settings.json"
+FIGURES = ("pass_rate", "reward_mean", "signal")  # what is measured of each row
 SIGNAL_SPREAD = 1e-6  # total rewards closer than this count as the same (TRL's zero-std test has the same margin)
 
 
 def measure(
-    model: Any, tokenizer: Any, dataset: Any, rewards: list[Any], weights: list[float], cfg: Any
-) -> list[dict[str, Any]]:
-    """Per row of ``dataset``: ``pass_rate``, ``reward_mean`` and ``signal`` over a group sampled as ``cfg.trainer``
-    samples (a failed score counts as missing, as in training; a group scored by nothing has no signal)."""
+    model: Any, tokenizer: Any, dataset: Any, rewards: list[Any], weights: list[float], cfg: Any, start: int = 0
+) -> Iterator[dict[str, Any]]:
+    """Per row of ``dataset`` from ``start`` on, as each batch is scored: ``pass_rate``, ``reward_mean`` and
+    ``signal`` over a group sampled as ``cfg.trainer`` samples (a failed score counts as missing, as in training; a
+    group scored by nothing has no signal)."""
+    from transformers import set_seed
+
     from grpo_ext.evaluate import as_trl_passes, generate, score_tolerantly, trl_arguments
 
     trainer, k = cfg.trainer, cfg.trainer.num_generations
-    columns = {name: list(dataset[name]) for name in dataset.column_names if name != "prompt"}
-    prompts = list(dataset["prompt"])
-    groups = generate(
-        model, tokenizer, prompts, max_new_tokens=trainer.max_completion_length, samples=k,
-        temperature=trainer.temperature, top_p=trainer.top_p, top_k=trainer.top_k or 0, min_p=trainer.min_p,
-        batch_size=cfg.eval.batch_size,
-    )  # fmt: skip
-    texts = [c for group in groups for c in group]
-    flat = as_trl_passes(texts, prompts[0])
-    repeated = {name: [v for v in values for _ in range(k)] for name, values in columns.items()}
-    context = trl_arguments([p for p in prompts for _ in range(k)], texts, tokenizer)
-    scores = [[r.get("reward") for r in score_tolerantly(reward, flat, repeated, context)] for reward in rewards]
     full = float(getattr(rewards[0], "full_reward", 1.0))
-    rows = []
-    for i in range(len(dataset)):
-        group = range(i * k, (i + 1) * k)
-        totals = [_total([s[j] for s in scores], weights) for j in group]
-        scored = [t for t in totals if t is not None]
-        rows.append({
-            "pass_rate": sum(scores[0][j] is not None and scores[0][j] >= full for j in group) / k,
-            "reward_mean": sum(scored) / len(scored) if scored else None,
-            "signal": bool(scored) and max(scored) - min(scored) > SIGNAL_SPREAD,
-        })  # fmt: skip
-    return rows
+    per_batch = prompts_per_batch(cfg)
+    for first in range(start, len(dataset), per_batch):
+        rows = dataset.select(range(first, min(first + per_batch, len(dataset))))
+        prompts = list(rows["prompt"])
+        set_seed(cfg.seed + first)  # the batch's own seed: the same groups whether or not the run was continued
+        groups = generate(
+            model, tokenizer, prompts, max_new_tokens=trainer.max_completion_length, samples=k,
+            temperature=trainer.temperature, top_p=trainer.top_p, top_k=trainer.top_k or 0, min_p=trainer.min_p,
+            batch_size=cfg.eval.batch_size,
+        )  # fmt: skip
+        texts = [c for group in groups for c in group]
+        repeated = {name: [v for v in rows[name] for _ in range(k)] for name in rows.column_names if name != "prompt"}
+        context = trl_arguments([p for p in prompts for _ in range(k)], texts, tokenizer)
+        flat = as_trl_passes(texts, prompts[0])
+        scores = [[r.get("reward") for r in score_tolerantly(fn, flat, repeated, context)] for fn in rewards]
+        for i in range(len(rows)):
+            group = range(i * k, (i + 1) * k)
+            totals = [_total([s[j] for s in scores], weights) for j in group]
+            scored = [t for t in totals if t is not None]
+            yield {
+                "pass_rate": sum(scores[0][j] is not None and scores[0][j] >= full for j in group) / k,
+                "reward_mean": sum(scored) / len(scored) if scored else None,
+                "signal": bool(scored) and max(scored) - min(scored) > SIGNAL_SPREAD,
+            }
+
+
+def prompts_per_batch(cfg: Any) -> int:
+    """The prompts whose groups are sampled at once: ``eval.batch_size`` completions' worth."""
+    return max(1, cfg.eval.batch_size // cfg.trainer.num_generations)
+
+
+def settings(cfg: Any, dataset: Any, weights: list[float]) -> dict[str, Any]:
+    """What a measurement depends on: the model, the sampling, the rewards and the prompts themselves (a digest).
+    ``eval.batch_size`` and the hardware are left out: they change how fast, not what (up to sampling noise)."""
+    from omegaconf import OmegaConf
+
+    trainer = cfg.trainer
+    prompts = json.dumps(list(dataset["prompt"]), sort_keys=True, ensure_ascii=False)
+    return {
+        "model": cfg.model.path or cfg.model.name,
+        "task": cfg.task.name,
+        "rows": len(dataset),
+        "prompts_sha256": hashlib.sha256(prompts.encode()).hexdigest(),
+        "rewards": OmegaConf.to_container(cfg.task.rewards, resolve=True),
+        "weights": list(weights),
+        "seed": cfg.seed,
+        **{key: trainer[key] for key in ("num_generations", "temperature", "top_p", "top_k", "min_p")},
+        "max_completion_length": trainer.max_completion_length,
+    }
+
+
+class OtherMeasurementError(ValueError):
+    """The output directory holds a measurement made with other settings."""
+
+
+def measured_so_far(run_dir: Path, wanted: dict[str, Any]) -> list[dict[str, Any]]:
+    """The figures an earlier run into ``run_dir`` measured with the same settings (its last line dropped if a kill
+    cut it short); none when there is no earlier run. ``ValueError`` naming what differs when its settings do."""
+    partial, recorded = run_dir / PARTIAL, run_dir / SETTINGS
+    if not recorded.exists():
+        partial.unlink(missing_ok=True)  # figures without their settings: of no known measurement
+        return []
+    try:
+        earlier = json.loads(recorded.read_text())
+    except ValueError as err:
+        raise OtherMeasurementError(f"{recorded} is not valid JSON ({err}): remove it to measure anew") from err
+    changed = sorted(key for key in {*earlier, *wanted} if earlier.get(key) != wanted.get(key))
+    if changed:
+        shown = "; ".join(
+            f"{key}: {earlier.get(key)!r} -> {wanted.get(key)!r}" for key in changed if key != "prompts_sha256"
+        )
+        shown += "; the prompts differ" if "prompts_sha256" in changed else ""
+        raise OtherMeasurementError(
+            f"{run_dir} holds a measurement with other settings ({shown.lstrip('; ')}): measure into another "
+            f"directory (hydra.run.dir), or remove {recorded.name} and {PARTIAL} there to start this one anew"
+        )
+    source = partial if partial.exists() else run_dir / "difficulty.jsonl"  # the second: a finished measurement's
+    figures = []
+    for line in source.read_text().splitlines() if source.exists() else []:
+        try:
+            figures.append({key: json.loads(line)[key] for key in FIGURES})
+        except (ValueError, KeyError, TypeError):
+            break  # the line a kill cut short, and nothing after it
+    return figures[: wanted["rows"]]
 
 
 def _total(values: list[float | None], weights: list[float]) -> float | None:
@@ -98,6 +175,41 @@ def write(run_dir: Path, dataset: Any, eval_split: Any, measured: list[dict[str,
     return paths
 
 
+def measure_into(
+    run_dir: Path, splits: Any, rewards: list[Any], weights: list[float], cfg: Any, again: str
+) -> list[dict[str, Any]]:
+    """Every train row's figures: those an earlier run into ``run_dir`` left (same settings), then the others,
+    appended to ``difficulty.partial.jsonl`` batch by batch, the progress logged every tenth of the split.
+    ``again``: the command that goes on from where this one stops."""
+    from grpo_ext.evaluate import load_model
+
+    wanted = settings(cfg, splits.train, weights)
+    done = measured_so_far(run_dir, wanted)
+    total = len(splits.train)
+    if len(done) == total:
+        log.info("%s holds every prompt's figures with these settings: nothing left to measure", run_dir)
+        return done
+    done = done[: len(done) - len(done) % prompts_per_batch(cfg)]  # whole batches: each sampled from its own seed
+    (run_dir / SETTINGS).write_text(json.dumps(wanted, indent=2) + "\n")
+    if done:
+        log.info("continuing %s: %d of %d prompts measured already", run_dir / PARTIAL, len(done), total)
+    log.info("measuring %d prompts into %s; if stopped, this goes on from there: %s", total, run_dir, again)
+    model, tokenizer = load_model(cfg)
+    partial, tmp = run_dir / PARTIAL, run_dir / (PARTIAL + ".tmp")
+    tmp.write_text("".join(json.dumps(figures) + "\n" for figures in done))  # not a line a kill cut short
+    tmp.replace(partial)
+    started, said = time.monotonic(), 10 * len(done) // total
+    with open(partial, "a") as out:
+        for figures in measure(model, tokenizer, splits.train, rewards, weights, cfg, start=len(done)):
+            out.write(json.dumps(figures) + "\n")
+            out.flush()
+            done.append(figures)
+            if 10 * len(done) // total > said:
+                said = 10 * len(done) // total
+                log.info("measured %d of %d prompts (%.0f s)", len(done), total, time.monotonic() - started)
+    return done
+
+
 def next_command(cfg: Any, with_signal: Path, eval_path: Path) -> list[str]:
     """The overrides that train on the rows with a signal: the prompts task, with this task's rewards and lengths and
     this model."""
@@ -126,10 +238,9 @@ def main() -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig, OmegaConf
-    from transformers import set_seed
 
+    from grpo_ext import checkpoints
     from grpo_ext.config import make_grpo_config, register_configs
-    from grpo_ext.evaluate import load_model
     from grpo_ext.hardware import check_device, resolve_auto
     from grpo_ext.models import ModelUnavailableError
     from grpo_ext.reward_guard import RewardFailureError
@@ -141,7 +252,9 @@ def main() -> None:
     @hydra.main(version_base=None, config_path="pkg://grpo_ext.conf", config_name="config")
     def _main(cfg: DictConfig) -> None:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
-        cfg = resolve_auto(cfg, list(HydraConfig.get().overrides.task))
+        overrides = list(HydraConfig.get().overrides.task)  # hydra.run.dir is not among them
+        cfg = resolve_auto(cfg, overrides)
+        again = shlex.join(["python", "-m", "grpo_ext.difficulty", *overrides, f"hydra.run.dir={run_dir}"])
         try:
             check_device(cfg.hardware)
             rewards, weights = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
@@ -151,9 +264,12 @@ def main() -> None:
         try:
             splits = build_task(cfg.task)
             check_columns(splits.train, rewards, f"{cfg.task.name} train split")
-            model, tokenizer = load_model(cfg)
-            set_seed(cfg.seed)  # the same groups for the same command
-            measured = measure(model, tokenizer, splits.train, rewards, weights, cfg)
+            with checkpoints.one_run_at_a_time(run_dir):  # two measurements into one directory would mix
+                measured = measure_into(run_dir, splits, rewards, weights, cfg, again)
+        except KeyboardInterrupt:
+            sys.exit(f"stopped; the figures measured so far are kept, and this goes on from there: {again}")
+        except OtherMeasurementError as err:
+            sys.exit(f"config error: {err}")
         except ValueError as err:
             sys.exit(f"task error: {err}")
         except RewardFailureError as err:
@@ -164,6 +280,7 @@ def main() -> None:
             for reward in rewards:
                 getattr(reward, "close", lambda: None)()
         report, with_signal, eval_path = write(run_dir, splits.train, splits.eval, measured)
+        (run_dir / PARTIAL).unlink(missing_ok=True)  # difficulty.jsonl holds every figure now
         k = cfg.trainer.num_generations
         print(f"{cfg.task.name} train split, {len(measured)} prompts, {k} completions each:")
         print(summary(measured, k))
