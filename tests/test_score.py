@@ -106,3 +106,22 @@ def test_a_reward_that_raises_gives_null_with_the_error(tmp_path):
     result = score(tmp_path, [json.dumps({"completion": "x"})], reward="reward_fixtures.raises")
     out = json.loads(result.stdout)
     assert out == {"reward": None, "status": "error", "error": "RuntimeError: reward bug"}
+
+
+@pytest.mark.parametrize("args", [[], ["--workers", "2"]])
+def test_a_reward_written_to_trl_s_contract_is_called_as_trl_calls_it(tmp_path, args):
+    """``reads_trl_arguments`` takes prompts first and reads completion_ids, trainer_state, log_metric and
+    log_extra; ``chat_only`` reads ``c[0]["content"]``. Both failed on every line, called with the completion alone
+    and ``prompt`` as a column."""
+    chat = [{"role": "user", "content": "What is 7 * 2?"}]
+    lines = [json.dumps({"prompt": chat, "completion": "<answer>14</answer>"}), json.dumps({"completion": "plain"})]
+    result = score(tmp_path, lines, *args, reward="reward_fixtures.chat_only")
+    assert result.returncode == 0, result.stderr
+    first, second = [json.loads(line) for line in result.stdout.splitlines()]
+    assert first == {"reward": 0.19}  # len("<answer>14</answer>") / 100, read as a chat completion's content
+    assert second["status"] == "error" and "TypeError" in second["error"]  # plain text after a plain prompt: as TRL
+    with_ids = json.dumps({"prompt": chat, "completion": "<answer>14</answer>", "completion_ids": [1, 2, 3]})
+    result = score(tmp_path, [with_ids], *args, reward="reward_fixtures.reads_trl_arguments")
+    assert result.returncode == 0, result.stderr
+    # step 0 + 3 tokens / 1000 + a chat prompt ending with the user's message / 10
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [{"reward": pytest.approx(0.103)}]

@@ -40,7 +40,7 @@ def generate(
     top_k: int = 0,
     min_p: float | None = None,
     batch_size: int = 64,
-) -> list[list[str]]:
+) -> list[list[Completion]]:
     """Completions of chat (or plain) ``prompts``: one greedy each (``samples=0``), or ``samples`` sampled each (at
     ``temperature``, ``top_p``, ``top_k``, ``min_p``; not the model's own generation config)."""
     import torch
@@ -55,7 +55,7 @@ def generate(
     sampling = sampling if samples else {"do_sample": False}
     was_training = model.training
     model.eval()
-    out: list[list[str]] = []
+    out: list[list[Completion]] = []
     try:
         for start in range(0, len(texts), max(1, batch_size // per_prompt)):
             chunk = texts[start : start + max(1, batch_size // per_prompt)]
@@ -69,12 +69,37 @@ def generate(
                     pad_token_id=tokenizer.pad_token_id,
                     **sampling,
                 )
-            decoded = tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-            out += [decoded[i : i + per_prompt] for i in range(0, len(decoded), per_prompt)]
+            generated = [
+                _until_eos(row.tolist(), tokenizer.eos_token_id) for row in ids[:, batch["input_ids"].shape[1] :]
+            ]
+            decoded = tokenizer.batch_decode(generated, skip_special_tokens=True)
+            made = [Completion(text, row) for text, row in zip(decoded, generated, strict=True)]
+            out += [made[i : i + per_prompt] for i in range(0, len(made), per_prompt)]
     finally:
         model.train(was_training)
         tokenizer.padding_side = padding_side
     return out
+
+
+class Completion(str):
+    """A generated completion: its text (special tokens skipped), which is what every caller reads, carrying
+    ``ids``, the tokens generated up to and including the end-of-sequence token, which TRL hands a reward as
+    ``completion_ids``."""
+
+    ids: list[int]
+
+    def __new__(cls, text: str, ids: list[int]) -> Completion:
+        completion = super().__new__(cls, text)
+        completion.ids = ids
+        return completion
+
+    def __getnewargs__(self) -> tuple[str, list[int]]:  # pickled whole, to a reward's worker process
+        return str(self), self.ids
+
+
+def _until_eos(ids: list[int], eos: int | None) -> list[int]:
+    """``ids`` up to and including the first ``eos`` (what follows it is padding), as TRL masks a completion."""
+    return ids[: ids.index(eos) + 1] if eos in ids else ids
 
 
 def first_rows(dataset: Any, size: int) -> Any:
@@ -144,13 +169,16 @@ def as_trl_passes(completions: list[str], prompt: Any) -> list[Any]:
 
 def trl_arguments(prompts: list[Any], completions: list[str], tokenizer: Any, state: Any = None) -> dict[str, Any]:
     """What TRL gives a reward besides the completions and the dataset's columns, for a completion of each of
-    ``prompts``: the prompts, ``completion_ids`` (the text tokenized again: what was generated, up to how it
-    tokenizes), ``trainer_state`` (the Trainer's during training, else a new one at step 0), and ``log_extra`` and
-    ``log_metric``, which log nothing outside training. A reward that read any of them failed on every completion
-    of the first evaluation, which stopped the run."""
+    ``prompts``: the prompts, ``completion_ids`` (the tokens ``generate`` produced; for text from elsewhere, the text
+    tokenized again), ``trainer_state`` (the Trainer's during training, else a new one at step 0), and
+    ``log_extra`` and ``log_metric``, which log nothing outside training. A reward that read any of them failed on
+    every completion of the first evaluation, which stopped the run."""
     from transformers import TrainerState
 
-    ids = tokenizer(completions, add_special_tokens=False)["input_ids"] if tokenizer is not None else None
+    if all(isinstance(c, Completion) for c in completions):
+        ids = [c.ids for c in completions]
+    else:
+        ids = tokenizer(completions, add_special_tokens=False)["input_ids"] if tokenizer is not None else None
     return {"prompts": prompts, "completion_ids": ids, "trainer_state": state or TrainerState(),
             "log_extra": _log_nothing, "log_metric": _log_nothing}  # fmt: skip
 

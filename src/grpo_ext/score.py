@@ -27,10 +27,23 @@ USAGE_ERROR = 2
 
 
 def score_row(reward: Callable, row: dict[str, Any]) -> dict[str, Any]:
-    """Score one row; never raises (an exception becomes ``reward: null`` with ``status: error``)."""
-    columns = {key: [value] for key, value in row.items() if key != "completion"}
+    """Score one row as TRL would call the reward on it; never raises (an exception becomes ``reward: null`` with
+    ``status: error``).
+
+    As in training: after a chat ``prompt``, a plain-text completion comes as one assistant message; ``prompt`` comes
+    as ``prompts``, ``completion_ids`` as itself (``None`` when the line has none: there is no tokenizer here), with
+    TRL's ``trainer_state`` (a new one), ``log_extra`` and ``log_metric`` (logging nothing); the other columns by
+    name."""
+    from grpo_ext.evaluate import trl_arguments
+
+    completion, prompt = row["completion"], row.get("prompt")
+    if isinstance(prompt, list) and isinstance(completion, str):
+        completion = [{"role": "assistant", "content": completion}]
+    trl = trl_arguments([prompt], [completion], None)
+    trl["completion_ids"] = [row["completion_ids"]] if "completion_ids" in row else None
+    columns = {key: [value] for key, value in row.items() if key not in ("completion", "prompt", "completion_ids")}
     try:
-        return score_results(reward, [row["completion"]], columns)[0]
+        return score_results(reward, [completion], columns, trl)[0]
     except Exception as err:  # a reward that raises must not stop the other lines
         return {"reward": None, "status": "error", "error": f"{type(err).__name__}: {err}"}
 
@@ -63,6 +76,9 @@ def score_in_workers(
     name: str, params: dict[str, Any], rows: list[dict[str, Any]], workers: int, timeout: float | None
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Score ``rows`` in ``workers`` killable processes; yield ``(index, result)`` as results arrive."""
+    # the TrainerState each call gets: imported before the workers fork, not in each against its first line's timeout
+    import transformers.trainer_callback  # noqa: F401
+
     pool = Pool(name, params, workers, score_row, "fork")
     failed = {"timeout": {"reward": None, "status": "timeout"}, "crashed": {"reward": None, "status": "crashed"}}
     try:
