@@ -233,10 +233,11 @@ class WarnOnEvalDrop:
         if recent:
             before, lately = after[0]["reward"], sum(r["reward"] for r in recent) / len(recent)
             last = recent[-1]
+            sampled = " (sampled from the best evaluation's policy)" if after[0]["step"] == best_step + 1 else ""
             text += (
-                f"Training reward: {before:.3f} at step {after[0]['step']} (sampled from the best evaluation's "
-                f"policy), {lately:.3f} {_steps(recent[0]['step'], last['step'])} (entropy "
-                f"{last.get('entropy', math.nan):.3f}, kl {last.get('kl', math.nan):.3f}). "
+                f"Training reward: {before:.3f} at step {after[0]['step']}{sampled}, {lately:.3f} "
+                f"{_steps(recent[0]['step'], last['step'])} (entropy {last.get('entropy', math.nan):.3f}, kl "
+                f"{last.get('kl', math.nan):.3f}). "
             )
             if lately < before - abs(before) / 4:
                 text += f"It fell too: the policy itself got worse, as after updates too large; {restart}. "
