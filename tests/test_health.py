@@ -8,7 +8,9 @@ from types import SimpleNamespace
 
 import grpo_ext.train
 from conftest import FAST, WITH_SIGNAL, compose_config
+from grpo_ext import checkpoints
 from grpo_ext.health import WarnOnEvalDrop, WarnOnTruncation, WarnWithoutSignal
+from grpo_ext.records import append_alert, read_alerts
 from grpo_ext.train import train
 
 ARGS = SimpleNamespace(logging_steps=1, num_generations=4, max_completion_length=256, mask_truncated_completions=False)
@@ -166,7 +168,7 @@ def test_a_fall_while_the_training_reward_holds_points_at_the_reward(tmp_path, c
     assert "sft.learning_rate=2.5e-06" in message
 
 
-def test_a_run_whose_held_out_accuracy_falls_says_so_at_that_evaluation(tmp_path, monkeypatch, caplog):
+def test_a_run_whose_held_out_accuracy_falls_says_so_at_that_evaluation(tmp_path, monkeypatch, caplog, capsys):
     """Real training and evaluations, the accuracy each evaluation reports set by a script (16 prompts): the fall at
     step 2 is named once, at that evaluation, with step 1's training reward; the recovery at step 4 is not."""
     script = [0.75, 0.75, 0.0625, 0.0625, 0.75]
@@ -181,7 +183,19 @@ def test_a_run_whose_held_out_accuracy_falls_says_so_at_that_evaluation(tmp_path
     overrides = [*FAST, *WITH_SIGNAL, *keep, "eval.during_training=true", "eval.every=1"]
     train(compose_config(["task=arithmetic", "model=tiny", *overrides]), tmp_path)
     (message,) = [r.getMessage() for r in caplog.records if r.name == "grpo_ext.health"]
+    assert [(a["step"], a["title"], a["message"]) for a in read_alerts(tmp_path)] == [
+        (2, "held-out accuracy fell", message)
+    ]  # recorded for the closing summary and grpo_ext.summarize, W&B or not
+    assert "alerts: held-out accuracy fell (step 2); what each said is in train.log" in capsys.readouterr().out
     assert message.startswith("held-out accuracy fell to 6.2% at step 2, from 75.0% at step 0, the run's best (16 pro")
     assert (
         "the one step logged since the best. If the updates were too large, the starting model was the best" in message
     )
+
+
+def test_a_resumed_run_keeps_the_alerts_of_the_steps_it_does_not_train_again(tmp_path):
+    for step in (None, 5, 10, 15):
+        append_alert(tmp_path, step, "WARN", f"at {step}", "...")
+    (tmp_path / "alerts.jsonl").write_text((tmp_path / "alerts.jsonl").read_text() + '{"step": 2')  # cut by a kill
+    checkpoints.truncate_metrics(tmp_path, 10)
+    assert [a["title"] for a in read_alerts(tmp_path)] == ["at None", "at 5", "at 10"]

@@ -6,6 +6,7 @@ import pytest
 
 from conftest import compose_config
 from grpo_ext import loggers
+from grpo_ext.records import read_alerts
 
 
 @pytest.mark.parametrize(
@@ -56,3 +57,8 @@ def test_a_diverged_run_and_one_without_signal_send_w_and_b_alerts_and_end_as_fa
         "no_signal": [("no learning signal", "WARN"), ("completions cut off", "WARN")],
     }
     assert found["diverged"]["exit_code"] == 1 and found["no_signal"]["exit_code"] == 0  # failed; finished
+    # and in the run directory, with their steps, whether or not W&B runs: what the closing summary names
+    recorded = {name: [(a["title"], a["step"]) for a in read_alerts(tmp_path / name)] for name in runs}
+    assert recorded["no_signal"] == [("no learning signal", 10), ("completions cut off", 10)]
+    assert [title for title, _ in recorded["diverged"]] == ["training diverged"]
+    assert "training diverged at step" in read_alerts(tmp_path / "diverged")[0]["message"]

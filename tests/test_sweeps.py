@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from conftest import FAST, run_cli
-from grpo_ext import plot, summarize
+from grpo_ext import plot, records, summarize
 from grpo_ext.records import read_metrics
 from wandb_records import run_summary
 
@@ -207,6 +207,19 @@ def test_summarize_reads_eval_metrics_as_columns(tmp_path):
     (tmp_path / "1_lr=2" / "best.json").write_text('{"step": 2, "eval/reward": 0.7, "model": "final_model"}')
     rows = {r["job"]: r for r in summarize.summarize(tmp_path, "best_reward", last=1)}
     assert (rows["1"]["best_reward"], rows["1"]["best_step"], rows["0"]["best_accuracy"]) == (0.7, 2, 0.5)
+
+
+def test_summarize_names_the_alerts_each_job_raised_at_their_first_step(tmp_path):
+    for job in ("0_lr=1", "1_lr=30"):
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+        (tmp_path / job / ".hydra" / "overrides.yaml").write_text(f"- lr={job.split('=')[1]}\n")
+        (tmp_path / job / "metrics.jsonl").write_text(json.dumps({"step": 1, "reward": 0.5}) + "\n")
+    for step, title in ((3, "held-out accuracy fell"), (11, "no learning signal"), (21, "no learning signal")):
+        records.append_alert(tmp_path / "1_lr=30", step, "WARN", title, "...")
+    rows = {r["job"]: r for r in summarize.summarize(tmp_path, "reward", last=1)}
+    assert rows["0"]["alerts"] is None
+    assert rows["1"]["alerts"] == "held-out accuracy fell (step 3), no learning signal (step 11)"
+    assert "held-out accuracy fell (step 3), no learning signal (step 11)" in summarize.render(list(rows.values()))
 
 
 def test_the_objective_a_run_returns_and_a_misspelled_one(tmp_path, caplog):

@@ -249,7 +249,8 @@ class StopOnDivergence(TrainerCallback):
         # shape, 0.04 of an AdamW step, where torch.isfinite per tensor took 0.5-0.8
         if grads and not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
             self.last_finite = state.global_step  # nothing of this step has reached the weights
-            self.stop(state, self.message(state.global_step + 1, "its gradient is NaN or infinite", args))
+            step = state.global_step + 1
+            self.stop(state, step, self.message(step, "its gradient is NaN or infinite", args))
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         logs = logs or {}
@@ -257,13 +258,13 @@ class StopOnDivergence(TrainerCallback):
         bad = {key: logs[key] for key in checked if _is_non_finite(logs.get(key))}
         if bad:
             values = ", ".join(f"{key}={value}" for key, value in bad.items())
-            self.stop(state, self.message(state.global_step, values, args))
+            self.stop(state, state.global_step, self.message(state.global_step, values, args))
         if "loss" in logs:
             self.last_finite = state.global_step
 
-    def stop(self, state: Any, message: str) -> NoReturn:
+    def stop(self, state: Any, step: int, message: str) -> NoReturn:
         if state.is_world_process_zero:
-            loggers.alert("training diverged", message, "ERROR")
+            loggers.alert("training diverged", message, "ERROR", step)
         raise DivergedError(message)
 
     def message(self, step: int, what: str, args: Any) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from grpo_ext import processes
+from grpo_ext.records import ALERTS
 
 logger = logging.getLogger(__name__)
 
@@ -95,20 +96,21 @@ def remove_incomplete(run_dir: Path) -> list[Path]:
 
 
 def truncate_metrics(run_dir: Path, step: int) -> None:
-    """Keep the lines of ``metrics.jsonl`` up to ``step``: the resumed run logs the later steps again."""
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line)
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut short by the kill
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    """Keep the lines of ``metrics.jsonl`` and ``alerts.jsonl`` up to ``step``: the resumed run trains and logs the
+    later steps again (an alert of no particular step stays)."""
+    for path in (run_dir / "metrics.jsonl", run_dir / ALERTS):
+        if not path.exists():
+            continue
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if (json.loads(line)["step"] or 0) <= step:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by the kill
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
 
 
 # What a resumed run may change: where and how fast it runs, what it logs and evaluates, how long it goes on (dotted

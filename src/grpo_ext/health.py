@@ -53,7 +53,7 @@ class StretchWarning(TrainerCallback):
         self.warned = True
         message = self.message(self.first, state.global_step, logs, args)
         logger.warning(message)
-        loggers.alert(self.title, message)
+        loggers.alert(self.title, message, step=state.global_step)
 
     def holds(self, logs: dict[str, Any]) -> bool:
         raise NotImplementedError
@@ -205,7 +205,7 @@ class WarnOnEvalDrop:
         self.warned = True
         message = self.message(step, now, best, n, (then - now) / error, records, args)
         logger.warning(message)
-        loggers.alert("held-out accuracy fell", message)
+        loggers.alert("held-out accuracy fell", message, step=step)
 
     def message(
         self, step: int, now: float, best: dict[str, Any], n: int, z: float, records: list[dict[str, Any]], args: Any

@@ -15,12 +15,14 @@ from typing import Any
 from omegaconf import DictConfig
 
 from grpo_ext import processes
+from grpo_ext.records import append_alert
 
 logger = logging.getLogger(__name__)
 
 LOGGERS = ("none", "wandb")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 _TOLD = {"offline": False}
+_OPEN: dict[str, Path | None] = {"run_dir": None}  # the run whose alerts are recorded (the main process's, once open)
 
 
 def has_wandb_credentials() -> bool:
@@ -55,6 +57,7 @@ def start(
     logs to. When W&B is not running (``logger=none``, another process's run, W&B could not start), it is dropped
     from ``args.report_to``: TRL's own W&B integration would otherwise open a run by itself, or fail without
     credentials."""
+    _OPEN["run_dir"] = Path(args.output_dir) if processes.is_main() else None
     line, running = _open(cfg, Path(args.output_dir), args.run_name, tags, group, config, job_type)
     logger.info(line)
     if not running and args.report_to and "wandb" in args.report_to:
@@ -111,6 +114,7 @@ def finish(stopped_by: int | None = None) -> None:
     """Close the W&B run if one is open (its files are complete and ready for ``wandb sync``), as failed (exit code
     1) when called while an exception is on its way out, or with ``128 + stopped_by`` when a signal stopped it, so
     that the dashboard never shows a crashed run as finished."""
+    _OPEN["run_dir"] = None
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         failing = sys.exc_info()[1]
@@ -120,10 +124,16 @@ def finish(stopped_by: int | None = None) -> None:
             wandb.finish(exit_code=0 if stopped_by is None else 128 + stopped_by)
 
 
-def alert(title: str, text: str, level: str = "WARN") -> None:
-    """A W&B alert on the open run (an email or Slack message, as the user's W&B settings say; recorded in an offline
-    run), for what a long run's owner must hear of without watching it; nothing without a W&B run. ``level``: INFO,
-    WARN or ERROR."""
+def alert(title: str, text: str, level: str = "WARN", step: int | None = None) -> None:
+    """What a long run's owner must hear of without watching it: recorded in ``RUN/alerts.jsonl`` (the run's closing
+    summary and ``grpo_ext.summarize`` name it) and sent as a W&B alert on the open run (an email or Slack message,
+    as the user's W&B settings say; recorded in an offline run). ``level``: INFO, WARN or ERROR; ``step``: the
+    training step it concerns."""
+    if _OPEN["run_dir"] is not None:
+        try:
+            append_alert(_OPEN["run_dir"], step, level, title, text)
+        except OSError as err:  # a full disk: the log has the message, and the run's own writes will say it
+            logger.warning("could not record the alert %r: %s", title, err)
     wandb = sys.modules.get("wandb")
     if wandb is None or getattr(wandb, "run", None) is None:
         return

@@ -1,4 +1,5 @@
-"""The run directory's own record, ``metrics.jsonl`` and ``status.json``: read and written without transformers,
+"""The run directory's own record, ``metrics.jsonl``, ``alerts.jsonl`` and ``status.json``: read and written without
+transformers,
 so that the commands that only read runs (``grpo_ext.summarize``, ``grpo_ext.plot``) start at once. Also the reader
 of a user's JSON Lines files (task rows, completions to score), which names the line that is wrong."""
 
@@ -35,6 +36,37 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
         except ValueError:
             continue
     return records
+
+
+ALERTS = "alerts.jsonl"  # what the run warned of (the W&B alerts), a line each: step, level, title, message
+
+
+def append_alert(run_dir: str | Path, step: int | None, level: str, title: str, message: str) -> None:
+    """Record an alert in ``RUN/alerts.jsonl``, flushed at once (a divergence is recorded before the run exits)."""
+    record = {"step": step, "level": level, "title": title, "message": message}
+    with open(Path(run_dir) / ALERTS, "a") as f:
+        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def read_alerts(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The alerts ``RUN/alerts.jsonl`` records, in order; none without the file (a line cut short is left out)."""
+    path = Path(run_dir) / ALERTS
+    alerts = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            alerts.append(json.loads(line))
+        except ValueError:
+            continue
+    return alerts
+
+
+def alerts_text(run_dir: str | Path) -> str | None:
+    """``no learning signal (step 10), held-out accuracy fell (step 25)``: each kind of alert once, at its first
+    step; ``None`` without alerts."""
+    first: dict[str, Any] = {}
+    for alert in read_alerts(run_dir):
+        first.setdefault(alert.get("title"), alert.get("step"))
+    return ", ".join(f"{title} (step {step})" for title, step in first.items()) or None
 
 
 def json_objects(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:

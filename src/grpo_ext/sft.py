@@ -27,7 +27,7 @@ from grpo_ext import adapters, checkpoints, hardware, loggers, models, processes
 from grpo_ext.best_model import BestModel, best_line
 from grpo_ext.config import register_configs
 from grpo_ext.evaluate import check_eval, run_eval
-from grpo_ext.records import eval_change, interrupted, read_metrics, write_status
+from grpo_ext.records import alerts_text, eval_change, interrupted, read_metrics, write_status
 from grpo_ext.reward_guard import RewardFailureError
 from grpo_ext.rewards import build_rewards
 from grpo_ext.tasks import build_task, check_columns
@@ -254,10 +254,11 @@ def _summary(run_dir: Path, task: str) -> str:
     evaluated = any("eval/accuracy" in r for r in records)
     unevaluated = "not evaluated (eval.during_training=false)"
     change = eval_change(records) or ("one evaluation only" if evaluated else unevaluated)
-    best, final = best_line(run_dir), run_dir / "final_model"
+    best, final, alerts = best_line(run_dir), run_dir / "final_model", alerts_text(run_dir)
     return (
         f"SFT {task}: {change}\n"
         + (f"{best}\n" if best else "")
+        + (f"alerts: {alerts}; what each said is in sft.log and alerts.jsonl\n" if alerts else "")
         + f"model: {final}  (start GRPO from it: model.path={final})"
     )
 

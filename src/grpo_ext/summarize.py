@@ -2,10 +2,11 @@
 
 Reads each job directory of a Hydra multirun (``.hydra/overrides.yaml``, ``status.json``, ``metrics.jsonl``) and
 prints a table sorted by the chosen metric (best first; jobs without it last): the overrides that differ between
-jobs, the status, steps, wall time, the final value of reward, KL and every eval metric logged, and the best held-out
-accuracy (or the job's ``eval.best_metric``) with its step (``best.json``: the model the job kept). "Final" is the
-mean over the last ``--last`` logged steps (default 5), which is steadier than one step. The table is also written
-as CSV (default: ``MULTIRUN_DIR/summary.csv``).
+jobs, the status, steps, wall time, the final value of reward, KL and every eval metric logged, the best held-out
+accuracy (or the job's ``eval.best_metric``) with its step (``best.json``: the model the job kept), and the alerts the
+job raised, each kind at its first step (``alerts.jsonl``: a collapse, no learning signal, completions cut off).
+"Final" is the mean over the last ``--last`` logged steps (default 5), which is steadier than one step. The table is
+also written as CSV (default: ``MULTIRUN_DIR/summary.csv``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import yaml
 
 from grpo_ext.best_model import read_best, record_metric
-from grpo_ext.records import read_metrics
+from grpo_ext.records import alerts_text, read_metrics
 
 FIXED = ("job", "overrides", "status", "steps", "wall_time_s")
 
@@ -51,6 +52,7 @@ def job_row(job_dir: Path, last: int) -> dict[str, Any]:
         "wall_time_s": records[-1].get("wall_time") if records else None,
         "reward": final_value(records, "reward", last),
         "kl": final_value(records, "kl", last),
+        "alerts": alerts_text(job_dir),  # what the job warned of: a collapse, no signal, cut-off completions...
     }
     for key in sorted({k for r in records for k in r if k.startswith("eval")}):
         row[key] = final_value(records, key, last)

@@ -29,7 +29,7 @@ from grpo_ext.best_model import BestModel, best_line
 from grpo_ext.config import make_grpo_config, register_configs
 from grpo_ext.evaluate import check_eval, first_rows, run_eval
 from grpo_ext.plot import plot_runs
-from grpo_ext.records import eval_change, interrupted, read_metrics, write_status
+from grpo_ext.records import alerts_text, eval_change, interrupted, read_metrics, write_status
 from grpo_ext.reward_guard import RewardFailureError, guard_all, trl_none_warning_once
 from grpo_ext.rewards import build_rewards
 from grpo_ext.summarize import final_value
@@ -259,11 +259,12 @@ def _summary(run_dir: Path) -> str:
     if not records:
         return f"run directory: {run_dir} (no training step was logged)"
     first, last = records[0], records[-1]
-    change, best = eval_change(read_metrics(run_dir)), best_line(run_dir)
+    change, best, alerts = eval_change(read_metrics(run_dir)), best_line(run_dir), alerts_text(run_dir)
     return (
         f"steps: {last['step']}  reward: {first['reward']:.3f} (step {first['step']}) -> {last['reward']:.3f}\n"
         + (f"{change}\n" if change else "")
         + (f"{best}\n" if best else "")
+        + (f"alerts: {alerts}; what each said is in train.log and alerts.jsonl\n" if alerts else "")
         + f"run directory: {run_dir}"
     )
 
