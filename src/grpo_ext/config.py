@@ -119,7 +119,9 @@ class AlgorithmConfig:
 class EvalConfig:
     """Evaluation on the eval split: ``python -m grpo_ext.evaluate``, and during training."""
 
-    every: int = 0  # during training: also every N steps (0: only before the first step and at the end)
+    # during training: also every N steps (0: only before the first step and at the end); as trainer.save_steps, so
+    # that a long run keeps its best model and hears of a collapse while it costs
+    every: int = 100
     size: int = 100  # eval prompts used, the first of the split, here and by TRL's eval_strategy (0: all of them)
     k: int = 1  # samples per prompt for pass@k (1: greedy only)
     temperature: float = 1.0  # of the pass@k samples
