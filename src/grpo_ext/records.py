@@ -1,7 +1,7 @@
 """The run directory's own record, ``metrics.jsonl``, ``alerts.jsonl`` and ``status.json``: read and written without
-transformers,
-so that the commands that only read runs (``grpo_ext.summarize``, ``grpo_ext.plot``) start at once. Also the reader
-of a user's JSON Lines files (task rows, completions to score), which names the line that is wrong."""
+transformers, so that the commands that only read runs (``grpo_ext.summarize``, ``grpo_ext.plot``) start at once.
+Also the reader of a user's JSON Lines files (task rows, completions to score), which names the line that is
+wrong."""
 
 from __future__ import annotations
 
@@ -26,11 +26,14 @@ def interrupted(exit_code: Any) -> bool:
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The records of ``run_dir/metrics.jsonl``, in order (a last line cut short by a kill is left out); none when
     nothing was logged (no file: ``trainer.logging_steps`` past the last step, evaluations off)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
+    return _records(Path(run_dir) / "metrics.jsonl")
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of one of the run's own files, in order, leaving out a line a kill cut short; none without
+    the file."""
     records = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text().splitlines() if path.exists() else []:
         try:
             records.append(json.loads(line))
         except ValueError:
@@ -50,14 +53,7 @@ def append_alert(run_dir: str | Path, step: int | None, level: str, title: str, 
 
 def read_alerts(run_dir: str | Path) -> list[dict[str, Any]]:
     """The alerts ``RUN/alerts.jsonl`` records, in order; none without the file (a line cut short is left out)."""
-    path = Path(run_dir) / ALERTS
-    alerts = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            alerts.append(json.loads(line))
-        except ValueError:
-            continue
-    return alerts
+    return _records(Path(run_dir) / ALERTS)
 
 
 def alerts_text(run_dir: str | Path) -> str | None:
