@@ -21,7 +21,8 @@
 #   PORT             server HTTP port (default 8000)
 #   GROUP_PORT       weight-sync (NCCL) port (default 51216)
 #   GPU_MEMORY_UTILIZATION  share of VLLM_GPU the server takes (default 0.9)
-#   DTYPE            weight dtype for the server (default bfloat16)
+#   DTYPE            dtype the server generates in (default auto: vLLM's choice, the model's 16-bit dtype,
+#                    bfloat16 for a float32 checkpoint, float16 on GPUs before Ampere, which lack bf16)
 #   STARTUP_TIMEOUT  seconds the server may take to answer /health (default 600)
 #   SERVER_LOG       server output (default vllm_server.log)
 #   VLLM_EXTRA_ARGS  more `vllm serve` flags, space-separated (default none)
@@ -37,7 +38,7 @@ HOST="${HOST:-127.0.0.1}"
 PORT="${PORT:-8000}"
 GROUP_PORT="${GROUP_PORT:-51216}"
 GPU_MEMORY_UTILIZATION="${GPU_MEMORY_UTILIZATION:-0.9}"
-DTYPE="${DTYPE:-bfloat16}"
+DTYPE="${DTYPE:-auto}"
 STARTUP_TIMEOUT="${STARTUP_TIMEOUT:-600}"
 SERVER_LOG="${SERVER_LOG:-vllm_server.log}"
 VLLM_EXTRA_ARGS="${VLLM_EXTRA_ARGS:-}"

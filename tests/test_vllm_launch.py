@@ -19,6 +19,7 @@ from conftest import REPO, TESTS, compose_config
 from grpo_ext import hardware, vllm_server
 
 H100 = hardware.Gpu("H100", 79.2)
+T4 = hardware.Gpu("Tesla T4", 14.6, bf16=False)
 
 LAUNCHER = REPO / "launch" / "vllm_server.sh"
 
@@ -209,6 +210,54 @@ def test_server_gpu_must_exist_beside_the_training_gpu():
         vllm_server.server_gpu(OmegaConf.create({"server_gpu": 1}), 1)
 
 
+SERVED = ["hardware=gpu2_vllm_server"]
+
+
+def served_on_t4s(*overrides: str):
+    """The config ``hardware=auto`` composes on two T4s with vLLM installed (fp16 mixed precision)."""
+    cfg = compose_config([*SERVED, *overrides])
+    hardware.fp16_instead(cfg, T4.name)
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "t4s,overrides,gpu,dtype",
+    [
+        (False, [], H100, "bfloat16"),  # the trainer's bf16
+        (True, [], T4, "float16"),  # fp16 mixed precision over float32 weights: not float32
+        (True, ["peft=lora"], T4, "float16"),  # float16 weights under the adapters
+        (False, [], T4, "float16"),  # bf16 forced on a T4, which vLLM refuses there
+        (False, ["trainer.bf16=false", "hardware.dtype=float32"], H100, "float32"),  # no mixed precision: the weights'
+        (True, ["hardware.vllm.dtype=float32"], T4, "float32"),  # asked for
+    ],
+)
+def test_a_server_generates_in_the_precision_the_trainer_computes_in(t4s, overrides, gpu, dtype):
+    cfg = served_on_t4s(*overrides) if t4s else compose_config([*SERVED, *overrides])
+    assert vllm_server.server_dtype(cfg, gpu) == dtype
+
+
+def test_bf16_asked_of_a_server_gpu_without_it_is_refused_before_the_server_starts(fake_vllm, monkeypatch):
+    monkeypatch.setattr(hardware, "visible_gpus", lambda: [T4, T4])
+    cfg = served_on_t4s("hardware.vllm.dtype=bfloat16", f"hardware.vllm.port={free_port()}")
+    with pytest.raises(
+        vllm_server.ServerError, match=r"hardware.vllm.dtype=bfloat16, and the server's GPU \(Tesla T4\)"
+    ):
+        with vllm_server.for_run(cfg, "/models/m", REPO):
+            pass
+    assert not fake_vllm.exists()
+
+
+def test_a_managed_server_on_t4s_is_started_in_float16(fake_vllm, tmp_path, monkeypatch):
+    monkeypatch.setattr(hardware, "visible_gpus", lambda: [T4, T4])
+    monkeypatch.setattr(hardware, "vllm_version", lambda: "0.26.0")
+    ports = [f"hardware.vllm.port={free_port()}", f"hardware.vllm.group_port={free_port()}"]
+    cfg = served_on_t4s(*ports, "hardware.vllm.startup_timeout_s=20")
+    assert cfg.hardware.dtype == "float32"  # what the trainer loads, and what the server was started in before
+    with vllm_server.for_run(cfg, "/models/m", tmp_path):
+        argv = json.loads(fake_vllm.read_text())["argv"]
+    assert argv[argv.index("--dtype") + 1] == "float16"
+
+
 # which generation path a profile gets, from the installed vLLM
 
 
@@ -259,6 +308,10 @@ def test_a_supported_vllm_is_colocated_on_one_gpu_and_served_on_two(installed_vl
         ("hardware.vllm.mode=fast", r"hardware.vllm.mode must be one of \['off', 'auto', 'colocate', 'server'\]"),
         ("hardware.vllm.port=70000", r"hardware.vllm.port must be a TCP port \(1-65535\), got 70000"),
         ("hardware.vllm.group_port=8000", "hardware.vllm.port and hardware.vllm.group_port must differ"),
+        (
+            "hardware.vllm.dtype=fp16",
+            r"hardware.vllm.dtype must be one of \['auto', 'bfloat16', 'float16', 'float32'\]",
+        ),
     ],
 )
 def test_bad_vllm_settings_are_refused(override, message):

@@ -66,6 +66,9 @@ class VllmConfig:
     group_port: int = 51216  # weight-sync (NCCL) port; a sweep's job N uses group_port + N
     server_memory_utilization: float = 0.9  # server: the share of its GPU vLLM takes
     startup_timeout_s: float = 600.0  # server: how long it may take to answer /health
+    # server: the dtype it generates in; auto: the one the trainer computes in (bf16 or fp16 mixed precision, even
+    # over float32 weights; else the weights'), float16 on a server GPU without bf16 | bfloat16 | float16 | float32
+    dtype: str = "auto"
     extra_args: list[str] = field(default_factory=list)  # server: more `vllm serve` flags, as given
 
 

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # The vLLM releases TRL 1.16 supports (trl.import_utils.is_vllm_available); the `vllm` extra pins the same range.
 VLLM_RANGE = ("0.22.0", "0.31.0")
 VLLM_MODES = ("off", "auto", "colocate", "server")
+VLLM_DTYPES = ("auto", "bfloat16", "float16", "float32")  # hardware.vllm.dtype: what a server generates in
 ROLLOUTS = ("trl", "static_cache", "auto")  # hardware.rollout: how completions are generated when vLLM is not used
 SINGLE_GPU_LIMITS_GIB = ((16.0, "gpu_10gb"), (40.0, "gpu_24gb"))  # under 16 GiB: gpu_10gb; under 40: gpu_24gb
 PRECISION_KEYS = ("trainer.bf16", "trainer.fp16", "hardware.dtype", "model.dtype")  # a user's own: left alone
@@ -207,6 +208,8 @@ def generation_settings(cfg: DictConfig) -> dict[str, Any]:
             raise ValueError(f"hardware.vllm.{key} must be a TCP port (1-65535), got {vllm[key]}")
     if vllm.port == vllm.group_port:
         raise ValueError(f"hardware.vllm.port and hardware.vllm.group_port must differ (both {vllm.port})")
+    if vllm.dtype not in VLLM_DTYPES:
+        raise ValueError(f"hardware.vllm.dtype must be one of {list(VLLM_DTYPES)}, got {vllm.dtype!r}")
     mode = vllm.mode
     if mode == "auto":
         problem = (

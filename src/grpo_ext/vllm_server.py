@@ -22,8 +22,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
+
+if TYPE_CHECKING:
+    from grpo_ext.hardware import Gpu
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,30 @@ def serve_command(model_path: str, vllm: DictConfig, dtype: str, version: str | 
     if version and Version(Version(version).base_version) >= Version("0.30.0"):
         command.append("--enable-scale-out")  # the render and generate endpoints TRL's client uses from 0.30 on
     return command + list(vllm.extra_args)
+
+
+def server_dtype(cfg: DictConfig, gpu: Gpu) -> str:
+    """The dtype a server on ``gpu`` generates in: ``hardware.vllm.dtype``, or for ``auto`` the one the trainer
+    computes in. That is its mixed precision, bfloat16 or float16, not the dtype of the weights it trains: fp16 mixed
+    precision on a GPU before Ampere trains float32 weights, and a server in float32 would take twice the memory and
+    compute without tensor cores. Without mixed precision, the weights' dtype. vLLM refuses bfloat16 on a GPU that
+    does not compute it: ``auto`` takes float16 there, and an explicit ``bfloat16`` is refused with this message.
+    """
+    from grpo_ext.models import torch_dtype
+
+    chosen, trainer = cfg.hardware.vllm.dtype, cfg.trainer
+    if chosen == "bfloat16" and not gpu.bf16:
+        raise ServerError(
+            f"hardware.vllm.dtype=bfloat16, and the server's GPU ({gpu.name}) does not compute bf16, which vLLM "
+            "refuses: use hardware.vllm.dtype=float16, or auto"
+        )
+    if chosen != "auto":
+        return chosen
+    if trainer.fp16:
+        return "float16"
+    if trainer.bf16 or trainer.bf16 is None:  # None: TRL's default, bf16 unless fp16
+        return "bfloat16" if gpu.bf16 else "float16"
+    return torch_dtype(cfg.model.dtype, cfg.hardware.dtype)
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -225,8 +253,8 @@ def for_run(cfg: DictConfig, model_path: str, run_dir: Path) -> contextlib.Abstr
     if not vllm.managed:
         return _connected(vllm)
     from grpo_ext.hardware import visible_gpus, vllm_version
-    from grpo_ext.models import torch_dtype
 
-    gpu = server_gpu(vllm, len(visible_gpus()))
-    command = serve_command(model_path, vllm, torch_dtype(cfg.model.dtype, cfg.hardware.dtype), vllm_version())
+    gpus = visible_gpus()
+    gpu = server_gpu(vllm, len(gpus))
+    command = serve_command(model_path, vllm, server_dtype(cfg, gpus[gpu]), vllm_version())
     return running(command, vllm, gpu, run_dir / "vllm_server.log")
