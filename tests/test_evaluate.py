@@ -187,6 +187,19 @@ def test_sft_evaluates_every_n_steps_and_keeps_its_best_model(tmp_path, capsys):
     assert f"best eval accuracy: 100.0% at step 2: {tmp_path / 'best_model'}" in stdout
 
 
+def test_sft_asked_to_stop_on_a_fall_stops_there_and_says_why(tmp_path, capsys):
+    """Evaluations of 16 prompts scored by script (100%, 100%, 0% at steps 0, 1, 2) with sft.stop_on_drop=true: the
+    fine-tuning of 6 steps ends at step 2, recorded as stopped, the model of step 0 kept as the best."""
+    scripted = "task.rewards=[{name: reward_fixtures.ScriptedEvaluations, params: {eval_size: 16, script: [1, 1, 0]}}]"
+    stops = ["sft.eval_every=1", "sft.steps=6", "sft.stop_on_drop=true", "eval.size=16"]
+    fine_tune(sft_config(*stops, "eval.during_training=true", scripted), tmp_path)
+    why = "stopped at step 2 of 6: held-out accuracy fell below the run's best (sft.stop_on_drop=true)"
+    assert [r["step"] for r in read_metrics(tmp_path) if "eval/accuracy" in r] == [0, 1, 2]
+    assert json.loads((tmp_path / "status.json").read_text()) == {"status": "stopped", "reason": why}
+    assert json.loads((tmp_path / "best.json").read_text())["step"] == 0
+    assert f"{why}\nmodel: {tmp_path / 'final_model'}" in capsys.readouterr().out
+
+
 def test_sft_max_length_that_leaves_no_completion_is_refused_and_one_that_cuts_some_warns(tmp_path, caplog):
     with pytest.raises(SystemExit) as stop:
         fine_tune(sft_config("sft.max_length=30"), tmp_path)  # the arithmetic prompts alone are longer

@@ -4,13 +4,15 @@ the lines TRL logs. (End to end, with a random model that does both: ``test_trai
 from __future__ import annotations
 
 import json
+import sys
 from types import SimpleNamespace
 
 import grpo_ext.train
 from conftest import FAST, WITH_SIGNAL, compose_config
 from grpo_ext import checkpoints
+from grpo_ext.best_model import read_best
 from grpo_ext.health import WarnOnEvalDrop, WarnOnTruncation, WarnWithoutSignal
-from grpo_ext.records import append_alert, read_alerts
+from grpo_ext.records import append_alert, read_alerts, read_metrics
 from grpo_ext.train import train
 
 ARGS = SimpleNamespace(logging_steps=1, num_generations=4, max_completion_length=256, mask_truncated_completions=False)
@@ -119,7 +121,7 @@ def test_a_held_out_fall_within_noise_says_nothing_and_one_beyond_it_is_said_onc
     """On 100 prompts, 50% -> 40% is noise (1.4 standard errors); 50% -> 20% is not (4.4), said once while it lasts,
     and again after an evaluation within noise."""
     accuracies = [0.5, 0.4, 0.2, 0.1, 0.45, 0.15]
-    check_each(WarnOnEvalDrop(tmp_path, "trainer.learning_rate"), tmp_path,
+    check_each(WarnOnEvalDrop(tmp_path, "trainer.learning_rate", "eval.stop_on_drop"), tmp_path,
                [(10 * i, {"eval/accuracy": a}) for i, a in enumerate(accuracies)])  # fmt: skip
     messages = [r.getMessage() for r in caplog.records]
     assert [m.split(",")[0] for m in messages] == [
@@ -130,6 +132,22 @@ def test_a_held_out_fall_within_noise_says_nothing_and_one_beyond_it_is_said_onc
     assert "the starting model was the best: start again with trainer.learning_rate=2.5e-06" in messages[0]
 
 
+def test_a_fall_stops_the_run_only_when_asked_and_the_message_says_which(tmp_path, caplog):
+    lines = [(0, {"eval/accuracy": 0.5}), (10, {"eval/accuracy": 0.2}), (20, {"eval/accuracy": 0.1})]
+    for stop, said in [(False, "The run goes on (eval.stop_on_drop=true would stop it here)."),
+                       (True, "Stopping the run here (eval.stop_on_drop=true).")]:  # fmt: skip
+        caplog.clear()
+        drop = WarnOnEvalDrop(tmp_path, "trainer.learning_rate", "eval.stop_on_drop", stop=stop)
+        args = SimpleNamespace(learning_rate=1e-5)
+        answers = []
+        for i, (step, values) in enumerate(lines):
+            evaluations(tmp_path, lines[: i + 1])
+            answers.append(drop.check(step, values, 100, args))
+        assert answers == [False, stop, False]  # once: the fall at step 20 continues the one warned of
+        (message,) = [r.getMessage() for r in caplog.records]
+        assert message.endswith(said)
+
+
 def test_a_fall_with_the_training_reward_points_to_the_checkpoint_of_the_best(tmp_path, caplog):
     for step in (10, 20, 30):
         (tmp_path / f"checkpoint-{step}").mkdir()
@@ -137,7 +155,7 @@ def test_a_fall_with_the_training_reward_points_to_the_checkpoint_of_the_best(tm
     train = lambda step, reward: (step, {"reward": reward, "entropy": 0.01, "kl": 9.0})  # noqa: E731
     lines = [(0, {"eval/accuracy": 0.3}), train(10, 0.5), (20, {"eval/accuracy": 0.7})]
     lines += [train(21, 0.6), train(22, 0.2), train(23, 0.1), train(24, 0.0), (30, {"eval/accuracy": 0.1})]
-    check_each(WarnOnEvalDrop(tmp_path, "trainer.learning_rate"), tmp_path, lines)
+    check_each(WarnOnEvalDrop(tmp_path, "trainer.learning_rate", "eval.stop_on_drop"), tmp_path, lines)
     (message,) = [r.getMessage() for r in caplog.records]
     assert (
         "Training reward: 0.600 at step 21 (sampled from the best evaluation's policy), 0.100 in steps 22-24 "
@@ -149,7 +167,11 @@ def test_a_fall_with_the_training_reward_points_to_the_checkpoint_of_the_best(tm
 
 def test_a_fall_while_the_training_reward_holds_points_at_the_reward(tmp_path, caplog):
     lines = [(0, {"eval/accuracy": 0.6}), (1, {"reward": 0.5}), (2, {"reward": 0.55}), (3, {"reward": 0.6})]
-    check_each(WarnOnEvalDrop(tmp_path, "trainer.learning_rate"), tmp_path, [*lines, (4, {"eval/accuracy": 0.3})])
+    check_each(
+        WarnOnEvalDrop(tmp_path, "trainer.learning_rate", "eval.stop_on_drop"),
+        tmp_path,
+        [*lines, (4, {"eval/accuracy": 0.3})],
+    )
     (message,) = [r.getMessage() for r in caplog.records]
     assert (
         "Training reward: 0.500 at step 1 (sampled from the best evaluation's policy), 0.575 in steps 2-3" in message
@@ -157,7 +179,7 @@ def test_a_fall_while_the_training_reward_holds_points_at_the_reward(tmp_path, c
     assert "It held: the policy earns its training reward in a way the held-out evaluation" in message
     caplog.clear()  # fine-tuning logs no reward
     check_each(
-        WarnOnEvalDrop(tmp_path, "sft.learning_rate"),
+        WarnOnEvalDrop(tmp_path, "sft.learning_rate", "sft.stop_on_drop"),
         tmp_path,
         [(0, {"eval/accuracy": 0.6}), (4, {"eval/accuracy": 0.3})],
     )
@@ -191,6 +213,41 @@ def test_a_run_whose_held_out_accuracy_falls_says_so_at_that_evaluation(tmp_path
     assert (
         "the one step logged since the best. If the updates were too large, the starting model was the best" in message
     )
+
+
+def test_a_run_asked_to_stop_on_a_fall_stops_at_that_evaluation_keeping_its_best(tmp_path, monkeypatch, capsys):
+    """eval.stop_on_drop=true: the scripted fall at step 2 of 6 ends training there; the final model is saved, the
+    best (step 0's) kept, and the closing summary says why the run ended early."""
+    script = [0.75, 0.75, 0.0625, 0.75]
+    real_eval = grpo_ext.train.run_eval
+
+    def scripted_eval(model, tokenizer, **kwargs):
+        report = real_eval(model, tokenizer, **kwargs)
+        return {**report, "metrics": {**report["metrics"], "accuracy": script.pop(0)}}
+
+    monkeypatch.setattr(grpo_ext.train, "run_eval", scripted_eval)
+    keep = ["trainer.max_steps=6", "eval.size=16", "eval.every=1", "eval.stop_on_drop=true"]
+    overrides = [*FAST, *WITH_SIGNAL, *keep, "eval.during_training=true"]
+    stopped = train(compose_config(["task=arithmetic", "model=tiny", *overrides]), tmp_path)
+    assert stopped == ("stopped at step 2 of 6: held-out accuracy fell below the run's best (eval.stop_on_drop=true)")
+    records = read_metrics(tmp_path)
+    assert max(r["step"] for r in records if "reward" in r) == 2  # no step trained after the fall
+    assert [r["step"] for r in records if "eval/accuracy" in r] == [0, 1, 2]  # nor evaluated again at the end
+    assert (tmp_path / "final_model").is_dir() and read_best(tmp_path)["step"] == 0
+    out = capsys.readouterr().out
+    assert (
+        f"alerts: held-out accuracy fell (step 2); what each said is in train.log and alerts.jsonl\n{stopped}\n" in out
+    )
+    assert "Stopping the run here (eval.stop_on_drop=true)." in read_alerts(tmp_path)[0]["message"]
+
+
+def test_a_run_that_stopped_itself_is_recorded_as_stopped_with_why(tmp_path, monkeypatch):
+    """``status.json`` of a run that ``train`` reports stopped early (by Hydra's own entry point, in this process)."""
+    why = "stopped at step 2 of 6: held-out accuracy fell below the run's best (eval.stop_on_drop=true)"
+    monkeypatch.setattr(grpo_ext.train, "train", lambda cfg, run_dir, group=None: why)
+    monkeypatch.setattr(sys, "argv", ["grpo_ext.train", *FAST, f"hydra.run.dir={tmp_path}"])
+    grpo_ext.train.main()
+    assert json.loads((tmp_path / "status.json").read_text()) == {"status": "stopped", "reason": why}
 
 
 def test_a_resumed_run_keeps_the_alerts_of_the_steps_it_does_not_train_again(tmp_path):

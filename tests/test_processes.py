@@ -175,3 +175,17 @@ def test_sft_in_two_processes(tmp_path):
     assert (run_dir / "final_model" / "model.safetensors").exists()
     assert out.count("SFT arithmetic: eval accuracy") == 1  # evaluated and reported by the main process
     assert json.loads((run_dir / "status.json").read_text()) == {"status": "ok"}
+
+
+@pytest.mark.slow
+def test_a_fall_seen_by_the_main_process_stops_both(tmp_path):
+    """eval.stop_on_drop=true: only the main process evaluates (100%, 100%, 0% of 16 prompts, by script), and the
+    other, which would otherwise go on into step 3's gradient all-reduce and wait there for ever, stops with it."""
+    scripted = "task.rewards=[{name: reward_fixtures.ScriptedEvaluations, params: {eval_size: 16, script: [1, 1, 0]}}]"
+    args = [f"hydra.run.dir={tmp_path / 'run'}", "eval.every=1", "eval.size=16", "eval.stop_on_drop=true", scripted]
+    process = torchrun(tmp_path, *args)
+    out = finish(process)
+    assert process.returncode == 0, out[-3000:]
+    assert [step for step, _, _ in history(tmp_path / "run")] == [1, 2]
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "stopped" and status["reason"].startswith("stopped at step 2 of 6"), status

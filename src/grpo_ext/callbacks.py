@@ -359,8 +359,9 @@ class EvalCallback(TrainerCallback):
     ``evaluate(model, tokenizer)`` returns the metrics (``grpo_ext.evaluate.run_eval``'s). Each evaluation becomes a
     line of ``eval/<metric>`` values at its step in ``metrics`` (the run's ``MetricsFile``, whose clock it shares),
     and a W&B log when a W&B run is open; ``best`` (a ``grpo_ext.best_model.BestModel``), when given, keeps the
-    best model, and ``drop`` (a ``grpo_ext.health.WarnOnEvalDrop``) warns of a fall below the best. Only the main
-    process evaluates; the others wait for it at their next collective operation.
+    best model, and ``drop`` (a ``grpo_ext.health.WarnOnEvalDrop``) warns of a fall below the best, and stops the
+    run for it when asked to (``stopped_at``: the step). Only the main process evaluates; the others wait for it at
+    their next collective operation, or, when ``drop`` may stop the run, at once, to hear whether they go on.
     """
 
     def __init__(
@@ -373,6 +374,7 @@ class EvalCallback(TrainerCallback):
     ) -> None:
         self.metrics, self.evaluate, self.every, self.best, self.drop = metrics, evaluate, every, best, drop
         self.history: list[dict[str, Any]] = []
+        self.stopped_at: int | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.global_step == 0:
@@ -380,23 +382,26 @@ class EvalCallback(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
-            self._run(args, state, kwargs)
+            fell = self._run(args, state, kwargs)
+            if self.drop is not None and self.drop.stop and processes.largest(int(fell), args):  # every process
+                control.should_training_stop = True
+                self.stopped_at = state.global_step
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if not self.history or self.history[-1]["step"] != state.global_step:
             self._run(args, state, kwargs, final=state.global_step >= state.max_steps)  # else stopped by a signal
 
-    def _run(self, args: Any, state: Any, kwargs: dict[str, Any], final: bool = False) -> None:
+    def _run(self, args: Any, state: Any, kwargs: dict[str, Any], final: bool = False) -> bool:
+        """Evaluate (the main process only); True when ``drop`` asks the run to stop."""
         if not state.is_world_process_zero:
-            return
+            return False
         metrics = self.evaluate(kwargs["model"], kwargs["processing_class"], state=state)["metrics"]
         values = {f"eval/{key}": value for key, value in metrics.items() if key not in ("n", "seconds")}
         self.history.append(self.metrics.append(state.global_step, values))
         logger.info("eval at step %d: %s (%.1f s)", state.global_step, values, metrics["seconds"])
         if self.best is not None:
             self.best.offer(state.global_step, values, final)
-        if self.drop is not None:
-            self.drop.check(state.global_step, values, metrics["n"], args)
+        fell = self.drop is not None and self.drop.check(state.global_step, values, metrics["n"], args)
         import wandb
 
         if wandb.run is not None:
@@ -404,3 +409,4 @@ class EvalCallback(TrainerCallback):
             if self.best is not None and self.best.record is not None:  # for the runs table: sort runs by their best
                 best = {f"best/{self.best.metric.replace('/', '_')}": self.best.value}  # best/eval_accuracy...
                 wandb.run.summary.update({**best, "best/step": self.best.record["step"]})
+        return fell

@@ -132,6 +132,9 @@ class EvalConfig:
     max_new_tokens: int | None = None  # null: task.max_completion_length
     during_training: bool = True  # evaluate before the first step, every `every` steps and at the end
     keep_best: bool = True  # during training: keep the model of the best evaluation (RUN/best_model, RUN/best.json)
+    # during training: stop the run at an evaluation whose accuracy fell below the run's best by 3 standard errors
+    # or more (a collapse; the warning says it either way). A sweep's runs that collapse end there, their best kept
+    stop_on_drop: bool = False
     best_metric: str = "accuracy"  # what the best maximizes: accuracy, reward (the mean), or pass@K with eval.k=K
 
 
@@ -148,6 +151,9 @@ class SftConfig:
     logging_steps: int = 10
     save_steps: int = 200
     eval_every: int = 0  # held-out greedy evaluation also every N steps (0: only before the first and after the last)
+    stop_on_drop: bool = (
+        False  # stop at an evaluation below the run's best by 3 standard errors (as eval.stop_on_drop)
+    )
 
 
 @functools.cache

@@ -170,7 +170,8 @@ class WarnOnTruncation(StretchWarning):
 class WarnOnEvalDrop:
     """Warn when a held-out evaluation's greedy accuracy falls below the run's best evaluation by more than noise:
     by at least ``z`` standard errors of the difference of two shares of ``n`` prompts. Once, until an evaluation
-    comes back within noise. Called by ``callbacks.EvalCallback`` after each evaluation.
+    comes back within noise. Called by ``callbacks.EvalCallback`` after each evaluation, which stops the run when
+    the warning is given and ``stop`` (the setting ``stop_key`` names: ``eval.stop_on_drop``, ``sft.stop_on_drop``).
 
     A collapse (a learning rate too large: in a few steps the reward falls to 0 and stays there, the entropy to 0)
     and a reward being earned at the held-out accuracy's expense both show here first, while the run goes on
@@ -181,31 +182,37 @@ class WarnOnEvalDrop:
 
     metric = "eval/accuracy"
 
-    def __init__(self, run_dir: str | Path, lr_key: str, z: float = 3.0) -> None:
-        self.run_dir, self.lr_key, self.z = Path(run_dir), lr_key, z
+    def __init__(self, run_dir: str | Path, lr_key: str, stop_key: str, stop: bool = False, z: float = 3.0) -> None:
+        self.run_dir, self.lr_key, self.stop_key, self.stop, self.z = Path(run_dir), lr_key, stop_key, stop, z
         self.warned = False
 
-    def check(self, step: int, values: dict[str, Any], n: int, args: Any) -> None:
-        """After the evaluation at ``step``: its ``eval/`` values, on ``n`` prompts, already in ``metrics.jsonl``."""
+    def check(self, step: int, values: dict[str, Any], n: int, args: Any) -> bool:
+        """After the evaluation at ``step``: its ``eval/`` values, on ``n`` prompts, already in ``metrics.jsonl``.
+        True when it warned, and ``stop`` asks the run to stop for it."""
         if self.metric not in values or n < 1:
-            return
+            return False
         records = read_metrics(self.run_dir)
         earlier = [r for r in records if self.metric in r and r["step"] < step]
         if not earlier:
-            return
+            return False
         best = max(earlier, key=lambda r: (r[self.metric], -r["step"]))
         now, then = values[self.metric], best[self.metric]
         pooled = (now + then) / 2
         error = math.sqrt(2 * pooled * (1 - pooled) / n)
         if now >= then or then - now < self.z * error:
             self.warned = False
-            return
+            return False
         if self.warned:
-            return
+            return False
         self.warned = True
         message = self.message(step, now, best, n, (then - now) / error, records, args)
+        if self.stop:
+            message += f" Stopping the run here ({self.stop_key}=true)."
+        else:
+            message += f" The run goes on ({self.stop_key}=true would stop it here)."
         logger.warning(message)
         loggers.alert("held-out accuracy fell", message, step=step)
+        return self.stop
 
     def message(
         self, step: int, now: float, best: dict[str, Any], n: int, z: float, records: list[dict[str, Any]], args: Any

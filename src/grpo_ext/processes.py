@@ -107,17 +107,23 @@ def agree_on_signal(received: signal.Signals | None, args: Any) -> signal.Signal
     Called by every process at the end of every step (one all-reduce of one number): a process that stopped alone
     would leave the others blocked in the next step's gradient all-reduce.
     """
+    agreed = largest(received.value if received is not None else 0, args)
+    if agreed and received is None:
+        log.warning("another training process received %s: stopping with it", signal.Signals(agreed).name)
+    return signal.Signals(agreed) if agreed else received
+
+
+def largest(value: int, args: Any) -> int:
+    """The largest of the training processes' ``value``s (``value`` itself with one process): every process must
+    call it at the same point, since it is a collective operation on ``args.device``."""
     import torch
     import torch.distributed as dist
 
     if not _joined():
-        return received
-    flag = torch.tensor([received.value if received is not None else 0], device=args.device)
+        return value
+    flag = torch.tensor([value], device=args.device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    agreed = int(flag.item())
-    if agreed and received is None:
-        log.warning("another training process received %s: stopping with it", signal.Signals(agreed).name)
-    return signal.Signals(agreed) if agreed else received
+    return int(flag.item())
 
 
 @contextmanager

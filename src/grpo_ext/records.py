@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 
-def write_status(run_dir: str | Path, status: str, error: str | None = None) -> None:
-    """Record how a run ended in ``status.json``: ``ok``, ``failed`` (with the error) or ``interrupted``."""
-    record = {"status": status, **({"error": error} if error else {})}
+def write_status(run_dir: str | Path, status: str, error: str | None = None, reason: str | None = None) -> None:
+    """Record how a run ended in ``status.json``: ``ok``, ``stopped`` (early, by the run itself, with the reason),
+    ``failed`` (with the error) or ``interrupted``."""
+    record = {"status": status, **({"error": error} if error else {}), **({"reason": reason} if reason else {})}
     (Path(run_dir) / "status.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
@@ -78,6 +79,18 @@ def json_objects(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
         if not isinstance(row, dict):
             raise ValueError(f"line {number}: expected a JSON object, got {type(row).__name__}")
         yield number, row
+
+
+def stopped_early(state: Any, key: str) -> str | None:
+    """Why training ended before its last step without a signal or an error (``state``: the Trainer's): the only
+    callback that stops it so is ``callbacks.EvalCallback``, when ``key`` (``eval.stop_on_drop``) is on; None when
+    it ran to its end."""
+    if state.global_step >= state.max_steps:
+        return None
+    return (
+        f"stopped at step {state.global_step} of {state.max_steps}: held-out accuracy fell below the run's best "
+        f"({key}=true)"
+    )
 
 
 def eval_change(records: list[dict[str, Any]]) -> str | None:

@@ -27,7 +27,7 @@ from grpo_ext import adapters, checkpoints, hardware, loggers, models, processes
 from grpo_ext.best_model import BestModel, best_line
 from grpo_ext.config import register_configs
 from grpo_ext.evaluate import check_eval, run_eval
-from grpo_ext.records import alerts_text, eval_change, interrupted, read_metrics, write_status
+from grpo_ext.records import alerts_text, eval_change, interrupted, read_metrics, stopped_early, write_status
 from grpo_ext.reward_guard import RewardFailureError
 from grpo_ext.rewards import build_rewards
 from grpo_ext.tasks import build_task, check_columns
@@ -174,11 +174,12 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         loggers.finish()
         sys.exit(f"config error: {err}")
     main = processes.is_main()  # the one process that evaluates and reports; the others only train
-    if main and cfg.eval.during_training:  # held-out greedy accuracy: before, every sft.eval_every steps, after
+    if cfg.eval.during_training:  # held-out greedy accuracy: before, every sft.eval_every steps, after
         evaluate = functools.partial(run_eval, dataset=splits.eval, reward=rewards[0], cfg=cfg)
         metric, adapter = f"eval/{cfg.eval.best_metric}", cfg.peft.name != "none"
-        best = BestModel(run_dir, trainer.save_model, adapter, metric) if cfg.eval.keep_best else None
-        drop = WarnOnEvalDrop(run_dir, "sft.learning_rate")
+        keep_best = cfg.eval.keep_best and main  # the process that evaluates; the others hear if the run stops
+        best = BestModel(run_dir, trainer.save_model, adapter, metric) if keep_best else None
+        drop = WarnOnEvalDrop(run_dir, "sft.learning_rate", "sft.stop_on_drop", cfg.sft.stop_on_drop)
         trainer.add_callback(EvalCallback(metrics, evaluate, cfg.sft.eval_every, best, drop))
     if resume and main:  # the steps after the checkpoint are trained (and logged) again
         checkpoints.discard_after(run_dir, checkpoints.checkpoint_step(resume))
@@ -199,8 +200,9 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
     adapters.save_final(trainer, run_dir, cfg.peft, model_path, dtype)
     if not main:
         return
-    write_status(run_dir, "ok")
-    print(_summary(run_dir, cfg.task.name))
+    stopped = stopped_early(trainer.state, "sft.stop_on_drop")
+    write_status(run_dir, "stopped" if stopped else "ok", reason=stopped)
+    print(_summary(run_dir, cfg.task.name, stopped))
 
 
 def rows_with_reference(dataset: Any, task: str) -> Any:
@@ -248,7 +250,7 @@ def _out_of_memory(err: BaseException, cfg: DictConfig, last_step: int, checkpoi
     return hardware.out_of_memory_message(err, f"SFT step {last_step + 1}", same, other, checkpoint)
 
 
-def _summary(run_dir: Path, task: str) -> str:
+def _summary(run_dir: Path, task: str, stopped: str | None = None) -> str:
     """The closing lines: the held-out accuracy before and after, the best model, where the model is."""
     records = read_metrics(run_dir)
     evaluated = any("eval/accuracy" in r for r in records)
@@ -259,6 +261,7 @@ def _summary(run_dir: Path, task: str) -> str:
         f"SFT {task}: {change}\n"
         + (f"{best}\n" if best else "")
         + (f"alerts: {alerts}; what each said is in sft.log and alerts.jsonl\n" if alerts else "")
+        + (f"{stopped}\n" if stopped else "")
         + f"model: {final}  (start GRPO from it: model.path={final})"
     )
 

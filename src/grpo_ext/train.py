@@ -29,7 +29,7 @@ from grpo_ext.best_model import BestModel, best_line
 from grpo_ext.config import make_grpo_config, register_configs
 from grpo_ext.evaluate import check_eval, first_rows, run_eval
 from grpo_ext.plot import plot_runs
-from grpo_ext.records import alerts_text, eval_change, interrupted, read_metrics, write_status
+from grpo_ext.records import alerts_text, eval_change, interrupted, read_metrics, stopped_early, write_status
 from grpo_ext.reward_guard import RewardFailureError, guard_all, trl_none_warning_once
 from grpo_ext.rewards import build_rewards
 from grpo_ext.summarize import final_value
@@ -61,7 +61,7 @@ def main(cfg: DictConfig) -> float:
         OmegaConf.update(cfg, "trainer.run_name", run_name(cfg, overrides))
     with checkpoints.one_run_at_a_time(run_dir):  # the same directory twice at once: the second stops here
         try:
-            train(cfg, run_dir, group=Path(hydra_cfg.sweep.dir).name if sweeping else None)
+            stopped = train(cfg, run_dir, group=Path(hydra_cfg.sweep.dir).name if sweeping else None)
         except SystemExit as stop:
             if stop.code in (None, 0):
                 raise
@@ -78,12 +78,13 @@ def main(cfg: DictConfig) -> float:
             log.exception("job %s failed, the sweep goes on", hydra_cfg.job.num)
             return math.nan
         if processes.is_main():
-            write_status(run_dir, "ok")
+            write_status(run_dir, "stopped" if stopped else "ok", reason=stopped)
         return objective(run_dir, cfg.objective)
 
 
-def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
-    """Run GRPO as ``cfg`` describes, writing everything to ``run_dir``; ``group`` names the sweep, if any."""
+def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> str | None:
+    """Run GRPO as ``cfg`` describes, writing everything to ``run_dir``; ``group`` names the sweep, if any. Returns
+    why the run stopped before its last step (``eval.stop_on_drop``), None when it ran to its end."""
     run_dir.mkdir(parents=True, exist_ok=True)
 
     # 1. Validate everything that needs no model and no data, so that a mistake costs seconds.
@@ -185,7 +186,10 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
                 keep_best = cfg.eval.keep_best and trainer.is_world_process_zero()  # the process that evaluates
                 metric, adapter = f"eval/{cfg.eval.best_metric}", cfg.peft.name != "none"
                 best = BestModel(run_dir, trainer.save_model, adapter, metric) if keep_best else None
-                drop = health.WarnOnEvalDrop(run_dir, "trainer.learning_rate")  # a collapse, said while it costs
+                # a collapse, said while it costs (and ended there, with eval.stop_on_drop)
+                drop = health.WarnOnEvalDrop(
+                    run_dir, "trainer.learning_rate", "eval.stop_on_drop", cfg.eval.stop_on_drop
+                )
                 trainer.add_callback(callbacks.EvalCallback(metrics, evaluate, cfg.eval.every, best, drop))
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except vllm_server.ServerError as err:
@@ -206,13 +210,15 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> None:
     if stop.received is not None:  # a checkpoint was saved: say where, and exit with 128 + the signal
         stop.exit(trainer.state.global_step, run_dir)
     adapters.save_final(trainer, run_dir, cfg.peft, model_path, dtype)
+    stopped = stopped_early(trainer.state, "eval.stop_on_drop")
     if not processes.is_main():
-        return
+        return stopped
     try:
         plot_runs([run_dir], run_dir)
     except Exception as err:  # noqa: BLE001 - a plot is not worth the run
         log.warning("could not draw the plots: %s", err)
-    print(_summary(run_dir))
+    print(_summary(run_dir, stopped))
+    return stopped
 
 
 def objective(run_dir: Path, key: str) -> float:
@@ -254,7 +260,7 @@ def _write_failure(run_dir: Path, err: OSError) -> str:
     )
 
 
-def _summary(run_dir: Path) -> str:
+def _summary(run_dir: Path, stopped: str | None) -> str:
     records = [r for r in read_metrics(run_dir) if "reward" in r]
     if not records:
         return f"run directory: {run_dir} (no training step was logged)"
@@ -265,6 +271,7 @@ def _summary(run_dir: Path) -> str:
         + (f"{change}\n" if change else "")
         + (f"{best}\n" if best else "")
         + (f"alerts: {alerts}; what each said is in train.log and alerts.jsonl\n" if alerts else "")
+        + (f"{stopped}\n" if stopped else "")
         + f"run directory: {run_dir}"
     )
 
