@@ -190,7 +190,9 @@ def measure_into(
         log.info("%s holds every prompt's figures with these settings: nothing left to measure", run_dir)
         return done
     done = done[: len(done) - len(done) % prompts_per_batch(cfg)]  # whole batches: each sampled from its own seed
-    (run_dir / SETTINGS).write_text(json.dumps(wanted, indent=2) + "\n")
+    recorded = run_dir / (SETTINGS + ".tmp")
+    recorded.write_text(json.dumps(wanted, indent=2) + "\n")
+    recorded.replace(run_dir / SETTINGS)  # whole or not at all: a kill here leaves no settings half written
     if done:
         log.info("continuing %s: %d of %d prompts measured already", run_dir / PARTIAL, len(done), total)
     log.info("measuring %d prompts into %s; if stopped, this goes on from there: %s", total, run_dir, again)
