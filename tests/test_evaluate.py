@@ -280,6 +280,24 @@ def test_evaluating_during_training_is_refused_where_the_weights_are_sharded(mon
         assert "config error: eval.during_training=true cannot run under DeepSpeed ZeRO-3" in str(stop.value.code)
 
 
+def test_stopping_on_a_fall_without_evaluations_between_steps_is_refused(tmp_path):
+    """eval.stop_on_drop and sft.stop_on_drop act at the evaluations between steps: refused without any, naming
+    what to add."""
+    none = "acts at the held-out evaluations between steps, and this run has none: add"
+    every = "eval.every=N (an evaluation every N steps)"
+    for overrides, missing in [(["eval.during_training=true", "eval.every=0"], every),
+                               (["eval.every=0"], f"eval.during_training=true {every}"),
+                               ([], "eval.during_training=true")]:  # fmt: skip
+        with pytest.raises(SystemExit) as stop:
+            train(compose_config(["model=tiny", *FAST, "eval.stop_on_drop=true", *overrides]), tmp_path / "grpo")
+        assert str(stop.value.code) == f"config error: eval.stop_on_drop=true {none} {missing}"
+    sft_every = "sft.eval_every=N (an evaluation every N steps)"
+    for evaluating, missing in [("true", sft_every), ("false", f"eval.during_training=true {sft_every}")]:
+        with pytest.raises(SystemExit) as stop:
+            fine_tune(sft_config("sft.stop_on_drop=true", f"eval.during_training={evaluating}"), tmp_path / "sft")
+        assert str(stop.value.code) == f"config error: sft.stop_on_drop=true {none} {missing}"
+
+
 @pytest.mark.parametrize(
     "override,message",
     [("sft.steps=0", "sft.steps must be >= 1, got 0"),

@@ -269,6 +269,13 @@ def check_eval(node: Any) -> None:
         raise ValueError(
             f"eval.max_new_tokens must be >= 1 (or null: task.max_completion_length), got {node.max_new_tokens}"
         )
+    if node.stop_on_drop and not (node.every and node.during_training):
+        missing = [] if node.during_training else ["eval.during_training=true"]
+        missing += [] if node.every else ["eval.every=N (an evaluation every N steps)"]
+        raise ValueError(
+            "eval.stop_on_drop=true acts at the held-out evaluations between steps, and this run has none: add "
+            + " ".join(missing)
+        )
     ranked = ["accuracy", "reward"] + ([f"pass@{node.k}"] if node.k > 1 else [])
     if node.best_metric not in ranked:
         raise ValueError(

@@ -37,13 +37,21 @@ log = logging.getLogger("grpo_ext.sft")
 register_configs()
 
 
-def check_sft(node: Any) -> None:
-    """Raise ``ValueError`` naming the ``sft`` key whose value is out of range."""
+def check_sft(node: Any, evaluating: bool) -> None:
+    """Raise ``ValueError`` naming the ``sft`` key whose value is out of range, or that asks for what the
+    evaluations (``evaluating``: ``eval.during_training``) cannot do."""
     for key in ("steps", "batch_size", "max_length", "save_steps", "logging_steps"):
         if getattr(node, key) < 1:
             raise ValueError(f"sft.{key} must be >= 1, got {getattr(node, key)}")
     if node.eval_every < 0:
         raise ValueError(f"sft.eval_every must be >= 0 (0: only before and after), got {node.eval_every}")
+    if node.stop_on_drop and not (node.eval_every and evaluating):
+        missing = [] if evaluating else ["eval.during_training=true"]
+        missing += [] if node.eval_every else ["sft.eval_every=N (an evaluation every N steps)"]
+        raise ValueError(
+            "sft.stop_on_drop=true acts at the held-out evaluations between steps, and this run has none: add "
+            + " ".join(missing)
+        )
     if node.learning_rate <= 0:
         raise ValueError(f"sft.learning_rate must be > 0, got {node.learning_rate}")
     if not 0 <= node.warmup_fraction < 1:
@@ -102,7 +110,7 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
     """Train the model of ``cfg`` on its task's references, writing everything to ``run_dir``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        check_sft(cfg.sft)
+        check_sft(cfg.sft, cfg.eval.during_training)
         models.check(cfg.model)
         check_eval(cfg.eval)
         hardware.check_device(cfg.hardware)
