@@ -198,6 +198,9 @@ def test_sft_asked_to_stop_on_a_fall_stops_there_and_says_why(tmp_path, capsys):
     assert json.loads((tmp_path / "status.json").read_text()) == {"status": "stopped", "reason": why}
     assert json.loads((tmp_path / "best.json").read_text())["step"] == 0
     assert f"{why}\nmodel: {tmp_path / 'final_model'}" in capsys.readouterr().out
+    # Again: no checkpoint was saved (sft.save_steps=200), so it starts afresh, logging each evaluation once
+    fine_tune(sft_config(*stops, "eval.during_training=true", scripted), tmp_path)
+    assert [r["step"] for r in read_metrics(tmp_path) if "eval/accuracy" in r] == [0, 1, 2]
 
 
 def test_sft_max_length_that_leaves_no_completion_is_refused_and_one_that_cuts_some_warns(tmp_path, caplog):

@@ -239,6 +239,12 @@ def test_a_run_asked_to_stop_on_a_fall_stops_at_that_evaluation_keeping_its_best
         f"alerts: held-out accuracy fell (step 2); what each said is in train.log and alerts.jsonl\n{stopped}\n" in out
     )
     assert "Stopping the run here (eval.stop_on_drop=true)." in read_alerts(tmp_path)[0]["message"]
+    # The same command again: no checkpoint was saved, so it starts afresh and logs each step and evaluation once
+    script[:] = [0.75, 0.75, 0.0625]
+    assert train(compose_config(["task=arithmetic", "model=tiny", *overrides]), tmp_path) == stopped
+    assert [r["step"] for r in read_metrics(tmp_path) if "eval/accuracy" in r] == [0, 1, 2]
+    assert [r["step"] for r in read_metrics(tmp_path) if "reward" in r] == [1, 2]
+    assert len(read_alerts(tmp_path)) == 1
 
 
 def test_a_run_that_stopped_itself_is_recorded_as_stopped_with_why(tmp_path, monkeypatch):

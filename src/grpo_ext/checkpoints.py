@@ -95,16 +95,18 @@ def remove_incomplete(run_dir: Path) -> list[Path]:
     return removed
 
 
-def truncate_metrics(run_dir: Path, step: int) -> None:
+def truncate_metrics(run_dir: Path, step: int | None) -> None:
     """Keep the lines of ``metrics.jsonl`` and ``alerts.jsonl`` up to ``step``: the resumed run trains and logs the
-    later steps again (an alert of no particular step stays)."""
+    later steps again (an alert of no particular step stays). ``None``: the run starts afresh, in a directory an
+    earlier start left without a checkpoint (stopped or killed before its first), and logs everything again, its
+    step-0 evaluation included: nothing is kept."""
     for path in (run_dir / "metrics.jsonl", run_dir / ALERTS):
         if not path.exists():
             continue
         kept = []
         for line in path.read_text().splitlines():
             try:
-                if (json.loads(line)["step"] or 0) <= step:
+                if step is not None and (json.loads(line)["step"] or 0) <= step:
                     kept.append(line)
             except (ValueError, KeyError, TypeError):
                 continue  # a line cut short by the kill

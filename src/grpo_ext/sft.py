@@ -182,6 +182,9 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         loggers.finish()
         sys.exit(f"config error: {err}")
     main = processes.is_main()  # the one process that evaluates and reports; the others only train
+    if main:  # the steps after the checkpoint are trained (and logged) again; without one, every step is
+        checkpoints.discard_after(run_dir, checkpoints.checkpoint_step(resume) if resume else 0)
+        checkpoints.truncate_metrics(run_dir, checkpoints.checkpoint_step(resume) if resume else None)
     if cfg.eval.during_training:  # held-out greedy accuracy: before, every sft.eval_every steps, after
         evaluate = functools.partial(run_eval, dataset=splits.eval, reward=rewards[0], cfg=cfg)
         metric, adapter = f"eval/{cfg.eval.best_metric}", cfg.peft.name != "none"
@@ -189,9 +192,6 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         best = BestModel(run_dir, trainer.save_model, adapter, metric) if keep_best else None
         drop = WarnOnEvalDrop(run_dir, "sft.learning_rate", "sft.stop_on_drop", cfg.sft.stop_on_drop)
         trainer.add_callback(EvalCallback(metrics, evaluate, cfg.sft.eval_every, best, drop))
-    if resume and main:  # the steps after the checkpoint are trained (and logged) again
-        checkpoints.discard_after(run_dir, checkpoints.checkpoint_step(resume))
-        checkpoints.truncate_metrics(run_dir, checkpoints.checkpoint_step(resume))
     try:
         with stop.installed():  # SIGTERM or Ctrl-C: a checkpoint after the step under way, then stop
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)

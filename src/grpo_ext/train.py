@@ -144,7 +144,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> str | Non
     resumed_step = checkpoints.checkpoint_step(resume_from) if resume_from else 0
     if processes.is_main():
         checkpoints.discard_after(run_dir, resumed_step)
-        checkpoints.truncate_metrics(run_dir, resumed_step)
+        checkpoints.truncate_metrics(run_dir, resumed_step if resume_from else None)  # None: all is logged anew
     if resume_from:
         log.info("resuming from %s (step %d)", resume_from, resumed_step)
     tags = [cfg.task.name, cfg.model.name, cfg.algorithm.name]
