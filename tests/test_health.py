@@ -190,10 +190,9 @@ def test_a_fall_while_the_training_reward_holds_points_at_the_reward(tmp_path, c
     assert "sft.learning_rate=2.5e-06" in message
 
 
-def test_a_run_whose_held_out_accuracy_falls_says_so_at_that_evaluation(tmp_path, monkeypatch, caplog, capsys):
-    """Real training and evaluations, the accuracy each evaluation reports set by a script (16 prompts): the fall at
-    step 2 is named once, at that evaluation, with step 1's training reward; the recovery at step 4 is not."""
-    script = [0.75, 0.75, 0.0625, 0.0625, 0.75]
+def script_evaluations(monkeypatch, script: list[float]) -> list[float]:
+    """Let training's evaluations run for real but report the accuracies of ``script``, in turn; returns the list,
+    which the caller may refill."""
     real_eval = grpo_ext.train.run_eval
 
     def scripted_eval(model, tokenizer, **kwargs):
@@ -201,6 +200,13 @@ def test_a_run_whose_held_out_accuracy_falls_says_so_at_that_evaluation(tmp_path
         return {**report, "metrics": {**report["metrics"], "accuracy": script.pop(0)}}
 
     monkeypatch.setattr(grpo_ext.train, "run_eval", scripted_eval)
+    return script
+
+
+def test_a_run_whose_held_out_accuracy_falls_says_so_at_that_evaluation(tmp_path, monkeypatch, caplog, capsys):
+    """Real training and evaluations, the accuracy each evaluation reports set by a script (16 prompts): the fall at
+    step 2 is named once, at that evaluation, with step 1's training reward; the recovery at step 4 is not."""
+    script_evaluations(monkeypatch, [0.75, 0.75, 0.0625, 0.0625, 0.75])
     keep = ["trainer.save_strategy=steps", "trainer.save_steps=1", "trainer.max_steps=4", "eval.size=16"]
     overrides = [*FAST, *WITH_SIGNAL, *keep, "eval.during_training=true", "eval.every=1"]
     train(compose_config(["task=arithmetic", "model=tiny", *overrides]), tmp_path)
@@ -218,14 +224,7 @@ def test_a_run_whose_held_out_accuracy_falls_says_so_at_that_evaluation(tmp_path
 def test_a_run_asked_to_stop_on_a_fall_stops_at_that_evaluation_keeping_its_best(tmp_path, monkeypatch, capsys):
     """eval.stop_on_drop=true: the scripted fall at step 2 of 6 ends training there; the final model is saved, the
     best (step 0's) kept, and the closing summary says why the run ended early."""
-    script = [0.75, 0.75, 0.0625, 0.75]
-    real_eval = grpo_ext.train.run_eval
-
-    def scripted_eval(model, tokenizer, **kwargs):
-        report = real_eval(model, tokenizer, **kwargs)
-        return {**report, "metrics": {**report["metrics"], "accuracy": script.pop(0)}}
-
-    monkeypatch.setattr(grpo_ext.train, "run_eval", scripted_eval)
+    script = script_evaluations(monkeypatch, [0.75, 0.75, 0.0625, 0.75])
     keep = ["trainer.max_steps=6", "eval.size=16", "eval.every=1", "eval.stop_on_drop=true"]
     overrides = [*FAST, *WITH_SIGNAL, *keep, "eval.during_training=true"]
     stopped = train(compose_config(["task=arithmetic", "model=tiny", *overrides]), tmp_path)

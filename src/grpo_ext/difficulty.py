@@ -269,6 +269,8 @@ def main() -> None:
             with checkpoints.one_run_at_a_time(run_dir):  # two measurements into one directory would mix
                 measured = measure_into(run_dir, splits, rewards, weights, cfg, again)
         except KeyboardInterrupt:
+            if not (run_dir / PARTIAL).exists():  # stopped while loading: nothing measured yet
+                sys.exit(f"stopped before any prompt was measured; to measure: {again}")
             sys.exit(f"stopped; the figures measured so far are kept, and this goes on from there: {again}")
         except OtherMeasurementError as err:
             sys.exit(f"config error: {err}")
