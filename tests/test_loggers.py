@@ -62,3 +62,21 @@ def test_a_diverged_run_and_one_without_signal_send_w_and_b_alerts_and_end_as_fa
     assert recorded["no_signal"] == [("no learning signal", 10), ("completions cut off", 10)]
     assert [title for title, _ in recorded["diverged"]] == ["training diverged"]
     assert "training diverged at step" in read_alerts(tmp_path / "diverged")[0]["message"]
+
+
+def test_a_run_stopped_by_a_fall_says_so_in_its_wandb_run(tmp_path):
+    """Offline W&B, evaluations of 16 prompts scored 100%, 100%, 0% by script, eval.stop_on_drop=true: the W&B run
+    finishes (exit 0) with the alert and ``stopped_at_step`` in its summary, for the runs table."""
+    from conftest import FAST, run_cli
+    from wandb_records import run_summary
+
+    scripted = "task.rewards=[{name: reward_fixtures.ScriptedEvaluations, params: {eval_size: 16, script: [1, 1, 0]}}]"
+    steps = [o for o in FAST if not o.startswith(("trainer.max_steps", "logger", "eval.size", "eval.during"))]
+    command = ["-m", "grpo_ext.train", "task=arithmetic", "model=tiny", *steps, "logger=wandb", "logger.mode=offline"]
+    command += ["trainer.max_steps=6", "eval.during_training=true", "eval.every=1", "eval.size=16"]
+    command += ["eval.stop_on_drop=true", scripted, f"hydra.run.dir={tmp_path / 'run'}"]
+    result = run_cli(command, tmp_path, env={"WANDB_MODE": None, "WANDB_API_KEY": None, "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = run_summary(next((tmp_path / "run" / "wandb").glob("offline-run-*")))
+    assert found["alerts"] == [("held-out accuracy fell", "WARN")] and found["exit_code"] == 0
+    assert found["summary"]["stopped_at_step"] == 2

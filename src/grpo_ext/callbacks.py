@@ -406,6 +406,8 @@ class EvalCallback(TrainerCallback):
 
         if wandb.run is not None:
             wandb.log({**values, "train/global_step": state.global_step})
+            if fell:  # eval.stop_on_drop ends the run here: in the runs table, beside its state "finished"
+                wandb.run.summary["stopped_at_step"] = state.global_step
             if self.best is not None and self.best.record is not None:  # for the runs table: sort runs by their best
                 best = {f"best/{self.best.metric.replace('/', '_')}": self.best.value}  # best/eval_accuracy...
                 wandb.run.summary.update({**best, "best/step": self.best.record["step"]})
