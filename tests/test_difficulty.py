@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,6 +156,30 @@ def test_other_settings_in_the_same_directory_are_refused_naming_what_differs(me
         "difficulty.partial.jsonl there to start this one anew"
     ) in result.stderr
     assert (out / "difficulty.jsonl").read_text() == before
+
+
+def test_a_model_changed_under_the_same_name_is_another_measurement(tmp_path):
+    """The tiny model built with another depth, then a saved model trained further in place: each is refused as a
+    continuation of the measurement made with the model before it."""
+    command = ["-m", "grpo_ext.difficulty", *MEASURE, "trainer.num_generations=2", "eval.batch_size=8", REWARD,
+               "task.train_size=8", f"hydra.run.dir={tmp_path / 'tiny'}"]  # fmt: skip
+    assert run_cli(command, tmp_path).returncode == 0
+    deeper = run_cli([*command, "model.architecture.num_hidden_layers=3"], tmp_path)
+    assert deeper.returncode == 1
+    assert "holds a measurement with other settings (the model's files differ)" in deeper.stderr, deeper.stderr[-2000:]
+
+    from safetensors.torch import load_file, save_file
+
+    from grpo_ext.models import resolve
+
+    saved = tmp_path / "saved"
+    shutil.copytree(resolve(compose_config(["model=tiny"]).model), saved)
+    on_saved = [*command[:-1], f"model.path={saved}", f"hydra.run.dir={tmp_path / 'saved_run'}"]
+    assert run_cli(on_saved, tmp_path).returncode == 0
+    weights = load_file(saved / "model.safetensors")
+    save_file({name: tensor + 0.01 for name, tensor in weights.items()}, saved / "model.safetensors")  # "trained"
+    again = run_cli(on_saved, tmp_path)
+    assert again.returncode == 1 and "(the model's files differ)" in again.stderr, again.stderr[-2000:]
 
 
 def test_ctrl_c_keeps_what_was_measured_and_names_the_command_that_goes_on(tmp_path):

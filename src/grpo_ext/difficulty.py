@@ -85,15 +85,19 @@ def prompts_per_batch(cfg: Any) -> int:
     return max(1, cfg.eval.batch_size // cfg.trainer.num_generations)
 
 
-def settings(cfg: Any, dataset: Any, weights: list[float]) -> dict[str, Any]:
-    """What a measurement depends on: the model, the sampling, the rewards and the prompts themselves (a digest).
+def settings(cfg: Any, dataset: Any, weights: list[float], model_dir: str) -> dict[str, Any]:
+    """What a measurement depends on: the model (by name and by what ``model_dir`` holds: one trained further or built
+    otherwise under the same name differs), the sampling, the rewards and the prompts themselves (a digest).
     ``eval.batch_size`` and the hardware are left out: they change how fast, not what (up to sampling noise)."""
     from omegaconf import OmegaConf
+
+    from grpo_ext.models import digest
 
     trainer = cfg.trainer
     prompts = json.dumps(list(dataset["prompt"]), sort_keys=True, ensure_ascii=False)
     return {
         "model": cfg.model.path or cfg.model.name,
+        "model_sha256": digest(model_dir),
         "task": cfg.task.name,
         "rows": len(dataset),
         "prompts_sha256": hashlib.sha256(prompts.encode()).hexdigest(),
@@ -122,10 +126,11 @@ def measured_so_far(run_dir: Path, wanted: dict[str, Any]) -> list[dict[str, Any
         raise OtherMeasurementError(f"{recorded} is not valid JSON ({err}): remove it to measure anew") from err
     changed = sorted(key for key in {*earlier, *wanted} if earlier.get(key) != wanted.get(key))
     if changed:
+        digests = {"model_sha256": "the model's files differ", "prompts_sha256": "the prompts differ"}
         shown = "; ".join(
-            f"{key}: {earlier.get(key)!r} -> {wanted.get(key)!r}" for key in changed if key != "prompts_sha256"
+            f"{key}: {earlier.get(key)!r} -> {wanted.get(key)!r}" for key in changed if key not in digests
         )
-        shown += "; the prompts differ" if "prompts_sha256" in changed else ""
+        shown += "".join(f"; {said}" for key, said in digests.items() if key in changed)
         raise OtherMeasurementError(
             f"{run_dir} holds a measurement with other settings ({shown.lstrip('; ')}): measure into another "
             f"directory (hydra.run.dir), or remove {recorded.name} and {PARTIAL} there to start this one anew"
@@ -182,8 +187,9 @@ def measure_into(
     appended to ``difficulty.partial.jsonl`` batch by batch, the progress logged every tenth of the split.
     ``again``: the command that goes on from where this one stops."""
     from grpo_ext.evaluate import load_model
+    from grpo_ext.models import resolve
 
-    wanted = settings(cfg, splits.train, weights)
+    wanted = settings(cfg, splits.train, weights, resolve(cfg.model))
     done = measured_so_far(run_dir, wanted)
     total = len(splits.train)
     if len(done) == total:

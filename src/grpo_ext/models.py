@@ -124,6 +124,27 @@ def check_checkpoint_shape(checkpoint: Path, model_dir: str) -> None:
         )
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+DIGEST_BYTES = 1 << 16
+
+
+def digest(model_dir: str | Path) -> str:
+    """A digest of the model saved in ``model_dir``, which changes when the model does: its ``config.json``, and of
+    each weights file its name, size and first and last 64 KiB (a safetensors file starts with its tensors' names and
+    offsets; weights trained further, or another model saved in the same place, change the bytes). Reads a few
+    hundred KiB whatever the model's size, where a digest of every byte would read gigabytes."""
+    model_dir = Path(model_dir)
+    hashed = hashlib.sha256((model_dir / "config.json").read_bytes())
+    for path in sorted(p for p in model_dir.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file()):
+        size = path.stat().st_size
+        with open(path, "rb") as weights:
+            head = weights.read(DIGEST_BYTES)
+            weights.seek(max(size - DIGEST_BYTES, 0))
+            tail = weights.read()
+        hashed.update(f"{path.name}:{size}:".encode() + head + tail)
+    return hashed.hexdigest()
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     """The JSON object in ``path``; None when there is none to read (missing, or not JSON)."""
     try:
