@@ -108,6 +108,22 @@ def test_a_resumed_run_must_beat_what_was_logged_before(tmp_path, tiny):
     assert not (tmp_path / "best_model").exists()
 
 
+def test_a_best_from_history_the_resumed_run_no_longer_has_is_kept_and_said(tmp_path, tiny, caplog):
+    """Resumed from checkpoint-2 (metrics cut back to step 2) when the best was at step 4: kept, with a warning."""
+    (tmp_path / "best.json").write_text(json.dumps({"step": 4, "eval/accuracy": 0.75, "model": "best_model"}))
+    lines = [{"step": 0, "eval/accuracy": 0.5}, {"step": 2, "eval/accuracy": 0.625}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    best = BestModel(tmp_path, Saves(tiny), adapter=False)
+    said = f"the best so far, eval/accuracy 0.75 at step 4 ({tmp_path / 'best_model'}), is from history this run no"
+    assert said in caplog.text
+    assert best.value == 0.75
+    caplog.clear()
+    lines.append({"step": 4, "eval/accuracy": 0.75})  # the same history: nothing to say
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    BestModel(tmp_path, Saves(tiny), adapter=False)
+    assert "no longer has" not in caplog.text
+
+
 def test_a_finished_run_continued_keeps_its_final_model_as_the_best(tmp_path, tiny):
     tiny.save_pretrained(tmp_path / "final_model")
     (tmp_path / "best.json").write_text(json.dumps({"step": 8, "eval/accuracy": 0.75, "model": "final_model"}))

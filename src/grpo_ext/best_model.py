@@ -51,8 +51,17 @@ class BestModel:
                 run_dir / RECORD, record_metric(self.record), metric,
             )  # fmt: skip
             self.record = None
+        evals = [r for r in read_metrics(run_dir) if metric in r]  # the history this run continues, if any
+        kept = self.record is not None and self.record["model"] == "best_model"
+        if kept and self.record["step"] not in {r["step"] for r in evals}:
+            log.warning(
+                "%s: the best so far, %s %.4g at step %d (%s), is from history this run no longer has (it resumed "
+                "from an earlier checkpoint, or started afresh): it stays the best, its model kept, until an "
+                "evaluation of this run beats it",
+                run_dir / RECORD, record_metric(self.record), self.record[record_metric(self.record)],
+                self.record["step"], self.saved_dir,
+            )  # fmt: skip
         if self.record is None:  # none yet: the best evaluation already logged (a resumed run), if any
-            evals = [r for r in read_metrics(run_dir) if metric in r]
             first_best = max(evals, key=lambda r: (r[metric], -r["step"]), default=None)
             if first_best is not None and first_best["step"] == 0:
                 self._write_record(0, first_best[metric], "start")
