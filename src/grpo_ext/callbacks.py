@@ -360,8 +360,8 @@ class EvalCallback(TrainerCallback):
     line of ``eval/<metric>`` values at its step in ``metrics`` (the run's ``MetricsFile``, whose clock it shares),
     and a W&B log when a W&B run is open; ``best`` (a ``grpo_ext.best_model.BestModel``), when given, keeps the
     best model, and ``drop`` (a ``grpo_ext.health.WarnOnEvalDrop``) warns of a fall below the best, and stops the
-    run for it when asked to (``stopped_at``: the step). Only the main process evaluates; the others wait for it at
-    their next collective operation, or, when ``drop`` may stop the run, at once, to hear whether they go on.
+    run for it when asked to. Only the main process evaluates; the others wait for it at their next collective
+    operation, or, when ``drop`` may stop the run, at once, to hear whether they go on.
     """
 
     def __init__(
@@ -374,7 +374,6 @@ class EvalCallback(TrainerCallback):
     ) -> None:
         self.metrics, self.evaluate, self.every, self.best, self.drop = metrics, evaluate, every, best, drop
         self.history: list[dict[str, Any]] = []
-        self.stopped_at: int | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.global_step == 0:
@@ -385,7 +384,6 @@ class EvalCallback(TrainerCallback):
             fell = self._run(args, state, kwargs)
             if self.drop is not None and self.drop.stop and processes.largest(int(fell), args):  # every process
                 control.should_training_stop = True
-                self.stopped_at = state.global_step
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if not self.history or self.history[-1]["step"] != state.global_step:

@@ -151,9 +151,8 @@ class SftConfig:
     logging_steps: int = 10
     save_steps: int = 200
     eval_every: int = 0  # held-out greedy evaluation also every N steps (0: only before the first and after the last)
-    stop_on_drop: bool = (
-        False  # stop at an evaluation below the run's best by 3 standard errors (as eval.stop_on_drop)
-    )
+    # stop at an evaluation below the run's best by 3 standard errors or more, as eval.stop_on_drop (needs eval_every)
+    stop_on_drop: bool = False
 
 
 @functools.cache
