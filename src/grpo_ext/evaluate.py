@@ -269,18 +269,24 @@ def check_eval(node: Any) -> None:
         raise ValueError(
             f"eval.max_new_tokens must be >= 1 (or null: task.max_completion_length), got {node.max_new_tokens}"
         )
-    if node.stop_on_drop and not (node.every and node.during_training):
-        missing = [] if node.during_training else ["eval.during_training=true"]
-        missing += [] if node.every else ["eval.every=N (an evaluation every N steps)"]
-        raise ValueError(
-            "eval.stop_on_drop=true acts at the held-out evaluations between steps, and this run has none: add "
-            + " ".join(missing)
-        )
+    check_stop_on_drop("eval", node.stop_on_drop, "eval.every", node.every, node.during_training)
     ranked = ["accuracy", "reward"] + ([f"pass@{node.k}"] if node.k > 1 else [])
     if node.best_metric not in ranked:
         raise ValueError(
             f"eval.best_metric must be one of {ranked}, got {node.best_metric!r}"
             + (" (pass@K is measured with eval.k=K)" if node.best_metric.startswith("pass@") else "")
+        )
+
+
+def check_stop_on_drop(node: str, stop: bool, every_key: str, every: int, evaluating: bool) -> None:
+    """Raise ``ValueError`` when ``NODE.stop_on_drop`` is asked of a run without evaluations between steps (every
+    ``every_key`` steps while ``eval.during_training``), at which alone it can act, naming what to add."""
+    if stop and not (every and evaluating):
+        missing = [] if evaluating else ["eval.during_training=true"]
+        missing += [] if every else [f"{every_key}=N (an evaluation every N steps)"]
+        raise ValueError(
+            f"{node}.stop_on_drop=true acts at the held-out evaluations between steps, and this run has none: add "
+            + " ".join(missing)
         )
 
 

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from grpo_ext import adapters, checkpoints, hardware, loggers, models, processes
 from grpo_ext.best_model import BestModel, best_line
 from grpo_ext.config import register_configs
-from grpo_ext.evaluate import check_eval, run_eval
+from grpo_ext.evaluate import check_eval, check_stop_on_drop, run_eval
 from grpo_ext.records import alerts_text, eval_change, interrupted, read_metrics, stopped_early, write_status
 from grpo_ext.reward_guard import RewardFailureError
 from grpo_ext.rewards import build_rewards
@@ -45,13 +45,7 @@ def check_sft(node: Any, evaluating: bool) -> None:
             raise ValueError(f"sft.{key} must be >= 1, got {getattr(node, key)}")
     if node.eval_every < 0:
         raise ValueError(f"sft.eval_every must be >= 0 (0: only before and after), got {node.eval_every}")
-    if node.stop_on_drop and not (node.eval_every and evaluating):
-        missing = [] if evaluating else ["eval.during_training=true"]
-        missing += [] if node.eval_every else ["sft.eval_every=N (an evaluation every N steps)"]
-        raise ValueError(
-            "sft.stop_on_drop=true acts at the held-out evaluations between steps, and this run has none: add "
-            + " ".join(missing)
-        )
+    check_stop_on_drop("sft", node.stop_on_drop, "sft.eval_every", node.eval_every, evaluating)
     if node.learning_rate <= 0:
         raise ValueError(f"sft.learning_rate must be > 0, got {node.learning_rate}")
     if not 0 <= node.warmup_fraction < 1:
@@ -183,8 +177,9 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         sys.exit(f"config error: {err}")
     main = processes.is_main()  # the one process that evaluates and reports; the others only train
     if main:  # the steps after the checkpoint are trained (and logged) again; without one, every step is
-        checkpoints.discard_after(run_dir, checkpoints.checkpoint_step(resume) if resume else 0)
-        checkpoints.truncate_metrics(run_dir, checkpoints.checkpoint_step(resume) if resume else None)
+        resumed_step = checkpoints.checkpoint_step(resume) if resume else None
+        checkpoints.discard_after(run_dir, resumed_step or 0)
+        checkpoints.truncate_metrics(run_dir, resumed_step)
     if cfg.eval.during_training:  # held-out greedy accuracy: before, every sft.eval_every steps, after
         evaluate = functools.partial(run_eval, dataset=splits.eval, reward=rewards[0], cfg=cfg)
         metric, adapter = f"eval/{cfg.eval.best_metric}", cfg.peft.name != "none"
