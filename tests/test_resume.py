@@ -533,3 +533,125 @@ def test_resuming_a_checkpoint_of_a_model_of_another_shape_is_refused_before_tra
     ), stop.value.code
     assert str(stop.value.code).endswith(f"or start a new run from it with model.path={checkpoint}")
     assert not (tmp_path / "new" / "metrics.jsonl").exists()
+
+
+def tiny_model_with(tmp_path, change) -> str:
+    """A copy of the tiny model in ``tmp_path/model`` whose weights ``change(model)`` has altered."""
+    from grpo_ext import models
+
+    source = models.resolve(compose_config(SIX_STEPS).model)
+    shutil.copytree(source, tmp_path / "model")
+    model = __import__("transformers").AutoModelForCausalLM.from_pretrained(source)
+    with torch.no_grad():
+        change(model)
+    model.save_pretrained(tmp_path / "model")
+    return str(tmp_path / "model")
+
+
+def test_a_model_with_nan_weights_is_refused_before_its_first_evaluation_or_step(tmp_path):
+    """It used to be evaluated (greedy decoding of NaN logits), saved as the run's best model, and then to stop the
+    run in generation with torch's ``probability tensor contains either inf, nan or element < 0``."""
+    path = tiny_model_with(tmp_path, lambda m: m.model.layers[1].mlp.up_proj.weight[3, 5].fill_(math.nan))
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as stop:
+        train(compose_config([*SIX_STEPS, f"model.path={path}", "eval.during_training=true"]), run)
+    assert stop.value.code == (
+        f"error: the weights of the model this run starts from, {path}, are not all finite: 1 of its 52 tensors "
+        "hold NaN or infinite values (model.layers.1.mlp.up_proj.weight). No run can train or sample from it; a "
+        "model saved by a run that diverged? Take one saved before (its best_model, or a checkpoint from before the "
+        "divergence)"
+    )
+    assert not (run / "best_model").exists() and not checkpoints.checkpoints(run)
+    assert not [r for r in read_metrics(run) if "eval/accuracy" in r]
+    from grpo_ext.sft import fine_tune
+
+    with pytest.raises(SystemExit) as stop:
+        fine_tune(
+            compose_config([*SIX_STEPS, f"model.path={path}", "sft.steps=2", "sft.batch_size=8"]), tmp_path / "sft"
+        )
+    assert str(stop.value.code).startswith(f"error: the weights of the model this run starts from, {path}, are not")
+
+
+def test_resuming_a_checkpoint_with_nan_weights_is_refused_naming_the_one_before_it(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    train(compose_config([*SIX_STEPS, "trainer.max_steps=2"]), tmp_path)
+    weights = load_file(tmp_path / "checkpoint-2" / "model.safetensors")
+    weights["model.embed_tokens.weight"][0, 0] = math.inf
+    save_file(weights, tmp_path / "checkpoint-2" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(SystemExit) as stop:
+        train(compose_config([*SIX_STEPS, "trainer.max_steps=4"]), tmp_path)
+    assert stop.value.code == (
+        "error: the weights of checkpoint-2, which this run resumes from, are not all finite: 1 of its 52 tensors "
+        "hold NaN or infinite values (model.embed_tokens.weight). It was saved after the run diverged. Resume from "
+        "an earlier checkpoint (the newest is checkpoint-1) with smaller updates, e.g. "
+        f"resume={tmp_path}/checkpoint-1 trainer.learning_rate=0.00025"
+    )
+    alerts = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert [(a["title"], a["level"], a["step"]) for a in alerts] == [("training diverged", "ERROR", 2)]
+
+
+def test_an_update_that_makes_the_logits_overflow_stops_the_run_with_what_happened_not_torch_s_sampling_error(
+    tmp_path,
+):
+    """A learning rate of 1e30 leaves the gradients finite and the weights too, but so large that the next step's
+    logits overflow float32: sampling raised torch's ``probability tensor contains either inf, nan or element < 0``
+    from deep inside TRL's generation, with nothing said of why."""
+    with pytest.raises(SystemExit) as stop:
+        train(compose_config([*SIX_STEPS, "trainer.learning_rate=1e30"]), tmp_path)
+    assert stop.value.code == (
+        "error: training diverged at step 2: the model's next-token logits are NaN or infinite (torch: probability "
+        "tensor contains either `inf`, `nan` or element < 0), from weights that are finite but so large that float32 "
+        "overflows. Training stopped before saving that step. checkpoint-1 holds the weights step 2 started from: "
+        "resumed, it would take the same step again (same weights, and the same batch, since a checkpoint restores "
+        "the random state), whatever the learning rate. No earlier checkpoint was saved: start again with smaller "
+        "updates, e.g. trainer.learning_rate=2.5e+29 (a quarter of 1e+30)"
+    )
+    alerts = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert [(a["title"], a["level"], a["step"]) for a in alerts] == [("sampling failed", "ERROR", 2)]
+
+
+def test_a_model_whose_logits_overflow_from_the_start_is_named_as_the_cause(tmp_path):
+    path = tiny_model_with(tmp_path, lambda m: m.model.norm.weight.mul_(3e38 / m.model.norm.weight.abs().max()))
+    with pytest.raises(SystemExit) as stop:
+        train(compose_config([*SIX_STEPS, f"model.path={path}"]), tmp_path / "run")
+    assert stop.value.code == (
+        f"error: the model this run starts from, {path}, cannot be sampled from: the model's next-token logits are "
+        "NaN or infinite (torch: probability tensor contains either `inf`, `nan` or element < 0), from weights that "
+        "are finite but so large that float32 overflows. A model saved by a run that diverged? Take one saved before "
+        "(its best_model, or a checkpoint from before the divergence)"
+    )
+
+
+def test_a_gpu_s_sampling_assert_under_fp16_is_explained_with_the_precision_to_train_in(tmp_path):
+    """On a CUDA GPU torch's check is a device-side assert: the GPU prints it, the exception says only that an assert
+    fired, and no tensor can be read afterwards, so the message covers both causes."""
+    from grpo_ext.callbacks import is_sampling_failure
+
+    guard = StopOnDivergence(tmp_path, "trainer.learning_rate")
+    err = RuntimeError("CUDA error: device-side assert triggered\nCompile with `TORCH_USE_CUDA_DSA` ...")
+    assert is_sampling_failure(err) and not is_sampling_failure(RuntimeError("shape mismatch"))
+    model = torch.nn.Linear(2, 2)
+    message = guard.sampling_failure(err, model, at(7), SimpleNamespace(fp16=True, bf16=False))
+    assert message == (
+        "a CUDA device-side assert stopped the run while it sampled the completions of step 8; the failed assertion "
+        "is printed above. When it reads `probability tensor contains either inf, nan or element < 0`, the model's "
+        "next-token logits were NaN or infinite. The run computes in float16, whose largest value, 65504, the "
+        "activations of some models exceed (Qwen2.5's are reported to): train in float32 (trainer.fp16=false "
+        "hardware.dtype=float32, slower), or in bfloat16 on a GPU that computes it (trainer.bf16=true "
+        "hardware.dtype=bfloat16). Or, as in any precision, the weights diverged: the checkpoints saved after step 0, "
+        "the last one logged as finite, may hold NaN weights"
+    )
+
+
+def test_non_finite_tensors_are_found_by_name_and_large_float16_weights_are_not_taken_for_them():
+    from grpo_ext.callbacks import non_finite_tensors
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 4))
+    assert non_finite_tensors(model) == ([], 8)  # 2 + 2 weights and biases, 3 float buffers (one is an integer)
+    with torch.no_grad():
+        model[0].bias[1] = math.nan
+        model[1].running_var[0] = -math.inf
+        big = model.half()
+        big[2].weight.fill_(60000.0)  # the sum of its squares overflows float16; each value is finite
+    assert non_finite_tensors(big) == (["0.bias", "1.running_var"], 8)

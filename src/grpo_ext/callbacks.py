@@ -235,9 +235,38 @@ class StopOnDivergence(TrainerCallback):
     def __init__(self, run_dir: str | Path, lr_key: str) -> None:
         self.run_dir, self.lr_key = Path(run_dir), lr_key
         self.last_finite = 0  # the last logged step whose values were all finite
+        self.first_step = 0  # the step this run (or its resumption) started from
 
-    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.last_finite = state.global_step  # a resumed run starts from a checkpoint it took as sound
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        self.last_finite = self.first_step = state.global_step  # a resumed run starts from a sound checkpoint
+        if args.deepspeed or args.fsdp or model is None:  # sharded: each process holds a part, or nothing
+            return
+        bad, total = non_finite_tensors(model)
+        if not bad:
+            return
+        what = f"{len(bad)} of its {total} tensors hold NaN or infinite values ({_names(bad)})"
+        if state.global_step:  # loaded from the checkpoint this run resumes from
+            step = state.global_step
+            earlier = [p.name for p in checkpoints.checkpoints(self.run_dir) if checkpoints.checkpoint_step(p) < step]
+            text = f"the weights of checkpoint-{step}, which this run resumes from, are not all finite: {what}. "
+            if earlier:
+                lr = args.learning_rate
+                text += (
+                    f"It was saved after the run diverged. Resume from an earlier checkpoint (the newest is "
+                    f"{earlier[-1]}) with smaller updates, e.g. resume={self.run_dir / earlier[-1]} "
+                    f"{self.lr_key}={lr / 4:.3g}"
+                )
+            else:
+                text += "It was saved after the run diverged, and no earlier checkpoint is left: start again"
+            self.stop(state, step, text)
+        source = getattr(model, "name_or_path", None) or "the model"
+        self.stop(
+            state,
+            0,
+            f"the weights of the model this run starts from, {source}, are not all finite: {what}. No run can train "
+            "or sample from it; a model saved by a run that diverged? Take one saved before (its best_model, or a "
+            "checkpoint from before the divergence)",
+        )
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if args.fp16 or args.deepspeed or args.fsdp or model is None:
@@ -261,6 +290,52 @@ class StopOnDivergence(TrainerCallback):
             self.stop(state, state.global_step, self.message(state.global_step, values, args))
         if "loss" in logs:
             self.last_finite = state.global_step
+
+    def sampling_failure(self, err: BaseException, model: Any, state: Any, args: Any) -> str:
+        """What to say, and record as an alert, when sampling the completions of the next step failed on
+        probabilities that are NaN or infinite (``err``, for which ``is_sampling_failure`` holds)."""
+        step = state.global_step + 1
+        message = self._sampling_failure(err, model, step, args)
+        if state.is_world_process_zero:
+            loggers.alert("sampling failed", message, "ERROR", step)
+        return message
+
+    def _sampling_failure(self, err: BaseException, model: Any, step: int, args: Any) -> str:
+        # activations beyond float16's range; weights gone NaN or infinite by an update the checks could not see
+        # (under fp16, DeepSpeed or FSDP only the logged values are checked); or finite weights so large that float32
+        # overflows, from an update or from the start
+        if args.fp16 or args.bf16:
+            dtype = "float16" if args.fp16 else "bfloat16"
+        else:
+            dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        in_float16 = (
+            "The run computes in float16, whose largest value, 65504, the activations of some models exceed "
+            "(Qwen2.5's are reported to): train in float32 (trainer.fp16=false hardware.dtype=float32, slower), or "
+            "in bfloat16 on a GPU that computes it (trainer.bf16=true hardware.dtype=bfloat16)"
+        )
+        if "device-side assert" in str(err):  # the GPU can be asked nothing more; its failed assertion is above
+            return (
+                f"a CUDA device-side assert stopped the run while it sampled the completions of step {step}; the "
+                "failed assertion is printed above. When it reads `probability tensor contains either inf, nan or "
+                "element < 0`, the model's next-token logits were NaN or infinite. "
+                + (f"{in_float16}. Or, as in any precision, " if dtype == "float16" else "Then ")
+                + f"the weights diverged: the checkpoints saved after step {self.last_finite}, the last one logged "
+                "as finite, may hold NaN weights"
+            )
+        bad, _ = non_finite_tensors(model)
+        if bad:
+            return self.message(step, f"sampling found the weights NaN or infinite ({_names(bad)})", args)
+        what = f"the model's next-token logits are NaN or infinite (torch: {str(err).splitlines()[0]})"
+        if dtype == "float16":
+            return f"sampling the completions of step {step} failed: {what}, from finite weights. {in_float16}"
+        if step - 1 == self.first_step:  # no update of this run's has reached the weights
+            source = getattr(model, "name_or_path", None) or "the model"
+            return (
+                f"the model this run starts from, {source}, cannot be sampled from: {what}, from weights that are "
+                f"finite but so large that {dtype} overflows. A model saved by a run that diverged? Take one saved "
+                "before (its best_model, or a checkpoint from before the divergence)"
+            )
+        return self.message(step, f"{what}, from weights that are finite but so large that {dtype} overflows", args)
 
     def stop(self, state: Any, step: int, message: str) -> NoReturn:
         if state.is_world_process_zero:
@@ -300,6 +375,39 @@ class StopOnDivergence(TrainerCallback):
 
 def _is_non_finite(value: Any) -> bool:
     return isinstance(value, float) and not _is_number(value)
+
+
+def non_finite_tensors(model: Any) -> tuple[list[str], int]:
+    """The names of ``model``'s floating-point parameters and buffers that hold a NaN or an infinite value, and how
+    many were looked at. Each tensor's largest absolute value is computed where it lives, without a copy and without
+    overflow (a sum of squares in float16 would overflow for a sound model), with one synchronization in all."""
+    import torch
+
+    named = [
+        (name, tensor)
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]
+        if tensor.is_floating_point() and tensor.numel() and tensor.device.type != "meta"
+    ]
+    if not named:
+        return [], 0
+    device = named[0][1].device  # a model spread over devices (device_map) gathers its figures on the first
+    with torch.no_grad():
+        largest = [torch.linalg.vector_norm(tensor.detach(), float("inf")).float().to(device) for _, tensor in named]
+    finite = torch.isfinite(torch.stack(largest)).tolist()
+    return [name for (name, _), ok in zip(named, finite, strict=True) if not ok], len(named)
+
+
+def _names(names: list[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+SAMPLING_FAILURES = ("probability tensor contains either", "device-side assert triggered")
+
+
+def is_sampling_failure(err: BaseException) -> bool:
+    """Whether ``err`` is torch refusing to sample from probabilities that are NaN, infinite or negative (on a CUDA
+    GPU, a device-side assert, whose own text is printed by the GPU before the exception)."""
+    return isinstance(err, RuntimeError) and any(text in str(err) for text in SAMPLING_FAILURES)
 
 
 class OneInputGradHook(TrainerCallback):

@@ -160,9 +160,11 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> str | Non
     from grpo_ext import callbacks, health
 
     stop, metrics = callbacks.StopOnSignal(), callbacks.MetricsFile(run_dir)
-    # the run's record; signals; a NaN step stopped before it is saved; steps that teach nothing and completions cut
-    # off named; a resumed run's learning rate its own, not its checkpoint's; a hook leak in transformers worked around
-    ours = [metrics, stop, callbacks.StopOnDivergence(run_dir, "trainer.learning_rate")]
+    # the run's record; signals; NaN weights refused, and a NaN step stopped before it is saved; steps that teach
+    # nothing and completions cut off named; a resumed run's learning rate its own, not its checkpoint's; a hook leak
+    # in transformers worked around
+    diverged = callbacks.StopOnDivergence(run_dir, "trainer.learning_rate")
+    ours = [metrics, stop, diverged]
     ours += [health.WarnWithoutSignal(), health.WarnOnTruncation()]
     ours += [callbacks.OptimizerSettingsOnResume("trainer."), callbacks.OneInputGradHook()]
     dtype = models.torch_dtype(cfg.model.dtype, cfg.hardware.dtype)
@@ -196,6 +198,10 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> str | Non
         sys.exit(f"vLLM server error: {err}")
     except (RewardFailureError, callbacks.DivergedError) as err:
         sys.exit(f"error: {err}")
+    except RuntimeError as err:  # sampling from logits that are NaN or infinite: what made them so
+        if not callbacks.is_sampling_failure(err):
+            raise
+        sys.exit(f"error: {diverged.sampling_failure(err, trainer.model, trainer.state, args)}")
     except torch.OutOfMemoryError as err:
         last_step = max((r["step"] for r in read_metrics(run_dir) if "reward" in r), default=resumed_step)
         sys.exit(hardware.out_of_memory(err, cfg, args, last_step, checkpoints.latest_complete(run_dir)))
