@@ -143,3 +143,18 @@ def runs_out_of_memory(monkeypatch: pytest.MonkeyPatch, on_pass: int, message: s
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(modeling_qwen2.Qwen2Model, "forward", forward_that_runs_out)
+
+
+def tiny_model_with(tmp_path, change) -> str:
+    """A copy of the tiny model in ``tmp_path/model`` whose weights ``change(model)`` has altered."""
+    from transformers import AutoModelForCausalLM
+
+    from grpo_ext import models
+
+    source = models.resolve(compose_config(["model=tiny"]).model)
+    shutil.copytree(source, tmp_path / "model")
+    model = AutoModelForCausalLM.from_pretrained(source)
+    with torch.no_grad():
+        change(model)
+    model.save_pretrained(tmp_path / "model")
+    return str(tmp_path / "model")

@@ -16,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from conftest import FAST, QLORA_HERE, compose_config, run_cli, runs_out_of_memory
+from conftest import FAST, QLORA_HERE, compose_config, run_cli, runs_out_of_memory, tiny_model_with
 from grpo_ext import checkpoints, processes
 from grpo_ext import evaluate as evaluation
 from grpo_ext.records import read_metrics
@@ -448,3 +448,18 @@ def test_a_reward_gets_the_tokens_generated_as_completion_ids_up_to_the_end_of_s
     assert again == ended and again.ids == ended.ids
     plain = evaluation.trl_arguments([prompts[0]], ["<answer>7</answer>"], tokenizer)  # text from elsewhere
     assert plain["completion_ids"] == [tokenizer("<answer>7</answer>", add_special_tokens=False)["input_ids"]]
+
+
+def test_a_model_with_nan_weights_is_refused_for_evaluation_instead_of_scored_zero(tmp_path):
+    """Greedy decoding of NaN logits picks token 0 at every step: the evaluation, the difficulty measurement and
+    ``grpo_ext.infer`` (which share this loader) reported a score of 0 with nothing said of why."""
+    from grpo_ext.models import ModelUnavailableError
+
+    path = tiny_model_with(tmp_path, lambda m: m.lm_head.weight[7].fill_(-torch.inf))
+    with pytest.raises(ModelUnavailableError) as err:
+        evaluation.load_model(compose_config(["model=tiny", f"model.path={path}", "hardware=cpu"]))
+    assert str(err.value) == (
+        f"the weights of {path} are not all finite: 1 of its 52 tensors hold NaN or infinite values "
+        "(model.embed_tokens.weight). It gives no meaningful completions; a model saved by a run that diverged? Take "
+        "one saved before (its best_model, or a checkpoint from before the divergence)"
+    )

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import FAST, QLORA_HERE, TESTS, compose_config, fresh_cache, history, wait_for_step
+from conftest import FAST, QLORA_HERE, TESTS, compose_config, fresh_cache, history, tiny_model_with, wait_for_step
 from grpo_ext import checkpoints
 from grpo_ext.callbacks import DivergedError, StopOnDivergence
 from grpo_ext.records import read_metrics
@@ -535,19 +535,6 @@ def test_resuming_a_checkpoint_of_a_model_of_another_shape_is_refused_before_tra
     assert not (tmp_path / "new" / "metrics.jsonl").exists()
 
 
-def tiny_model_with(tmp_path, change) -> str:
-    """A copy of the tiny model in ``tmp_path/model`` whose weights ``change(model)`` has altered."""
-    from grpo_ext import models
-
-    source = models.resolve(compose_config(SIX_STEPS).model)
-    shutil.copytree(source, tmp_path / "model")
-    model = __import__("transformers").AutoModelForCausalLM.from_pretrained(source)
-    with torch.no_grad():
-        change(model)
-    model.save_pretrained(tmp_path / "model")
-    return str(tmp_path / "model")
-
-
 def test_a_model_with_nan_weights_is_refused_before_its_first_evaluation_or_step(tmp_path):
     """It used to be evaluated (greedy decoding of NaN logits), saved as the run's best model, and then to stop the
     run in generation with torch's ``probability tensor contains either inf, nan or element < 0``."""
@@ -645,7 +632,7 @@ def test_a_gpu_s_sampling_assert_under_fp16_is_explained_with_the_precision_to_t
 
 
 def test_non_finite_tensors_are_found_by_name_and_large_float16_weights_are_not_taken_for_them():
-    from grpo_ext.callbacks import non_finite_tensors
+    from grpo_ext.models import non_finite_tensors
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 4))
     assert non_finite_tensors(model) == ([], 8)  # 2 + 2 weights and biases, 3 float buffers (one is an integer)

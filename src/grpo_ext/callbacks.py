@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from transformers import TrainerCallback
 
-from grpo_ext import checkpoints, loggers, processes
+from grpo_ext import checkpoints, loggers, models, processes
 from grpo_ext.best_model import BestModel
 from grpo_ext.health import WarnOnEvalDrop
 from grpo_ext.records import read_metrics
@@ -241,10 +241,9 @@ class StopOnDivergence(TrainerCallback):
         self.last_finite = self.first_step = state.global_step  # a resumed run starts from a sound checkpoint
         if args.deepspeed or args.fsdp or model is None:  # sharded: each process holds a part, or nothing
             return
-        bad, total = non_finite_tensors(model)
-        if not bad:
+        what = models.non_finite(model)
+        if what is None:
             return
-        what = f"{len(bad)} of its {total} tensors hold NaN or infinite values ({_names(bad)})"
         if state.global_step:  # loaded from the checkpoint this run resumes from
             step = state.global_step
             earlier = [p.name for p in checkpoints.checkpoints(self.run_dir) if checkpoints.checkpoint_step(p) < step]
@@ -322,9 +321,9 @@ class StopOnDivergence(TrainerCallback):
                 + f"the weights diverged: the checkpoints saved after step {self.last_finite}, the last one logged "
                 "as finite, may hold NaN weights"
             )
-        bad, _ = non_finite_tensors(model)
+        bad = models.non_finite_tensors(model)[0]
         if bad:
-            return self.message(step, f"sampling found the weights NaN or infinite ({_names(bad)})", args)
+            return self.message(step, f"sampling found the weights NaN or infinite ({models.listed(bad)})", args)
         what = f"the model's next-token logits are NaN or infinite (torch: {str(err).splitlines()[0]})"
         if dtype == "float16":
             return f"sampling the completions of step {step} failed: {what}, from finite weights. {in_float16}"
@@ -375,30 +374,6 @@ class StopOnDivergence(TrainerCallback):
 
 def _is_non_finite(value: Any) -> bool:
     return isinstance(value, float) and not _is_number(value)
-
-
-def non_finite_tensors(model: Any) -> tuple[list[str], int]:
-    """The names of ``model``'s floating-point parameters and buffers that hold a NaN or an infinite value, and how
-    many were looked at. Each tensor's largest absolute value is computed where it lives, without a copy and without
-    overflow (a sum of squares in float16 would overflow for a sound model), with one synchronization in all."""
-    import torch
-
-    named = [
-        (name, tensor)
-        for name, tensor in [*model.named_parameters(), *model.named_buffers()]
-        if tensor.is_floating_point() and tensor.numel() and tensor.device.type != "meta"
-    ]
-    if not named:
-        return [], 0
-    device = named[0][1].device  # a model spread over devices (device_map) gathers its figures on the first
-    with torch.no_grad():
-        largest = [torch.linalg.vector_norm(tensor.detach(), float("inf")).float().to(device) for _, tensor in named]
-    finite = torch.isfinite(torch.stack(largest)).tolist()
-    return [name for (name, _), ok in zip(named, finite, strict=True) if not ok], len(named)
-
-
-def _names(names: list[str], shown: int = 3) -> str:
-    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 SAMPLING_FAILURES = ("probability tensor contains either", "device-side assert triggered")

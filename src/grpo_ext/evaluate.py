@@ -240,7 +240,8 @@ def table(metrics: dict[str, Any]) -> str:
 
 
 def load_model(cfg: Any) -> tuple[Any, Any]:
-    """The model ``cfg.model`` names (resolved as training would), on ``cfg.hardware.device``, and its tokenizer."""
+    """The model ``cfg.model`` names (resolved as training would), on ``cfg.hardware.device``, and its tokenizer;
+    ``ModelUnavailableError`` for weights that are NaN or infinite."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from grpo_ext import models
@@ -248,6 +249,12 @@ def load_model(cfg: Any) -> tuple[Any, Any]:
     path = models.resolve(cfg.model)
     dtype = models.torch_dtype(cfg.model.dtype, cfg.hardware.dtype)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(cfg.hardware.device)
+    bad = models.non_finite(model)
+    if bad:  # greedy decoding of NaN logits gives tokens all the same, and a score of 0 that says nothing of why
+        raise models.ModelUnavailableError(
+            f"the weights of {path} are not all finite: {bad}. It gives no meaningful completions; a model saved by "
+            "a run that diverged? Take one saved before (its best_model, or a checkpoint from before the divergence)"
+        )
     return model, AutoTokenizer.from_pretrained(path)
 
 

@@ -174,6 +174,37 @@ def is_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or name.count("/") > 1
 
 
+def non_finite_tensors(model: Any) -> tuple[list[str], int]:
+    """The names of ``model``'s floating-point parameters and buffers that hold a NaN or an infinite value, and how
+    many were looked at. Each tensor's largest absolute value is computed where it lives, without a copy and without
+    overflow (a sum of squares in float16 would overflow for a sound model), with one synchronization in all."""
+    import torch
+
+    named = [
+        (name, tensor)
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]
+        if tensor.is_floating_point() and tensor.numel() and tensor.device.type != "meta"
+    ]
+    if not named:
+        return [], 0
+    device = named[0][1].device  # a model spread over devices (device_map) gathers its figures on the first
+    with torch.no_grad():
+        largest = [torch.linalg.vector_norm(tensor.detach(), float("inf")).float().to(device) for _, tensor in named]
+    finite = torch.isfinite(torch.stack(largest)).tolist()
+    return [name for (name, _), ok in zip(named, finite, strict=True) if not ok], len(named)
+
+
+def listed(names: list[str], shown: int = 3) -> str:
+    """The first ``shown`` of ``names``, and how many more."""
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def non_finite(model: Any) -> str | None:
+    """``N of its M tensors hold NaN or infinite values (names)`` when some of ``model``'s weights are not finite."""
+    bad, total = non_finite_tensors(model)
+    return f"{len(bad)} of its {total} tensors hold NaN or infinite values ({listed(bad)})" if bad else None
+
+
 def check_chat_template(directory: str, name: str) -> str:
     """``directory`` when its tokenizer has a chat template (every task's prompts are chat messages, which TRL, SFT
     and evaluation render with it); ``ModelUnavailableError`` otherwise, before any weights load."""
