@@ -198,13 +198,13 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> str | Non
         sys.exit(f"vLLM server error: {err}")
     except (RewardFailureError, callbacks.DivergedError) as err:
         sys.exit(f"error: {err}")
-    except RuntimeError as err:  # sampling from logits that are NaN or infinite: what made them so
-        if not callbacks.is_sampling_failure(err):
-            raise
-        sys.exit(f"error: {diverged.sampling_failure(err, trainer.model, trainer.state, args)}")
     except torch.OutOfMemoryError as err:
         last_step = max((r["step"] for r in read_metrics(run_dir) if "reward" in r), default=resumed_step)
         sys.exit(hardware.out_of_memory(err, cfg, args, last_step, checkpoints.latest_complete(run_dir)))
+    except RuntimeError as err:  # after OutOfMemoryError, a kind of it: sampling met NaN or infinite logits
+        if not callbacks.is_sampling_failure(err):
+            raise
+        sys.exit(f"error: {diverged.sampling_failure(err, trainer.model, trainer.state, args)}")
     except OSError as err:
         if not checkpoints.is_write_failure(err):
             raise
