@@ -570,8 +570,8 @@ def test_resuming_a_checkpoint_with_nan_weights_is_refused_naming_the_one_before
         train(compose_config([*SIX_STEPS, "trainer.max_steps=4"]), tmp_path)
     assert stop.value.code == (
         "error: the weights of checkpoint-2, which this run resumes from, are not all finite: 1 of its 52 tensors "
-        "hold NaN or infinite values (model.embed_tokens.weight). It was saved after the run diverged. Resume from "
-        "an earlier checkpoint (the newest is checkpoint-1) with smaller updates, e.g. "
+        "hold NaN or infinite values (model.embed_tokens.weight). Saved after the run diverged, or damaged since: "
+        "resume from an earlier checkpoint (the newest is checkpoint-1) with smaller updates, e.g. "
         f"resume={tmp_path}/checkpoint-1 trainer.learning_rate=0.00025"
     )
     alerts = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]

@@ -251,12 +251,14 @@ class StopOnDivergence(TrainerCallback):
             if earlier:
                 lr = args.learning_rate
                 text += (
-                    f"It was saved after the run diverged. Resume from an earlier checkpoint (the newest is "
-                    f"{earlier[-1]}) with smaller updates, e.g. resume={self.run_dir / earlier[-1]} "
+                    "Saved after the run diverged, or damaged since: resume from an earlier checkpoint (the newest "
+                    f"is {earlier[-1]}) with smaller updates, e.g. resume={self.run_dir / earlier[-1]} "
                     f"{self.lr_key}={lr / 4:.3g}"
                 )
             else:
-                text += "It was saved after the run diverged, and no earlier checkpoint is left: start again"
+                text += (
+                    "Saved after the run diverged, or damaged since, and no earlier checkpoint is left: start again"
+                )
             self.stop(state, step, text)
         source = getattr(model, "name_or_path", None) or "the model"
         self.stop(
