@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -200,13 +201,22 @@ def test_eval_size_must_be_positive(tmp_path):
 def test_bad_files_are_named(tmp_path):
     (tmp_path / "dict.json").write_text('{"prompt": "a"}')
     (tmp_path / "bad.parquet").write_text("not parquet")
+    (tmp_path / "rows.tsv").write_text("prompt\twords\na\t1\n")
+    (tmp_path / "cells.csv").write_text("prompt,words\na,1\nb,2,3\n")
+    (tmp_path / "twice.csv").write_text("prompt,prompt\na,b\n")
+    (tmp_path / "empty.csv").write_text("")
     cases = {
         "dict.json": "expected a list of objects (or one object per line), got dict",
         "bad.parquet": "cannot read it as Parquet",
         "none.jsonl": "no such file",
+        "none.csv": "no such file",
+        "rows.tsv": "a local file of a format not read here (.tsv): give a .jsonl, .json, .parquet or .csv file",
+        "cells.csv": "line 3: 3 cells, where the header names 2 columns",
+        "twice.csv": "the header names a column twice: ['prompt', 'prompt']",
+        "empty.csv": "the first line must name every column (a header such as prompt,answer)",
     }
     for name, message in cases.items():
-        with pytest.raises(ValueError, match="task.path=.*" + message.replace("(", r"\(").replace(")", r"\)")):
+        with pytest.raises(ValueError, match="task.path=.*" + re.escape(message)):
             prompts_task(f"task.path={tmp_path / name}")
 
 
@@ -237,6 +247,39 @@ def test_a_custom_reward_trains_on_the_custom_column(tmp_path, monkeypatch):
     # The tiny model writes a few random words: a target of 3-14 words scores above 0 for some, and the score is
     # the reward's own (no NaN: every row had its 'words' column).
     assert all(0 < r["rewards/word_count/mean"] <= 1 for r in records)
+
+
+def test_a_csv_file_gives_typed_columns_rows_named_by_their_line_and_trains(tmp_path, monkeypatch):
+    """A spreadsheet's export: a byte-order mark, a quoted cell over two lines, a blank line, empty cells. Before,
+    a .csv path was taken for a Hub dataset name, and the error spoke of repository ids."""
+    path = tmp_path / "rows.csv"
+    path.write_text(
+        '\ufeffprompt,words,topic,code,weight\n"Write, in 3\nwords",3,rain,007,1\n\nWrite 4 words,4,,12,0.5\n'
+        "Write 5 words,5,snow,nan,\n",
+        encoding="utf-8",
+    )
+    from grpo_ext.tasks.base import read_csv_rows
+
+    table = read_csv_rows(path, "rows.csv")
+    assert table.column_names == ["prompt", "words", "topic", "code", "weight"]
+    assert table.numbers == [2, 5, 6]  # the lines the rows start on
+    assert table.rows == [
+        {"prompt": "Write, in 3\nwords", "words": 3, "topic": "rain", "code": "007", "weight": 1.0},
+        {"prompt": "Write 4 words", "words": 4, "topic": None, "code": "12", "weight": 0.5},
+        {"prompt": "Write 5 words", "words": 5, "topic": "snow", "code": "nan", "weight": None},
+    ]
+    (tmp_path / "bad.csv").write_text("prompt,words\nWrite 4 words,4\n\n , 5\n")
+    with pytest.raises(ValueError, match=r"row 4: column 'prompt' must be a non-empty string"):
+        prompts_task(f"task.path={tmp_path / 'bad.csv'}", "task.eval_size=1")
+
+    monkeypatch.syspath_prepend(str(REPO))  # examples.word_count, as from the repository root
+    rows = [json.loads(line) for line in EXAMPLE.read_text().splitlines()]
+    lines = [f"{r['prompt']},{r['words']},{r['topic']}" for r in rows]
+    (tmp_path / "word_count.csv").write_text("\n".join(["prompt,words,topic", *lines]) + "\n")
+    cfg = compose_config(["task=prompts", f"task.path={tmp_path / 'word_count.csv'}", WORD_COUNT, "model=tiny", *FAST,
+                          "task.train_size=32", "task.eval_size=8", "trainer.learning_rate=1e-3"])  # fmt: skip
+    train(cfg, tmp_path / "run")
+    assert all(0 < r["rewards/word_count/mean"] <= 1 for r in read_metrics(tmp_path / "run") if "reward" in r)
 
 
 def test_the_example_reward_pays_the_exact_count_clearly_more(monkeypatch):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import random
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +61,7 @@ def check_positive(cfg: Any, *keys: str) -> None:
             raise ValueError(f"task.{key} must be >= 1, got {value}")
 
 
-LOCAL_FORMATS = (".jsonl", ".json", ".parquet")
+LOCAL_FORMATS = (".jsonl", ".json", ".parquet", ".csv")
 
 
 @dataclass
@@ -118,8 +120,51 @@ def read_json_rows(path: Path, label: str) -> Table:
     return Table.of(rows, numbers)
 
 
+INTEGER = re.compile(r"[-+]?(0|[1-9][0-9]*)")  # as written back: "007" stays text
+NUMBER = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
+
+
+def read_csv_rows(path: Path, label: str) -> Table:
+    """The rows of a local CSV file whose first line names the columns, each row numbered by the line it starts on.
+    A column whose filled cells are all integers holds ints, all numbers floats, else text (``"nan"`` and ``"007"``
+    are text); an empty cell is no value (``None``). ``ValueError`` names ``label`` and the line."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: the byte-order mark spreadsheets write
+            reader = csv.reader(f)
+            header, records = next(reader, None), []
+            while True:
+                start = reader.line_num + 1  # the line a row starts on, though a quoted cell may run over several
+                record = next(reader, None)
+                if record is None:
+                    break
+                if record:  # a blank line is no row
+                    records.append((start, record))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{label}: cannot read it as CSV ({err})") from err
+    if not header or not all(name.strip() for name in header):
+        raise ValueError(f"{label}: the first line must name every column (a header such as prompt,answer)")
+    if len(set(header)) < len(header):
+        raise ValueError(f"{label}: the header names a column twice: {header}")
+    for line, record in records:
+        if len(record) != len(header):
+            cells = f"{len(record)} cell{'s' if len(record) != 1 else ''}"
+            raise ValueError(f"{label} line {line}: {cells}, where the header names {len(header)} columns")
+    columns = {name: [record[i] for _, record in records] for i, name in enumerate(header)}
+    for name, cells in columns.items():
+        filled = [cell for cell in cells if cell != ""]
+        if filled and all(INTEGER.fullmatch(cell) for cell in filled):
+            kind: type = int
+        elif filled and all(NUMBER.fullmatch(cell) for cell in filled):
+            kind = float
+        else:
+            kind = str
+        columns[name] = [kind(cell) if cell != "" else None for cell in cells]
+    rows = [{name: columns[name][i] for name in header} for i in range(len(records))]
+    return Table.of(rows, [line for line, _ in records], header)
+
+
 def load_table(path: str, split: str, subset: str | None = None, key: str = "task.path") -> Table:
-    """The rows at ``path`` (the setting ``key``): a local .jsonl/.json/.parquet file by its suffix, else a Hub
+    """The rows at ``path`` (the setting ``key``): a local .jsonl/.json/.parquet/.csv file by its suffix, else a Hub
     dataset name, read at ``split`` (and config ``subset``). Raises ``ValueError`` saying what was tried."""
     from datasets import load_dataset
 
@@ -129,13 +174,20 @@ def load_table(path: str, split: str, subset: str | None = None, key: str = "tas
     if local.suffix in LOCAL_FORMATS:
         if not local.is_file():
             raise ValueError(f"{key}={path}: no such file")
-        if local.suffix != ".parquet":
+        if local.suffix in (".jsonl", ".json"):
             return read_json_rows(local, f"{key}={path}")
+        if local.suffix == ".csv":
+            return read_csv_rows(local, f"{key}={path}")
         try:
             dataset = load_dataset("parquet", data_files=str(local), split="train")
         except Exception as err:  # pyarrow and datasets raise many types for a file that is not Parquet
             raise ValueError(f"{key}={path}: cannot read it as Parquet ({type(err).__name__}: {err})") from err
         return Table.of(list(dataset), columns=dataset.column_names)
+    if local.is_file():
+        raise ValueError(
+            f"{key}={path}: a local file of a format not read here ({local.suffix or 'no suffix'}): give a "
+            f"{', '.join(LOCAL_FORMATS[:-1])} or {LOCAL_FORMATS[-1]} file"
+        )
     try:
         if not hub_offline():
             from huggingface_hub import HfApi
@@ -144,7 +196,7 @@ def load_table(path: str, split: str, subset: str | None = None, key: str = "tas
         dataset = load_dataset(path, subset, split=split)
     except Exception as err:  # the Hub client and datasets raise many types for "not found" and "no network"
         raise ValueError(
-            f"{key}={path}: not a local .jsonl/.json/.parquet file, and loading it from the Hub failed "
+            f"{key}={path}: not a local .jsonl/.json/.parquet/.csv file, and loading it from the Hub failed "
             f"({type(err).__name__}: {err}). With a copy in the local cache, set HF_HUB_OFFLINE=1"
         ) from err
     return Table.of(list(dataset), columns=dataset.column_names)

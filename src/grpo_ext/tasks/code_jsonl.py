@@ -1,4 +1,4 @@
-"""``code_jsonl``: code problems from a local JSON/JSONL/Parquet file or a Hub dataset, scored by ``python_exec``.
+"""``code_jsonl``: code problems from a local JSON/JSONL/Parquet/CSV file or a Hub dataset, scored by ``python_exec``.
 
 Run it with ``python -m grpo_ext.train task=code_jsonl task.path=problems.jsonl``. Each row needs a prompt and tests
 in python_exec's schema (function tests with an entry point, or stdin/stdout tests); column names are configurable,
@@ -20,7 +20,7 @@ from grpo_ext.tasks.base import RewardSpec, TaskConfig, TaskSplits, chat_prompt,
 
 @dataclass
 class CodeJsonlConfig(TaskConfig):
-    path: str = MISSING  # a local .jsonl/.json/.parquet file, or a Hub dataset name
+    path: str = MISSING  # a local .jsonl/.json/.parquet/.csv file, or a Hub dataset name
     split: str = "train"  # the split to read from a Hub dataset
     prompt_column: str = "prompt"
     tests_column: str = "tests"

@@ -1,7 +1,7 @@
 """``gsm8k`` and ``math``: word problems and competition problems from the Hub or a local file, graded by ``math``.
 
 Run them with ``python -m grpo_ext.train task=gsm8k`` (``openai/gsm8k``, config ``main``) or ``task=math``
-(``HuggingFaceH4/MATH-500``), or point ``task.path`` at a local .jsonl/.json/.parquet file. Column names are
+(``HuggingFaceH4/MATH-500``), or point ``task.path`` at a local .jsonl/.json/.parquet/.csv file. Column names are
 settings, so other datasets of the same kind load as they are. The gold stays as the dataset stores it (GSM8K's
 ``... #### 72``, MATH's LaTeX answer) in the ``answer`` column; the grader extracts and compares it. Every row is
 checked before training: a missing question or answer is an error naming the row; a gold answer the grader cannot
@@ -25,7 +25,7 @@ PROMPT = "{question}\n\nReason step by step, then put your final answer inside \
 
 @dataclass
 class MathDatasetConfig(TaskConfig):
-    path: str = "openai/gsm8k"  # a Hub dataset name, or a local .jsonl/.json/.parquet file
+    path: str = "openai/gsm8k"  # a Hub dataset name, or a local .jsonl/.json/.parquet/.csv file
     subset: str | None = "main"  # the Hub dataset's config name, if it has several
     split: str = "train"  # the split read from the Hub (a local file is one split)
     question_column: str = "question"

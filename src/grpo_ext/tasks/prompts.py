@@ -39,7 +39,7 @@ RESERVED = (*TRL_ARGUMENTS, "completion", "environments")
 
 @dataclass
 class PromptsConfig(TaskConfig):
-    path: str = MISSING  # a local .jsonl/.json/.parquet file, or a Hub dataset name
+    path: str = MISSING  # a local .jsonl/.json/.parquet/.csv file, or a Hub dataset name
     subset: str | None = None  # the Hub dataset's config name, if it has several
     split: str = "train"  # the split read from a Hub dataset
     eval_path: str | None = None  # held-out prompts from another file or Hub dataset; None: eval_size rows of path
