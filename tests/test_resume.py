@@ -20,7 +20,7 @@ import torch
 from conftest import FAST, QLORA_HERE, TESTS, compose_config, fresh_cache, history, tiny_model_with, wait_for_step
 from grpo_ext import checkpoints
 from grpo_ext.callbacks import DivergedError, StopOnDivergence
-from grpo_ext.records import read_metrics
+from grpo_ext.records import read_alerts, read_metrics
 from grpo_ext.train import train
 from wandb_records import run_summary
 
@@ -574,8 +574,7 @@ def test_resuming_a_checkpoint_with_nan_weights_is_refused_naming_the_one_before
         "resume from an earlier checkpoint (the newest is checkpoint-1) with smaller updates, e.g. "
         f"resume={tmp_path}/checkpoint-1 trainer.learning_rate=0.00025"
     )
-    alerts = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
-    assert [(a["title"], a["level"], a["step"]) for a in alerts] == [("training diverged", "ERROR", 2)]
+    assert [(a["title"], a["level"], a["step"]) for a in read_alerts(tmp_path)] == [("training diverged", "ERROR", 2)]
 
 
 def test_an_update_that_makes_the_logits_overflow_stops_the_run_with_what_happened_not_torch_s_sampling_error(
@@ -594,8 +593,7 @@ def test_an_update_that_makes_the_logits_overflow_stops_the_run_with_what_happen
         "the random state), whatever the learning rate. No earlier checkpoint was saved: start again with smaller "
         "updates, e.g. trainer.learning_rate=2.5e+29 (a quarter of 1e+30)"
     )
-    alerts = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
-    assert [(a["title"], a["level"], a["step"]) for a in alerts] == [("sampling failed", "ERROR", 2)]
+    assert [(a["title"], a["level"], a["step"]) for a in read_alerts(tmp_path)] == [("sampling failed", "ERROR", 2)]
 
 
 def test_a_model_whose_logits_overflow_from_the_start_is_named_as_the_cause(tmp_path):
