@@ -282,6 +282,32 @@ def test_a_csv_file_gives_typed_columns_rows_named_by_their_line_and_trains(tmp_
     assert all(0 < r["rewards/word_count/mean"] <= 1 for r in read_metrics(tmp_path / "run") if "reward" in r)
 
 
+def test_a_directory_holds_a_saved_dataset_or_a_dataset_repository_s_files(tmp_path):
+    """``Dataset.save_to_disk`` output and a clone of a Hub dataset repository were taken for Hub names."""
+    from datasets import Dataset, DatasetDict
+
+    rows = [{"prompt": f"Write {i} words", "words": i} for i in range(1, 7)]
+    DatasetDict({"train": Dataset.from_list(rows[:4]), "test": Dataset.from_list(rows[4:])}).save_to_disk(
+        tmp_path / "saved"
+    )
+    saved = [f"task.path={tmp_path / 'saved'}", f"task.eval_path={tmp_path / 'saved'}"]
+    splits = prompts_task(*saved)
+    assert sorted(splits.train["words"]) == [1, 2, 3, 4] and sorted(splits.eval["words"]) == [5, 6]
+    with pytest.raises(ValueError) as err:
+        prompts_task(*saved, "task.eval_split=validation")
+    assert str(err.value) == (
+        f"task.eval_path={tmp_path / 'saved'}: the dataset has no split 'validation' (task.eval_split); its splits: "
+        "['train', 'test']"
+    )
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    Dataset.from_list(rows).to_json(tmp_path / "repo" / "data" / "train.jsonl")
+    splits = prompts_task(f"task.path={tmp_path / 'repo'}", "task.eval_size=2")
+    assert sorted([*splits.train["words"], *splits.eval["words"]]) == [1, 2, 3, 4, 5, 6]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"a directory that datasets cannot read as a saved dataset \(save_to_disk\)"):
+        prompts_task(f"task.path={tmp_path / 'empty'}")
+
+
 def test_the_example_reward_pays_the_exact_count_clearly_more(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO))
     from examples.word_count import word_count

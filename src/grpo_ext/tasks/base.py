@@ -163,9 +163,33 @@ def read_csv_rows(path: Path, label: str) -> Table:
     return Table.of(rows, [line for line, _ in records], header)
 
 
-def load_table(path: str, split: str, subset: str | None = None, key: str = "task.path") -> Table:
-    """The rows at ``path`` (the setting ``key``): a local .jsonl/.json/.parquet/.csv file by its suffix, else a Hub
-    dataset name, read at ``split`` (and config ``subset``). Raises ``ValueError`` saying what was tried."""
+def read_directory(path: Path, split: str, subset: str | None, label: str, split_key: str) -> Table:
+    """The rows of a local directory: the dataset ``datasets`` saved there (``save_to_disk``), or the data files of
+    a dataset repository (a clone of one on the Hub, or files laid out as one), at ``split`` when it has several."""
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    saved = (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+    try:
+        data = load_from_disk(str(path)) if saved else load_dataset(str(path), subset)
+    except Exception as err:  # datasets raises many types for a directory it cannot read
+        raise ValueError(
+            f"{label}: a directory that datasets cannot read as a saved dataset (save_to_disk) or a dataset "
+            f"repository ({type(err).__name__}: {err}); or give a {', '.join(LOCAL_FORMATS[:-1])} or "
+            f"{LOCAL_FORMATS[-1]} file"
+        ) from err
+    if isinstance(data, DatasetDict):
+        if split not in data:
+            raise ValueError(f"{label}: the dataset has no split {split!r} ({split_key}); its splits: {list(data)}")
+        data = data[split]
+    return Table.of(list(data), columns=data.column_names)
+
+
+def load_table(
+    path: str, split: str, subset: str | None = None, key: str = "task.path", split_key: str = "task.split"
+) -> Table:
+    """The rows at ``path`` (the setting ``key``): a local .jsonl/.json/.parquet/.csv file by its suffix, a local
+    directory (``read_directory``), else a Hub dataset name; a directory or Hub dataset read at ``split`` (the
+    setting ``split_key``; and config ``subset``). Raises ``ValueError`` saying what was tried."""
     from datasets import load_dataset
 
     from grpo_ext.models import HUB_TIMEOUT_S, hub_offline
@@ -183,6 +207,8 @@ def load_table(path: str, split: str, subset: str | None = None, key: str = "tas
         except Exception as err:  # pyarrow and datasets raise many types for a file that is not Parquet
             raise ValueError(f"{key}={path}: cannot read it as Parquet ({type(err).__name__}: {err})") from err
         return Table.of(list(dataset), columns=dataset.column_names)
+    if local.is_dir():
+        return read_directory(local, split, subset, f"{key}={path}", split_key)
     if local.is_file():
         raise ValueError(
             f"{key}={path}: a local file of a format not read here ({local.suffix or 'no suffix'}): give a "

@@ -176,8 +176,8 @@ def _check_types(rows: list[dict[str, Any]], numbers: list[int], key: str) -> No
             ) from err
 
 
-def _rows(cfg: PromptsConfig, key: str, split: str) -> list[dict[str, Any]]:
-    table = load_table(getattr(cfg, key), split, cfg.subset, key=f"task.{key}")
+def _rows(cfg: PromptsConfig, key: str, split_key: str) -> list[dict[str, Any]]:
+    table = load_table(getattr(cfg, key), getattr(cfg, split_key), cfg.subset, f"task.{key}", f"task.{split_key}")
     _check_columns(table, cfg, key)
     placeholders, reference_column = _placeholders(cfg.prompt_template), _reference_column(cfg, table.column_names)
     rows = [_row(raw, number, cfg, placeholders, reference_column) for number, raw in table.numbered()]
@@ -190,12 +190,12 @@ def build(cfg: PromptsConfig) -> TaskSplits:
     check_positive(cfg, "eval_size")
     if cfg.train_size < 0:
         raise ValueError(f"task.train_size must be >= 0 (0: all the rest), got {cfg.train_size}")
-    rows = _rows(cfg, "path", cfg.split)
+    rows = _rows(cfg, "path", "split")
     if cfg.eval_path is None:
         return hold_out(rows, cfg)
     if not rows:
         raise ValueError(f"task.path={cfg.path} has no rows")
-    held_out = _rows(cfg, "eval_path", cfg.eval_split)
+    held_out = _rows(cfg, "eval_path", "eval_split")
     if not held_out:
         raise ValueError(f"task.eval_path={cfg.eval_path} has no rows")
     train, evaluation = shuffled(rows, cfg.seed), shuffled(held_out, cfg.seed)
