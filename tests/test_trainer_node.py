@@ -105,6 +105,14 @@ def test_composing_a_config_imports_trl_only_until_its_fields_are_cached(tmp_pat
     typo = run_cli(["-X", "importtime", "-m", "grpo_ext.train", "task=arithmtic"], REPO, env=env)
     assert typo.returncode == 1 and "Could not find 'task/arithmtic'" in typo.stderr
     assert "trl" not in _imported(typo.stderr)
+    # our own checks of the trainer values come before TRL is imported for GRPOConfig's: 1.1 s, where it was 7.9
+    for bad, said in [
+        ("trainer.learning_rate=-1", "config error: trainer.learning_rate=-1.0 is not allowed: it must be >= 0"),
+        ("trainer.num_generations=3", "must hold whole groups of trainer.num_generations=3 completions"),
+    ]:
+        result = run_cli(["-X", "importtime", "-m", "grpo_ext.train", "hardware=cpu", bad], REPO, env=env)
+        assert result.returncode == 1 and said in result.stderr, result.stderr[-2000:]
+        assert not _imported(result.stderr) & {"trl", "transformers"}, bad
 
 
 def test_commands_that_read_runs_never_import_transformers():

@@ -232,8 +232,6 @@ def make_grpo_config(cfg: DictConfig, run_dir: str, reward_weights: list[float])
     name the ``trainer`` keys and what would work, then TRL's own when ``GRPOConfig`` is built (incompatible
     options), which name its fields bare and so are prefixed with the ``trainer`` values they name.
     """
-    from trl import GRPOConfig
-
     from grpo_ext.hardware import generation_settings
     from grpo_ext.models import torch_dtype
 
@@ -262,6 +260,8 @@ def make_grpo_config(cfg: DictConfig, run_dir: str, reward_weights: list[float])
     if isinstance(init_kwargs, dict):
         init_kwargs.setdefault("dtype", torch_dtype(cfg.model.dtype, cfg.hardware.dtype))
         kwargs["model_init_kwargs"] = init_kwargs
+    from trl import GRPOConfig  # after our checks: importing TRL takes seconds, and their errors need it not
+
     try:
         args = GRPOConfig(**kwargs)
     except ValueError as err:  # TRL's own checks name its fields bare: say which trainer values they mean
