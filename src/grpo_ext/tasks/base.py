@@ -62,6 +62,7 @@ def check_positive(cfg: Any, *keys: str) -> None:
 
 
 LOCAL_FORMATS = (".jsonl", ".json", ".parquet", ".csv")
+FORMATS = f"{', '.join(LOCAL_FORMATS[:-1])} or {LOCAL_FORMATS[-1]}"  # as messages name them
 
 
 @dataclass
@@ -174,8 +175,7 @@ def read_directory(path: Path, split: str, subset: str | None, label: str, split
     except Exception as err:  # datasets raises many types for a directory it cannot read
         raise ValueError(
             f"{label}: a directory that datasets cannot read as a saved dataset (save_to_disk) or a dataset "
-            f"repository ({type(err).__name__}: {err}); or give a {', '.join(LOCAL_FORMATS[:-1])} or "
-            f"{LOCAL_FORMATS[-1]} file"
+            f"repository ({type(err).__name__}: {err}); or give a {FORMATS} file"
         ) from err
     if isinstance(data, DatasetDict):
         if split not in data:
@@ -212,7 +212,7 @@ def load_table(
     if local.is_file():
         raise ValueError(
             f"{key}={path}: a local file of a format not read here ({local.suffix or 'no suffix'}): give a "
-            f"{', '.join(LOCAL_FORMATS[:-1])} or {LOCAL_FORMATS[-1]} file"
+            f"{FORMATS} file"
         )
     try:
         if not hub_offline():
@@ -222,7 +222,7 @@ def load_table(
         dataset = load_dataset(path, subset, split=split)
     except Exception as err:  # the Hub client and datasets raise many types for "not found" and "no network"
         raise ValueError(
-            f"{key}={path}: not a local .jsonl/.json/.parquet/.csv file, and loading it from the Hub failed "
+            f"{key}={path}: not a local {FORMATS} file or a directory, and loading it from the Hub failed "
             f"({type(err).__name__}: {err}). With a copy in the local cache, set HF_HUB_OFFLINE=1"
         ) from err
     return Table.of(list(dataset), columns=dataset.column_names)

@@ -20,8 +20,8 @@ from grpo_ext.tasks.base import RewardSpec, TaskConfig, TaskSplits, chat_prompt,
 
 @dataclass
 class CodeJsonlConfig(TaskConfig):
-    path: str = MISSING  # a local .jsonl/.json/.parquet/.csv file, or a Hub dataset name
-    split: str = "train"  # the split to read from a Hub dataset
+    path: str = MISSING  # a local .jsonl/.json/.parquet/.csv file or directory, or a Hub dataset name
+    split: str = "train"  # the split read from a Hub dataset or a directory holding several
     prompt_column: str = "prompt"
     tests_column: str = "tests"
     entry_point_column: str = "entry_point"  # may be absent from the data when every test is stdin/stdout

@@ -25,9 +25,9 @@ PROMPT = "{question}\n\nReason step by step, then put your final answer inside \
 
 @dataclass
 class MathDatasetConfig(TaskConfig):
-    path: str = "openai/gsm8k"  # a Hub dataset name, or a local .jsonl/.json/.parquet/.csv file
+    path: str = "openai/gsm8k"  # a Hub dataset name, or a local .jsonl/.json/.parquet/.csv file or directory
     subset: str | None = "main"  # the Hub dataset's config name, if it has several
-    split: str = "train"  # the split read from the Hub (a local file is one split)
+    split: str = "train"  # the split read from the Hub or a directory holding several (a file is one)
     question_column: str = "question"
     answer_column: str = "answer"
     solution_column: str | None = None  # a worked solution, kept as the row's reference

@@ -39,11 +39,11 @@ RESERVED = (*TRL_ARGUMENTS, "completion", "environments")
 
 @dataclass
 class PromptsConfig(TaskConfig):
-    path: str = MISSING  # a local .jsonl/.json/.parquet/.csv file, or a Hub dataset name
+    path: str = MISSING  # a local .jsonl/.json/.parquet/.csv file or directory, or a Hub dataset name
     subset: str | None = None  # the Hub dataset's config name, if it has several
-    split: str = "train"  # the split read from a Hub dataset
+    split: str = "train"  # the split read from a Hub dataset or a directory holding several
     eval_path: str | None = None  # held-out prompts from another file or Hub dataset; None: eval_size rows of path
-    eval_split: str = "test"  # the split read from eval_path when it is a Hub dataset
+    eval_split: str = "test"  # the split read from eval_path when it is a Hub dataset or a directory
     prompt_column: str = "prompt"  # a string, or a list of {"role", "content"} messages
     prompt_template: str = "{prompt}"  # for string prompts: {prompt} and any other column's name
     reference_column: str | None = None  # a known-good completion, for warm starts (None: "reference" or "completion")
