@@ -260,13 +260,11 @@ class StopOnDivergence(TrainerCallback):
                     "Saved after the run diverged, or damaged since, and no earlier checkpoint is left: start again"
                 )
             self.stop(state, step, text)
-        source = getattr(model, "name_or_path", None) or "the model"
         self.stop(
             state,
             0,
-            f"the weights of the model this run starts from, {source}, are not all finite: {what}. No run can train "
-            "or sample from it; a model saved by a run that diverged? Take one saved before (its best_model, or a "
-            "checkpoint from before the divergence)",
+            f"the weights of the model this run starts from, {_source(model)}, are not all finite: {what}. No run "
+            f"can train or sample from it; a model {models.FROM_A_DIVERGED_RUN}",
         )
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
@@ -330,11 +328,9 @@ class StopOnDivergence(TrainerCallback):
         if dtype == "float16":
             return f"sampling the completions of step {step} failed: {what}, from finite weights. {in_float16}"
         if step - 1 == self.first_step:  # no update of this run's has reached the weights
-            source = getattr(model, "name_or_path", None) or "the model"
             return (
-                f"the model this run starts from, {source}, cannot be sampled from: {what}, from weights that are "
-                f"finite but so large that {dtype} overflows. A model saved by a run that diverged? Take one saved "
-                "before (its best_model, or a checkpoint from before the divergence)"
+                f"the model this run starts from, {_source(model)}, cannot be sampled from: {what}, from weights "
+                f"that are finite but so large that {dtype} overflows. A model {models.FROM_A_DIVERGED_RUN}"
             )
         return self.message(step, f"{what}, from weights that are finite but so large that {dtype} overflows", args)
 
@@ -372,6 +368,11 @@ class StopOnDivergence(TrainerCallback):
             )
         earlier = "No earlier checkpoint was saved" if started_from else "No checkpoint was saved before it"
         return text + f"{earlier}: start again with smaller updates, e.g. {smaller}"
+
+
+def _source(model: Any) -> str:
+    """Where ``model`` was loaded from, as its messages name it."""
+    return getattr(model, "name_or_path", None) or "the model"
 
 
 def _is_non_finite(value: Any) -> bool:

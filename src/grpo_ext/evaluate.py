@@ -252,8 +252,8 @@ def load_model(cfg: Any) -> tuple[Any, Any]:
     bad = models.non_finite(model)
     if bad:  # greedy decoding of NaN logits gives tokens all the same, and a score of 0 that says nothing of why
         raise models.ModelUnavailableError(
-            f"the weights of {path} are not all finite: {bad}. It gives no meaningful completions; a model saved by "
-            "a run that diverged? Take one saved before (its best_model, or a checkpoint from before the divergence)"
+            f"the weights of {path} are not all finite: {bad}. It gives no meaningful completions; a model "
+            f"{models.FROM_A_DIVERGED_RUN}"
         )
     return model, AutoTokenizer.from_pretrained(path)
 

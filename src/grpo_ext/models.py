@@ -174,6 +174,12 @@ def is_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or name.count("/") > 1
 
 
+# what to do about a model whose weights or logits are not finite, where the message names it
+FROM_A_DIVERGED_RUN = (
+    "saved by a run that diverged? Take one saved before (its best_model, or a checkpoint from before the divergence)"
+)
+
+
 def non_finite_tensors(model: Any) -> tuple[list[str], int]:
     """The names of ``model``'s floating-point parameters and buffers that hold a NaN or an infinite value, and how
     many were looked at. Each tensor's largest absolute value is computed where it lives, without a copy and without
