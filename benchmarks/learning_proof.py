@@ -77,7 +77,7 @@ def check_reusable(sft_dir: Path, common: list[str]) -> None:
 def compose_config(overrides: list[str]) -> Any:
     from hydra import compose, initialize_config_module
 
-    from grpo_ext.config import register_configs
+    from grpo_ext.config.schema import register_configs
 
     register_configs()
     with initialize_config_module(config_module="grpo_ext.conf", version_base=None):

@@ -23,10 +23,10 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_module
 
-from grpo_ext import models
-from grpo_ext.config import make_grpo_config, register_configs
-from grpo_ext.records import read_metrics
+from grpo_ext.backends import models
+from grpo_ext.config.schema import make_grpo_config, register_configs
 from grpo_ext.rewards.arithmetic import ArithmeticShaping
+from grpo_ext.run.records import read_metrics
 from grpo_ext.tasks import build_task
 from grpo_ext.train import train
 

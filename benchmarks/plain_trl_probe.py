@@ -29,8 +29,8 @@ from hydra import compose, initialize_config_module
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 
-from grpo_ext import models
-from grpo_ext.config import register_configs
+from grpo_ext.backends import models
+from grpo_ext.config.schema import register_configs
 from grpo_ext.tasks import build_task
 
 EVAL_EVERY = 25

@@ -40,8 +40,8 @@ def measure_one(profile: str, steps: int, overrides: list[str]) -> dict:
     import torch
     from hydra import compose, initialize_config_module
 
-    from grpo_ext.config import register_configs
-    from grpo_ext.records import read_metrics
+    from grpo_ext.config.schema import register_configs
+    from grpo_ext.run.records import read_metrics
     from grpo_ext.train import train
 
     register_configs()

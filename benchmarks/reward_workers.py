@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import grpo_ext.train  # noqa: F401 - the trainer's imports, as in a run (torch, transformers, TRL)
-from grpo_ext.reward_workers import Pool, call_one
+from grpo_ext.rewards.workers import Pool, call_one
 
 # The reward below, as a user's module found on PYTHONPATH, by this process and by the workers' forkserver.
 REPO = str(Path(__file__).resolve().parent.parent)

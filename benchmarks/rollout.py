@@ -1,4 +1,5 @@
-"""TRL's own generate against ``hardware.rollout=static_cache`` (``grpo_ext.rollout``), on the same job, in one run.
+"""TRL's own generate against ``hardware.rollout=static_cache`` (``grpo_ext.backends.rollout``), on the same job,
+in one run.
 
     python benchmarks/rollout.py --steps 50 experiment=arithmetic_proof model.path=WARM_START hardware=cpu
     python benchmarks/rollout.py --steps 8 model=qwen2.5-0.5b-instruct model.init=random hardware=gpu_80gb \\
@@ -34,9 +35,9 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_module
 
-from grpo_ext import models
-from grpo_ext.config import make_grpo_config, register_configs
-from grpo_ext.rollout import StaticCacheRollout
+from grpo_ext.backends import models
+from grpo_ext.backends.rollout import StaticCacheRollout
+from grpo_ext.config.schema import make_grpo_config, register_configs
 from grpo_ext.tasks import build_task
 
 PATHS = ("trl", "static_cache")

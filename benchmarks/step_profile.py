@@ -28,11 +28,11 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from transformers import TrainerCallback
 
-from grpo_ext import hardware, models
-from grpo_ext.callbacks import OneInputGradHook
-from grpo_ext.config import make_grpo_config, register_configs
-from grpo_ext.reward_guard import guard_all
+from grpo_ext.backends import hardware, models
+from grpo_ext.config.schema import make_grpo_config, register_configs
+from grpo_ext.monitor.callbacks import OneInputGradHook
 from grpo_ext.rewards import build_rewards
+from grpo_ext.rewards.guard import guard_all
 from grpo_ext.tasks import build_task
 
 PARTS = ("generation", "log-prob forwards", "reward", "train forward+backward", "optimizer", "other")

@@ -169,6 +169,6 @@ def _in_workers(spec: dict[str, Any], reward: Callable) -> Callable:
         )
     if timeout <= 0 or workers < 1:
         raise ValueError(f"timeout must be > 0 and workers >= 1, got timeout={timeout}, workers={workers}")
-    from grpo_ext.reward_workers import InWorkers
+    from grpo_ext.rewards.workers import InWorkers
 
     return InWorkers(name, dict(spec.get("params") or {}), float(timeout), int(workers), reward)

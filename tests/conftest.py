@@ -31,10 +31,10 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
-from grpo_ext import adapters
-from grpo_ext.config import register_configs
-from grpo_ext.hardware import resolve_auto
-from grpo_ext.records import read_metrics
+from grpo_ext.backends import adapters
+from grpo_ext.backends.hardware import resolve_auto
+from grpo_ext.config.schema import register_configs
+from grpo_ext.run.records import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -84,7 +84,7 @@ def fresh_cache(tmp_path: Path) -> Path:
     (so that composing its config needs no TRL import)."""
     cache = tmp_path / "cache"
     cache.mkdir()
-    from grpo_ext.models import cache_root
+    from grpo_ext.backends.models import cache_root
 
     for fields in cache_root().glob("trainer_fields-*.json"):
         (cache / fields.name).write_bytes(fields.read_bytes())
@@ -149,7 +149,7 @@ def tiny_model_with(tmp_path, change) -> str:
     """A copy of the tiny model in ``tmp_path/model`` whose weights ``change(model)`` has altered."""
     from transformers import AutoModelForCausalLM
 
-    from grpo_ext import models
+    from grpo_ext.backends import models
 
     source = models.resolve(compose_config(["model=tiny"]).model)
     shutil.copytree(source, tmp_path / "model")

@@ -12,8 +12,8 @@ from transformers import AutoModelForCausalLM
 
 import grpo_ext.train
 from conftest import FAST, WITH_SIGNAL, compose_config
-from grpo_ext import models
-from grpo_ext.best_model import BestModel, best_line, read_best
+from grpo_ext.backends import models
+from grpo_ext.run.best_model import BestModel, best_line, read_best
 from grpo_ext.train import train
 
 

@@ -18,8 +18,8 @@ from transformers.integrations import INTEGRATION_TO_CALLBACK, get_available_rep
 from trl import GRPOConfig
 
 from conftest import CONF, REPO, compose_config
-from grpo_ext.config import TRAINER_LIMITS, check_batch_shape, check_trainer, make_grpo_config
-from grpo_ext.trainer_node import grpo_config_defaults, trainer_overrides
+from grpo_ext.config.schema import TRAINER_LIMITS, check_batch_shape, check_trainer, make_grpo_config
+from grpo_ext.config.trainer_node import grpo_config_defaults, trainer_overrides
 
 
 def group_options() -> dict[str, list[str]]:

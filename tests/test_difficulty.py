@@ -16,7 +16,7 @@ import pytest
 
 from conftest import FAST, TESTS, compose_config, run_cli
 from grpo_ext.difficulty import _total, summary
-from grpo_ext.records import read_metrics
+from grpo_ext.run.records import read_metrics
 from grpo_ext.tasks import build_task
 from grpo_ext.train import train
 
@@ -170,7 +170,7 @@ def test_a_model_changed_under_the_same_name_is_another_measurement(tmp_path):
 
     from safetensors.torch import load_file, save_file
 
-    from grpo_ext.models import resolve
+    from grpo_ext.backends.models import resolve
 
     saved = tmp_path / "saved"
     shutil.copytree(resolve(compose_config(["model=tiny"]).model), saved)

@@ -17,11 +17,11 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from conftest import FAST, QLORA_HERE, compose_config, run_cli, runs_out_of_memory, tiny_model_with
-from grpo_ext import checkpoints, processes
 from grpo_ext import evaluate as evaluation
-from grpo_ext.records import read_metrics
-from grpo_ext.reward_guard import RewardFailureError
 from grpo_ext.rewards.arithmetic import ArithmeticShaping
+from grpo_ext.rewards.guard import RewardFailureError
+from grpo_ext.run import checkpoints, processes
+from grpo_ext.run.records import read_metrics
 from grpo_ext.sft import check_truncation, fine_tune
 from grpo_ext.tasks import build_task
 from grpo_ext.train import train
@@ -453,7 +453,7 @@ def test_a_reward_gets_the_tokens_generated_as_completion_ids_up_to_the_end_of_s
 def test_a_model_with_nan_weights_is_refused_for_evaluation_instead_of_scored_zero(tmp_path):
     """Greedy decoding of NaN logits picks token 0 at every step: the evaluation, the difficulty measurement and
     ``grpo_ext.infer`` (which share this loader) reported a score of 0 with nothing said of why."""
-    from grpo_ext.models import ModelUnavailableError
+    from grpo_ext.backends.models import ModelUnavailableError
 
     path = tiny_model_with(tmp_path, lambda m: m.lm_head.weight[7].fill_(-torch.inf))
     with pytest.raises(ModelUnavailableError) as err:

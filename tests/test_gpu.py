@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import FAST, WITH_SIGNAL, compose_config
-from grpo_ext import adapters, models
-from grpo_ext.records import read_metrics
-from grpo_ext.rollout import StaticCacheRollout
+from grpo_ext.backends import adapters, models
+from grpo_ext.backends.rollout import StaticCacheRollout
+from grpo_ext.run.records import read_metrics
 from grpo_ext.train import train
 from test_hardware import check_trained_adapter_and_merge
 from test_rollout import PROMPTS, logprob_errors, trainer_with
@@ -37,7 +37,7 @@ def test_two_steps_on_one_gpu_in_bf16(tmp_path):
 def test_what_auto_picks_for_a_gpu_without_bf16_trains_in_fp16(peft, tmp_path, monkeypatch):
     """hardware=auto on a T4 or V100 (faked: this GPU has bf16) trains in fp16 mixed precision: float32 weights for a
     full fine-tune, float16 under adapters. Under CUDA the gradient scaler runs, as it does not on the CPU."""
-    from grpo_ext import hardware
+    from grpo_ext.backends import hardware
 
     gpu = hardware.visible_gpus()[0]
     monkeypatch.setattr(hardware, "visible_gpus", lambda: [hardware.Gpu(gpu.name, gpu.memory_gib, bf16=False)])
@@ -78,7 +78,7 @@ def test_auto_rollout_takes_the_static_cache_and_trains_on_one_gpu(tmp_path, cap
     cfg = compose_config(
         ["task=arithmetic", "model=tiny", *overrides, *WITH_SIGNAL, "hardware=gpu", "hardware.rollout=auto"]
     )
-    with caplog.at_level("INFO", logger="grpo_ext.hardware"):
+    with caplog.at_level("INFO", logger="grpo_ext.backends.hardware"):
         train(cfg, tmp_path)
     assert "hardware.rollout=auto: static_cache" in caplog.text
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]

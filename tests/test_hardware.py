@@ -13,11 +13,11 @@ from hydra.core.global_hydra import GlobalHydra
 from safetensors.torch import load_file
 
 from conftest import FAST, QLORA_HERE, WITH_SIGNAL, compose_config, runs_out_of_memory
-from grpo_ext import adapters, hardware, models
-from grpo_ext.config import make_grpo_config, register_configs
+from grpo_ext.backends import adapters, hardware, models
+from grpo_ext.config.schema import make_grpo_config, register_configs
 from grpo_ext.evaluate import load_model
 from grpo_ext.infer import main as infer
-from grpo_ext.records import read_metrics
+from grpo_ext.run.records import read_metrics
 from grpo_ext.sft import fine_tune
 from grpo_ext.train import train
 
@@ -88,7 +88,7 @@ def test_auto_on_a_gpu_without_bf16_trains_in_fp16_with_weights_mixed_precision_
     """A T4 or V100 has no bf16 arithmetic (PyTorch emulates it, slowly): the profile its memory calls for, in fp16
     mixed precision. Full fine-tuning keeps float32 weights (the gradient scaler refuses float16 gradients)."""
     monkeypatch.setattr(hardware, "visible_gpus", lambda: [T4])
-    with caplog.at_level("INFO", logger="grpo_ext.hardware"):
+    with caplog.at_level("INFO", logger="grpo_ext.backends.hardware"):
         cfg = compose_config([f"peft={peft}"])
     assert cfg.hardware.name == "gpu_10gb" and cfg.peft.name == peft
     assert (cfg.trainer.bf16, cfg.trainer.fp16, cfg.hardware.dtype) == (False, True, weights)

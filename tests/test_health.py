@@ -1,5 +1,5 @@
-"""``grpo_ext.health``: the warnings for stretches of steps that teach nothing or whose completions are cut off, fed
-the lines TRL logs. (End to end, with a random model that does both: ``test_train.py``.)"""
+"""``grpo_ext.monitor.health``: the warnings for stretches of steps that teach nothing or whose completions are cut
+off, fed the lines TRL logs. (End to end, with a random model that does both: ``test_train.py``.)"""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import grpo_ext.train
 from conftest import FAST, WITH_SIGNAL, compose_config
-from grpo_ext import checkpoints
-from grpo_ext.best_model import read_best
-from grpo_ext.health import WarnOnEvalDrop, WarnOnTruncation, WarnWithoutSignal
-from grpo_ext.records import append_alert, read_alerts, read_metrics
+from grpo_ext.monitor.health import WarnOnEvalDrop, WarnOnTruncation, WarnWithoutSignal
+from grpo_ext.run import checkpoints
+from grpo_ext.run.best_model import read_best
+from grpo_ext.run.records import append_alert, read_alerts, read_metrics
 from grpo_ext.train import train
 
 ARGS = SimpleNamespace(logging_steps=1, num_generations=4, max_completion_length=256, mask_truncated_completions=False)
@@ -210,7 +210,7 @@ def test_a_run_whose_held_out_accuracy_falls_says_so_at_that_evaluation(tmp_path
     keep = ["trainer.save_strategy=steps", "trainer.save_steps=1", "trainer.max_steps=4", "eval.size=16"]
     overrides = [*FAST, *WITH_SIGNAL, *keep, "eval.during_training=true", "eval.every=1"]
     train(compose_config(["task=arithmetic", "model=tiny", *overrides]), tmp_path)
-    (message,) = [r.getMessage() for r in caplog.records if r.name == "grpo_ext.health"]
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "grpo_ext.monitor.health"]
     assert [(a["step"], a["title"], a["message"]) for a in read_alerts(tmp_path)] == [
         (2, "held-out accuracy fell", message)
     ]  # recorded for the closing summary and grpo_ext.summarize, W&B or not

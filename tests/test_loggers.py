@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import compose_config
-from grpo_ext import loggers
-from grpo_ext.records import read_alerts
+from grpo_ext.monitor import loggers
+from grpo_ext.run.records import read_alerts
 
 
 @pytest.mark.parametrize(

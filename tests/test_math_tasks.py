@@ -132,7 +132,7 @@ def test_hub_names_fail_fast_without_network_and_defaults_pick_models(tmp_path):
 
 def test_mathexpr_trains_two_steps_with_the_math_reward(tmp_path):
     from conftest import FAST
-    from grpo_ext.records import read_metrics
+    from grpo_ext.run.records import read_metrics
     from grpo_ext.train import train
 
     train(compose_config(["task=mathexpr", "model=tiny", *FAST, "task.train_size=64", "task.eval_size=8"]), tmp_path)

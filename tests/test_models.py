@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import compose_config
-from grpo_ext import models
+from grpo_ext.backends import models
 
 
 def model_cfg(*overrides: str):

@@ -21,8 +21,8 @@ from packaging.version import Version
 from safetensors.torch import load_file
 
 from conftest import FAST, TESTS, history, run_cli, wait_for_step
-from grpo_ext import checkpoints
-from grpo_ext.records import read_metrics
+from grpo_ext.run import checkpoints
+from grpo_ext.run.records import read_metrics
 
 ARGS = [
     *[o for o in FAST if not o.startswith(("trainer.max_steps", "trainer.save_strategy", "eval.during_training"))],

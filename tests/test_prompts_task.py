@@ -8,7 +8,7 @@ import re
 import pytest
 
 from conftest import FAST, REPO, compose_config, run_cli
-from grpo_ext.records import read_metrics
+from grpo_ext.run.records import read_metrics
 from grpo_ext.sft import fine_tune
 from grpo_ext.tasks import build_task
 from grpo_ext.train import train

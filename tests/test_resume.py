@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from conftest import FAST, QLORA_HERE, TESTS, compose_config, fresh_cache, history, tiny_model_with, wait_for_step
-from grpo_ext import checkpoints
-from grpo_ext.callbacks import DivergedError, StopOnDivergence
-from grpo_ext.records import read_alerts, read_metrics
+from grpo_ext.monitor.callbacks import DivergedError, StopOnDivergence
+from grpo_ext.run import checkpoints
+from grpo_ext.run.records import read_alerts, read_metrics
 from grpo_ext.train import train
 from wandb_records import run_summary
 
@@ -234,7 +234,7 @@ def test_an_unwritable_run_directory_fails_before_any_model(tmp_path):
 def test_stop_on_signal_handles_ctrl_c_then_stops_at_once_on_a_second():
     from transformers import TrainerControl
 
-    from grpo_ext.callbacks import StopOnSignal
+    from grpo_ext.monitor.callbacks import StopOnSignal
 
     stop, control = StopOnSignal(), TrainerControl()
     before = signal.getsignal(signal.SIGINT)
@@ -406,14 +406,14 @@ def settings(**changed) -> SimpleNamespace:
 
 def test_a_resumed_run_trains_with_its_own_optimizer_settings_not_its_checkpoint_s(caplog):
     """The Trainer restores the optimizer and scheduler hyperparameters saved in the checkpoint."""
-    from grpo_ext.callbacks import OptimizerSettingsOnResume
+    from grpo_ext.monitor.callbacks import OptimizerSettingsOnResume
 
     params = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(1))]
     # as the Trainer builds it: biases and norms do not decay
     groups = [{"params": params[:1], "weight_decay": 0.1}, {"params": params[1:], "weight_decay": 0.0}]
     optimizer, scheduler = resumed_optimizer(groups)
     new = settings(learning_rate=1e-4, weight_decay=0.01, adam_beta2=0.95, adam_epsilon=1e-6)
-    with caplog.at_level(logging.INFO, logger="grpo_ext.callbacks"):
+    with caplog.at_level(logging.INFO, logger="grpo_ext.monitor.callbacks"):
         OptimizerSettingsOnResume("trainer.").on_train_begin(
             new, at(2), None, optimizer=optimizer, lr_scheduler=scheduler
         )
@@ -429,7 +429,7 @@ def test_a_resumed_run_trains_with_its_own_optimizer_settings_not_its_checkpoint
 
 
 def test_optimizer_settings_that_cannot_be_applied_on_resume_are_warned_about_and_left_alone(caplog):
-    from grpo_ext.callbacks import OptimizerSettingsOnResume
+    from grpo_ext.monitor.callbacks import OptimizerSettingsOnResume
 
     guard = OptimizerSettingsOnResume("sft.")
     optimizer, scheduler = resumed_optimizer([{"params": [torch.nn.Parameter(torch.ones(2))], "weight_decay": 0.0}])
@@ -611,7 +611,7 @@ def test_a_model_whose_logits_overflow_from_the_start_is_named_as_the_cause(tmp_
 def test_a_gpu_s_sampling_assert_under_fp16_is_explained_with_the_precision_to_train_in(tmp_path):
     """On a CUDA GPU torch's check is a device-side assert: the GPU prints it, the exception says only that an assert
     fired, and no tensor can be read afterwards, so the message covers both causes."""
-    from grpo_ext.callbacks import is_sampling_failure
+    from grpo_ext.monitor.callbacks import is_sampling_failure
 
     guard = StopOnDivergence(tmp_path, "trainer.learning_rate")
     err = RuntimeError("CUDA error: device-side assert triggered\nCompile with `TORCH_USE_CUDA_DSA` ...")
@@ -630,7 +630,7 @@ def test_a_gpu_s_sampling_assert_under_fp16_is_explained_with_the_precision_to_t
 
 
 def test_non_finite_tensors_are_found_by_name_and_large_float16_weights_are_not_taken_for_them():
-    from grpo_ext.models import non_finite_tensors
+    from grpo_ext.backends.models import non_finite_tensors
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 4))
     assert non_finite_tensors(model) == ([], 8)  # 2 + 2 weights and biases, 3 float buffers (one is an integer)

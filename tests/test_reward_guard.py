@@ -12,10 +12,10 @@ from datasets import Dataset
 from trl.trainer.utils import is_async_callable
 
 from conftest import FAST, compose_config
-from grpo_ext.records import read_metrics
-from grpo_ext.reward_guard import RewardFailureError, guard
 from grpo_ext.rewards import REWARDS, build_reward
 from grpo_ext.rewards.arithmetic import ArithmeticShaping
+from grpo_ext.rewards.guard import RewardFailureError, guard
+from grpo_ext.run.records import read_metrics
 from grpo_ext.tasks import check_columns
 from grpo_ext.train import train
 from test_rewards import SAMPLES

@@ -15,11 +15,11 @@ import psutil
 import pytest
 
 from conftest import FAST, compose_config
-from grpo_ext import reward_workers
-from grpo_ext.records import read_metrics
-from grpo_ext.reward_guard import RewardFailureError, guard
-from grpo_ext.reward_workers import WorkerStartError, _start_process, call_one
 from grpo_ext.rewards import build_rewards, reward_columns
+from grpo_ext.rewards import workers as reward_workers
+from grpo_ext.rewards.guard import RewardFailureError, guard
+from grpo_ext.rewards.workers import WorkerStartError, _start_process, call_one
+from grpo_ext.run.records import read_metrics
 from grpo_ext.train import train
 
 
@@ -218,7 +218,7 @@ def test_a_reward_that_cannot_be_built_in_a_worker_stops_with_the_reason():
 
 
 FRESH_TRAINER = """
-from grpo_ext.reward_guard import RewardFailureError
+from grpo_ext.rewards.guard import RewardFailureError
 from grpo_ext.rewards import build_rewards
 
 if __name__ == "__main__":  # each worker runs this script again, as multiprocessing does

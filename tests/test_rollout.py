@@ -14,9 +14,9 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from conftest import FAST, compose_config
-from grpo_ext import hardware, models
-from grpo_ext.records import read_metrics
-from grpo_ext.rollout import StaticCacheRollout
+from grpo_ext.backends import hardware, models
+from grpo_ext.backends.rollout import StaticCacheRollout
+from grpo_ext.run.records import read_metrics
 from grpo_ext.train import train
 
 PROMPTS = [[{"role": "user", "content": text}] for text in ("(1 + 2) * 3", "4 - 5", "(7 * 8) - 9 + 0", "6")]
@@ -129,7 +129,7 @@ def test_the_hardware_node_chooses_the_rollout():
 
 def test_auto_takes_the_static_cache_only_where_it_compiles(monkeypatch, caplog):
     cpu = compose_config(["hardware=cpu", "hardware.rollout=auto"]).hardware
-    with caplog.at_level("INFO", logger="grpo_ext.hardware"):
+    with caplog.at_level("INFO", logger="grpo_ext.backends.hardware"):
         assert hardware.rollout_func(cpu, uses_vllm=False) is None
     assert "TRL's own generate, since the decode step is compiled on CUDA only, and this run is on cpu" in caplog.text
     gpu = compose_config(["hardware=gpu_80gb", "hardware.rollout=auto"]).hardware

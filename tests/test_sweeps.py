@@ -18,8 +18,9 @@ import pytest
 import yaml
 
 from conftest import FAST, run_cli
-from grpo_ext import plot, records, summarize
-from grpo_ext.records import read_metrics
+from grpo_ext import plot, summarize
+from grpo_ext.run import records
+from grpo_ext.run.records import read_metrics
 from wandb_records import run_summary
 
 
@@ -137,7 +138,7 @@ def compose_hydra(overrides):
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    from grpo_ext.config import register_configs
+    from grpo_ext.config.schema import register_configs
 
     register_configs()
     GlobalHydra.instance().clear()

@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from conftest import CONF, FAST, REPO, WITH_SIGNAL, compose_config, fresh_cache, run_cli
-from grpo_ext import models
-from grpo_ext.records import read_metrics
+from grpo_ext.backends import models
+from grpo_ext.run.records import read_metrics
 from grpo_ext.train import train
 
 
@@ -181,7 +181,7 @@ def test_the_input_embedding_hook_does_not_pile_up_and_adapters_still_learn(tmp_
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from grpo_ext.callbacks import OneInputGradHook
+    from grpo_ext.monitor.callbacks import OneInputGradHook
 
     counts = []
 

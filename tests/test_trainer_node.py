@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from trl import GRPOConfig
 
 from conftest import REPO, run_cli
-from grpo_ext.trainer_node import (
+from grpo_ext.config.trainer_node import (
     _decode_type,
     _node_type,
     _read_trainer_fields,
@@ -99,7 +99,7 @@ def test_composing_a_config_imports_trl_only_until_its_fields_are_cached(tmp_pat
     assert second.returncode == 0, second.stderr[-2000:]
     assert second.stdout == first.stdout
     imported = _imported(second.stderr)
-    assert "grpo_ext.config" in imported and "grpo_ext.trainer_node" in imported
+    assert "grpo_ext.config.schema" in imported and "grpo_ext.config.trainer_node" in imported
     assert not imported & {"trl", "transformers", "peft", "bitsandbytes"}
 
     typo = run_cli(["-X", "importtime", "-m", "grpo_ext.train", "task=arithmtic"], REPO, env=env)

@@ -1,6 +1,7 @@
-"""vLLM generation paths without vLLM: the managed server (``grpo_ext.vllm_server``) and ``launch/vllm_server.sh``
-against a fake ``vllm`` executable on PATH that serves /health on loopback, slowly, never, or dying; the choice of
-generation path from the installed vLLM's version (a fake distribution on sys.path)."""
+"""vLLM generation paths without vLLM: the managed server (``grpo_ext.backends.vllm_server``) and
+``launch/vllm_server.sh`` against a fake ``vllm`` executable on PATH that serves /health on loopback, slowly,
+never, or dying; the choice of generation path from the installed vLLM's version (a fake distribution on
+sys.path)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import REPO, TESTS, compose_config
-from grpo_ext import hardware, vllm_server
+from grpo_ext.backends import hardware, vllm_server
 
 H100 = hardware.Gpu("H100", 79.2)
 T4 = hardware.Gpu("Tesla T4", 14.6, bf16=False)
@@ -498,7 +499,7 @@ def test_a_real_vllm_server_is_started_used_and_stopped_by_the_run(tmp_path):
     import torch
 
     from conftest import FAST
-    from grpo_ext.records import read_metrics
+    from grpo_ext.run.records import read_metrics
     from grpo_ext.train import train
 
     if torch.cuda.device_count() < 2:

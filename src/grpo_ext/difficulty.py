@@ -91,7 +91,7 @@ def settings(cfg: Any, dataset: Any, weights: list[float], model_dir: str) -> di
     ``eval.batch_size`` and the hardware are left out: they change how fast, not what (up to sampling noise)."""
     from omegaconf import OmegaConf
 
-    from grpo_ext.models import digest
+    from grpo_ext.backends.models import digest
 
     trainer = cfg.trainer
     prompts = json.dumps(list(dataset["prompt"]), sort_keys=True, ensure_ascii=False)
@@ -186,8 +186,8 @@ def measure_into(
     """Every train row's figures: those an earlier run into ``run_dir`` left (same settings), then the others,
     appended to ``difficulty.partial.jsonl`` batch by batch, the progress logged every tenth of the split.
     ``again``: the command that goes on from where this one stops."""
+    from grpo_ext.backends.models import resolve
     from grpo_ext.evaluate import load_model
-    from grpo_ext.models import resolve
 
     wanted = settings(cfg, splits.train, weights, resolve(cfg.model))
     done = measured_so_far(run_dir, wanted)
@@ -247,12 +247,12 @@ def main() -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig, OmegaConf
 
-    from grpo_ext import checkpoints
-    from grpo_ext.config import make_grpo_config, register_configs
-    from grpo_ext.hardware import check_device, resolve_auto
-    from grpo_ext.models import ModelUnavailableError
-    from grpo_ext.reward_guard import RewardFailureError
+    from grpo_ext.backends.hardware import check_device, resolve_auto
+    from grpo_ext.backends.models import ModelUnavailableError
+    from grpo_ext.config.schema import make_grpo_config, register_configs
     from grpo_ext.rewards import build_rewards
+    from grpo_ext.rewards.guard import RewardFailureError
+    from grpo_ext.run import checkpoints
     from grpo_ext.tasks import build_task, check_columns
 
     register_configs()

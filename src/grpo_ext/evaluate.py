@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from grpo_ext.reward_guard import RewardFailureError, check_values
 from grpo_ext.rewards import score_results
+from grpo_ext.rewards.guard import RewardFailureError, check_values
 
 log = logging.getLogger("grpo_ext.evaluate")
 
@@ -244,7 +244,7 @@ def load_model(cfg: Any) -> tuple[Any, Any]:
     ``ModelUnavailableError`` for weights that are NaN or infinite."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from grpo_ext import models
+    from grpo_ext.backends import models
 
     path = models.resolve(cfg.model)
     dtype = models.torch_dtype(cfg.model.dtype, cfg.hardware.dtype)
@@ -315,9 +315,9 @@ def main() -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig, OmegaConf
 
-    from grpo_ext.config import register_configs
-    from grpo_ext.hardware import check_device, resolve_auto
-    from grpo_ext.models import ModelUnavailableError
+    from grpo_ext.backends.hardware import check_device, resolve_auto
+    from grpo_ext.backends.models import ModelUnavailableError
+    from grpo_ext.config.schema import register_configs
     from grpo_ext.rewards import build_rewards
     from grpo_ext.tasks import build_task, check_columns
 

@@ -23,8 +23,8 @@ def compose(overrides: list[str]) -> Any:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
-    from grpo_ext.config import register_configs
-    from grpo_ext.hardware import resolve_auto
+    from grpo_ext.backends.hardware import resolve_auto
+    from grpo_ext.config.schema import register_configs
 
     register_configs()
     with initialize_config_module(config_module="grpo_ext.conf", version_base=None):
@@ -36,7 +36,7 @@ def is_override(text: str) -> bool:
     starts with a node of the root config."""
     import dataclasses
 
-    from grpo_ext.config import config_schema
+    from grpo_ext.config.schema import config_schema
 
     key = re.match(r"^[+~]{0,2}([\w.]+)=", text)
     roots = {f.name for f in dataclasses.fields(config_schema())} | {"experiment", "hydra"}
@@ -44,7 +44,7 @@ def is_override(text: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from grpo_ext.hardware import check_device
+    from grpo_ext.backends.hardware import check_device
 
     parser = argparse.ArgumentParser(prog="python -m grpo_ext.infer", description=__doc__.split("\n\n")[0])
     parser.add_argument("question", help="the user's message")
@@ -77,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return USAGE_ERROR
 
+    from grpo_ext.backends.models import ModelUnavailableError
     from grpo_ext.evaluate import as_trl_passes, generate, load_model, score_tolerantly, trl_arguments
-    from grpo_ext.models import ModelUnavailableError
-    from grpo_ext.reward_guard import RewardFailureError
+    from grpo_ext.rewards.guard import RewardFailureError
     from grpo_ext.tasks.base import chat_prompt
 
     try:

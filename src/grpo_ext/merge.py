@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from grpo_ext import models
+from grpo_ext.backends import models
 
 USAGE_ERROR = 2
 

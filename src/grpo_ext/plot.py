@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from grpo_ext.records import read_metrics
+from grpo_ext.run.records import read_metrics
 from grpo_ext.summarize import job_overrides, varying
 
 # file name -> (title, the keys drawn, y label)

@@ -19,9 +19,9 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from grpo_ext.records import json_objects
-from grpo_ext.reward_workers import Pool
 from grpo_ext.rewards import REWARDS, build_reward, reward_columns, score_results
+from grpo_ext.rewards.workers import Pool
+from grpo_ext.run.records import json_objects
 
 USAGE_ERROR = 2
 

@@ -4,7 +4,7 @@ TRL's SFTTrainer learns the task's ``reference`` completions (prompt-completion 
 only), with the same config groups as ``grpo_ext.train`` (task, model, hardware, logger) and the ``sft`` node for
 its own knobs. The eval split is evaluated before the first step, every ``sft.eval_every`` steps and after the last
 (greedy accuracy, as ``grpo_ext.evaluate``; ``eval.during_training=false``: never), the best model is kept as in
-GRPO runs (``grpo_ext.best_model``), and the model is saved to ``final_model/`` in the output directory: start GRPO
+GRPO runs (``grpo_ext.run.best_model``), and the model is saved to ``final_model/`` in the output directory: start GRPO
 from it with ``model.path=.../final_model``.
 Checkpoints are written every ``sft.save_steps``; SIGTERM or Ctrl-C saves one and stops (as in training), and
 rerunning the same command resumes from the newest one (``resume`` as in training: ``auto``, ``none`` or a
@@ -23,15 +23,17 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from grpo_ext import adapters, checkpoints, hardware, loggers, models, processes
-from grpo_ext.best_model import BestModel, best_line
-from grpo_ext.config import register_configs
+from grpo_ext.backends import adapters, hardware, models
+from grpo_ext.config.schema import register_configs
+from grpo_ext.config.trainer_node import RENAMED, with_current_names
 from grpo_ext.evaluate import check_eval, check_stop_on_drop, run_eval
-from grpo_ext.records import alerts_text, eval_change, interrupted, read_metrics, stopped_early, write_status
-from grpo_ext.reward_guard import RewardFailureError
+from grpo_ext.monitor import loggers
 from grpo_ext.rewards import build_rewards
+from grpo_ext.rewards.guard import RewardFailureError
+from grpo_ext.run import checkpoints, processes
+from grpo_ext.run.best_model import BestModel, best_line
+from grpo_ext.run.records import alerts_text, eval_change, interrupted, read_metrics, stopped_early, write_status
 from grpo_ext.tasks import build_task, check_columns
-from grpo_ext.trainer_node import RENAMED, with_current_names
 
 log = logging.getLogger("grpo_ext.sft")
 register_configs()
@@ -149,7 +151,7 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
     import torch
     from trl import SFTTrainer  # here, not at the top: seconds to import, and --help should not wait
 
-    from grpo_ext.callbacks import (
+    from grpo_ext.monitor.callbacks import (
         DivergedError,
         EvalCallback,
         MetricsFile,
@@ -157,7 +159,7 @@ def fine_tune(cfg: DictConfig, run_dir: Path) -> None:
         StopOnDivergence,
         StopOnSignal,
     )
-    from grpo_ext.health import WarnOnEvalDrop
+    from grpo_ext.monitor.health import WarnOnEvalDrop
 
     dtype = models.torch_dtype(cfg.model.dtype, cfg.hardware.dtype)
     stop, metrics = StopOnSignal(), MetricsFile(run_dir)

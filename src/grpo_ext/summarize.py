@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from grpo_ext.best_model import read_best, record_metric
-from grpo_ext.records import alerts_text, read_metrics
+from grpo_ext.run.best_model import read_best, record_metric
+from grpo_ext.run.records import alerts_text, read_metrics
 
 FIXED = ("job", "overrides", "status", "steps", "wall_time_s")
 

@@ -24,14 +24,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from grpo_ext import adapters, checkpoints, hardware, loggers, models, processes, vllm_server
-from grpo_ext.best_model import BestModel, best_line
-from grpo_ext.config import make_grpo_config, register_configs
+from grpo_ext.backends import adapters, hardware, models, vllm_server
+from grpo_ext.config.schema import make_grpo_config, register_configs
 from grpo_ext.evaluate import check_eval, first_rows, run_eval
+from grpo_ext.monitor import loggers
 from grpo_ext.plot import plot_runs
-from grpo_ext.records import alerts_text, eval_change, interrupted, read_metrics, stopped_early, write_status
-from grpo_ext.reward_guard import RewardFailureError, guard_all, trl_none_warning_once
 from grpo_ext.rewards import build_rewards
+from grpo_ext.rewards.guard import RewardFailureError, guard_all, trl_none_warning_once
+from grpo_ext.run import checkpoints, processes
+from grpo_ext.run.best_model import BestModel, best_line
+from grpo_ext.run.records import alerts_text, eval_change, interrupted, read_metrics, stopped_early, write_status
 from grpo_ext.summarize import final_value
 from grpo_ext.tasks import build_task, check_columns, get_task
 
@@ -157,7 +159,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> str | Non
     # nothing a user could act on (the renamed arguments themselves: trainer_node.RENAMED)
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
-    from grpo_ext import callbacks, health
+    from grpo_ext.monitor import callbacks, health
 
     stop, metrics = callbacks.StopOnSignal(), callbacks.MetricsFile(run_dir)
     # the run's record; signals; NaN weights refused, and a NaN step stopped before it is saved; steps that teach

@@ -14,7 +14,7 @@ from typing import Any
 from datasets import Dataset
 from omegaconf import MISSING
 
-from grpo_ext.records import json_objects
+from grpo_ext.run.records import json_objects
 
 
 @dataclass
@@ -192,7 +192,7 @@ def load_table(
     setting ``split_key``; and config ``subset``). Raises ``ValueError`` saying what was tried."""
     from datasets import load_dataset
 
-    from grpo_ext.models import HUB_TIMEOUT_S, hub_offline
+    from grpo_ext.backends.models import HUB_TIMEOUT_S, hub_offline
 
     local = Path(path).expanduser()
     if local.suffix in LOCAL_FORMATS:

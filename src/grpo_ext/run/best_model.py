@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from grpo_ext.records import read_metrics
+from grpo_ext.run.records import read_metrics
 
 log = logging.getLogger(__name__)
 

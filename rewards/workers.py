@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from grpo_ext.reward_guard import RewardFailureError, check_values, slice_kwargs
+from grpo_ext.rewards.guard import RewardFailureError, check_values, slice_kwargs
 
 # A worker forked from the forkserver runs the trainer's main module again, as multiprocessing does for every child;
 # the forkserver imported that module already (so that the run is quick), which runpy would warn about in each worker.

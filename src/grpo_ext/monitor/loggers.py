@@ -14,8 +14,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from grpo_ext import processes
-from grpo_ext.records import append_alert
+from grpo_ext.run import processes
+from grpo_ext.run.records import append_alert
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig
 
 if TYPE_CHECKING:
-    from grpo_ext.hardware import Gpu
+    from grpo_ext.backends.hardware import Gpu
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def server_dtype(cfg: DictConfig, gpu: Gpu) -> str:
     compute without tensor cores. Without mixed precision, the weights' dtype. vLLM refuses bfloat16 on a GPU that
     does not compute it: ``auto`` takes float16 there, and an explicit ``bfloat16`` is refused with this message.
     """
-    from grpo_ext.models import torch_dtype
+    from grpo_ext.backends.models import torch_dtype
 
     chosen, trainer = cfg.hardware.vllm.dtype, cfg.trainer
     if chosen == "bfloat16" and not gpu.bf16:
@@ -252,7 +252,7 @@ def for_run(cfg: DictConfig, model_path: str, run_dir: Path) -> contextlib.Abstr
         return contextlib.nullcontext()
     if not vllm.managed:
         return _connected(vllm)
-    from grpo_ext.hardware import visible_gpus, vllm_version
+    from grpo_ext.backends.hardware import visible_gpus, vllm_version
 
     gpus = visible_gpus()
     gpu = server_gpu(vllm, len(gpus))

@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from grpo_ext import processes
+from grpo_ext.run import processes
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def save_final(trainer: Any, run_dir: Path, peft: DictConfig, base_path: str, dt
 
     With adapters, the base is loaded again in ``dtype`` on the CPU (never 4-bit) and the adapter merged into it,
     so a QLoRA run's final model is not degraded by the quantization used while training. The best adapter kept
-    during training (``best_adapter``, ``grpo_ext.best_model``) is merged into ``best_model`` the same way.
+    during training (``best_adapter``, ``grpo_ext.run.best_model``) is merged into ``best_model`` the same way.
     Every training process calls this (saving may gather sharded weights); only the main one merges.
     """
     final = run_dir / "final_model"

@@ -16,10 +16,12 @@ from typing import Any, NoReturn
 
 from transformers import TrainerCallback
 
-from grpo_ext import checkpoints, loggers, models, processes
-from grpo_ext.best_model import BestModel
-from grpo_ext.health import WarnOnEvalDrop
-from grpo_ext.records import read_metrics
+from grpo_ext.backends import models
+from grpo_ext.monitor import loggers
+from grpo_ext.monitor.health import WarnOnEvalDrop
+from grpo_ext.run import checkpoints, processes
+from grpo_ext.run.best_model import BestModel
+from grpo_ext.run.records import read_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -444,9 +446,9 @@ class EvalCallback(TrainerCallback):
 
     ``evaluate(model, tokenizer)`` returns the metrics (``grpo_ext.evaluate.run_eval``'s). Each evaluation becomes a
     line of ``eval/<metric>`` values at its step in ``metrics`` (the run's ``MetricsFile``, whose clock it shares),
-    and a W&B log when a W&B run is open; ``best`` (a ``grpo_ext.best_model.BestModel``), when given, keeps the
-    best model, and ``drop`` (a ``grpo_ext.health.WarnOnEvalDrop``) warns of a fall below the best, and stops the
-    run for it when asked to. Only the main process evaluates; the others wait for it at their next collective
+    and a W&B log when a W&B run is open; ``best`` (a ``grpo_ext.run.best_model.BestModel``), when given, keeps the
+    best model, and ``drop`` (a ``grpo_ext.monitor.health.WarnOnEvalDrop``) warns of a fall below the best, and stops
+    the run for it when asked to. Only the main process evaluates; the others wait for it at their next collective
     operation, or, when ``drop`` may stop the run, at once, to hear whether they go on.
     """
 

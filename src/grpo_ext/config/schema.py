@@ -2,7 +2,7 @@
 
 Hydra composes ``conf/config.yaml`` against the dataclasses below, so a misspelled key or a wrongly typed value
 fails at composition. The ``trainer`` node is built from ``trl.GRPOConfig``'s own fields (whatever the installed
-release has, ``grpo_ext.trainer_node``), so every field is reachable as ``trainer.FIELD=VALUE`` without Hydra's
+release has, ``grpo_ext.config.trainer_node``), so every field is reachable as ``trainer.FIELD=VALUE`` without Hydra's
 ``+``.
 """
 
@@ -19,9 +19,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from grpo_ext import processes
+from grpo_ext.config.trainer_node import grpo_config_defaults, trainer_overrides, trainer_schema
+from grpo_ext.run import processes
 from grpo_ext.tasks import TASKS
-from grpo_ext.trainer_node import grpo_config_defaults, trainer_overrides, trainer_schema
 
 
 @dataclass
@@ -81,7 +81,8 @@ class HardwareConfig:
     dtype: str = "float32"  # the model dtype when model.dtype is auto
     num_processes: int = 1  # training processes; 0: several, one per training GPU, under `accelerate launch`
     vllm: VllmConfig = field(default_factory=VllmConfig)
-    # Without vLLM: trl (TRL's own generate) | static_cache (grpo_ext.rollout: static KV cache, compiled on CUDA)
+    # Without vLLM: trl (TRL's own generate) | static_cache (grpo_ext.backends.rollout: static KV cache, compiled on
+    # CUDA)
     # | auto (static_cache for one CUDA process without QLoRA, else trl; the log says which and why)
     rollout: str = "trl"
     # At most this many completions in one forward and backward pass (null: trainer.per_device_train_batch_size);
@@ -188,7 +189,7 @@ def dir_name(text: str, limit: int = 120) -> str:
 def register_configs() -> None:
     """Store the schemas where the YAML defaults lists name them (``config_schema``, ``schema/task/NAME``), and
     the resolvers of run directories: ``dir_name`` names sweep jobs' directories, ``launch_time`` stamps a run's
-    (Hydra's ``now``, but the same in every process of a multi-GPU launch: ``grpo_ext.processes``)."""
+    (Hydra's ``now``, but the same in every process of a multi-GPU launch: ``grpo_ext.run.processes``)."""
     if not OmegaConf.has_resolver("dir_name"):
         OmegaConf.register_new_resolver("dir_name", dir_name)
     if not OmegaConf.has_resolver("launch_time"):
@@ -232,12 +233,12 @@ def make_grpo_config(cfg: DictConfig, run_dir: str, reward_weights: list[float])
     name the ``trainer`` keys and what would work, then TRL's own when ``GRPOConfig`` is built (incompatible
     options), which name its fields bare and so are prefixed with the ``trainer`` values they name.
     """
-    from grpo_ext.hardware import generation_settings
-    from grpo_ext.models import torch_dtype
+    from grpo_ext.backends.hardware import generation_settings
+    from grpo_ext.backends.models import torch_dtype
 
     if cfg.hardware.name == "auto":
         raise ValueError(
-            "hardware=auto is resolved by the command-line entry points (grpo_ext.hardware.resolve_auto); "
+            "hardware=auto is resolved by the command-line entry points (grpo_ext.backends.hardware.resolve_auto); "
             "name a profile (hardware=cpu, gpu_10gb, gpu_24gb, gpu_80gb, ...) when composing a config yourself"
         )
     kwargs = trainer_overrides(cfg.trainer)

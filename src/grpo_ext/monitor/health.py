@@ -13,9 +13,10 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from grpo_ext import checkpoints, loggers
-from grpo_ext.best_model import best_line
-from grpo_ext.records import read_metrics
+from grpo_ext.monitor import loggers
+from grpo_ext.run import checkpoints
+from grpo_ext.run.best_model import best_line
+from grpo_ext.run.records import read_metrics
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from grpo_ext.models import cache_root
+from grpo_ext.backends.models import cache_root
 
 log = logging.getLogger(__name__)
 

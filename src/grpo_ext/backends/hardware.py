@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from grpo_ext import processes
+from grpo_ext.run import processes
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def fp16_instead(cfg: DictConfig, gpu: str) -> None:
 def check_precision(cfg: DictConfig) -> None:
     """Raise ``ValueError`` for a precision that fails on the GPU at the first optimizer step, and warn of one that
     runs without the GPU's tensor cores."""
-    from grpo_ext.models import torch_dtype
+    from grpo_ext.backends.models import torch_dtype
 
     if cfg.hardware.device != "cuda":
         return  # on the CPU, fp16 and bf16 mixed precision do not scale gradients: nothing to refuse
@@ -270,9 +270,9 @@ def rollout_problem(rollout: str, device: str, peft: str, uses_vllm: bool, num_p
 
 def rollout_func(hw: DictConfig, uses_vllm: bool, peft: str = "none") -> Any:
     """The ``rollout_func`` for ``GRPOTrainer`` that ``hardware.rollout`` names: ``None`` for TRL's own generate,
-    a ``grpo_ext.rollout.StaticCacheRollout`` for ``static_cache``; ``auto`` takes the static cache where it pays
-    (one CUDA process without vLLM or QLoRA) and says which it took. ``uses_vllm``: the run's GRPOConfig.use_vllm;
-    ``peft``: ``cfg.peft.name``."""
+    a ``grpo_ext.backends.rollout.StaticCacheRollout`` for ``static_cache``; ``auto`` takes the static cache where
+    it pays (one CUDA process without vLLM or QLoRA) and says which it took. ``uses_vllm``: the run's
+    GRPOConfig.use_vllm; ``peft``: ``cfg.peft.name``."""
     if hw.rollout not in ROLLOUTS:
         raise ValueError(f"hardware.rollout must be one of {list(ROLLOUTS)}, got {hw.rollout!r}")
     if hw.rollout == "trl" or (hw.rollout == "auto" and uses_vllm):
@@ -285,7 +285,7 @@ def rollout_func(hw: DictConfig, uses_vllm: bool, peft: str = "none") -> Any:
             return None
     elif problem:
         raise ValueError(f"hardware.rollout=static_cache cannot be used here: {problem}; or use hardware.rollout=auto")
-    from grpo_ext.rollout import StaticCacheRollout
+    from grpo_ext.backends.rollout import StaticCacheRollout
 
     # GRPOTrainer warns that rollout_func is experimental and may change: trl==1.16.* is pinned, so it cannot change
     # under this code, and the warning would leave the user nothing to act on

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from grpo_ext import processes
-from grpo_ext.records import ALERTS
+from grpo_ext.run import processes
+from grpo_ext.run.records import ALERTS
 
 logger = logging.getLogger(__name__)
 
