@@ -104,7 +104,7 @@ def style_figures(task: str, examples: list[dict], model_dir: Path, setup: tuple
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
-    from grpo_ext.evaluate import generate
+    from grpo_ext.backends.generation import generate
     from grpo_ext.rewards import score_results
 
     transformers_logging.disable_progress_bar()

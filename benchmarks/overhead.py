@@ -24,7 +24,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_module
 
 from grpo_ext.backends import models
-from grpo_ext.config.schema import make_grpo_config, register_configs
+from grpo_ext.config.grpo import make_grpo_config
+from grpo_ext.config.schema import register_configs
 from grpo_ext.rewards.arithmetic import ArithmeticShaping
 from grpo_ext.run.records import read_metrics
 from grpo_ext.tasks import build_task

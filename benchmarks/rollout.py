@@ -37,7 +37,8 @@ from hydra import compose, initialize_config_module
 
 from grpo_ext.backends import models
 from grpo_ext.backends.rollout import StaticCacheRollout
-from grpo_ext.config.schema import make_grpo_config, register_configs
+from grpo_ext.config.grpo import make_grpo_config
+from grpo_ext.config.schema import register_configs
 from grpo_ext.tasks import build_task
 
 PATHS = ("trl", "static_cache")

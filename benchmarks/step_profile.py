@@ -29,8 +29,9 @@ from omegaconf import OmegaConf
 from transformers import TrainerCallback
 
 from grpo_ext.backends import hardware, models
-from grpo_ext.config.schema import make_grpo_config, register_configs
-from grpo_ext.monitor.callbacks import OneInputGradHook
+from grpo_ext.config.grpo import make_grpo_config
+from grpo_ext.config.schema import register_configs
+from grpo_ext.monitor.workarounds import OneInputGradHook
 from grpo_ext.rewards import build_rewards
 from grpo_ext.rewards.guard import guard_all
 from grpo_ext.tasks import build_task

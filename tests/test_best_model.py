@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-import grpo_ext.train
 from conftest import FAST, WITH_SIGNAL, compose_config
 from grpo_ext.backends import models
+from grpo_ext.monitor import heldout
 from grpo_ext.run.best_model import BestModel, best_line, read_best
 from grpo_ext.train import train
 
@@ -157,7 +157,7 @@ def test_a_run_keeps_the_model_of_its_best_evaluation(peft, tmp_path, monkeypatc
     model scores 0 everywhere): the best is at step 2, the run ends at step 4. With LoRA the best adapter is kept
     and merged at the end, as the final one is."""
     script = {0: 0.25, 1: 0.5, 2: 0.75, 3: 0.5, 4: 0.25}
-    real_eval = grpo_ext.train.run_eval
+    real_eval = heldout.run_eval
     steps = []
 
     def scripted_eval(model, tokenizer, **kwargs):
@@ -166,7 +166,7 @@ def test_a_run_keeps_the_model_of_its_best_evaluation(peft, tmp_path, monkeypatc
         steps.append(step)
         return {**report, "metrics": {**report["metrics"], "accuracy": script[step]}}
 
-    monkeypatch.setattr(grpo_ext.train, "run_eval", scripted_eval)
+    monkeypatch.setattr(heldout, "run_eval", scripted_eval)
     keep_all = ["trainer.save_strategy=steps", "trainer.save_steps=1", "trainer.save_total_limit=null"]
     overrides = [*FAST, *WITH_SIGNAL, *keep_all, "trainer.max_steps=4", "eval.during_training=true", "eval.every=1"]
     train(compose_config(["task=arithmetic", "model=tiny", *overrides, f"peft={peft}", "peft.r=4"]), tmp_path)

@@ -18,7 +18,7 @@ from transformers.integrations import INTEGRATION_TO_CALLBACK, get_available_rep
 from trl import GRPOConfig
 
 from conftest import CONF, REPO, compose_config
-from grpo_ext.config.schema import TRAINER_LIMITS, check_batch_shape, check_trainer, make_grpo_config
+from grpo_ext.config.grpo import TRAINER_LIMITS, check_batch_shape, check_trainer, make_grpo_config
 from grpo_ext.config.trainer_node import grpo_config_defaults, trainer_overrides
 
 
@@ -423,7 +423,7 @@ def test_trainer_limits_name_real_fields_and_pass_every_profile_and_preset(tmp_p
     ],
 )
 def test_checkpointing_reaches_trl_without_a_deprecation_warning(overrides, expected, tmp_path):
-    from grpo_ext.sft import sft_config
+    from grpo_ext.config.sft import sft_config
 
     cfg = compose_config(["hardware=cpu", *overrides])
     with warnings.catch_warnings():

@@ -17,7 +17,10 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from conftest import FAST, QLORA_HERE, compose_config, run_cli, runs_out_of_memory, tiny_model_with
-from grpo_ext import evaluate as evaluation
+from grpo_ext.backends import generation
+from grpo_ext.errors import GrpoExtError, Interrupted
+from grpo_ext.monitor import heldout
+from grpo_ext.rewards import calling
 from grpo_ext.rewards.arithmetic import ArithmeticShaping
 from grpo_ext.rewards.guard import RewardFailureError
 from grpo_ext.run import checkpoints, processes
@@ -47,8 +50,8 @@ def test_metrics_count_right_answers_formats_and_pass_at_k(rows, monkeypatch):
             ["no"] * (samples - 1) + [f"<answer>{a}</answer>" if i % 2 == 0 else "no"] for i, a in enumerate(answers)
         ]
 
-    monkeypatch.setattr(evaluation, "generate", fake_generate)
-    report = evaluation.evaluate(None, None, rows, ArithmeticShaping(), size=0, k=3, temperature=1.0, batch_size=4,
+    monkeypatch.setattr(heldout, "generate", fake_generate)
+    report = heldout.evaluate(None, None, rows, ArithmeticShaping(), size=0, k=3, temperature=1.0, batch_size=4,
                                  max_new_tokens=8)  # fmt: skip
     metrics = report["metrics"]
     assert metrics["n"] == 8
@@ -57,21 +60,21 @@ def test_metrics_count_right_answers_formats_and_pass_at_k(rows, monkeypatch):
     assert metrics["reward"] == pytest.approx((4 * 1.0 + 2 * 0.2) / 8)
     assert metrics["pass@3"] == 0.5
     assert [e["status"] for e in report["examples"]][4:] == ["not_a_number", "not_a_number", "no_answer", "no_answer"]
-    assert evaluation.evaluate(None, None, rows, ArithmeticShaping(), size=2, k=1, temperature=1.0, batch_size=4,
+    assert heldout.evaluate(None, None, rows, ArithmeticShaping(), size=2, k=1, temperature=1.0, batch_size=4,
                                max_new_tokens=8)["metrics"]["n"] == 2  # fmt: skip
 
 
 def test_a_reward_failing_on_some_held_out_completions_scores_them_none_and_logs_why(caplog):
     from reward_fixtures import fails_on_some, returns_strings
 
-    results = evaluation.score_tolerantly(fails_on_some, ["a", "a q", "b"], {"answer": ["1", "2", "3"]})
+    results = calling.score_tolerantly(fails_on_some, ["a", "a q", "b"], {"answer": ["1", "2", "3"]})
     assert results == [{"reward": 1.0}, {"reward": None, "error": "ValueError: q is not allowed"}, {"reward": 1.0}]
     assert "reward fails_on_some failed on 1 of the 3 completions to score, each scored None" in caplog.text
     assert "Traceback" in caplog.text
     with pytest.raises(
         RewardFailureError, match=r"failed on every one of the 2 completions to score:\n(.|\n)*returned str"
     ):
-        evaluation.score_tolerantly(returns_strings, ["a", "b"], {})
+        calling.score_tolerantly(returns_strings, ["a", "b"], {})
 
 
 def test_training_goes_on_past_an_evaluation_whose_reward_fails_on_some_completions(tmp_path, caplog):
@@ -204,12 +207,12 @@ def test_sft_asked_to_stop_on_a_fall_stops_there_and_says_why(tmp_path, capsys):
 
 
 def test_sft_max_length_that_leaves_no_completion_is_refused_and_one_that_cuts_some_warns(tmp_path, caplog):
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(GrpoExtError) as stop:
         fine_tune(sft_config("sft.max_length=30"), tmp_path)  # the arithmetic prompts alone are longer
     assert re.fullmatch(
         r"config error: sft.max_length=30 cuts the completion away entirely from every one of the \d+ training pairs "
         r"\(the prompt alone fills it\): raise sft.max_length",
-        stop.value.code,
+        stop.value.report(),
     )
     assert not (tmp_path / "final_model").exists()
     check_truncation(kept=7990, pairs=8000, max_length=64)
@@ -218,16 +221,16 @@ def test_sft_max_length_that_leaves_no_completion_is_refused_and_one_that_cuts_s
 
 def test_sft_resumes_only_with_the_settings_its_checkpoints_were_trained_with(tmp_path):
     fine_tune(sft_config("sft.save_steps=2"), tmp_path)
-    with pytest.raises(SystemExit) as stop:  # GRPO pointed at the SFT run's directory would resume its checkpoints
+    with pytest.raises(GrpoExtError) as stop:  # GRPO pointed at the SFT run's directory would resume its checkpoints
         train(compose_config(["task=arithmetic", "model=tiny", *FAST]), tmp_path)
-    assert stop.value.code == (
+    assert stop.value.report() == (
         f"config error: {tmp_path} holds a grpo_ext.sft run, whose checkpoint-4 grpo_ext.train would resume and whose "
         f"models it would overwrite: give this run its own hydra.run.dir (a model the other run saved is "
         f"model.path={tmp_path / 'final_model'})"
     )
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(GrpoExtError) as stop:
         fine_tune(sft_config("sft.save_steps=2", "sft.steps=6", "sft.learning_rate=1e-4"), tmp_path)
-    assert "with settings it was not trained with: sft.learning_rate: 0.001 -> 0.0001. Continue" in stop.value.code
+    assert "with settings it was not trained with: sft.learning_rate: 0.001 -> 0.0001. Continue" in stop.value.report()
     fine_tune(sft_config("sft.save_steps=2", "sft.steps=6", "sft.logging_steps=1"), tmp_path)  # longer: allowed
     assert checkpoints.checkpoint_step(checkpoints.latest_complete(tmp_path)) == 6
 
@@ -254,9 +257,9 @@ def test_sft_stopped_by_a_signal_saves_a_checkpoint_and_resumes_to_the_same_hist
             time.sleep(0.01)
 
     threading.Thread(target=terminate_after_step_2, daemon=True).start()
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(Interrupted) as stop:
         fine_tune(cfg, run_dir)
-    assert stop.value.code == 128 + signal.SIGTERM
+    assert stop.value.exit_code == 128 + signal.SIGTERM
     saved = checkpoints.latest_complete(run_dir)
     assert 2 <= checkpoints.checkpoint_step(saved) < 20 and not (run_dir / "final_model").exists()
     fine_tune(cfg, run_dir)
@@ -278,9 +281,9 @@ def test_evaluating_during_training_is_refused_where_the_weights_are_sharded(mon
             processes.check_evaluation(False, args)
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")  # as accelerate launch sets it for zero3.yaml
     for run in (fine_tune, train):
-        with pytest.raises(SystemExit) as stop:
+        with pytest.raises(GrpoExtError) as stop:
             run(sft_config("eval.during_training=true"), tmp_path / run.__name__)
-        assert "config error: eval.during_training=true cannot run under DeepSpeed ZeRO-3" in str(stop.value.code)
+        assert "config error: eval.during_training=true cannot run under DeepSpeed ZeRO-3" in stop.value.report()
 
 
 def test_stopping_on_a_fall_without_evaluations_between_steps_is_refused(tmp_path):
@@ -291,14 +294,14 @@ def test_stopping_on_a_fall_without_evaluations_between_steps_is_refused(tmp_pat
     for overrides, missing in [(["eval.during_training=true", "eval.every=0"], every),
                                (["eval.every=0"], f"eval.during_training=true {every}"),
                                ([], "eval.during_training=true")]:  # fmt: skip
-        with pytest.raises(SystemExit) as stop:
+        with pytest.raises(GrpoExtError) as stop:
             train(compose_config(["model=tiny", *FAST, "eval.stop_on_drop=true", *overrides]), tmp_path / "grpo")
-        assert str(stop.value.code) == f"config error: eval.stop_on_drop=true {none} {missing}"
+        assert stop.value.report() == f"config error: eval.stop_on_drop=true {none} {missing}"
     sft_every = "sft.eval_every=N (an evaluation every N steps)"
     for evaluating, missing in [("true", sft_every), ("false", f"eval.during_training=true {sft_every}")]:
-        with pytest.raises(SystemExit) as stop:
+        with pytest.raises(GrpoExtError) as stop:
             fine_tune(sft_config("sft.stop_on_drop=true", f"eval.during_training={evaluating}"), tmp_path / "sft")
-        assert str(stop.value.code) == f"config error: sft.stop_on_drop=true {none} {missing}"
+        assert stop.value.report() == f"config error: sft.stop_on_drop=true {none} {missing}"
 
 
 @pytest.mark.parametrize(
@@ -307,9 +310,9 @@ def test_stopping_on_a_fall_without_evaluations_between_steps_is_refused(tmp_pat
      ("sft.eval_every=-1", "sft.eval_every must be >= 0 (0: only before and after), got -1")],
 )  # fmt: skip
 def test_bad_sft_settings_are_named(tmp_path, override, message):
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(GrpoExtError) as stop:
         fine_tune(sft_config(override), tmp_path)
-    assert str(stop.value.code) == f"config error: {message}"
+    assert stop.value.report() == f"config error: {message}"
 
 
 def test_a_failed_sft_command_records_why_in_its_status(tmp_path):
@@ -342,10 +345,10 @@ def test_rewards_get_completions_in_evaluation_as_trl_gives_them_in_training(tmp
     assert all(r["eval/reward"] > 0 for r in records if "eval/reward" in r)
     assert all(r["rewards/chat_only/mean"] > 0 for r in records if "loss" in r)
     greedy = ["5", "<answer>5</answer>"]
-    assert evaluation.as_trl_passes(greedy, [{"role": "user", "content": "2 + 3?"}]) == [
+    assert calling.as_trl_passes(greedy, [{"role": "user", "content": "2 + 3?"}]) == [
         [{"role": "assistant", "content": "5"}], [{"role": "assistant", "content": "<answer>5</answer>"}]
     ]  # fmt: skip
-    assert evaluation.as_trl_passes(greedy, "2 + 3?") == greedy  # a plain prompt: plain completions, as TRL does
+    assert calling.as_trl_passes(greedy, "2 + 3?") == greedy  # a plain prompt: plain completions, as TRL does
     result = run_cli(["-m", "grpo_ext.infer", "What is 2 + 3?", "model=tiny", "hardware=cpu", "--max-new-tokens", "4",
                       "--answer", "5", chat], cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0 and "[reward " in result.stdout, result.stderr[-2000:]
@@ -410,9 +413,9 @@ def test_sft_with_adapters_saves_the_adapter_and_a_merged_model(tmp_path, peft, 
 def test_sft_running_out_of_gpu_memory_says_what_holds_less_and_where_to_resume(tmp_path, monkeypatch):
     """CUDA's out-of-memory error, raised here by the third training pass (no GPU on this machine to run out of)."""
     runs_out_of_memory(monkeypatch, 3, "CUDA out of memory. Tried to allocate 512.00 MiB (simulated)")
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(GrpoExtError) as stop:
         fine_tune(sft_config("sft.save_steps=2"), tmp_path)
-    assert stop.value.code == (
+    assert stop.value.report() == (
         "error: out of GPU memory in SFT step 3 (CUDA out of memory. Tried to allocate 512.00 MiB (simulated)). Holds "
         "less with the same learning: trainer.gradient_checkpointing=true (recomputes activations in the backward "
         "pass). "
@@ -430,23 +433,23 @@ def test_a_reward_gets_the_tokens_generated_as_completion_ids_up_to_the_end_of_s
     tokenizer where the generated bytes are not valid UTF-8 (decoded as U+FFFD, three bytes tokenized again)."""
     import pickle
 
-    model, tokenizer = evaluation.load_model(compose_config(["model=tiny", "hardware=cpu"]))
+    model, tokenizer = generation.load_model(compose_config(["model=tiny", "hardware=cpu"]))
     prompts = list(rows["prompt"])[:4]
-    (first, *others) = [group[0] for group in evaluation.generate(model, tokenizer, prompts, max_new_tokens=12)]
+    (first, *others) = [group[0] for group in generation.generate(model, tokenizer, prompts, max_new_tokens=12)]
     assert len(first.ids) == 12 and tokenizer.decode(first.ids, skip_special_tokens=True) == first
     eos, tokenizer.eos_token_id = tokenizer.eos_token_id, first.ids[4]  # as if the model ended at its fifth token
     try:
-        (ended, *_) = [group[0] for group in evaluation.generate(model, tokenizer, prompts, max_new_tokens=12)]
+        (ended, *_) = [group[0] for group in generation.generate(model, tokenizer, prompts, max_new_tokens=12)]
     finally:
         tokenizer.eos_token_id = eos
     stop = first.ids.index(first.ids[4])  # the first time it generates that token
     assert ended.ids == first.ids[: stop + 1] and isinstance(ended, str)
 
-    context = evaluation.trl_arguments([prompts[0]] * 2, [ended, first], tokenizer)
+    context = calling.trl_arguments([prompts[0]] * 2, [ended, first], tokenizer)
     assert context["completion_ids"] == [ended.ids, first.ids]
     again = pickle.loads(pickle.dumps(ended))  # as a reward's worker process receives it
     assert again == ended and again.ids == ended.ids
-    plain = evaluation.trl_arguments([prompts[0]], ["<answer>7</answer>"], tokenizer)  # text from elsewhere
+    plain = calling.trl_arguments([prompts[0]], ["<answer>7</answer>"], tokenizer)  # text from elsewhere
     assert plain["completion_ids"] == [tokenizer("<answer>7</answer>", add_special_tokens=False)["input_ids"]]
 
 
@@ -457,7 +460,7 @@ def test_a_model_with_nan_weights_is_refused_for_evaluation_instead_of_scored_ze
 
     path = tiny_model_with(tmp_path, lambda m: m.lm_head.weight[7].fill_(-torch.inf))
     with pytest.raises(ModelUnavailableError) as err:
-        evaluation.load_model(compose_config(["model=tiny", f"model.path={path}", "hardware=cpu"]))
+        generation.load_model(compose_config(["model=tiny", f"model.path={path}", "hardware=cpu"]))
     assert str(err.value) == (
         f"the weights of {path} are not all finite: 1 of its 52 tensors hold NaN or infinite values "
         "(model.embed_tokens.weight). It gives no meaningful completions; a model saved by a run that diverged? Take "

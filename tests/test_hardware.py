@@ -14,8 +14,10 @@ from safetensors.torch import load_file
 
 from conftest import FAST, QLORA_HERE, WITH_SIGNAL, compose_config, runs_out_of_memory
 from grpo_ext.backends import adapters, hardware, models
-from grpo_ext.config.schema import make_grpo_config, register_configs
-from grpo_ext.evaluate import load_model
+from grpo_ext.backends.generation import load_model
+from grpo_ext.config.grpo import make_grpo_config
+from grpo_ext.config.schema import register_configs
+from grpo_ext.errors import ConfigError, GrpoExtError
 from grpo_ext.infer import main as infer
 from grpo_ext.run.records import read_metrics
 from grpo_ext.sft import fine_tune
@@ -127,7 +129,7 @@ def test_fp16_mixed_precision_over_float16_weights_without_adapters_is_refused_o
         ValueError, match=r"^trainer.fp16=true with float16 weights and no adapters fails at the first "
     ):
         hardware.check_precision(compose_config(fp16))
-    with pytest.raises(SystemExit, match=r"config error: trainer.fp16=true with float16 weights and no adapters"):
+    with pytest.raises(ConfigError, match=r"trainer.fp16=true with float16 weights and no adapters"):
         train(compose_config(["model=tiny", *fp16, "logger=none"]), tmp_path)
     hardware.check_precision(compose_config([*fp16, "peft=lora"]))  # adapters train in float32
     hardware.check_precision(compose_config([*fp16, "model.dtype=float32"]))
@@ -250,16 +252,16 @@ def test_qlora_trains_over_a_4bit_base_and_saves_a_full_precision_merge(tmp_path
 def test_a_gpu_profile_on_a_machine_without_a_gpu_is_refused_before_any_model_loads(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(hardware, "visible_gpus", lambda: [])
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(GrpoExtError) as stop:
         train(compose_config(["model=tiny", "hardware=gpu_24gb", *[o for o in FAST if o != "hardware=cpu"]]), tmp_path)
     refusal = (
         "hardware=gpu_24gb runs on a CUDA GPU, and this machine shows none to PyTorch (CUDA_VISIBLE_DEVICES=); use "
         "hardware=cpu, or hardware=auto, which picks a profile for the GPUs it finds"
     )
-    assert stop.value.code == f"config error: {refusal}"
-    with pytest.raises(SystemExit) as stop:  # the warm start too
+    assert stop.value.report() == f"config error: {refusal}"
+    with pytest.raises(GrpoExtError) as stop:  # the warm start too
         fine_tune(compose_config(["model=tiny", "hardware=gpu_24gb", "logger=none"]), tmp_path / "sft")
-    assert stop.value.code == f"config error: {refusal}"
+    assert stop.value.report() == f"config error: {refusal}"
     assert infer(["What is 2 + 3?", "model=tiny", "hardware=gpu_24gb"]) == 2
     assert capsys.readouterr().err == f"error: {refusal}\n"
     monkeypatch.setattr(hardware, "visible_gpus", lambda: [RTX4090])
@@ -271,10 +273,10 @@ def test_running_out_of_gpu_memory_says_what_holds_less_and_the_run_resumes_with
     to run out of. The message names the step, the micro-batch that holds less with the same learning, and the
     checkpoint; the same run then resumes from it with that micro-batch."""
     overrides = ["model=tiny", *FAST, "trainer.save_strategy=steps", "trainer.save_steps=1"]
-    with monkeypatch.context() as patch, pytest.raises(SystemExit) as stop:
+    with monkeypatch.context() as patch, pytest.raises(GrpoExtError) as stop:
         runs_out_of_memory(patch, 2, "CUDA out of memory. Tried to allocate 1.16 GiB (simulated)\nmore")
         train(compose_config(overrides), tmp_path)
-    assert stop.value.code == (
+    assert stop.value.report() == (
         "error: out of GPU memory in step 2 (CUDA out of memory. Tried to allocate 1.16 GiB (simulated)). Holds less"
         " with the same learning: hardware.micro_batch=4 (8 completions a pass now); trainer.gradient_checkpointing="
         "true (recomputes activations in the backward pass). Holds less, and changes what is trained (a new run, in "
@@ -288,15 +290,15 @@ def test_running_out_of_gpu_memory_says_what_holds_less_and_the_run_resumes_with
 
 
 def test_running_out_of_gpu_memory_in_the_evaluation_names_its_batch_size(tmp_path, monkeypatch):
-    from grpo_ext import evaluate
+    from grpo_ext.monitor import heldout
 
     def generate_that_runs_out(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
 
-    monkeypatch.setattr(evaluate, "generate", generate_that_runs_out)
-    with pytest.raises(SystemExit) as stop:
+    monkeypatch.setattr(heldout, "generate", generate_that_runs_out)
+    with pytest.raises(GrpoExtError) as stop:
         train(compose_config(["model=tiny", *FAST, "eval.during_training=true", "eval.batch_size=16"]), tmp_path)
-    assert stop.value.code.startswith(
+    assert stop.value.report().startswith(
         "error: out of GPU memory in the held-out evaluation after step 0 (CUDA out of memory. Tried to allocate 2.00 "
         "GiB (simulated)). Holds less with the same learning: eval.batch_size=8 (completions generated at once); "
         "trainer.gradient_checkpointing=true"

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import grpo_ext.train
 from conftest import FAST, WITH_SIGNAL, compose_config
+from grpo_ext.monitor import heldout
 from grpo_ext.monitor.health import WarnOnEvalDrop, WarnOnTruncation, WarnWithoutSignal
-from grpo_ext.run import checkpoints
 from grpo_ext.run.best_model import read_best
-from grpo_ext.run.records import append_alert, read_alerts, read_metrics
+from grpo_ext.run.records import append_alert, read_alerts, read_metrics, truncate_records
 from grpo_ext.train import train
 
 ARGS = SimpleNamespace(logging_steps=1, num_generations=4, max_completion_length=256, mask_truncated_completions=False)
@@ -193,13 +193,13 @@ def test_a_fall_while_the_training_reward_holds_points_at_the_reward(tmp_path, c
 def script_evaluations(monkeypatch, script: list[float]) -> list[float]:
     """Let training's evaluations run for real but report the accuracies of ``script``, in turn; returns the list,
     which the caller may refill."""
-    real_eval = grpo_ext.train.run_eval
+    real_eval = heldout.run_eval
 
     def scripted_eval(model, tokenizer, **kwargs):
         report = real_eval(model, tokenizer, **kwargs)
         return {**report, "metrics": {**report["metrics"], "accuracy": script.pop(0)}}
 
-    monkeypatch.setattr(grpo_ext.train, "run_eval", scripted_eval)
+    monkeypatch.setattr(heldout, "run_eval", scripted_eval)
     return script
 
 
@@ -247,11 +247,28 @@ def test_a_run_asked_to_stop_on_a_fall_stops_at_that_evaluation_keeping_its_best
 
 
 def test_a_run_that_stopped_itself_is_recorded_as_stopped_with_why(tmp_path, monkeypatch):
-    """``status.json`` of a run that ``train`` reports stopped early (by Hydra's own entry point, in this process)."""
-    why = "stopped at step 2 of 6: held-out accuracy fell below the run's best (eval.stop_on_drop=true)"
-    monkeypatch.setattr(grpo_ext.train, "train", lambda cfg, run_dir, group=None: why)
-    monkeypatch.setattr(sys, "argv", ["grpo_ext.train", *FAST, f"hydra.run.dir={tmp_path}"])
+    """``status.json`` of a run that stopped itself at a fall in held-out accuracy (real training, the evaluations'
+    accuracies scripted), run by Hydra's own entry point in this process: ``stopped``, with why; exit 0."""
+    script_evaluations(monkeypatch, [0.75, 0.75, 0.0625])
+    stops = [
+        "trainer.max_steps=6",
+        "eval.size=16",
+        "eval.during_training=true",
+        "eval.every=1",
+        "eval.stop_on_drop=true",
+    ]
+    argv = [
+        "grpo_ext.train",
+        "task=arithmetic",
+        "model=tiny",
+        *FAST,
+        *WITH_SIGNAL,
+        *stops,
+        f"hydra.run.dir={tmp_path}",
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
     grpo_ext.train.main()
+    why = "stopped at step 2 of 6: held-out accuracy fell below the run's best (eval.stop_on_drop=true)"
     assert json.loads((tmp_path / "status.json").read_text()) == {"status": "stopped", "reason": why}
 
 
@@ -259,5 +276,5 @@ def test_a_resumed_run_keeps_the_alerts_of_the_steps_it_does_not_train_again(tmp
     for step in (None, 5, 10, 15):
         append_alert(tmp_path, step, "WARN", f"at {step}", "...")
     (tmp_path / "alerts.jsonl").write_text((tmp_path / "alerts.jsonl").read_text() + '{"step": 2')  # cut by a kill
-    checkpoints.truncate_metrics(tmp_path, 10)
+    truncate_records(tmp_path, 10)
     assert [a["title"] for a in read_alerts(tmp_path)] == ["at None", "at 5", "at 10"]

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from conftest import FAST, REPO, compose_config, run_cli
+from grpo_ext.errors import GrpoExtError
 from grpo_ext.run.records import read_metrics
 from grpo_ext.sft import fine_tune
 from grpo_ext.tasks import build_task
@@ -328,10 +329,10 @@ def test_sft_learns_the_rows_that_have_a_reference_and_refuses_a_task_with_none(
         caplog.text
     )
     assert (tmp_path / "some" / "final_model" / "config.json").is_file()
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(GrpoExtError) as stop:
         fine_tune(compose_config(["task=prompts", f"task.path={EXAMPLE}", WORD_COUNT, "model=tiny", *FAST, *sft]),
                   tmp_path / "none")  # fmt: skip
-    assert stop.value.code == (
+    assert stop.value.report() == (
         "task error: no row of the prompts train split has a reference completion, so SFT has nothing to learn: for "
         "a task read from a file, task.reference_column names the column holding them"
     )
@@ -366,6 +367,6 @@ def test_evaluation_and_sft_name_a_column_the_scoring_reward_lacks_before_a_mode
                       f"hydra.run.dir={tmp_path / 'eval'}"], cwd=tmp_path)  # fmt: skip
     assert result.returncode == 1 and f"task error: {message}" in result.stderr
     assert "Traceback" not in result.stderr
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(GrpoExtError) as stop:
         fine_tune(compose_config([*FAST, *task, reads_words, "model=tiny", "eval.during_training=true"]), tmp_path)
-    assert stop.value.code.startswith(f"task error: {message}")
+    assert stop.value.report().startswith(f"task error: {message}")

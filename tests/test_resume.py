@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from conftest import FAST, QLORA_HERE, TESTS, compose_config, fresh_cache, history, tiny_model_with, wait_for_step
-from grpo_ext.monitor.callbacks import DivergedError, StopOnDivergence
+from grpo_ext.errors import DivergedError, GrpoExtError
+from grpo_ext.monitor.divergence import StopOnDivergence
 from grpo_ext.run import checkpoints
 from grpo_ext.run.records import read_alerts, read_metrics
 from grpo_ext.train import train
@@ -146,9 +147,9 @@ def test_resuming_with_other_learning_settings_is_refused_unless_the_checkpoint_
     loads; more steps, another micro-batch and evaluations may change; resume=CHECKPOINT changes it on purpose."""
     run_dir = tmp_path / "run"
     shutil.copytree(uninterrupted, run_dir)
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(GrpoExtError) as stop:
         train(compose_config([*SIX_STEPS, "trainer.max_steps=7", "trainer.learning_rate=1e-4"]), run_dir)
-    assert stop.value.code == (
+    assert stop.value.report() == (
         f"config error: resume=auto would continue the run in {run_dir} from checkpoint-6 with settings it was not "
         "trained with: trainer.learning_rate: 0.001 -> 0.0001. Continue it as it was (without those overrides), start "
         "a new run in another hydra.run.dir, or continue from the checkpoint with the new settings on purpose: "
@@ -210,9 +211,9 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path,
 
     monkeypatch.setattr(torch, "save", save)
     cfg = compose_config([*SIX_STEPS])
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises(GrpoExtError) as info:
         train(cfg, tmp_path)
-    message = str(info.value.code)
+    message = info.value.report()
     assert "No space left on device" in message and "checkpoint-1, is intact" in message
     assert "Removed the incomplete checkpoint-2" in message
     assert checkpoints.latest_complete(tmp_path).name == "checkpoint-1"
@@ -234,7 +235,7 @@ def test_an_unwritable_run_directory_fails_before_any_model(tmp_path):
 def test_stop_on_signal_handles_ctrl_c_then_stops_at_once_on_a_second():
     from transformers import TrainerControl
 
-    from grpo_ext.monitor.callbacks import StopOnSignal
+    from grpo_ext.monitor.signals import StopOnSignal
 
     stop, control = StopOnSignal(), TrainerControl()
     before = signal.getsignal(signal.SIGINT)
@@ -260,11 +261,11 @@ def test_a_run_that_diverges_stops_before_the_nan_reaches_the_weights_or_the_dis
     """A learning rate of 1e8 makes the gradient NaN at step 2. Before, that step was applied and saved as a
     checkpoint, step 3 died in generation (torch: ``probability tensor contains either inf, nan or element < 0``),
     and rerunning the command resumed from the NaN checkpoint and died again."""
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(GrpoExtError) as stop:
         train(compose_config([*SIX_STEPS, "trainer.learning_rate=1e8"]), tmp_path)
     saved = checkpoints.checkpoints(tmp_path)
     assert [p.name for p in saved] == ["checkpoint-1"] and finite_weights(saved[0])
-    assert stop.value.code == (
+    assert stop.value.report() == (
         "error: training diverged at step 2: its gradient is NaN or infinite. Training stopped before saving that "
         "step. checkpoint-1 holds the weights step 2 started from: resumed, it would take the same step again (same "
         "weights, and the same batch, since a checkpoint restores the random state), whatever the learning rate. No "
@@ -279,24 +280,24 @@ def test_the_run_is_sent_back_to_a_checkpoint_before_the_weights_that_diverged_a
     The message used to name checkpoint-N as the one to continue from, and resuming from it diverged at once again,
     at any learning rate (checked at 2.5e7 and 1e-5)."""
     train(compose_config([*SIX_STEPS, "trainer.max_steps=3"]), tmp_path)
-    with pytest.raises(SystemExit) as stop:  # one step at 1e8: finite weights, then a NaN gradient
+    with pytest.raises(GrpoExtError) as stop:  # one step at 1e8: finite weights, then a NaN gradient
         train(
             compose_config([*SIX_STEPS, "trainer.learning_rate=1e8", f"resume={tmp_path / 'checkpoint-2'}"]), tmp_path
         )
     assert [p.name for p in checkpoints.checkpoints(tmp_path)] == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
-    assert str(stop.value.code).startswith("error: training diverged at step 4: its gradient is NaN")
+    assert stop.value.report().startswith("error: training diverged at step 4: its gradient is NaN")
     # the resumed run's own learning rate, at the schedule's place (linear decay over 6 steps), not the checkpoint's
     assert [r["learning_rate"] for r in read_metrics(tmp_path) if "loss" in r] == pytest.approx(
         [1e-3, 2e-3 / 3, 2e8 / 3]
     )
-    assert str(stop.value.code).endswith(
+    assert stop.value.report().endswith(
         "checkpoint-3 holds the weights step 4 started from: resumed, it would take the same step again (same "
         "weights, and the same batch, since a checkpoint restores the random state), whatever the learning rate. The "
         "newest "
         f"checkpoint from before it is {tmp_path / 'checkpoint-2'}: continue from it, or an earlier one, with smaller "
         f"updates, e.g. resume={tmp_path / 'checkpoint-2'} trainer.learning_rate=2.5e+07 (a quarter of 1e+08)"
     )
-    with pytest.raises(SystemExit, match="diverged at step 4"):  # what the message used to advise
+    with pytest.raises(GrpoExtError, match="diverged at step 4"):  # what the message used to advise
         train(
             compose_config([*SIX_STEPS, "trainer.learning_rate=1e-5", f"resume={tmp_path / 'checkpoint-3'}"]), tmp_path
         )
@@ -308,9 +309,9 @@ def test_sft_that_diverges_stops_naming_sft_s_learning_rate(tmp_path):
     from grpo_ext.sft import fine_tune
 
     overrides = [*SIX_STEPS, "sft.steps=6", "sft.save_steps=1", "sft.batch_size=8", "eval.during_training=false"]
-    with pytest.raises(SystemExit, match=r"error: training diverged at step 2: its gradient is NaN") as stop:
+    with pytest.raises(DivergedError, match=r"^training diverged at step 2: its gradient is NaN") as stop:
         fine_tune(compose_config([*overrides, "sft.learning_rate=1e8"]), tmp_path)
-    assert str(stop.value.code).endswith("checkpoint-1 holds the weights step 2 started from: resumed, it would "
+    assert stop.value.report().endswith("checkpoint-1 holds the weights step 2 started from: resumed, it would "
         "take the same step again (same weights, and the same batch, since a checkpoint restores the random state), "
         "whatever the learning rate. No earlier checkpoint was saved: start again with smaller updates, e.g. "
         "sft.learning_rate=2.5e+07 (a quarter of 1e+08)")  # fmt: skip
@@ -329,7 +330,7 @@ def test_sft_resumes_a_named_checkpoint_with_new_settings_and_refuses_them_under
         "eval.during_training=false",
     ]
     fine_tune(compose_config([*overrides, "sft.steps=2"]), tmp_path)
-    with pytest.raises(SystemExit, match="settings it was not trained with: sft.learning_rate: 0.001 -> 0.0001"):
+    with pytest.raises(GrpoExtError, match="settings it was not trained with: sft.learning_rate: 0.001 -> 0.0001"):
         fine_tune(compose_config([*overrides, "sft.steps=3", "sft.learning_rate=1e-4"]), tmp_path)
     named = [*overrides, "sft.steps=3", "sft.learning_rate=1e-4", f"resume={tmp_path / 'checkpoint-1'}"]
     fine_tune(compose_config(named), tmp_path)
@@ -339,7 +340,7 @@ def test_sft_resumes_a_named_checkpoint_with_new_settings_and_refuses_them_under
     assert rates[1:] == pytest.approx(
         [1e-4 * (1 + math.cos(math.pi / 3)) / 2, 1e-4 * (1 + math.cos(2 * math.pi / 3)) / 2]
     )
-    with pytest.raises(SystemExit, match="resume=none, but .* already holds checkpoints"):
+    with pytest.raises(GrpoExtError, match="resume=none, but .* already holds checkpoints"):
         fine_tune(compose_config([*overrides, "resume=none"]), tmp_path)
 
 
@@ -406,14 +407,14 @@ def settings(**changed) -> SimpleNamespace:
 
 def test_a_resumed_run_trains_with_its_own_optimizer_settings_not_its_checkpoint_s(caplog):
     """The Trainer restores the optimizer and scheduler hyperparameters saved in the checkpoint."""
-    from grpo_ext.monitor.callbacks import OptimizerSettingsOnResume
+    from grpo_ext.monitor.resume import OptimizerSettingsOnResume
 
     params = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(1))]
     # as the Trainer builds it: biases and norms do not decay
     groups = [{"params": params[:1], "weight_decay": 0.1}, {"params": params[1:], "weight_decay": 0.0}]
     optimizer, scheduler = resumed_optimizer(groups)
     new = settings(learning_rate=1e-4, weight_decay=0.01, adam_beta2=0.95, adam_epsilon=1e-6)
-    with caplog.at_level(logging.INFO, logger="grpo_ext.monitor.callbacks"):
+    with caplog.at_level(logging.INFO, logger="grpo_ext.monitor.resume"):
         OptimizerSettingsOnResume("trainer.").on_train_begin(
             new, at(2), None, optimizer=optimizer, lr_scheduler=scheduler
         )
@@ -429,7 +430,7 @@ def test_a_resumed_run_trains_with_its_own_optimizer_settings_not_its_checkpoint
 
 
 def test_optimizer_settings_that_cannot_be_applied_on_resume_are_warned_about_and_left_alone(caplog):
-    from grpo_ext.monitor.callbacks import OptimizerSettingsOnResume
+    from grpo_ext.monitor.resume import OptimizerSettingsOnResume
 
     guard = OptimizerSettingsOnResume("sft.")
     optimizer, scheduler = resumed_optimizer([{"params": [torch.nn.Parameter(torch.ones(2))], "weight_decay": 0.0}])
@@ -466,9 +467,9 @@ def test_resuming_a_checkpoint_whose_weights_cannot_load_with_the_adapter_settin
     for override, (run_dir, message) in refused.items():
         lora_settings = ["peft=lora", override] if override.startswith("peft.") else [override]
         checkpoint = run_dir / "checkpoint-1"
-        with pytest.raises(SystemExit) as stop:
+        with pytest.raises(GrpoExtError) as stop:
             train(compose_config([*SIX_STEPS, *lora_settings, f"resume={checkpoint}"]), tmp_path / "new")
-        assert str(stop.value.code).startswith(f"config error: resume={checkpoint} {message}"), stop.value.code
+        assert stop.value.report().startswith(f"config error: resume={checkpoint} {message}"), stop.value.report()
     assert not (tmp_path / "new" / "metrics.jsonl").exists()  # refused before training
     train(compose_config([*SIX_STEPS, "trainer.max_steps=2", "peft=lora", "peft.r=4", "peft.alpha=8",
                           f"resume={lora / 'checkpoint-1'}"]), lora)  # fmt: skip
@@ -482,14 +483,14 @@ def test_the_settings_a_qlora_checkpoint_was_trained_with_come_from_its_run_and_
     """LoRA and QLoRA adapters are alike on disk: the run's config.yaml says which one to resume with."""
     run = tmp_path / "qlora"
     train(compose_config([*SIX_STEPS, "trainer.max_steps=1", "peft=qlora", "peft.r=4"]), run)
-    with pytest.raises(SystemExit, match=r"resume it with the adapter it was trained with \(peft=qlora peft.r=4\),"):
+    with pytest.raises(GrpoExtError, match=r"resume it with the adapter it was trained with \(peft=qlora peft.r=4\),"):
         train(compose_config([*SIX_STEPS, f"resume={run / 'checkpoint-1'}"]), tmp_path / "new")
     shutil.copytree(run / "checkpoint-1", tmp_path / "elsewhere" / "checkpoint-1")  # no config.yaml beside it
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(GrpoExtError) as stop:
         train(compose_config([*SIX_STEPS, f"resume={tmp_path / 'elsewhere' / 'checkpoint-1'}"]), tmp_path / "new")
     assert (
         "the adapter it was trained with (peft=lora peft.r=4 peft.target_modules=[down_proj,gate_proj,k_proj,"
-        "o_proj,q_proj,up_proj,v_proj])" in str(stop.value.code)
+        "o_proj,q_proj,up_proj,v_proj])" in stop.value.report()
     )
 
 
@@ -501,10 +502,10 @@ def test_an_adapter_resumed_over_another_base_model_is_refused_for_another_shape
     train(compose_config([*SIX_STEPS, "trainer.max_steps=1", "peft=lora"]), tmp_path)
     checkpoint = tmp_path / "checkpoint-1"
     base = json.loads((checkpoint / "adapter_config.json").read_text())["base_model_name_or_path"]
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(GrpoExtError) as stop:
         train(compose_config([*SIX_STEPS, "peft=lora", "model.architecture.hidden_size=128", f"resume={checkpoint}"]),
               tmp_path / "new")  # fmt: skip
-    assert stop.value.code == (
+    assert stop.value.report() == (
         f"model error: resume={checkpoint} holds a LoRA adapter trained over a model of another shape than this "
         f"run's (hidden_size: 256 -> 128): resume it over the model it was trained over, model.path={base}"
     )
@@ -525,13 +526,13 @@ def test_resuming_a_checkpoint_of_a_model_of_another_shape_is_refused_before_tra
     train(compose_config([*SIX_STEPS, "trainer.max_steps=1"]), tmp_path)
     checkpoint = tmp_path / "checkpoint-1"
     other = [*SIX_STEPS, "model.architecture.hidden_size=128", f"resume={checkpoint}"]
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(GrpoExtError) as stop:
         train(compose_config(other), tmp_path / "new")
-    assert str(stop.value.code).startswith(
+    assert stop.value.report().startswith(
         f"model error: resume={checkpoint} holds a model of another shape than this run's model (hidden_size: 256 -> "
         "128): it was trained from "
-    ), stop.value.code
-    assert str(stop.value.code).endswith(f"or start a new run from it with model.path={checkpoint}")
+    ), stop.value.report()
+    assert stop.value.report().endswith(f"or start a new run from it with model.path={checkpoint}")
     assert not (tmp_path / "new" / "metrics.jsonl").exists()
 
 
@@ -540,9 +541,9 @@ def test_a_model_with_nan_weights_is_refused_before_its_first_evaluation_or_step
     run in generation with torch's ``probability tensor contains either inf, nan or element < 0``."""
     path = tiny_model_with(tmp_path, lambda m: m.model.layers[1].mlp.up_proj.weight[3, 5].fill_(math.nan))
     run = tmp_path / "run"
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(GrpoExtError) as stop:
         train(compose_config([*SIX_STEPS, f"model.path={path}", "eval.during_training=true"]), run)
-    assert stop.value.code == (
+    assert stop.value.report() == (
         f"error: the weights of the model this run starts from, {path}, are not all finite: 1 of its 52 tensors "
         "hold NaN or infinite values (model.layers.1.mlp.up_proj.weight). No run can train or sample from it; a "
         "model saved by a run that diverged? Take one saved before (its best_model, or a checkpoint from before the "
@@ -552,11 +553,11 @@ def test_a_model_with_nan_weights_is_refused_before_its_first_evaluation_or_step
     assert not [r for r in read_metrics(run) if "eval/accuracy" in r]
     from grpo_ext.sft import fine_tune
 
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(GrpoExtError) as stop:
         fine_tune(
             compose_config([*SIX_STEPS, f"model.path={path}", "sft.steps=2", "sft.batch_size=8"]), tmp_path / "sft"
         )
-    assert str(stop.value.code).startswith(f"error: the weights of the model this run starts from, {path}, are not")
+    assert stop.value.report().startswith(f"error: the weights of the model this run starts from, {path}, are not")
 
 
 def test_resuming_a_checkpoint_with_nan_weights_is_refused_naming_the_one_before_it(tmp_path):
@@ -566,9 +567,9 @@ def test_resuming_a_checkpoint_with_nan_weights_is_refused_naming_the_one_before
     weights = load_file(tmp_path / "checkpoint-2" / "model.safetensors")
     weights["model.embed_tokens.weight"][0, 0] = math.inf
     save_file(weights, tmp_path / "checkpoint-2" / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(GrpoExtError) as stop:
         train(compose_config([*SIX_STEPS, "trainer.max_steps=4"]), tmp_path)
-    assert stop.value.code == (
+    assert stop.value.report() == (
         "error: the weights of checkpoint-2, which this run resumes from, are not all finite: 1 of its 52 tensors "
         "hold NaN or infinite values (model.embed_tokens.weight). Saved after the run diverged, or damaged since: "
         "resume from an earlier checkpoint (the newest is checkpoint-1) with smaller updates, e.g. "
@@ -583,9 +584,9 @@ def test_an_update_that_makes_the_logits_overflow_stops_the_run_with_what_happen
     """A learning rate of 1e30 leaves the gradients finite and the weights too, but so large that the next step's
     logits overflow float32: sampling raised torch's ``probability tensor contains either inf, nan or element < 0``
     from deep inside TRL's generation, with nothing said of why."""
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(GrpoExtError) as stop:
         train(compose_config([*SIX_STEPS, "trainer.learning_rate=1e30"]), tmp_path)
-    assert stop.value.code == (
+    assert stop.value.report() == (
         "error: training diverged at step 2: the model's next-token logits are NaN or infinite (torch: probability "
         "tensor contains either `inf`, `nan` or element < 0), from weights that are finite but so large that float32 "
         "overflows. Training stopped before saving that step. checkpoint-1 holds the weights step 2 started from: "
@@ -598,9 +599,9 @@ def test_an_update_that_makes_the_logits_overflow_stops_the_run_with_what_happen
 
 def test_a_model_whose_logits_overflow_from_the_start_is_named_as_the_cause(tmp_path):
     path = tiny_model_with(tmp_path, lambda m: m.model.norm.weight.mul_(3e38 / m.model.norm.weight.abs().max()))
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(GrpoExtError) as stop:
         train(compose_config([*SIX_STEPS, f"model.path={path}"]), tmp_path / "run")
-    assert stop.value.code == (
+    assert stop.value.report() == (
         f"error: the model this run starts from, {path}, cannot be sampled from: the model's next-token logits are "
         "NaN or infinite (torch: probability tensor contains either `inf`, `nan` or element < 0), from weights that "
         "are finite but so large that float32 overflows. A model saved by a run that diverged? Take one saved before "
@@ -611,7 +612,7 @@ def test_a_model_whose_logits_overflow_from_the_start_is_named_as_the_cause(tmp_
 def test_a_gpu_s_sampling_assert_under_fp16_is_explained_with_the_precision_to_train_in(tmp_path):
     """On a CUDA GPU torch's check is a device-side assert: the GPU prints it, the exception says only that an assert
     fired, and no tensor can be read afterwards, so the message covers both causes."""
-    from grpo_ext.monitor.callbacks import is_sampling_failure
+    from grpo_ext.monitor.divergence import is_sampling_failure
 
     guard = StopOnDivergence(tmp_path, "trainer.learning_rate")
     err = RuntimeError("CUDA error: device-side assert triggered\nCompile with `TORCH_USE_CUDA_DSA` ...")

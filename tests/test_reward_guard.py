@@ -12,6 +12,7 @@ from datasets import Dataset
 from trl.trainer.utils import is_async_callable
 
 from conftest import FAST, compose_config
+from grpo_ext.errors import GrpoExtError
 from grpo_ext.rewards import REWARDS, build_reward
 from grpo_ext.rewards.arithmetic import ArithmeticShaping
 from grpo_ext.rewards.guard import RewardFailureError, guard
@@ -110,9 +111,9 @@ def test_a_column_a_user_reward_requires_is_named_before_training(tmp_path):
         ["task=prompts", f"task.path={rows}", "task.rewards=[{name: reward_fixtures.reads_words}]", "model=tiny",
          *FAST, "task.eval_size=2"]
     )  # fmt: skip
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(GrpoExtError) as stop:
         train(cfg, tmp_path / "run")
-    assert stop.value.code == (
+    assert stop.value.report() == (
         "task error: reward 'reads_words' reads column 'words', which the prompts train split lacks (its columns: "
         "['prompt', 'word', 'reference'])"
     )
@@ -137,9 +138,9 @@ def test_training_goes_on_past_a_reward_that_raises(tmp_path):
 def test_a_reward_that_always_fails_stops_the_run_with_its_error(tmp_path):
     rewards = "task.rewards=[{name: arithmetic_shaping}, {name: reward_fixtures.always_fails}]"
     cfg = compose_config(["task=arithmetic", "model=tiny", *FAST, rewards])
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises(GrpoExtError) as info:
         train(cfg, tmp_path)
-    assert "always_fails failed on" in str(info.value.code) and "this reward is broken" in str(info.value.code)
+    assert "always_fails failed on" in info.value.report() and "this reward is broken" in info.value.report()
 
 
 def test_trl_s_warning_about_completions_no_reward_scored_shows_once_a_run(tmp_path, caplog):

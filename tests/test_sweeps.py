@@ -224,12 +224,12 @@ def test_summarize_names_the_alerts_each_job_raised_at_their_first_step(tmp_path
 
 
 def test_the_objective_a_run_returns_and_a_misspelled_one(tmp_path, caplog):
-    from grpo_ext.train import objective
+    from grpo_ext.run.entry import objective
 
     lines = [{"step": s, "wall_time": s, "reward": s / 10, "kl": 0.01} for s in range(1, 8)]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     assert objective(tmp_path, "reward") == pytest.approx(0.5)  # the mean of the last 5: 0.3 .. 0.7
-    with caplog.at_level("WARNING", logger="grpo_ext.train"):
+    with caplog.at_level("WARNING", logger="grpo_ext.run.entry"):
         assert math.isnan(objective(tmp_path, "eval/acuracy"))
     assert "objective=eval/acuracy was never logged, so the run returns NaN; logged keys: kl, reward" in caplog.text
 

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from conftest import CONF, FAST, REPO, WITH_SIGNAL, compose_config, fresh_cache, run_cli
 from grpo_ext.backends import models
+from grpo_ext.errors import GrpoExtError
 from grpo_ext.run.records import read_metrics
 from grpo_ext.train import train
 
@@ -131,9 +132,9 @@ def no_model_built(cache) -> bool:
 def test_bad_config_fails_before_any_model_is_built(tmp_path, monkeypatch, overrides, message):
     monkeypatch.setenv("GRPO_EXT_CACHE", str(tmp_path / "cache"))
     cfg = compose_config(["model=tiny", "logger=none", *overrides])
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(GrpoExtError) as stop:
         train(cfg, tmp_path / "run")
-    assert message in str(stop.value.code)
+    assert message in stop.value.report()
     assert no_model_built(tmp_path / "cache")
 
 
@@ -181,7 +182,7 @@ def test_the_input_embedding_hook_does_not_pile_up_and_adapters_still_learn(tmp_
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from grpo_ext.monitor.callbacks import OneInputGradHook
+    from grpo_ext.monitor.workarounds import OneInputGradHook
 
     counts = []
 

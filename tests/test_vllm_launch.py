@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, TESTS, compose_config
 from grpo_ext.backends import hardware, vllm_server
+from grpo_ext.errors import GrpoExtError
 
 H100 = hardware.Gpu("H100", 79.2)
 T4 = hardware.Gpu("Tesla T4", 14.6, bf16=False)
@@ -187,7 +188,7 @@ def test_a_missing_vllm_executable_is_named(tmp_path, monkeypatch):
 def test_the_server_dies_with_a_run_that_is_killed_outright(fake_vllm, tmp_path, monkeypatch):
     vllm = server_cfg()
     code = (
-        "import sys, time; from omegaconf import OmegaConf; from grpo_ext import vllm_server\n"
+        "import sys, time; from omegaconf import OmegaConf; from grpo_ext.backends import vllm_server\n"
         f"vllm = OmegaConf.create({OmegaConf.to_container(vllm)!r})\n"
         "with vllm_server.running(['vllm', 'serve', 'm', '--host', vllm.host, '--port', str(vllm.port)], vllm, 0,"
         f" vllm_server.Path({str(tmp_path / 'server.log')!r})):\n"
@@ -326,9 +327,9 @@ def test_train_refuses_a_server_profile_without_vllm_naming_the_extra(tmp_path, 
 
     monkeypatch.setattr(hardware, "visible_gpus", lambda: [H100, H100])  # two GPUs, and no vLLM
     fast = [o for o in FAST if o != "hardware=cpu"]
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(GrpoExtError) as stop:
         train(compose_config([*fast, "hardware=gpu2_vllm_server"]), tmp_path)
-    assert "config error: hardware.vllm.mode=server needs vLLM: vLLM is not installed" in str(stop.value.code)
+    assert "config error: hardware.vllm.mode=server needs vLLM: vLLM is not installed" in stop.value.report()
 
 
 # launch/vllm_server.sh

@@ -28,16 +28,29 @@ import hashlib
 import json
 import logging
 import shlex
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from grpo_ext.backends.hardware import check_device
+from grpo_ext.config.grpo import make_grpo_config
+from grpo_ext.config.schema import register_configs
+from grpo_ext.config.validate import check_config
+from grpo_ext.errors import ConfigError, Stopped, TaskError, raised_as
+from grpo_ext.rewards import build_rewards
+from grpo_ext.run import entry
+from grpo_ext.run.rundir import RunDir, replace_whole
+from grpo_ext.tasks import build_task, check_columns
+
 log = logging.getLogger("grpo_ext.difficulty")
 
-PARTIAL, SETTINGS = "difficulty.partial.jsonl", "difficulty.settings.json"
+register_configs()
+
 FIGURES = ("pass_rate", "reward_mean", "signal")  # what is measured of each row
 SIGNAL_SPREAD = 1e-6  # total rewards closer than this count as the same (TRL's zero-std test has the same margin)
 
@@ -50,7 +63,8 @@ def measure(
     group scored by nothing has no signal)."""
     from transformers import set_seed
 
-    from grpo_ext.evaluate import as_trl_passes, generate, score_tolerantly, trl_arguments
+    from grpo_ext.backends.generation import generate
+    from grpo_ext.rewards.calling import as_trl_passes, score_tolerantly, trl_arguments
 
     trainer, k = cfg.trainer, cfg.trainer.num_generations
     full = float(getattr(rewards[0], "full_reward", 1.0))
@@ -109,14 +123,15 @@ def settings(cfg: Any, dataset: Any, weights: list[float], model_dir: str) -> di
     }
 
 
-class OtherMeasurementError(ValueError):
+class OtherMeasurementError(ConfigError):
     """The output directory holds a measurement made with other settings."""
 
 
-def measured_so_far(run_dir: Path, wanted: dict[str, Any]) -> list[dict[str, Any]]:
+def measured_so_far(run_dir: Path | RunDir, wanted: dict[str, Any]) -> list[dict[str, Any]]:
     """The figures an earlier run into ``run_dir`` measured with the same settings (its last line dropped if a kill
     cut it short); none when there is no earlier run. ``ValueError`` naming what differs when its settings do."""
-    partial, recorded = run_dir / PARTIAL, run_dir / SETTINGS
+    run_dir = RunDir(run_dir)
+    partial, recorded = run_dir.difficulty_partial, run_dir.difficulty_settings
     if not recorded.exists():
         partial.unlink(missing_ok=True)  # figures without their settings: of no known measurement
         return []
@@ -133,9 +148,9 @@ def measured_so_far(run_dir: Path, wanted: dict[str, Any]) -> list[dict[str, Any
         shown += "".join(f"; {said}" for key, said in digests.items() if key in changed)
         raise OtherMeasurementError(
             f"{run_dir} holds a measurement with other settings ({shown.lstrip('; ')}): measure into another "
-            f"directory (hydra.run.dir), or remove {recorded.name} and {PARTIAL} there to start this one anew"
+            f"directory (hydra.run.dir), or remove {recorded.name} and {partial.name} there to start this one anew"
         )
-    source = partial if partial.exists() else run_dir / "difficulty.jsonl"  # the second: a finished measurement's
+    source = partial if partial.exists() else run_dir.difficulty  # the second: a finished measurement's
     figures = []
     for line in source.read_text().splitlines() if source.exists() else []:
         try:
@@ -166,28 +181,29 @@ def summary(measured: list[dict[str, Any]], k: int) -> str:
     )
 
 
-def write(run_dir: Path, dataset: Any, eval_split: Any, measured: list[dict[str, Any]]) -> tuple[Path, Path, Path]:
+def write(
+    run_dir: Path | RunDir, dataset: Any, eval_split: Any, measured: list[dict[str, Any]]
+) -> tuple[Path, Path, Path]:
     """``difficulty.jsonl`` (every row with its figures), ``with_signal.jsonl`` and ``eval.jsonl``, each whole or not
     at all."""
     given = dataset.to_list()
     rows = [{**row, **figures} for row, figures in zip(given, measured, strict=True)]
     keep = [row for row, figures in zip(given, measured, strict=True) if figures["signal"]]
-    paths = run_dir / "difficulty.jsonl", run_dir / "with_signal.jsonl", run_dir / "eval.jsonl"
+    run_dir = RunDir(run_dir)
+    paths = run_dir.difficulty, run_dir.with_signal, run_dir.eval_rows
     for path, lines in zip(paths, (rows, keep, eval_split.to_list()), strict=True):
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
-        tmp.replace(path)
+        replace_whole(path, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
     return paths
 
 
 def measure_into(
-    run_dir: Path, splits: Any, rewards: list[Any], weights: list[float], cfg: Any, again: str
+    run_dir: RunDir, splits: Any, rewards: list[Any], weights: list[float], cfg: Any, again: str
 ) -> list[dict[str, Any]]:
     """Every train row's figures: those an earlier run into ``run_dir`` left (same settings), then the others,
     appended to ``difficulty.partial.jsonl`` batch by batch, the progress logged every tenth of the split.
     ``again``: the command that goes on from where this one stops."""
+    from grpo_ext.backends.generation import load_model
     from grpo_ext.backends.models import resolve
-    from grpo_ext.evaluate import load_model
 
     wanted = settings(cfg, splits.train, weights, resolve(cfg.model))
     done = measured_so_far(run_dir, wanted)
@@ -196,16 +212,14 @@ def measure_into(
         log.info("%s holds every prompt's figures with these settings: nothing left to measure", run_dir)
         return done
     done = done[: len(done) - len(done) % prompts_per_batch(cfg)]  # whole batches: each sampled from its own seed
-    recorded = run_dir / (SETTINGS + ".tmp")
-    recorded.write_text(json.dumps(wanted, indent=2) + "\n")
-    recorded.replace(run_dir / SETTINGS)  # whole or not at all: a kill here leaves no settings half written
+    # whole or not at all: a kill here leaves no settings half written
+    replace_whole(run_dir.difficulty_settings, json.dumps(wanted, indent=2) + "\n")
     if done:
-        log.info("continuing %s: %d of %d prompts measured already", run_dir / PARTIAL, len(done), total)
+        log.info("continuing %s: %d of %d prompts measured already", run_dir.difficulty_partial, len(done), total)
     log.info("measuring %d prompts into %s; if stopped, this goes on from there: %s", total, run_dir, again)
     model, tokenizer = load_model(cfg)
-    partial, tmp = run_dir / PARTIAL, run_dir / (PARTIAL + ".tmp")
-    tmp.write_text("".join(json.dumps(figures) + "\n" for figures in done))  # not a line a kill cut short
-    tmp.replace(partial)
+    partial = run_dir.difficulty_partial
+    replace_whole(partial, "".join(json.dumps(figures) + "\n" for figures in done))  # not a line a kill cut short
     started, said = time.monotonic(), 10 * len(done) // total
     with open(partial, "a") as out:
         for figures in measure(model, tokenizer, splits.train, rewards, weights, cfg, start=len(done)):
@@ -242,69 +256,53 @@ def _override(value: Any) -> str:
     return json.dumps(value)  # a string quoted, None as null, booleans as true and false, numbers as they are
 
 
-def main() -> None:
-    import hydra
+@hydra.main(version_base=None, config_path="pkg://grpo_ext.conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    entry.run_command(difficulty, cfg, records=False)
+
+
+def difficulty(cfg: DictConfig, run_dir: RunDir, group: str | None = None) -> None:
+    """Measure every train prompt of ``cfg``'s task into ``run_dir`` (going on from what an earlier run measured
+    there), write the rows with a signal, and print the figures and the command that trains on them."""
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import DictConfig, OmegaConf
 
-    from grpo_ext.backends.hardware import check_device, resolve_auto
-    from grpo_ext.backends.models import ModelUnavailableError
-    from grpo_ext.config.schema import make_grpo_config, register_configs
-    from grpo_ext.rewards import build_rewards
-    from grpo_ext.rewards.guard import RewardFailureError
-    from grpo_ext.run import checkpoints
-    from grpo_ext.tasks import build_task, check_columns
+    overrides = list(HydraConfig.get().overrides.task)  # hydra.run.dir is not among them
+    again = shlex.join(["python", "-m", "grpo_ext.difficulty", *overrides, f"hydra.run.dir={run_dir}"])
 
-    register_configs()
+    def checked() -> tuple[list[Any], list[float]]:
+        check_device(cfg.hardware)
+        rewards, weights = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))  # type: ignore[arg-type]
+        make_grpo_config(cfg, str(run_dir), weights)  # the sampling settings checked as training checks them
+        return rewards, weights
 
-    @hydra.main(version_base=None, config_path="pkg://grpo_ext.conf", config_name="config")
-    def _main(cfg: DictConfig) -> None:
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
-        overrides = list(HydraConfig.get().overrides.task)  # hydra.run.dir is not among them
-        cfg = resolve_auto(cfg, overrides)
-        again = shlex.join(["python", "-m", "grpo_ext.difficulty", *overrides, f"hydra.run.dir={run_dir}"])
-        try:
-            check_device(cfg.hardware)
-            rewards, weights = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))
-            make_grpo_config(cfg, str(run_dir), weights)  # the sampling settings checked as training checks them
-        except ValueError as err:
-            sys.exit(f"config error: {err}")
-        try:
+    rewards, weights = check_config(checked)
+    try:
+        with raised_as(TaskError):
             splits = build_task(cfg.task)
             check_columns(splits.train, rewards, f"{cfg.task.name} train split")
-            with checkpoints.one_run_at_a_time(run_dir):  # two measurements into one directory would mix
+            with run_dir.locked():  # two measurements into one directory would mix
                 measured = measure_into(run_dir, splits, rewards, weights, cfg, again)
-        except KeyboardInterrupt:
-            if not (run_dir / PARTIAL).exists():  # stopped while loading: nothing measured yet
-                sys.exit(f"stopped before any prompt was measured; to measure: {again}")
-            sys.exit(f"stopped; the figures measured so far are kept, and this goes on from there: {again}")
-        except OtherMeasurementError as err:
-            sys.exit(f"config error: {err}")
-        except ValueError as err:
-            sys.exit(f"task error: {err}")
-        except RewardFailureError as err:
-            sys.exit(f"error: {err}")
-        except ModelUnavailableError as err:
-            sys.exit(f"model error: {err}")
-        finally:
-            for reward in rewards:
-                getattr(reward, "close", lambda: None)()
-        report, with_signal, eval_path = write(run_dir, splits.train, splits.eval, measured)
-        (run_dir / PARTIAL).unlink(missing_ok=True)  # difficulty.jsonl holds every figure now
-        k = cfg.trainer.num_generations
-        print(f"{cfg.task.name} train split, {len(measured)} prompts, {k} completions each:")
-        print(summary(measured, k))
-        print(f"every prompt with its figures: {report}")
-        if any(r["signal"] for r in measured):
-            command = ["python", "-m", "grpo_ext.train", *next_command(cfg, with_signal, eval_path)]
-            print(f"train on the prompts with a signal: {shlex.join(command)}")
-        else:
-            print(
-                "no prompt gives a signal: a warm start on the task's references (grpo_ext.sft), easier or harder "
-                "prompts, a reward with partial credit, or more generations or a higher trainer.temperature"
-            )
-
-    _main()
+    except KeyboardInterrupt:
+        if not run_dir.difficulty_partial.exists():  # stopped while loading: nothing measured yet
+            raise Stopped(f"stopped before any prompt was measured; to measure: {again}") from None
+        raise Stopped(f"stopped; the figures measured so far are kept, and this goes on from there: {again}") from None
+    finally:
+        for reward in rewards:
+            getattr(reward, "close", lambda: None)()
+    report, with_signal, eval_path = write(run_dir, splits.train, splits.eval, measured)
+    run_dir.difficulty_partial.unlink(missing_ok=True)  # difficulty.jsonl holds every figure now
+    k = cfg.trainer.num_generations
+    print(f"{cfg.task.name} train split, {len(measured)} prompts, {k} completions each:")
+    print(summary(measured, k))
+    print(f"every prompt with its figures: {report}")
+    if any(r["signal"] for r in measured):
+        command = ["python", "-m", "grpo_ext.train", *next_command(cfg, with_signal, eval_path)]
+        print(f"train on the prompts with a signal: {shlex.join(command)}")
+    else:
+        print(
+            "no prompt gives a signal: a warm start on the task's references (grpo_ext.sft), easier or harder "
+            "prompts, a reward with partial credit, or more generations or a higher trainer.temperature"
+        )
 
 
 if __name__ == "__main__":

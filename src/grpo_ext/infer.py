@@ -77,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return USAGE_ERROR
 
+    from grpo_ext.backends.generation import generate, load_model
     from grpo_ext.backends.models import ModelUnavailableError
-    from grpo_ext.evaluate import as_trl_passes, generate, load_model, score_tolerantly, trl_arguments
+    from grpo_ext.rewards.calling import as_trl_passes, score_tolerantly, trl_arguments
     from grpo_ext.rewards.guard import RewardFailureError
     from grpo_ext.tasks.base import chat_prompt
 

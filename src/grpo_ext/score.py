@@ -21,7 +21,7 @@ from typing import Any
 
 from grpo_ext.rewards import REWARDS, build_reward, reward_columns, score_results
 from grpo_ext.rewards.workers import Pool
-from grpo_ext.run.records import json_objects
+from grpo_ext.tasks.base import json_objects
 
 USAGE_ERROR = 2
 
@@ -34,7 +34,7 @@ def score_row(reward: Callable, row: dict[str, Any]) -> dict[str, Any]:
     as ``prompts``, ``completion_ids`` as itself (``None`` when the line has none: there is no tokenizer here), with
     TRL's ``trainer_state`` (a new one), ``log_extra`` and ``log_metric`` (logging nothing); the other columns by
     name."""
-    from grpo_ext.evaluate import trl_arguments
+    from grpo_ext.rewards.calling import trl_arguments
 
     completion, prompt = row["completion"], row.get("prompt")
     if isinstance(prompt, list) and isinstance(completion, str):

@@ -13,36 +13,19 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from grpo_ext.run.best_model import read_best, record_metric
-from grpo_ext.run.records import alerts_text, read_metrics
+from grpo_ext.run.records import alerts_text, final_value, job_overrides, read_metrics, read_status, varying
 
 FIXED = ("job", "overrides", "status", "steps", "wall_time_s")
 
 
-def final_value(records: list[dict[str, Any]], key: str, last: int = 5) -> float | None:
-    """The mean of ``key`` over the last ``last`` records that have it; ``None`` when none has it."""
-    values = [r[key] for r in records if key in r]
-    return statistics.fmean(values[-last:]) if values else None
-
-
-def job_overrides(job_dir: Path) -> list[str]:
-    """The command-line overrides a job ran with (from Hydra's record in the job directory)."""
-    path = job_dir / ".hydra" / "overrides.yaml"
-    return list(yaml.safe_load(path.read_text()) or []) if path.exists() else []
-
-
 def job_row(job_dir: Path, last: int) -> dict[str, Any]:
     overrides = job_overrides(job_dir)
-    status_file = job_dir / "status.json"
-    status = json.loads(status_file.read_text())["status"] if status_file.exists() else "unfinished"
+    status = read_status(job_dir)
     records = read_metrics(job_dir)
     row: dict[str, Any] = {
         "job": job_dir.name.split("_", 1)[0],
@@ -63,12 +46,6 @@ def job_row(job_dir: Path, last: int) -> dict[str, Any]:
         metric = record_metric(best)
         row[f"best_{metric.removeprefix('eval/')}"], row["best_step"] = best[metric], best["step"]
     return row
-
-
-def varying(overrides: list[list[str]]) -> list[list[str]]:
-    """Each job's overrides, less those every job shares."""
-    common = set.intersection(*(set(o) for o in overrides)) if overrides else set()
-    return [[o for o in own if o not in common] for own in overrides]
 
 
 def summarize(sweep_dir: Path, metric: str, last: int) -> list[dict[str, Any]]:

@@ -12,12 +12,16 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from grpo_ext.backends import models
 from grpo_ext.run import processes
+from grpo_ext.run.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +145,7 @@ def _trained_with(checkpoint: Path, adapter: dict[str, Any]) -> str:
     import yaml
 
     try:
-        peft = OmegaConf.to_container(OmegaConf.load(checkpoint.parent / "config.yaml").peft)
+        peft = OmegaConf.to_container(OmegaConf.load(RunDir(checkpoint.parent).config).peft)
     except (OSError, yaml.YAMLError, AttributeError, KeyError):  # a checkpoint outside its run directory
         peft = {"name": "lora", "r": adapter.get("r"), "target_modules": adapter.get("target_modules")}
     targets = peft.get("target_modules")  # all-linear, the default, goes without saying
@@ -163,7 +167,7 @@ def keep_4bit_layers_trainable(model: Any) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def save_final(trainer: Any, run_dir: Path, peft: DictConfig, base_path: str, dtype: str) -> Path:
+def save_final(trainer: Any, run_dir: Path | RunDir, peft: DictConfig, base_path: str, dtype: str) -> Path:
     """Save the trained model as ``run_dir/final_model`` (and the adapter as ``final_adapter``); return the former.
 
     With adapters, the base is loaded again in ``dtype`` on the CPU (never 4-bit) and the adapter merged into it,
@@ -171,21 +175,74 @@ def save_final(trainer: Any, run_dir: Path, peft: DictConfig, base_path: str, dt
     during training (``best_adapter``, ``grpo_ext.run.best_model``) is merged into ``best_model`` the same way.
     Every training process calls this (saving may gather sharded weights); only the main one merges.
     """
-    final = run_dir / "final_model"
+    run_dir = RunDir(run_dir)
+    final = run_dir.final_model
     if peft.name == "none":
         trainer.save_model(str(final))
         return final
-    trainer.save_model(str(run_dir / "final_adapter"))
+    trainer.save_model(str(run_dir.final_adapter))
     if not processes.is_main():
         return final
-    _merge(run_dir / "final_adapter", final, base_path, dtype, trainer.processing_class)
-    if (run_dir / "best_adapter").is_dir() and not (run_dir / "best_model").is_dir():
-        _merge(run_dir / "best_adapter", run_dir / "best_model", base_path, dtype, trainer.processing_class)
+    _merge(run_dir.final_adapter, final, base_path, dtype, trainer.processing_class)
+    if run_dir.best_adapter.is_dir() and not run_dir.best_model.is_dir():
+        _merge(run_dir.best_adapter, run_dir.best_model, base_path, dtype, trainer.processing_class)
     return final
 
 
 def _merge(adapter_dir: Path, target: Path, base_path: str, dtype: str, tokenizer: Any) -> None:
-    from grpo_ext.merge import merge
-
     merge(adapter_dir, target, base_path, dtype, tokenizer)
     log.info("adapter %s merged into the base in %s", adapter_dir, target)
+
+
+def base_of(adapter_dir: Path, base: str | None) -> str:
+    """The local directory of the model ``adapter_dir`` was trained over (``base`` when given), or ``ValueError``
+    naming what is missing."""
+    config = adapter_dir / "adapter_config.json"
+    if not config.is_file():
+        inside = "config.json: already a plain model" if (adapter_dir / "config.json").is_file() else "no adapter"
+        raise ValueError(f"{adapter_dir} has no adapter_config.json ({inside}): give a directory a run with "
+                         "adapters saved (RUN/checkpoint-N, RUN/final_adapter, RUN/best_adapter)")  # fmt: skip
+    if base is None:
+        try:
+            base = json.loads(config.read_text())["base_model_name_or_path"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{config} names no base model (base_model_name_or_path): give it with --base") from err
+    local = Path(base).expanduser()
+    if local.is_dir():
+        return str(local)
+    if models.is_path(base):
+        raise ValueError(f"the adapter's base model, {base}, is not there (moved, or a cache since cleared): give it "
+                         "with --base DIR")  # fmt: skip
+    try:
+        return models.from_hub(base, None)
+    except models.ModelUnavailableError as err:
+        raise ValueError(f"the adapter's base model is not available ({err}); or give it with --base DIR") from err
+
+
+def merge(adapter_dir: Path, out: Path, base: str, dtype: str, tokenizer: Any = None) -> None:
+    """Write ``adapter_dir`` merged into ``base`` (loaded in ``dtype``, or its own for ``auto``) to ``out``, with
+    ``tokenizer`` (default: the adapter directory's, else the base's). Built beside ``out``, then renamed: a crash
+    leaves no half-written model that looks complete, and a model already at ``out`` is replaced whole."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if tokenizer is None:
+        has_tokenizer = (adapter_dir / "tokenizer_config.json").is_file()
+        tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir if has_tokenizer else base))
+    model = AutoModelForCausalLM.from_pretrained(
+        base, dtype="auto" if dtype == "auto" else getattr(torch, dtype), device_map="cpu"
+    )
+    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    old = out.parent / f".{out.name}-replaced"
+    try:
+        merged.save_pretrained(str(staging))
+        tokenizer.save_pretrained(str(staging))
+        if out.exists():
+            out.rename(old)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)

@@ -321,6 +321,22 @@ def out_of_memory(err: BaseException, cfg: DictConfig, args: Any, last_step: int
     return out_of_memory_message(err, where, same_learning, other, checkpoint)
 
 
+def sft_out_of_memory(err: BaseException, cfg: DictConfig, last_step: int, checkpoint: Path | None) -> str:
+    """The message for an SFT run that ran out of GPU memory: where, what would hold less, the checkpoint."""
+    if in_evaluation(err):
+        where = f"the held-out evaluation after SFT step {last_step}"
+        return out_of_memory_message(err, where, [smaller_eval_batch(cfg)], [], checkpoint)
+    other = [f"sft.batch_size={max(1, cfg.sft.batch_size // 2)} (references a step)"]
+    other.append(f"sft.max_length={max(1, cfg.sft.max_length // 2)} (tokens a pair; longer ones are cut)")
+    if cfg.peft.name == "none":
+        other.insert(0, ADAPTERS)
+    checkpointing = any(
+        OmegaConf.select(cfg.trainer, name) for name in ("gradient_checkpointing", "activation_checkpointing")
+    )
+    same = [] if checkpointing else [CHECKPOINTING]
+    return out_of_memory_message(err, f"SFT step {last_step + 1}", same, other, checkpoint)
+
+
 ADAPTERS = "peft=lora (adapters: the optimizer holds a fraction of the weights' state)"
 CHECKPOINTING = "trainer.gradient_checkpointing=true (recomputes activations in the backward pass)"
 
@@ -331,15 +347,15 @@ def smaller_eval_batch(cfg: DictConfig) -> str:
 
 
 def in_evaluation(err: BaseException) -> bool:
-    """Whether ``err`` was raised in the held-out evaluation (``grpo_ext/evaluate.py``)."""
+    """Whether ``err`` was raised in the held-out evaluation (``grpo_ext/monitor/heldout.py``)."""
     frames = traceback.extract_tb(err.__traceback__)
-    return any(Path(frame.filename).parts[-2:] == ("grpo_ext", "evaluate.py") for frame in frames)
+    return any(Path(frame.filename).parts[-2:] == ("monitor", "heldout.py") for frame in frames)
 
 
 def out_of_memory_message(
     err: BaseException, where: str, same_learning: list[str], other: list[str], checkpoint: Any
 ) -> str:
-    """``error: out of GPU memory in WHERE (CUDA's first line). Holds less with the same learning: ...``, then
+    """``out of GPU memory in WHERE (CUDA's first line). Holds less with the same learning: ...``, then
     what holds less and changes what is trained, then the checkpoint to resume from (``None``: none yet)."""
     first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if checkpoint:
@@ -347,7 +363,7 @@ def out_of_memory_message(
     else:
         resume = "No checkpoint was saved yet: the run starts again from the first step."
     return (
-        f"error: out of GPU memory in {where} ({first_line}). "
+        f"out of GPU memory in {where} ({first_line}). "
         + (f"Holds less with the same learning: {'; '.join(same_learning)}. " if same_learning else "")
         + (
             f"Holds less, and changes what is trained (a new run, in another hydra.run.dir): {'; '.join(other)}. "

@@ -22,6 +22,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from grpo_ext.errors import ModelError
+from grpo_ext.hub import HUB_TIMEOUT_S, hub_offline
+from grpo_ext.run.rundir import ADAPTERS, SAVED_MODELS
+
 logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -30,11 +34,9 @@ CHATML_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-SAVED_MODELS = ("final_model", "best_model")  # what a run directory holds that model.path can name
-HUB_TIMEOUT_S = 5.0  # a Hub that does not answer within this fails the run in seconds, not after retries
 
 
-class ModelUnavailableError(RuntimeError):
+class ModelUnavailableError(ModelError):
     """A model named by the config cannot be found locally or fetched."""
 
 
@@ -61,9 +63,9 @@ def resolve(cfg: DictConfig) -> str:
             inside = [p for p in sorted(local.glob("*/config.json")) if p.parent.name in SAVED_MODELS]
             hint = f"; the run directory's models: {', '.join(str(p.parent) for p in inside)}" if inside else ""
             if (local / "adapter_config.json").is_file():  # final_adapter/, best_adapter/: the merged model is beside
-                merged = local.parent / local.name.replace("_adapter", "_model")
+                merged = local.parent / ADAPTERS.get(local.name, local.name)
                 hint = f"; it holds a LoRA adapter, which the run also saved merged into its base: {merged}"
-                if local.name not in ("final_adapter", "best_adapter") or not merged.is_dir():  # a checkpoint's
+                if local.name not in ADAPTERS or not merged.is_dir():  # a checkpoint's
                     hint = (
                         f"; it holds a LoRA adapter: merge it into its base with python -m grpo_ext.merge {cfg.path}, "
                         f"then use model.path={default_merged(local)}"
@@ -306,11 +308,6 @@ def build_random(cfg: DictConfig) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("built %s (%.2fM parameters) in %s", cfg.name, model.num_parameters() / 1e6, target)
     return target
-
-
-def hub_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` asks for the local cache only."""
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
 
 
 def from_hub(repo_id: str, revision: str | None) -> str:

@@ -26,6 +26,9 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
+from grpo_ext import errors
+from grpo_ext.run.rundir import RunDir
+
 if TYPE_CHECKING:
     from grpo_ext.backends.hardware import Gpu
 
@@ -36,7 +39,7 @@ STOP_GRACE_S = 15.0
 PR_SET_PDEATHSIG = 1
 
 
-class ServerError(RuntimeError):
+class ServerError(errors.ServerError):
     """The vLLM server could not be started or stopped as the run needs."""
 
 
@@ -257,4 +260,4 @@ def for_run(cfg: DictConfig, model_path: str, run_dir: Path) -> contextlib.Abstr
     gpus = visible_gpus()
     gpu = server_gpu(vllm, len(gpus))
     command = serve_command(model_path, vllm, server_dtype(cfg, gpus[gpu]), vllm_version())
-    return running(command, vllm, gpu, run_dir / "vllm_server.log")
+    return running(command, vllm, gpu, RunDir(run_dir).vllm_log)

@@ -9,18 +9,20 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
+if TYPE_CHECKING:
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
 from grpo_ext.monitor import loggers
-from grpo_ext.run import checkpoints
+from grpo_ext.run import diagnosis
 from grpo_ext.run.best_model import best_line
 from grpo_ext.run.records import read_metrics
+from grpo_ext.run.rundir import RunDir
 
 logger = logging.getLogger(__name__)
-
-SAME_REWARD = 1e-6  # mean rewards closer than this count as the same
 
 
 class StretchWarning(TrainerCallback):
@@ -37,10 +39,19 @@ class StretchWarning(TrainerCallback):
         self.last_logged = 0
         self.warned = False
 
-    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         self.last_logged = state.global_step
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not state.is_world_process_zero or not logs or self.key not in logs:
             return
         since, self.last_logged = self.last_logged + 1, state.global_step  # the steps this line covers
@@ -82,7 +93,14 @@ class WarnWithoutSignal(StretchWarning):
     def holds(self, logs: dict[str, Any]) -> bool:
         return logs[self.key] >= 1.0
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().on_log(args, state, control, logs, **kwargs)  # first: the message compares with the rewards before
         reward = (logs or {}).get("reward")
         if isinstance(reward, float) and math.isfinite(reward) and (self.best is None or reward > self.best[0]):
@@ -96,7 +114,9 @@ class WarnWithoutSignal(StretchWarning):
             "(frac_reward_zero_std=1), so every advantage is 0 and nothing but the KL term (trainer.beta) moves the "
             "policy. "
         )
-        if spread == 0 and self.best is not None and self.best[0] > reward + SAME_REWARD:
+        kind = diagnosis.why_no_signal(reward, spread, self.best[0] if self.best else None)
+        if kind is diagnosis.NoSignal.COLLAPSED:
+            assert self.best is not None
             return said + (
                 f"Every completion of the last step got reward {reward:.3f}, and the mean reward was "
                 f"{self.best[0]:.3f} at step {self.best[1]} (entropy now {logs.get('entropy', math.nan):.3f}, kl "
@@ -105,17 +125,17 @@ class WarnWithoutSignal(StretchWarning):
                 "signal to recover from: go on from a checkpoint saved before the fall with a smaller "
                 "trainer.learning_rate."
             )
-        if spread == 0:
-            kind = (
+        if kind is diagnosis.NoSignal.ALIKE:
+            kind_text = (
                 f"Every completion of the last step got reward {reward:.3f}: the model may never write what the "
                 "reward pays for (look at a few: grpo_ext.infer --samples 8, or logger.completions_every), or, if "
                 "that is the reward's best, it has mastered these prompts."
             )
         else:
-            kind = f"The groups differ (mean reward {reward:.3f}): each prompt is either always or never solved."
+            kind_text = f"The groups differ (mean reward {reward:.3f}): each prompt is either always or never solved."
         return said + (
-            f"{kind} GRPO needs completions of one prompt that score differently: a reward with partial credit, a "
-            "warm start on references (grpo_ext.sft), harder or easier prompts (grpo_ext.difficulty finds the ones "
+            f"{kind_text} GRPO needs completions of one prompt that score differently: a reward with partial credit, "
+            "a warm start on references (grpo_ext.sft), harder or easier prompts (grpo_ext.difficulty finds the ones "
             "that give a signal), or more generations or a higher trainer.temperature."
         )
 
@@ -183,8 +203,10 @@ class WarnOnEvalDrop:
 
     metric = "eval/accuracy"
 
-    def __init__(self, run_dir: str | Path, lr_key: str, stop_key: str, stop: bool = False, z: float = 3.0) -> None:
-        self.run_dir, self.lr_key, self.stop_key, self.stop, self.z = Path(run_dir), lr_key, stop_key, stop, z
+    def __init__(
+        self, run_dir: str | Path | RunDir, lr_key: str, stop_key: str, stop: bool = False, z: float = 3.0
+    ) -> None:
+        self.run_dir, self.lr_key, self.stop_key, self.stop, self.z = RunDir(run_dir), lr_key, stop_key, stop, z
         self.warned = False
 
     def check(self, step: int, values: dict[str, Any], n: int, args: Any) -> bool:
@@ -228,8 +250,7 @@ class WarnOnEvalDrop:
         recent = after[1:][-3:]
         lr = args.learning_rate
         smaller = f"{self.lr_key}={lr / 4:.3g} (a quarter of {lr:.3g})"
-        sound = [p for p in checkpoints.checkpoints(self.run_dir) if checkpoints.is_complete(p)]
-        sound = [p for p in sound if checkpoints.checkpoint_step(p) <= best_step]
+        sound = diagnosis.saved_by(self.run_dir, best_step)
         if sound:
             restart = (
                 f"go on from the checkpoint of the best evaluation or one before it: resume={sound[-1]} {smaller}"

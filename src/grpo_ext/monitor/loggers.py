@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from grpo_ext.run import processes
 from grpo_ext.run.records import append_alert
+from grpo_ext.run.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def _open(
         return "logger: none (metrics in metrics.jsonl only)", False
     if not processes.is_main():  # one W&B run per run, opened by the main process
         return "logger: wandb, in the main process", False
-    id_file = run_dir / "wandb_run_id"  # one W&B run per run directory: a resumed run continues the same one
+    id_file = RunDir(run_dir).wandb_id  # one W&B run per run directory: a resumed run continues the same one
     if not id_file.exists():
         id_file.write_text(secrets.token_hex(4) + "\n")
     import wandb

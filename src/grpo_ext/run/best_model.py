@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from grpo_ext.run.records import read_metrics
+from grpo_ext.run.rundir import BEST_ADAPTER, BEST_MODEL, FINAL_ADAPTER, FINAL_MODEL, RunDir, replace_whole
 
 log = logging.getLogger(__name__)
 
 METRIC = "eval/accuracy"  # what the best is by default
-RECORD = "best.json"
 
 
 class BestModel:
@@ -40,25 +40,28 @@ class BestModel:
         metric: the evaluation's value to maximize (``eval/accuracy``, ``eval/reward``, ``eval/pass@8``).
     """
 
-    def __init__(self, run_dir: Path, save: Callable[[str], None], adapter: bool, metric: str = METRIC) -> None:
+    def __init__(
+        self, run_dir: Path | RunDir, save: Callable[[str], None], adapter: bool, metric: str = METRIC
+    ) -> None:
+        run_dir = RunDir(run_dir)
         self.run_dir, self.save, self.adapter, self.metric = run_dir, save, adapter, metric
-        self.saved_dir = run_dir / ("best_adapter" if adapter else "best_model")
+        self.saved_dir = run_dir.best_adapter if adapter else run_dir.best_model
         self._clean_up_interrupted_swap()
         self.record = read_best(run_dir)
         if self.record is not None and metric not in self.record:
             log.warning(
                 "%s ranks models by %s, and this run by %s (eval.best_metric): the best is chosen anew from here",
-                run_dir / RECORD, record_metric(self.record), metric,
+                run_dir.best_record, record_metric(self.record), metric,
             )  # fmt: skip
             self.record = None
         evals = [r for r in read_metrics(run_dir) if metric in r]  # the history this run continues, if any
-        kept = self.record is not None and self.record["model"] == "best_model"
+        kept = self.record is not None and self.record["model"] == BEST_MODEL
         if kept and self.record["step"] not in {r["step"] for r in evals}:
             log.warning(
                 "%s: the best so far, %s %.4g at step %d (%s), is from history this run no longer has (it resumed "
                 "from an earlier checkpoint, or started afresh): it stays the best, its model kept, until an "
                 "evaluation of this run beats it",
-                run_dir / RECORD, record_metric(self.record), self.record[record_metric(self.record)],
+                run_dir.best_record, record_metric(self.record), self.record[record_metric(self.record)],
                 self.record["step"], self.saved_dir,
             )  # fmt: skip
         if self.record is None:  # none yet: the best evaluation already logged (a resumed run), if any
@@ -67,7 +70,7 @@ class BestModel:
                 self._write_record(0, first_best[metric], "start")
         # A finished run whose final model is its best, continued: once it trains past its old end, that final model
         # will be replaced, so it is copied to best_model/ then (not now: a rerun that trains nothing keeps it).
-        self.final_is_best = self.record is not None and self.record["model"] == "final_model"
+        self.final_is_best = self.record is not None and self.record["model"] == FINAL_MODEL
 
     @property
     def value(self) -> float:
@@ -83,46 +86,46 @@ class BestModel:
         if self.final_is_best and step > self.record["step"]:
             self.final_is_best = False
             if not better:  # the earlier run's final model stays the best: keep it before this run replaces it
-                for name, kept in (("final_model", "best_model"), ("final_adapter", "best_adapter")):
-                    if (self.run_dir / name).is_dir():
-                        _swap_in(self.run_dir / kept, functools.partial(shutil.copytree, self.run_dir / name))
-                self._write_record(self.record["step"], self.record[self.metric], "best_model")
+                for name, kept in ((FINAL_MODEL, BEST_MODEL), (FINAL_ADAPTER, BEST_ADAPTER)):
+                    if self.run_dir.model(name).is_dir():
+                        _swap_in(
+                            self.run_dir.model(kept), functools.partial(shutil.copytree, self.run_dir.model(name))
+                        )
+                self._write_record(self.record["step"], self.record[self.metric], BEST_MODEL)
         if not better:
             return
         if step == 0:
             model = "start"
         elif final:
-            model = "final_model"
-            for stale in (self.run_dir / "best_model", self.run_dir / "best_adapter"):
+            model = FINAL_MODEL
+            for stale in (self.run_dir.best_model, self.run_dir.best_adapter):
                 shutil.rmtree(stale, ignore_errors=True)
         else:
-            model = "best_model"
+            model = BEST_MODEL
             _swap_in(self.saved_dir, self.save)
             if self.adapter:  # the merge of the previous best adapter, if any: made again from this one at the end
-                shutil.rmtree(self.run_dir / "best_model", ignore_errors=True)
+                shutil.rmtree(self.run_dir.best_model, ignore_errors=True)
             log.info("best %s so far at step %d: saved to %s", self.metric, step, self.saved_dir)
         self._write_record(step, metrics[self.metric], model)
 
     def _write_record(self, step: int, value: float, model: str) -> None:
         self.record = {"step": step, self.metric: value, "model": model}
-        tmp = self.run_dir / (RECORD + ".tmp")
-        tmp.write_text(json.dumps(self.record, indent=2) + "\n")
-        os.replace(tmp, self.run_dir / RECORD)
+        replace_whole(self.run_dir.best_record, json.dumps(self.record, indent=2) + "\n")
 
     def _clean_up_interrupted_swap(self) -> None:
-        for name in ("best_model", "best_adapter"):
+        for name in (BEST_MODEL, BEST_ADAPTER):
             shutil.rmtree(self.run_dir / f"{name}.partial", ignore_errors=True)
             old = self.run_dir / f"{name}.old"
-            if old.is_dir() and not (self.run_dir / name).is_dir():
-                os.replace(old, self.run_dir / name)  # killed between the two renames: the previous best stands
+            if old.is_dir() and not self.run_dir.model(name).is_dir():
+                os.replace(old, self.run_dir.model(name))  # killed between the two renames: the previous best stands
             shutil.rmtree(old, ignore_errors=True)
 
 
-def read_best(run_dir: Path) -> dict[str, Any] | None:
+def read_best(run_dir: Path | RunDir) -> dict[str, Any] | None:
     """``RUN/best.json``: ``{"step", "eval/<metric>", "model": "best_model" | "final_model" | "start"}``; ``None``
     when the run has none (or it cannot be read)."""
     try:
-        record = json.loads((run_dir / RECORD).read_text())
+        record = json.loads(RunDir(run_dir).best_record.read_text())
     except (OSError, ValueError):
         return None
     metrics = [key for key in record if key.startswith("eval/")] if isinstance(record, dict) else []
@@ -141,15 +144,16 @@ def metric_text(metric: str, value: float) -> str:
     return f"eval {name}: {shown}"
 
 
-def best_line(run_dir: Path) -> str | None:
+def best_line(run_dir: Path | RunDir) -> str | None:
     """``best eval accuracy: 62.5% at step 40: RUN/best_model`` (or the final or starting model); ``None`` without
     a record."""
     record = read_best(run_dir)
     if record is None:
         return None
+    run_dir = RunDir(run_dir)
     where = {
-        "best_model": str(run_dir / "best_model"),
-        "final_model": f"the final model, {run_dir / 'final_model'}",
+        BEST_MODEL: str(run_dir.best_model),
+        FINAL_MODEL: f"the final model, {run_dir.final_model}",
         "start": "the starting model (no later evaluation beat it)",
     }[record["model"]]
     return (

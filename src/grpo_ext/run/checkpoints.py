@@ -7,31 +7,25 @@ the middle of a write leaves a checkpoint without it; resuming skips it and remo
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import json
 import logging
 import os
-import re
 import shutil
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from grpo_ext.run import processes
-from grpo_ext.run.records import ALERTS
+from grpo_ext.run import rundir
+from grpo_ext.run.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
 
 
 def checkpoint_step(path: Path) -> int | None:
-    match = _CHECKPOINT.match(path.name)
-    return int(match.group(1)) if match and path.is_dir() else None
+    """The step of a checkpoint directory (``checkpoint-40``: 40); ``None`` for anything else."""
+    return rundir.checkpoint_step(Path(path))
 
 
 def is_complete(path: Path) -> bool:
@@ -40,23 +34,25 @@ def is_complete(path: Path) -> bool:
     if step is None:
         return False
     try:
-        state = json.loads((path / STATE_FILE).read_text())
+        state = json.loads((Path(path) / STATE_FILE).read_text())
     except (OSError, ValueError):
         return False
     return state.get("global_step") == step
 
 
-def checkpoints(run_dir: Path) -> list[Path]:
+def checkpoints(run_dir: Path | RunDir) -> list[Path]:
     """The run's checkpoint directories, complete or not, oldest step first."""
-    if not run_dir.is_dir():
-        return []
-    found = [p for p in run_dir.iterdir() if checkpoint_step(p) is not None]
-    return sorted(found, key=checkpoint_step)
+    return RunDir(run_dir).checkpoint_dirs()
 
 
-def latest_complete(run_dir: Path) -> Path | None:
-    complete = [p for p in checkpoints(run_dir) if is_complete(p)]
-    return complete[-1] if complete else None
+def complete(run_dir: Path | RunDir) -> list[Path]:
+    """The run's complete checkpoints, oldest step first."""
+    return [p for p in checkpoints(run_dir) if is_complete(p)]
+
+
+def latest_complete(run_dir: Path | RunDir) -> Path | None:
+    found = complete(run_dir)
+    return found[-1] if found else None
 
 
 def resume_point(resume: str, run_dir: Path) -> Path | None:
@@ -93,26 +89,6 @@ def remove_incomplete(run_dir: Path) -> list[Path]:
     for path in removed:
         shutil.rmtree(path, ignore_errors=True)
     return removed
-
-
-def truncate_metrics(run_dir: Path, step: int | None) -> None:
-    """Keep the lines of ``metrics.jsonl`` and ``alerts.jsonl`` up to ``step``: the resumed run trains and logs the
-    later steps again (an alert of no particular step stays). ``None``: the run starts afresh, in a directory an
-    earlier start left without a checkpoint (stopped or killed before its first), and logs everything again, its
-    step-0 evaluation included: nothing is kept."""
-    for path in (run_dir / "metrics.jsonl", run_dir / ALERTS):
-        if not path.exists():
-            continue
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                if step is not None and (json.loads(line)["step"] or 0) <= step:
-                    kept.append(line)
-            except (ValueError, KeyError, TypeError):
-                continue  # a line cut short by the kill
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
 
 
 # What a resumed run may change: where and how fast it runs, what it logs and evaluates, how long it goes on (dotted
@@ -162,15 +138,16 @@ def check_same_run(run_dir: Path, cfg: Any, resumable: tuple[str, ...], checkpoi
     config; ``resumable``: the dotted key prefixes that may change)."""
     from omegaconf import OmegaConf
 
+    run_dir = RunDir(run_dir)
     try:
-        saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+        saved = OmegaConf.to_container(OmegaConf.load(run_dir.config))
     except (OSError, ValueError):  # no record to compare with (a deleted file)
         return
     if saved.get("entry_point", entry_point) != entry_point:
         raise ValueError(
             f"{run_dir} holds a {saved['entry_point']} run, whose {checkpoint.name} {entry_point} would resume and "
             f"whose models it would overwrite: give this run its own hydra.run.dir (a model the other run saved "
-            f"is model.path={run_dir / 'final_model'})"
+            f"is model.path={run_dir.final_model})"
         )
     changed = changed_settings(saved, OmegaConf.to_container(cfg, resolve=True), resumable)
     if changed:
@@ -196,9 +173,8 @@ def save_config(cfg: Any, run_dir: Path, entry_point: str) -> None:
     all: the other processes of a launch may be reading it for ``check_same_run`` while the main process writes it."""
     from omegaconf import OmegaConf
 
-    tmp = run_dir / "config.yaml.tmp"
-    OmegaConf.save({"entry_point": entry_point, **OmegaConf.to_container(cfg, resolve=True)}, tmp)
-    os.replace(tmp, run_dir / "config.yaml")
+    config = {"entry_point": entry_point, **OmegaConf.to_container(cfg, resolve=True)}
+    rundir.replace_whole(RunDir(run_dir).config, OmegaConf.to_yaml(config))
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -211,27 +187,3 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
         entries = {k: v for i, item in enumerate(tree) for k, v in _flatten(item, f"{prefix}{i}.").items()}
         return {f"{prefix}#": len(tree), **entries}
     return {prefix[:-1]: tree}
-
-
-@contextlib.contextmanager
-def one_run_at_a_time(run_dir: Path) -> Iterator[None]:
-    """Hold ``run_dir/.lock`` for as long as the run lasts; exit at once, naming the other run's process, when
-    another run holds it (the same command started twice would write the same checkpoints and models). The kernel
-    drops the lock with the process, so a killed run never leaves it behind. Only the main process of a launch
-    takes it: the others share its directory."""
-    if not processes.is_main():
-        yield
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "unknown"
-            sys.exit(f"error: another run (process {holder}) is using {run_dir}; wait for it, or give this one its "
-                     "own hydra.run.dir")  # fmt: skip
-        lock.truncate(0)
-        lock.write(str(os.getpid()))
-        lock.flush()
-        yield

@@ -6,15 +6,13 @@ import csv
 import json
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
 from omegaconf import MISSING
-
-from grpo_ext.run.records import json_objects
 
 
 @dataclass
@@ -192,7 +190,7 @@ def load_table(
     setting ``split_key``; and config ``subset``). Raises ``ValueError`` saying what was tried."""
     from datasets import load_dataset
 
-    from grpo_ext.backends.models import HUB_TIMEOUT_S, hub_offline
+    from grpo_ext.hub import HUB_TIMEOUT_S, hub_offline
 
     local = Path(path).expanduser()
     if local.suffix in LOCAL_FORMATS:
@@ -252,3 +250,18 @@ def shuffled(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
 def to_dataset(rows: list[dict[str, Any]]) -> Dataset:
     """A ``Dataset`` of rows that all have the same keys."""
     return Dataset.from_dict({key: [r[key] for r in rows] for key in rows[0]})
+
+
+def json_objects(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line of a JSON Lines text; ``ValueError`` naming the first line
+    that is not valid JSON or not an object (``line 3: not valid JSON (Expecting value at column 14)``)."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"line {number}: not valid JSON ({err.msg} at column {err.colno})") from err
+        if not isinstance(row, dict):
+            raise ValueError(f"line {number}: expected a JSON object, got {type(row).__name__}")
+        yield number, row

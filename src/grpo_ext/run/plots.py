@@ -1,0 +1,80 @@
+"""Plots of runs against step, drawn from their ``metrics.jsonl``: reward (with its band of one standard deviation,
+and eval metrics when logged), KL, completion length and held-out accuracy. Several runs are overlaid, labelled by
+the overrides that differ between them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from grpo_ext.run.records import job_overrides, read_metrics, varying
+from grpo_ext.run.rundir import RunDir
+
+# file name -> (title, the keys drawn, y label)
+FIGURES = {
+    "reward.png": ("Reward", ("reward",), "mean reward"),
+    "kl.png": ("KL to the reference model", ("kl",), "KL"),
+    "completion_length.png": ("Completion length", ("completions/mean_length",), "tokens"),
+    "accuracy.png": ("Held-out accuracy (greedy)", ("eval/accuracy",), "share of eval prompts fully right"),
+}
+
+
+def expand(paths: list[Path]) -> list[Path]:
+    """Run directories: a path with metrics.jsonl is one; a multirun directory gives its jobs that have one."""
+    runs = []
+    for path in paths:
+        if RunDir(path).has_metrics():
+            runs.append(path)
+        elif path.is_dir():
+            runs += sorted(p for p in path.iterdir() if RunDir(p).has_metrics())
+    return runs
+
+
+def series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    points = [(r["step"], r[key]) for r in records if key in r]
+    return [s for s, _ in points], [v for _, v in points]
+
+
+def plot_runs(runs: list[Path], out: Path) -> list[Path]:
+    """Write the figures for ``runs`` into ``out``; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    data = {run: read_metrics(run) for run in runs}
+    labels = dict(zip(runs, [" ".join(v) or run.name for v, run in zip(varying([job_overrides(r) for r in runs]), runs,
+                                                                        strict=True)], strict=True))  # fmt: skip
+    label = labels.get if len(runs) > 1 else (lambda run: "train")
+    written = []
+    for name, (title, keys, ylabel) in FIGURES.items():
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for run, records in data.items():
+            for key in keys:
+                steps, values = series(records, key)
+                if not steps:
+                    continue
+                (line,) = ax.plot(steps, values, label=label(run), linewidth=1.6)
+                if key == "reward":
+                    _, spread = series(records, "reward_std")
+                    if len(spread) == len(values):
+                        low = [v - s for v, s in zip(values, spread, strict=True)]
+                        high = [v + s for v, s in zip(values, spread, strict=True)]
+                        ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+                    for eval_key in sorted({k for r in records for k in r if k.startswith("eval") and "reward" in k}):
+                        eval_steps, eval_values = series(records, eval_key)
+                        ax.plot(
+                            eval_steps, eval_values, "o--", color=line.get_color(), label=f"{label(run)} {eval_key}"
+                        )
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        written.append(out / name)
+    return written
