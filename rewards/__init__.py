@@ -123,12 +123,21 @@ def score_results(
         results = []
         for i, completion in enumerate(completions):
             result = reward.score(completion, **{key: values[i] for key, values in columns.items()})
-            results.append(dict(asyncio.run(result) if inspect.isawaitable(result) else result))
+            results.append(dict(_awaited(result)))
         return results
     values = reward(completions=completions, **(trl_arguments or {}), **columns)
-    if inspect.isawaitable(values):
-        values = asyncio.run(values)
-    return [{"reward": value} for value in values]
+    return [{"reward": value} for value in _awaited(values)]
+
+
+def _awaited(value: Any) -> Any:
+    """``value``, awaited when it is awaitable (an async reward's result)."""
+    if not inspect.isawaitable(value):
+        return value
+
+    async def wait() -> Any:
+        return await value
+
+    return asyncio.run(wait())
 
 
 def _import_dotted(path: str) -> Any:

@@ -269,7 +269,7 @@ def _kill_everything_else():
 
 
 _SYSV_IPC = (("/proc/sysvipc/shm", "shmctl"), ("/proc/sysvipc/msg", "msgctl"), ("/proc/sysvipc/sem", "semctl"))
-_SYSV_FDS = []  # the three tables, opened once; read with pread after every program
+_SYSV_FDS: list = []  # the three tables, opened once; read with pread after every program
 IPC_RMID = 0
 
 
@@ -426,7 +426,7 @@ def _wipe_or_end(path):
         raise RuntimeError(f"could not empty {path} after a program: {sorted(os.listdir(path))[:5]}")
 
 
-_COMPILED = {}  # source -> code object: a group of completions often repeats a program verbatim
+_COMPILED: dict = {}  # source -> code object: a group of completions often repeats a program verbatim
 _COMPILED_MAX = 256
 
 

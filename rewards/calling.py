@@ -24,7 +24,7 @@ def as_trl_passes(completions: list[str], prompt: Any) -> list[Any]:
     return completions
 
 
-def trl_arguments(prompts: list[Any], completions: list[str], tokenizer: Any, state: Any = None) -> dict[str, Any]:
+def trl_arguments(prompts: list[Any], completions: list[Any], tokenizer: Any, state: Any = None) -> dict[str, Any]:
     """What TRL gives a reward besides the completions and the dataset's columns, for a completion of each of
     ``prompts``: the prompts, ``completion_ids`` (the tokens ``generate`` produced; for text from elsewhere, the text
     tokenized again), ``trainer_state`` (the Trainer's during training, else a new one at step 0), and
@@ -33,7 +33,7 @@ def trl_arguments(prompts: list[Any], completions: list[str], tokenizer: Any, st
     from transformers import TrainerState
 
     if all(hasattr(c, "ids") for c in completions):  # generated here (backends.generation.Completion)
-        ids = [c.ids for c in completions]
+        ids: Any = [c.ids for c in completions]
     else:
         ids = tokenizer(completions, add_special_tokens=False)["input_ids"] if tokenizer is not None else None
     return {"prompts": prompts, "completion_ids": ids, "trainer_state": state or TrainerState(),

@@ -104,7 +104,8 @@ class _Guard:
 class GuardedReward(_Guard):
     def __call__(self, completions: list[Any], **kwargs: Any) -> list[float | None]:
         if hasattr(self.reward, "score_each"):  # in worker processes, each completion on its own (reward_workers)
-            return self._finish(*self.reward.score_each(completions, kwargs), completions, kwargs)
+            scored, errors = self.reward.score_each(completions, kwargs)
+            return self._finish(scored, errors, completions, kwargs)
         n = len(completions)
         try:
             values = check_values(self.reward(completions=completions, **kwargs), n)
@@ -113,7 +114,7 @@ class GuardedReward(_Guard):
         if values is not None:
             return self._finish(values, [], completions, kwargs)
         results: list[Any] = []
-        errors: list[tuple[int, str]] = []
+        errors = []
         for i in range(n):
             try:
                 results.append(

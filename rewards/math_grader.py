@@ -56,7 +56,8 @@ class _Worker:
         self.process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
         )
-        self.fd = self.process.stdout.fileno()
+        assert self.process.stdin is not None and self.process.stdout is not None  # both piped
+        self.stdin, self.fd = self.process.stdin, self.process.stdout.fileno()
         self.buffer = b""
         self.ready = False
         self.job: int | None = None
@@ -64,8 +65,8 @@ class _Worker:
 
     def send(self, job: int, gold: str, pred: str) -> None:
         self.job, self.since = job, time.monotonic()
-        self.process.stdin.write((json.dumps({"gold": gold, "pred": pred}) + "\n").encode())
-        self.process.stdin.flush()
+        self.stdin.write((json.dumps({"gold": gold, "pred": pred}) + "\n").encode())
+        self.stdin.flush()
 
     def read_lines(self) -> list[dict[str, Any]] | None:
         """Complete reply lines read so far; ``None`` when the worker has exited."""
@@ -81,7 +82,8 @@ class _Worker:
         self.process.wait()
         for stream in (self.process.stdin, self.process.stdout):
             try:
-                stream.close()
+                if stream is not None:
+                    stream.close()
             except OSError:
                 pass
 
@@ -210,8 +212,9 @@ class MathGrader:
         return {**self.__dict__, "_pool": None}  # worker processes do not travel; a copy starts its own
 
     def close(self) -> None:
-        if getattr(self, "_pool", None) is not None:  # also from __del__ of a half-built instance
-            self._pool.close()
+        pool = getattr(self, "_pool", None)  # also from __del__ of a half-built instance
+        if pool is not None:
+            pool.close()
             self._pool = None
 
     def __del__(self) -> None:

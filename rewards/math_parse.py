@@ -59,7 +59,7 @@ def tokenize(text: str) -> list[tuple[str, str]]:
         if match is None:
             raise ParseError(f"unexpected character {text[pos]!r}")
         pos = match.end()
-        kind = match.lastgroup
+        kind = match.lastgroup or ""
         if kind == "space":
             continue
         value = match.group(0)
@@ -324,6 +324,8 @@ class _Parser:
             self.take(")")
             return inner
         kind, value = self.peek_kind(), self.peek()
+        if value is None:
+            raise ParseError(f"expected an argument, got {value!r}")
         if kind == "num" and len(value) > 1:
             self.tokens[self.pos] = ("num", value[1:])
             return ("num", value[0])

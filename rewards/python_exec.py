@@ -25,7 +25,7 @@ import os
 import re
 import signal
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
 
 from grpo_ext.rewards.sandbox import ISOLATIONS, Limits, SandboxPool, WorkerError
 from grpo_ext.rewards.text import completion_text
@@ -161,9 +161,9 @@ class PythonExec:
         ):  # fmt: skip
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"python_exec: {key} must be an integer >= 1, got {value!r}")
-        for key, value in (("full_reward", full_reward), ("partial_weight", partial_weight)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"python_exec: {key} must be a number >= 0, got {value!r}")
+        for key, number in (("full_reward", full_reward), ("partial_weight", partial_weight)):
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or number < 0:
+                raise ValueError(f"python_exec: {key} must be a number >= 0, got {number!r}")
         self.limits = Limits(
             wall=timeout,
             cpu=cpu_seconds if cpu_seconds is not None else max(1, math.ceil(timeout)),
@@ -208,7 +208,7 @@ class PythonExec:
 
     def score_batch(
         self, completions: list[Any], tests: list[Any], entry_point: list[Any] | None = None
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         """Score many completions (in parallel); one result dict per completion, in order."""
         entry_points = entry_point if entry_point is not None else [None] * len(completions)
         results: list[dict[str, Any] | None] = [None] * len(completions)
@@ -246,7 +246,7 @@ class PythonExec:
                 results[i] = self._judge(mode, parsed, job_result)
         if failed:
             self._retry_alone(failed, results)
-        return results
+        return cast(list[dict[str, Any]], results)  # every one judged, above or alone
 
     def _execute(self, batches: list[list[dict[str, Any]]]) -> list[dict[str, Any] | WorkerError]:
         limits = self._request_limits()

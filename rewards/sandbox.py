@@ -111,8 +111,15 @@ def compiled_zygote() -> str:
     about 1 MiB less memory than one that compiles its source at start-up (the compiler's garbage stays in the
     allocator's pages), and fork copies, and exit tears down, every page: about 45 us a program per MiB here."""
     directory, owner = tempfile.mkdtemp(prefix="grpo_ext_zygote_"), os.getpid()
-    atexit.register(lambda: os.getpid() == owner and shutil.rmtree(directory, ignore_errors=True))  # not forks'
-    return py_compile.compile(str(ZYGOTE), cfile=os.path.join(directory, "zygote.pyc"), doraise=True)
+
+    def remove() -> None:
+        if os.getpid() == owner:  # not forks'
+            shutil.rmtree(directory, ignore_errors=True)
+
+    atexit.register(remove)
+    compiled = py_compile.compile(str(ZYGOTE), cfile=os.path.join(directory, "zygote.pyc"), doraise=True)
+    assert compiled is not None  # doraise: a failure raises
+    return compiled
 
 
 @functools.cache
@@ -173,7 +180,8 @@ def syscall_filter(machine: str | None = None) -> bytes | None:
         ("eperm", None, None, 0),
         (_RET, None, None, _EPERM),
     ]
-    labels, instructions = {}, []
+    labels: dict[str, int] = {}
+    instructions: list[tuple[int, str | None, str | None, int]] = []
     for code, true, false, k in program:
         if isinstance(code, str):
             labels[code] = len(instructions)
@@ -277,7 +285,8 @@ class Zygote:
         self.uid = hello.get("uid")
 
     def _read_line(self, deadline: float) -> dict[str, Any]:
-        stdout = self.process.stdout
+        stdout, stderr = self.process.stdout, self.process.stderr
+        assert stdout is not None and stderr is not None  # both piped
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -286,7 +295,7 @@ class Zygote:
             if ready:
                 line = stdout.readline()
                 if not line:
-                    err = self.process.stderr.read(2000).decode(errors="replace") if self.process.poll() else ""
+                    err = stderr.read(2000).decode(errors="replace") if self.process.poll() else ""
                     raise WorkerError(f"sandbox worker exited ({self.process.poll()}): {err.strip()}")
                 return json.loads(line)
 
@@ -296,8 +305,10 @@ class Zygote:
         budget = runs * (request["limits"]["wall"] + 2.0) + 5.0
         try:
             payload = marshal.dumps(request)  # the worker's format (see _zygote._requests)
-            self.process.stdin.write(len(payload).to_bytes(8, "little") + payload)
-            self.process.stdin.flush()
+            stdin = self.process.stdin
+            assert stdin is not None  # piped
+            stdin.write(len(payload).to_bytes(8, "little") + payload)
+            stdin.flush()
         except (OSError, ValueError) as err:  # ValueError: its pipe was already closed
             raise WorkerError(f"sandbox worker is gone: {err}") from err
         return self._read_line(time.monotonic() + budget)
@@ -311,7 +322,8 @@ class Zygote:
         self.process.wait()
         for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             try:
-                stream.close()
+                if stream is not None:
+                    stream.close()
             except OSError:  # unflushed input to a process that is gone
                 pass
         if self.scratch:

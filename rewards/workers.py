@@ -53,7 +53,7 @@ def _die_with_trainer() -> None:
     else the forkserver would wait for the worker and the worker for the forkserver."""
     from multiprocessing import forkserver
 
-    server = getattr(forkserver, "_forkserver", None)
+    server: Any = getattr(forkserver, "_forkserver", None)
     if getattr(server, "_forkserver_pid", 0) is None and getattr(server, "_forkserver_alive_fd", None) is not None:
         os.close(server._forkserver_alive_fd)  # this process is a forkserver's child, not the trainer
         server._forkserver_alive_fd = None
@@ -218,10 +218,11 @@ class Pool:
                         outcome = "timeout"
                     else:
                         continue
-                    index, worker.job = worker.job, None
+                    lost, worker.job = worker.job, None
                     worker.kill()
                     self.workers[i] = self._start()
-                    yield index, outcome, None
+                    assert lost is not None  # a busy worker's job
+                    yield lost, outcome, None
         except BaseException:  # stopped mid-batch (an error, a generator closed early): no worker keeps a stale job
             self.close()
             raise
@@ -263,6 +264,10 @@ def _preload(name: str) -> list[str]:
     return [m for m in dict.fromkeys([*modules, "grpo_ext.train", __name__, name.rpartition(".")[0]]) if m]
 
 
+async def _await(value: Any) -> Any:
+    return await value
+
+
 def call_one(reward: Callable, payload: tuple[Any, dict[str, Any]]) -> tuple[str, Any]:
     """Call ``reward`` on one completion as TRL would (``payload``: the completion and its keyword arguments);
     ``("ok", value)`` or ``("error", traceback)``."""
@@ -273,7 +278,7 @@ def call_one(reward: Callable, payload: tuple[Any, dict[str, Any]]) -> tuple[str
     try:
         values = reward(completions=[completion], **kwargs)  # by keyword, as TRL calls it
         if inspect.isawaitable(values):
-            values = asyncio.run(values)
+            values = asyncio.run(_await(values))
         return "ok", list(values)
     except Exception:  # noqa: BLE001 - the trainer's guard logs and counts it
         return "error", traceback.format_exc()

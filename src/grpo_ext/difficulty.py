@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from grpo_ext.backends.hardware import check_device
+from grpo_ext.config import plain_list
 from grpo_ext.config.grpo import make_grpo_config
 from grpo_ext.config.schema import register_configs
 from grpo_ext.config.validate import check_config
@@ -103,7 +104,6 @@ def settings(cfg: Any, dataset: Any, weights: list[float], model_dir: str) -> di
     """What a measurement depends on: the model (by name and by what ``model_dir`` holds: one trained further or built
     otherwise under the same name differs), the sampling, the rewards and the prompts themselves (a digest).
     ``eval.batch_size`` and the hardware are left out: they change how fast, not what (up to sampling noise)."""
-    from omegaconf import OmegaConf
 
     from grpo_ext.backends.models import digest
 
@@ -115,7 +115,7 @@ def settings(cfg: Any, dataset: Any, weights: list[float], model_dir: str) -> di
         "task": cfg.task.name,
         "rows": len(dataset),
         "prompts_sha256": hashlib.sha256(prompts.encode()).hexdigest(),
-        "rewards": OmegaConf.to_container(cfg.task.rewards, resolve=True),
+        "rewards": plain_list(cfg.task.rewards),
         "weights": list(weights),
         "seed": cfg.seed,
         **{key: trainer[key] for key in ("num_generations", "temperature", "top_p", "top_k", "min_p")},
@@ -235,9 +235,8 @@ def measure_into(
 def next_command(cfg: Any, with_signal: Path, eval_path: Path) -> list[str]:
     """The overrides that train on the rows with a signal: the prompts task, with this task's rewards and lengths and
     this model."""
-    from omegaconf import OmegaConf
 
-    rewards = _override(OmegaConf.to_container(cfg.task.rewards, resolve=True))
+    rewards = _override(plain_list(cfg.task.rewards))
     model = f"model.path={cfg.model.path}" if cfg.model.path else f"model={cfg.model.name}"
     return [
         "task=prompts", f"task.path={with_signal}", f"task.eval_path={eval_path}",
@@ -271,7 +270,7 @@ def difficulty(cfg: DictConfig, run_dir: RunDir, group: str | None = None) -> No
 
     def checked() -> tuple[list[Any], list[float]]:
         check_device(cfg.hardware)
-        rewards, weights = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))  # type: ignore[arg-type]
+        rewards, weights = build_rewards(plain_list(cfg.task.rewards))
         make_grpo_config(cfg, str(run_dir), weights)  # the sampling settings checked as training checks them
         return rewards, weights
 

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from grpo_ext.backends.generation import load_model
 from grpo_ext.backends.hardware import check_device
+from grpo_ext.config import plain_list
 from grpo_ext.config.schema import check_eval, register_configs
 from grpo_ext.config.validate import check_config
 from grpo_ext.errors import TaskError, raised_as
@@ -60,7 +61,7 @@ def evaluate(cfg: DictConfig, run_dir: RunDir, group: str | None = None) -> None
     def checked() -> tuple[list[Any], list[float]]:
         check_eval(cfg.eval)
         check_device(cfg.hardware)
-        return build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))  # type: ignore[arg-type]
+        return build_rewards(plain_list(cfg.task.rewards))
 
     rewards, _ = check_config(checked)
     try:

@@ -137,11 +137,10 @@ def _columns(given: list[str], answer: str | None) -> dict[str, Any]:
 def _scoring_reward(cfg: Any, columns: dict[str, Any]) -> Any:
     """The task's first reward, built, once the columns it reads are all given; ``ValueError`` naming those that
     are not (before any model loads)."""
-    from omegaconf import OmegaConf
-
+    from grpo_ext.config import plain_list
     from grpo_ext.rewards import build_rewards, reward_columns
 
-    (reward,), _ = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True)[:1])  # the one that scores
+    (reward,), _ = build_rewards(plain_list(cfg.task.rewards)[:1])  # the one that scores
     missing = [c for c in reward_columns(reward) if c not in columns]
     if missing:
         getattr(reward, "close", lambda: None)()

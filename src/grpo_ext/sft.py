@@ -80,7 +80,7 @@ def fine_tune(cfg: DictConfig, run_dir: Path | RunDir, group: str | None = None)
             quantization_config=adapters.quantization_config(cfg.peft, spec.dtype),
         )
         with raised_as(ConfigError):
-            check_truncation(len(trainer.train_dataset), len(pairs), cfg.sft.max_length)
+            check_truncation(len(trainer.train_dataset), len(pairs), cfg.sft.max_length)  # type: ignore[arg-type]
         life.watch(trainer, splits.eval, spec.eval_every)
         trainer.train(resume_from_checkpoint=life.resume_from)
     outcome = life.finish(trainer)

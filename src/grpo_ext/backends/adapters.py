@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from grpo_ext.backends import models
+from grpo_ext.config import plain
 from grpo_ext.run import processes
 from grpo_ext.run.rundir import RunDir
 
@@ -145,7 +146,7 @@ def _trained_with(checkpoint: Path, adapter: dict[str, Any]) -> str:
     import yaml
 
     try:
-        peft = OmegaConf.to_container(OmegaConf.load(RunDir(checkpoint.parent).config).peft)
+        peft = plain(OmegaConf.load(RunDir(checkpoint.parent).config).peft)
     except (OSError, yaml.YAMLError, AttributeError, KeyError):  # a checkpoint outside its run directory
         peft = {"name": "lora", "r": adapter.get("r"), "target_modules": adapter.get("target_modules")}
     targets = peft.get("target_modules")  # all-linear, the default, goes without saying

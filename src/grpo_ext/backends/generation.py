@@ -71,7 +71,7 @@ class Completion(str):
         completion.ids = ids
         return completion
 
-    def __getnewargs__(self) -> tuple[str, list[int]]:  # pickled whole, to a reward's worker process
+    def __getnewargs__(self) -> tuple[str, list[int]]:  # type: ignore[override]  # pickled whole, ids included
         return str(self), self.ids
 
 

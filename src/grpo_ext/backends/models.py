@@ -20,8 +20,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from grpo_ext.config import plain
 from grpo_ext.errors import ModelError
 from grpo_ext.hub import HUB_TIMEOUT_S, hub_offline
 from grpo_ext.run.rundir import ADAPTERS, SAVED_MODELS
@@ -118,7 +119,7 @@ def check_checkpoint_shape(checkpoint: Path, model_dir: str) -> None:
     saved = _read_json(Path(checkpoint) / "config.json")
     changed = _shape_changes(saved, current)
     if changed:
-        trained = saved.get("_name_or_path") or "another model"
+        trained = (saved or {}).get("_name_or_path") or "another model"
         raise ModelUnavailableError(
             f"resume={checkpoint} holds a model of another shape than this run's model ({'; '.join(changed)}): it was "
             f"trained from {trained}; resume it with the model it was trained from, or start a new run from it with "
@@ -269,7 +270,7 @@ def _byte_symbols() -> list[str]:
 
 def build_random(cfg: DictConfig) -> Path:
     """Build (once) and cache a random-weight Qwen2 model shaped by ``cfg.architecture``; return its directory."""
-    arch = OmegaConf.to_container(cfg.architecture, resolve=True)
+    arch = plain(cfg.architecture)
     # A real model's shape with random weights is for memory and speed measurements: stored in bf16, which halves the
     # disk and the time to write and load it (a 7B shape: 15 GB, not 30). The tiny model, which learns, stays fp32.
     dtype = "float32" if cfg.path is None else "bfloat16"

@@ -81,7 +81,7 @@ def make_grpo_config(cfg: DictConfig, run_dir: str, reward_weights: list[float])
     except ValueError as err:  # TRL's own checks name its fields bare: say which trainer values they mean
         named = ", ".join(f"trainer.{key}={values[key]}" for key in _fields_named(str(err), values))
         raise ValueError(f"trl.GRPOConfig rejected {named or 'the trainer values'}: {err}") from err
-    check_report_to(args.report_to)
+    check_report_to(list(args.report_to or []))
     return args
 
 

@@ -30,6 +30,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from grpo_ext.backends.models import cache_root
+from grpo_ext.config import plain
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def _node_type(annotation: Any) -> Any:
             return Any if inner is Any else inner | None
         return Any
     if typing.get_origin(annotation) is list and args and args[0] in primitives:
-        return list[args[0]]
+        return list[args[0]]  # type: ignore[valid-type]  # a type built at run time
     return Any
 
 
@@ -165,7 +166,7 @@ def _decode_type(text: str) -> Any:
     if text.endswith("?"):
         return _decode_type(text[:-1]) | None
     if text.startswith("list[") and text.endswith("]"):
-        return list[_decode_type(text[5:-1])]
+        return list[_decode_type(text[5:-1])]  # type: ignore[misc]  # a type built at run time
     if text == "any":
         return Any
     if text not in _PRIMITIVES:
@@ -177,13 +178,13 @@ def _default(value: Any) -> dataclasses.Field:
     if value is dataclasses.MISSING:
         return field(default=MISSING)
     if isinstance(value, (list, dict)):
-        return field(default_factory=functools.partial(copy.deepcopy, value))
+        return field(default_factory=functools.partial(copy.deepcopy, value))  # type: ignore[arg-type]
     return field(default=value)
 
 
 def grpo_config_defaults() -> dict[str, Any]:
     """GRPOConfig's defaults as they appear in the ``trainer`` node."""
-    return OmegaConf.to_container(OmegaConf.structured(trainer_schema()))
+    return plain(OmegaConf.structured(trainer_schema()))
 
 
 def trainer_overrides(trainer: DictConfig) -> dict[str, Any]:
@@ -192,7 +193,7 @@ def trainer_overrides(trainer: DictConfig) -> dict[str, Any]:
     Passing only the differences leaves every untouched field to TRL's own defaults and post-init logic
     (deprecated aliases, values derived from others), exactly as if the user had called GRPOConfig by hand.
     """
-    values = OmegaConf.to_container(trainer, resolve=True)
+    values = plain(trainer)
     defaults = grpo_config_defaults()
     return with_current_names({key: value for key, value in values.items() if value != defaults[key]})
 

@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from grpo_ext.backends import adapters, hardware, models
+from grpo_ext.config import plain_list
 from grpo_ext.config.schema import check_eval
 from grpo_ext.errors import ConfigError, WriteError, raised_as
 from grpo_ext.monitor import loggers
@@ -75,7 +76,7 @@ def grpo_run(cfg: DictConfig, run: RunDir) -> RunSpec:
         check_eval(cfg.eval)
         hardware.check_launch(cfg.hardware)
         _check_placement(cfg)
-        rewards, weights = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))  # type: ignore[arg-type]
+        rewards, weights = build_rewards(plain_list(cfg.task.rewards))
         args = make_grpo_config(cfg, str(run), weights)
         rollout = hardware.rollout_func(cfg.hardware, args.use_vllm, cfg.peft.name)  # None: TRL's generate or vLLM
         resume_from = _resume_point(cfg, run, GRPO)
@@ -95,7 +96,7 @@ def sft_run(cfg: DictConfig, run: RunDir) -> RunSpec:
         models.check(cfg.model)
         check_eval(cfg.eval)
         _check_placement(cfg)
-        rewards, weights = build_rewards(OmegaConf.to_container(cfg.task.rewards, resolve=True))  # type: ignore[arg-type]
+        rewards, weights = build_rewards(plain_list(cfg.task.rewards))
         loggers.check(cfg.logger)
         args = sft_config(cfg, run.path)
         _check_processes(cfg, run, args)

@@ -97,7 +97,7 @@ def _open(
             tags=list(dict.fromkeys([*cfg.tags, *tags])),
             config={"grpo_ext": config},
             dir=str(run_dir),
-            mode=mode,
+            mode=mode,  # type: ignore[arg-type]  # check() allows only wandb's modes
         )
     except Exception as err:  # noqa: BLE001 - W&B being unreachable must not cost the run
         logger.warning("W&B could not start (%s); going on with metrics.jsonl only", err)

@@ -47,7 +47,7 @@ class BestModel:
         self.run_dir, self.save, self.adapter, self.metric = run_dir, save, adapter, metric
         self.saved_dir = run_dir.best_adapter if adapter else run_dir.best_model
         self._clean_up_interrupted_swap()
-        self.record = read_best(run_dir)
+        self.record: Any = read_best(run_dir)  # dict[str, Any] | None
         if self.record is not None and metric not in self.record:
             log.warning(
                 "%s ranks models by %s, and this run by %s (eval.best_metric): the best is chosen anew from here",

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from grpo_ext.config import plain
 from grpo_ext.run import rundir
 from grpo_ext.run.rundir import RunDir
 
@@ -55,7 +56,7 @@ def latest_complete(run_dir: Path | RunDir) -> Path | None:
     return found[-1] if found else None
 
 
-def resume_point(resume: str, run_dir: Path) -> Path | None:
+def resume_point(resume: str, run_dir: Path | RunDir) -> Path | None:
     """Where to resume from: ``resume`` is ``auto`` (the newest complete checkpoint in ``run_dir``, if any),
     ``none`` (start fresh; refused if ``run_dir`` already holds checkpoints) or a checkpoint directory."""
     if resume == "auto":
@@ -75,15 +76,15 @@ def resume_point(resume: str, run_dir: Path) -> Path | None:
     return path
 
 
-def discard_after(run_dir: Path, step: int) -> None:
+def discard_after(run_dir: Path | RunDir, step: int) -> None:
     """Remove checkpoints newer than ``step`` (incomplete ones, or a future the resumed run will redo)."""
     for path in checkpoints(run_dir):
-        if checkpoint_step(path) > step:
+        if (checkpoint_step(path) or 0) > step:
             logger.warning("removing %s: newer than the checkpoint the run resumes from", path)
             shutil.rmtree(path, ignore_errors=True)
 
 
-def remove_incomplete(run_dir: Path) -> list[Path]:
+def remove_incomplete(run_dir: Path | RunDir) -> list[Path]:
     """Remove checkpoints the Trainer did not finish writing; return what was removed."""
     removed = [p for p in checkpoints(run_dir) if not is_complete(p)]
     for path in removed:
@@ -132,27 +133,29 @@ def _same(old: Any, new: Any) -> bool:
         return False
 
 
-def check_same_run(run_dir: Path, cfg: Any, resumable: tuple[str, ...], checkpoint: Path, entry_point: str) -> None:
+def check_same_run(
+    run_dir: Path | RunDir, cfg: Any, resumable: tuple[str, ...], checkpoint: Path, entry_point: str
+) -> None:
     """Raise ``ValueError`` when ``resume=auto`` would continue the run in ``run_dir`` with another entry point
     (``grpo_ext.train`` on an SFT run's checkpoints) or with settings it was not trained with (``cfg``: this run's
     config; ``resumable``: the dotted key prefixes that may change)."""
     from omegaconf import OmegaConf
 
-    run_dir = RunDir(run_dir)
+    run = RunDir(run_dir)
     try:
-        saved = OmegaConf.to_container(OmegaConf.load(run_dir.config))
+        saved = plain(OmegaConf.load(run.config), resolve=False)
     except (OSError, ValueError):  # no record to compare with (a deleted file)
         return
     if saved.get("entry_point", entry_point) != entry_point:
         raise ValueError(
-            f"{run_dir} holds a {saved['entry_point']} run, whose {checkpoint.name} {entry_point} would resume and "
+            f"{run} holds a {saved['entry_point']} run, whose {checkpoint.name} {entry_point} would resume and "
             f"whose models it would overwrite: give this run its own hydra.run.dir (a model the other run saved "
-            f"is model.path={run_dir.final_model})"
+            f"is model.path={run.final_model})"
         )
-    changed = changed_settings(saved, OmegaConf.to_container(cfg, resolve=True), resumable)
+    changed = changed_settings(saved, plain(cfg), resumable)
     if changed:
         raise ValueError(
-            f"resume=auto would continue the run in {run_dir} from {checkpoint.name} with settings it was not "
+            f"resume=auto would continue the run in {run} from {checkpoint.name} with settings it was not "
             f"trained with: {'; '.join(changed[:8])}{'; ...' if len(changed) > 8 else ''}. Continue it as it was "
             "(without those overrides), start a new run in another hydra.run.dir, or continue from the checkpoint "
             f"with the new settings on purpose: resume={checkpoint}"
@@ -168,12 +171,12 @@ def is_write_failure(err: OSError) -> bool:
     return err.errno in WRITE_ERRNOS or err.filename is not None
 
 
-def save_config(cfg: Any, run_dir: Path, entry_point: str) -> None:
+def save_config(cfg: Any, run_dir: Path | RunDir, entry_point: str) -> None:
     """Write the resolved config, and the ``entry_point`` that runs it, to ``run_dir/config.yaml``, whole or not at
     all: the other processes of a launch may be reading it for ``check_same_run`` while the main process writes it."""
     from omegaconf import OmegaConf
 
-    config = {"entry_point": entry_point, **OmegaConf.to_container(cfg, resolve=True)}
+    config = {"entry_point": entry_point, **plain(cfg)}
     rundir.replace_whole(RunDir(run_dir).config, OmegaConf.to_yaml(config))
 
 

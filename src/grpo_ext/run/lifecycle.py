@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
+from grpo_ext.config import plain
 from grpo_ext.errors import RewardError, TrainingError, WriteError
 from grpo_ext.monitor import loggers
 from grpo_ext.run import checkpoints, processes
@@ -90,9 +91,9 @@ class Lifecycle:
             log.info("resuming from %s (step %d)", spec.resume_from, self.resumed_step)
         cfg = spec.cfg
         tags = [cfg.task.name, cfg.model.name, cfg.algorithm.name if spec.method is GRPO else "sft"]
-        resolved = OmegaConf.to_container(cfg, resolve=True)
+        resolved = plain(cfg)
         # W&B, when it can start: a run never fails for it
-        loggers.start(cfg.logger, spec.args, tags, group, resolved, job_type=spec.method.job_type)  # type: ignore[arg-type]
+        loggers.start(cfg.logger, spec.args, tags, group, resolved, job_type=spec.method.job_type)
 
     @property
     def resume_from(self) -> str | None:

@@ -73,7 +73,7 @@ def read_alerts(run_dir: str | Path | RunDir) -> list[dict[str, Any]]:
 def alerts_text(run_dir: str | Path | RunDir) -> str | None:
     """``no learning signal (step 10), held-out accuracy fell (step 25)``: each kind of alert once, at its first
     step; ``None`` without alerts."""
-    first: dict[str, Any] = {}
+    first: dict[Any, Any] = {}
     for alert in read_alerts(run_dir):
         first.setdefault(alert.get("title"), alert.get("step"))
     return ", ".join(f"{title} (step {step})" for title, step in first.items()) or None

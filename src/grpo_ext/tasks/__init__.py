@@ -6,6 +6,7 @@ A task's rows carry a ``prompt`` (chat messages), the ground-truth columns its r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +56,7 @@ def build_task(cfg: Any) -> TaskSplits:
 __all__ = ["TASKS", "Task", "TaskConfig", "TaskSplits", "build_task", "check_columns", "get_task"]
 
 
-def check_columns(dataset: Any, rewards: list[Any], where: str) -> None:
+def check_columns(dataset: Any, rewards: Sequence[Any], where: str) -> None:
     """Raise ``ValueError`` naming the column (and the row) when a reward reads a column that ``dataset`` lacks or
     that is empty (``None``) in some row; ``where`` names the split."""
     from grpo_ext.rewards import reward_columns

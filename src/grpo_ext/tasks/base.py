@@ -146,9 +146,9 @@ def read_csv_rows(path: Path, label: str) -> Table:
         raise ValueError(f"{label}: the header names a column twice: {header}")
     for line, record in records:
         if len(record) != len(header):
-            cells = f"{len(record)} cell{'s' if len(record) != 1 else ''}"
-            raise ValueError(f"{label} line {line}: {cells}, where the header names {len(header)} columns")
-    columns = {name: [record[i] for _, record in records] for i, name in enumerate(header)}
+            count = f"{len(record)} cell{'s' if len(record) != 1 else ''}"
+            raise ValueError(f"{label} line {line}: {count}, where the header names {len(header)} columns")
+    columns: dict[str, list[Any]] = {name: [record[i] for _, record in records] for i, name in enumerate(header)}
     for name, cells in columns.items():
         filled = [cell for cell in cells if cell != ""]
         if filled and all(INTEGER.fullmatch(cell) for cell in filled):

@@ -106,7 +106,10 @@ def build(cfg: FizzBuzzConfig) -> TaskSplits:
     kinds have one solution per kind (and level), so their held-out problems differ in their inputs only."""
     kinds = _validate(cfg)
     rng = random.Random(cfg.seed)
-    problems, rows, seen, eval_programs = [], [], set(), set()
+    problems: list[Problem] = []
+    rows: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    eval_programs: set[str] = set()
     attempts = 0
     while len(problems) < cfg.eval_size + cfg.train_size:
         attempts += 1

@@ -129,7 +129,7 @@ def make_balanced(rng: random.Random, level: int, tests: int) -> Problem:
     closing = {pairs[i + 1]: pairs[i] for i in range(0, len(pairs), 2)}
     noise = "ab1 " if level == 3 else ""
     oracle = balanced_oracle(pairs)
-    inputs = []
+    inputs: list[str] = []
     while len(inputs) < tests + 1:
         depth = rng.randint(1, 6)
         opens = [pairs[2 * rng.randrange(level)] for _ in range(depth)]

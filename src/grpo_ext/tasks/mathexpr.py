@@ -49,10 +49,10 @@ class _Generator:
         """A random expression at most ``depth`` operators deep: its text and its exact value."""
         rng = self.rng
         if depth == 0 or (not top and rng.random() < 0.3):
-            value = rng.randint(0, 10**self.cfg.max_digits - 1)
+            number = rng.randint(0, 10**self.cfg.max_digits - 1)
             if rng.random() < self.cfg.neg_prob:
-                return f"(-{value})", Fraction(-value)
-            return str(value), Fraction(value)
+                return f"(-{number})", Fraction(-number)
+            return str(number), Fraction(number)
         op = rng.choice(self.ops)
         left, left_value = self.expression(depth - 1, top=False)
         right, right_value = self.expression(depth - 1, top=False)
