@@ -69,7 +69,7 @@ run() {  # run NAME DEADLINE_S COMMAND...
 
 for check in "$@"; do
     case "$check" in
-        tests) run tests 300 "$PYTHON" -m pytest -q -n 0 -m gpu tests/test_gpu.py ;;
+        tests) run tests 300 "$PYTHON" -m pytest -q -n 0 -m gpu tests/backends/test_gpu.py ;;
         rollout_32x256)
             run rollout_32x256 420 "$PYTHON" benchmarks/rollout.py --steps 8 --repeats 3 "${JOB[@]}" \
                 trainer.per_device_train_batch_size=32 trainer.num_generations=8 trainer.max_completion_length=256 ;;

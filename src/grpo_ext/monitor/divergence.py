@@ -55,7 +55,8 @@ class StopOnDivergence(TrainerCallback):
         if state.global_step:  # loaded from the checkpoint this run resumes from
             step = state.global_step
             earlier = [p.name for p in diagnosis.saved_before(self.run_dir, step)]
-            text = f"the weights of checkpoint-{step}, which this run resumes from, are not all finite: {what}. "
+            resumed = self.run_dir.checkpoint(step).name
+            text = f"the weights of {resumed}, which this run resumes from, are not all finite: {what}. "
             if earlier:
                 lr = args.learning_rate
                 text += (

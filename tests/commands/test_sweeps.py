@@ -17,10 +17,10 @@ import psutil
 import pytest
 import yaml
 
-from conftest import FAST, run_cli
 from grpo_ext import plot, summarize
 from grpo_ext.run import records
 from grpo_ext.run.records import read_metrics
+from support import FAST, run_cli
 from wandb_records import run_summary
 
 
@@ -38,6 +38,7 @@ def sweep(tmp_path_factory):
     return sweep_dir, result
 
 
+@pytest.mark.slow
 def test_four_jobs_with_their_own_directories_and_a_failure_that_does_not_stop_the_sweep(sweep):
     sweep_dir, result = sweep
     jobs = sorted(d for d in sweep_dir.iterdir() if d.is_dir() and d.name[0].isdigit())
@@ -86,6 +87,7 @@ def test_plots_overlay_runs(sweep, tmp_path, capsys):
     assert capsys.readouterr().err.startswith(f"error: cannot write the plots to {tmp_path / 'a_file' / 'plots'}: ")
 
 
+@pytest.mark.slow
 def test_each_job_writes_its_own_wandb_run_with_name_group_tags_config_and_best_evaluation(tmp_path):
     sweep_dir = tmp_path / "sweepB"
     fast = [o for o in FAST if not o.startswith(("logger", "eval.during_training"))]
@@ -121,6 +123,7 @@ def test_each_job_writes_its_own_wandb_run_with_name_group_tags_config_and_best_
         assert best == {"step": 0, "eval/accuracy": 0.0, "model": "start"}
 
 
+@pytest.mark.slow
 def test_a_wandb_that_cannot_start_never_fails_the_run(tmp_path):
     fast = [o for o in FAST if not o.startswith("logger")]
     result = run_cli(
@@ -178,8 +181,8 @@ def test_an_optuna_sweep_runs_and_maximizes_the_objective(tmp_path):
 
 
 def test_completions_table_every_n_steps_with_rewards_and_answer(tmp_path):
-    from conftest import compose_config
     from grpo_ext.train import train
+    from support import compose_config
 
     fast = [o for o in FAST if not o.startswith("trainer.max_steps")]
     cfg = compose_config(["task=arithmetic", "model=tiny", *fast, "trainer.max_steps=4", "logger.completions_every=2"])
@@ -234,6 +237,7 @@ def test_the_objective_a_run_returns_and_a_misspelled_one(tmp_path, caplog):
     assert "objective=eval/acuracy was never logged, so the run returns NaN; logged keys: kl, reward" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_slurm_job_warned_by_sigusr2_saves_a_checkpoint_is_requeued_and_resumes(tmp_path):
     """A SLURM job near its time limit, or preempted, through submitit's local executor: the same job pickling,
     signal (SIGUSR2) and handler as on SLURM, with a requeue by exit status instead of ``scontrol requeue``. The

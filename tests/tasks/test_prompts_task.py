@@ -7,12 +7,12 @@ import re
 
 import pytest
 
-from conftest import FAST, REPO, compose_config, run_cli
 from grpo_ext.errors import GrpoExtError
 from grpo_ext.run.records import read_metrics
 from grpo_ext.sft import fine_tune
 from grpo_ext.tasks import build_task
 from grpo_ext.train import train
+from support import FAST, REPO, compose_config, run_cli
 
 EXAMPLE = REPO / "examples" / "word_count.jsonl"
 WORD_COUNT = "task.rewards=[{name: examples.word_count.word_count}]"
@@ -221,6 +221,7 @@ def test_bad_files_are_named(tmp_path):
             prompts_task(f"task.path={tmp_path / name}")
 
 
+@pytest.mark.slow
 def test_cli_names_the_missing_keys_then_a_bad_line_in_seconds(tmp_path):
     result = run_cli(["-m", "grpo_ext.train", "task=prompts", *FAST], cwd=tmp_path)
     assert result.returncode == 1

@@ -20,9 +20,9 @@ import transformers
 from packaging.version import Version
 from safetensors.torch import load_file
 
-from conftest import FAST, TESTS, history, run_cli, wait_for_step
 from grpo_ext.run import checkpoints
 from grpo_ext.run.records import read_metrics
+from support import FAST, TESTS, history, run_cli, wait_for_step
 
 ARGS = [
     *[o for o in FAST if not o.startswith(("trainer.max_steps", "trainer.save_strategy", "eval.during_training"))],
@@ -71,6 +71,7 @@ def two_processes(tmp_path_factory):
     return runs[0], out
 
 
+@pytest.mark.slow
 def test_two_processes_write_one_run(two_processes):
     run_dir, out = two_processes
     assert [step for step, _, _ in history(run_dir)] == [1, 2, 3, 4, 5, 6]  # each step once, from the main process
@@ -114,6 +115,7 @@ def interrupted(tmp_path_factory):
     return run_dir, out
 
 
+@pytest.mark.slow
 def test_a_signal_to_one_process_stops_both_after_the_same_step(interrupted):
     """Both stop after the same step with a complete checkpoint, instead of the first waiting for ever in the next
     gradient all-reduce (on gloo, crashing: "Connection reset by peer")."""
@@ -149,6 +151,7 @@ def test_processes_with_different_run_directories_are_stopped(tmp_path):
     assert "hydra.run.dir=DIR" in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("world_size", "dirs"), [("2", 1), (None, 2)])
 def test_processes_started_seconds_apart_get_one_run_directory(tmp_path, world_size, dirs):
     """Hydra's ``now`` gives processes that start in different seconds different directories; ``launch_time``

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import compose_config
 from grpo_ext.backends import models
+from support import compose_config
 
 
 def model_cfg(*overrides: str):
@@ -52,6 +52,7 @@ def test_byte_tokenizer_round_trips_any_text():
     assert chat == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 
 
+@pytest.mark.slow
 def test_random_init_of_a_real_model_uses_its_architecture(monkeypatch):
     cfg = model_cfg(
         "model=qwen2.5-coder-1.5b-instruct",

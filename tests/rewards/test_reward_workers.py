@@ -14,13 +14,13 @@ import time
 import psutil
 import pytest
 
-from conftest import FAST, compose_config
 from grpo_ext.rewards import build_rewards, reward_columns
 from grpo_ext.rewards import workers as reward_workers
 from grpo_ext.rewards.guard import RewardFailureError, guard
 from grpo_ext.rewards.workers import WorkerStartError, _start_process, call_one
 from grpo_ext.run.records import read_metrics
 from grpo_ext.train import train
+from support import FAST, compose_config
 
 
 def in_workers(name: str, timeout: float = 2.0, workers: int = 2):

@@ -17,9 +17,9 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from transformers.integrations import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
 from trl import GRPOConfig
 
-from conftest import CONF, REPO, compose_config
 from grpo_ext.config.grpo import TRAINER_LIMITS, check_batch_shape, check_trainer, make_grpo_config
 from grpo_ext.config.trainer_node import grpo_config_defaults, trainer_overrides
+from support import CONF, REPO, compose_config
 
 
 def group_options() -> dict[str, list[str]]:

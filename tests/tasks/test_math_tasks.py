@@ -9,9 +9,9 @@ from fractions import Fraction
 
 import pytest
 
-from conftest import REPO, compose_config
 from grpo_ext.rewards.math_grader import MathGrader
 from grpo_ext.tasks import build_task
+from support import REPO, compose_config
 
 GSM8K = REPO / "tests" / "fixtures" / "gsm8k_sample.jsonl"
 MATH = REPO / "tests" / "fixtures" / "math_sample.jsonl"
@@ -131,9 +131,9 @@ def test_hub_names_fail_fast_without_network_and_defaults_pick_models(tmp_path):
 
 
 def test_mathexpr_trains_two_steps_with_the_math_reward(tmp_path):
-    from conftest import FAST
     from grpo_ext.run.records import read_metrics
     from grpo_ext.train import train
+    from support import FAST
 
     train(compose_config(["task=mathexpr", "model=tiny", *FAST, "task.train_size=64", "task.eval_size=8"]), tmp_path)
     metrics = read_metrics(tmp_path)

@@ -1,5 +1,5 @@
 """``grpo_ext.monitor.health``: the warnings for stretches of steps that teach nothing or whose completions are cut
-off, fed the lines TRL logs. (End to end, with a random model that does both: ``test_train.py``.)"""
+off, fed the lines TRL logs. (End to end, with a random model that does both: ``tests/commands/test_train.py``.)"""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import sys
 from types import SimpleNamespace
 
 import grpo_ext.train
-from conftest import FAST, WITH_SIGNAL, compose_config
 from grpo_ext.monitor import heldout
 from grpo_ext.monitor.health import WarnOnEvalDrop, WarnOnTruncation, WarnWithoutSignal
 from grpo_ext.run.best_model import read_best
 from grpo_ext.run.records import append_alert, read_alerts, read_metrics, truncate_records
 from grpo_ext.train import train
+from support import FAST, WITH_SIGNAL, compose_config
 
 ARGS = SimpleNamespace(logging_steps=1, num_generations=4, max_completion_length=256, mask_truncated_completions=False)
 

@@ -17,12 +17,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import FAST, QLORA_HERE, TESTS, compose_config, fresh_cache, history, tiny_model_with, wait_for_step
 from grpo_ext.errors import DivergedError, GrpoExtError
 from grpo_ext.monitor.divergence import StopOnDivergence
 from grpo_ext.run import checkpoints
 from grpo_ext.run.records import read_alerts, read_metrics
 from grpo_ext.train import train
+from support import FAST, QLORA_HERE, TESTS, compose_config, history, tiny_model_with, wait_for_step
 from wandb_records import run_summary
 
 SIX_STEPS = [
@@ -51,6 +51,7 @@ def uninterrupted(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_resumes_to_the_same_history(uninterrupted, tmp_path):
     run_dir = tmp_path / "run"
     process = start(run_dir)
@@ -71,6 +72,7 @@ def test_sigkill_mid_run_resumes_to_the_same_history(uninterrupted, tmp_path):
     assert steps == {int(s["step"]) for s in reference["state"].values()} == {6}
 
 
+@pytest.mark.slow
 def test_a_second_run_of_the_same_directory_stops_while_the_first_goes_on(tmp_path):
     first = start(tmp_path, "trainer.max_steps=500")
     try:
@@ -86,6 +88,7 @@ def test_a_second_run_of_the_same_directory_stops_while_the_first_goes_on(tmp_pa
         first.communicate()
 
 
+@pytest.mark.slow
 def test_a_half_written_checkpoint_is_skipped(uninterrupted, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(uninterrupted, run_dir)
@@ -105,6 +108,7 @@ def test_a_half_written_checkpoint_is_skipped(uninterrupted, tmp_path):
     assert times == sorted(times) and [r["step"] for r in records if "eval/accuracy" in r] == [6]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_the_resumed_run_continues_its_wandb_run(uninterrupted, tmp_path):
     run_dir = tmp_path / "run"
     extra = ["trainer.save_steps=100", "logger=wandb"]  # no periodic checkpoint: the one saved is the signal's
@@ -220,10 +224,10 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path,
     assert not (tmp_path / "checkpoint-2").exists()
 
 
-def test_an_unwritable_run_directory_fails_before_any_model(tmp_path):
+def test_an_unwritable_run_directory_fails_before_any_model(fresh_cache, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    env = {**os.environ, "PYTHONPATH": str(TESTS), "GRPO_EXT_CACHE": str(fresh_cache(tmp_path))}
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "GRPO_EXT_CACHE": str(fresh_cache)}
     done = subprocess.run(
         [sys.executable, "-m", "grpo_ext.train", "model=tiny", "logger=none", f"hydra.run.dir={blocker}/run"],
         env=env, capture_output=True, text=True, timeout=120,
@@ -275,6 +279,7 @@ def test_a_run_that_diverges_stops_before_the_nan_reaches_the_weights_or_the_dis
     assert not (tmp_path / "final_model").exists()
 
 
+@pytest.mark.slow
 def test_the_run_is_sent_back_to_a_checkpoint_before_the_weights_that_diverged_and_trains_on_from_it(tmp_path):
     """Step N + 1's gradient comes from checkpoint-N's weights and, the random state restored, from the same batch.
     The message used to name checkpoint-N as the one to continue from, and resuming from it diverged at once again,
@@ -450,6 +455,7 @@ def test_optimizer_settings_that_cannot_be_applied_on_resume_are_warned_about_an
     assert optimizer.param_groups[0]["lr"] == 1e-3  # a new run: the Trainer built the optimizer from its settings
 
 
+@pytest.mark.slow
 def test_resuming_a_checkpoint_whose_weights_cannot_load_with_the_adapter_settings_is_refused_first(tmp_path):
     """resume=CHECKPOINT takes new settings on purpose, but not an adapter of another shape, or none: the Trainer
     failed after loading the model, with a state-dict size mismatch or "Can't find a checkpoint index"."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import compose_config
 from grpo_ext.rewards.arithmetic import ArithmeticShaping
 from grpo_ext.tasks import TASKS, build_task, check_columns, get_task
 from grpo_ext.tasks.arithmetic import evaluate
+from support import compose_config
 
 
 def arithmetic(*overrides: str):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from support import run_cli
 
 
 def score(tmp_path, lines, *args, reward="arithmetic_shaping"):
@@ -23,6 +23,7 @@ GOOD = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [[], ["--workers", "2"], ["--timeout", "30"]])
 def test_scores_each_line_in_order(tmp_path, args):
     result = score(tmp_path, GOOD, *args)
@@ -32,6 +33,7 @@ def test_scores_each_line_in_order(tmp_path, args):
     assert [o["status"] for o in out] == ["exact", "close", "no_answer", "bad_gold"]
 
 
+@pytest.mark.slow
 def test_reward_params_on_the_command_line(tmp_path):
     result = score(tmp_path, GOOD[:2], "--param", "tolerance=0", "--param", "format_reward=0.1")
     assert [json.loads(line)["reward"] for line in result.stdout.splitlines()] == [pytest.approx(0.9), 0.1]
@@ -77,6 +79,7 @@ def test_missing_file(tmp_path):
     assert result.returncode == 2 and "absent.jsonl" in result.stderr
 
 
+@pytest.mark.slow
 def test_stdin(tmp_path):
     import subprocess
     import sys
@@ -91,6 +94,7 @@ def test_stdin(tmp_path):
     assert json.loads(result.stdout)["reward"] == 1.0
 
 
+@pytest.mark.slow
 def test_hanging_and_crashing_rewards_do_not_stop_the_run(tmp_path):
     lines = [json.dumps({"completion": c}) for c in ["ok", "hang", "ok2", "crash", "ok3"]]
     result = score(tmp_path, lines, "--timeout", "2", "--workers", "2", reward="reward_fixtures.hangs")
@@ -108,6 +112,7 @@ def test_a_reward_that_raises_gives_null_with_the_error(tmp_path):
     assert out == {"reward": None, "status": "error", "error": "RuntimeError: reward bug"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [[], ["--workers", "2"]])
 def test_a_reward_written_to_trl_s_contract_is_called_as_trl_calls_it(tmp_path, args):
     """``reads_trl_arguments`` takes prompts first and reads completion_ids, trainer_state, log_metric and

@@ -12,7 +12,6 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from safetensors.torch import load_file
 
-from conftest import FAST, QLORA_HERE, WITH_SIGNAL, compose_config, runs_out_of_memory
 from grpo_ext.backends import adapters, hardware, models
 from grpo_ext.backends.generation import load_model
 from grpo_ext.config.grpo import make_grpo_config
@@ -22,6 +21,7 @@ from grpo_ext.infer import main as infer
 from grpo_ext.run.records import read_metrics
 from grpo_ext.sft import fine_tune
 from grpo_ext.train import train
+from support import FAST, QLORA_HERE, WITH_SIGNAL, compose_config, runs_out_of_memory
 
 RTX3080, RTX4090 = hardware.Gpu("RTX 3080", 10.0), hardware.Gpu("RTX 4090", 23.6)
 L4, A100_40, H100 = hardware.Gpu("L4", 22.0), hardware.Gpu("A100", 39.4), hardware.Gpu("H100", 79.2)
@@ -204,6 +204,7 @@ def test_lora_trains_adapters_only_and_saves_a_merged_model(tmp_path):
     assert not hasattr(model, "peft_config")
 
 
+@pytest.mark.slow
 def test_a_lora_checkpoint_merged_by_the_merge_command_loads_as_a_model(tmp_path):
     """A run with adapters saves adapters only in its checkpoints: ``python -m grpo_ext.merge`` (a real subprocess)
     makes one a model; the last checkpoint's is the run's own final model, bit for bit."""

@@ -21,11 +21,8 @@ from trl.trainer.utils import is_async_callable
 from grpo_ext.rewards import sandbox
 from grpo_ext.rewards.python_exec import PythonExec, default_workers, extract_code, strict_equal
 from grpo_ext.rewards.sandbox import SandboxUnavailableError, WorkerError
+from support import needs_bwrap
 
-needs_bwrap = pytest.mark.skipif(
-    subprocess.run(["sh", "-c", "command -v bwrap"], capture_output=True).returncode != 0,
-    reason="bubblewrap is not installed (.ci/run installs it)",
-)
 pytestmark = needs_bwrap
 
 SECRET = "grpo-test-secret-7d1f"

@@ -13,11 +13,11 @@ import torch
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
-from conftest import FAST, compose_config
 from grpo_ext.backends import hardware, models
 from grpo_ext.backends.rollout import StaticCacheRollout
 from grpo_ext.run.records import read_metrics
 from grpo_ext.train import train
+from support import FAST, compose_config
 
 PROMPTS = [[{"role": "user", "content": text}] for text in ("(1 + 2) * 3", "4 - 5", "(7 * 8) - 9 + 0", "6")]
 

@@ -14,11 +14,11 @@ import time
 
 import pytest
 
-from conftest import FAST, TESTS, compose_config, run_cli
 from grpo_ext.difficulty import _total, summary
 from grpo_ext.run.records import read_metrics
 from grpo_ext.tasks import build_task
 from grpo_ext.train import train
+from support import FAST, TESTS, compose_config, run_cli
 
 REWARD = "task.rewards=[{name: reward_fixtures.varies_on_odd_answers}]"
 MEASURE = ["task=arithmetic", "model=tiny", "hardware=cpu", "logger=none", "task.train_size=24", "task.eval_size=8"]
@@ -39,6 +39,7 @@ def measured(tmp_path_factory):
     return out, result.stdout
 
 
+@pytest.mark.slow
 def test_each_prompt_s_group_is_sampled_and_scored_and_the_ones_with_a_signal_are_kept(measured):
     out, stdout = measured
     rows = read_lines(out / "difficulty.jsonl")
@@ -72,6 +73,7 @@ def test_the_printed_command_trains_on_the_prompts_with_a_signal(measured, tmp_p
     assert [r["frac_reward_zero_std"] for r in read_metrics(tmp_path) if "loss" in r] == [0.0, 0.0]  # each has one
 
 
+@pytest.mark.slow
 def test_a_task_where_nothing_differs_says_so_instead_of_a_command(tmp_path):
     """A random model never writes <answer>: arithmetic_shaping gives 0 to every completion."""
     command = ["-m", "grpo_ext.difficulty", *MEASURE, "task.train_size=4", "trainer.num_generations=2",
@@ -91,6 +93,7 @@ def test_a_task_where_nothing_differs_says_so_instead_of_a_command(tmp_path):
         ("task.rewards=[{name: python_exec}]", "task error: reward 'python_exec' reads column 'tests'"),
     ],
 )
+@pytest.mark.slow
 def test_bad_settings_are_named_before_a_model_loads(override, message, tmp_path):
     result = run_cli(["-m", "grpo_ext.difficulty", *MEASURE, override, f"hydra.run.dir={tmp_path}"], tmp_path)
     assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
@@ -112,6 +115,7 @@ def test_a_group_s_total_is_the_weighted_sum_training_uses_and_the_summary_count
     )
 
 
+@pytest.mark.slow
 def test_a_measurement_cut_short_goes_on_where_it_stopped_and_gives_the_same_figures(measured, tmp_path):
     """A kill mid-way leaves the figures measured so far and the settings; the same command into the same directory
     measures only the rest (each batch has its own seed: the figures of an unbroken run), and once finished, run
@@ -143,6 +147,7 @@ def printed(stdout):
     return [line for line in stdout.splitlines() if not line.startswith("[")]
 
 
+@pytest.mark.slow
 def test_other_settings_in_the_same_directory_are_refused_naming_what_differs(measured):
     out, _ = measured
     before = (out / "difficulty.jsonl").read_text()
@@ -158,6 +163,7 @@ def test_other_settings_in_the_same_directory_are_refused_naming_what_differs(me
     assert (out / "difficulty.jsonl").read_text() == before
 
 
+@pytest.mark.slow
 def test_a_model_changed_under_the_same_name_is_another_measurement(tmp_path):
     """The tiny model built with another depth, then a saved model trained further in place: each is refused as a
     continuation of the measurement made with the model before it."""
@@ -182,6 +188,7 @@ def test_a_model_changed_under_the_same_name_is_another_measurement(tmp_path):
     assert again.returncode == 1 and "(the model's files differ)" in again.stderr, again.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_what_was_measured_and_names_the_command_that_goes_on(tmp_path):
     command = [sys.executable, "-m", "grpo_ext.difficulty", *MEASURE, "task.train_size=2000", "eval.batch_size=4",
                "trainer.num_generations=2", f"hydra.run.dir={tmp_path}"]  # fmt: skip

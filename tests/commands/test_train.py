@@ -12,11 +12,11 @@ from datasets import Dataset
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from conftest import CONF, FAST, REPO, WITH_SIGNAL, compose_config, fresh_cache, run_cli
 from grpo_ext.backends import models
 from grpo_ext.errors import GrpoExtError
 from grpo_ext.run.records import read_metrics
 from grpo_ext.train import train
+from support import CONF, FAST, REPO, WITH_SIGNAL, compose_config, run_cli
 
 
 def test_two_steps_on_cpu_write_metrics_and_change_the_weights(tmp_path):
@@ -72,6 +72,7 @@ def _holds(actual, given) -> bool:
     return actual == given
 
 
+@pytest.mark.slow
 def test_cli_run_from_another_directory(tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli(
@@ -145,8 +146,8 @@ def test_bad_config_fails_before_any_model_is_built(tmp_path, monkeypatch, overr
         (["task=fizzbuz"], "Could not find 'task/fizzbuz'"),
     ],
 )
-def test_bad_command_line_fails_before_any_model_is_built(tmp_path, overrides, message):
-    cache = fresh_cache(tmp_path)
+def test_bad_command_line_fails_before_any_model_is_built(fresh_cache, tmp_path, overrides, message):
+    cache = fresh_cache
     result = run_cli(
         ["-m", "grpo_ext.train", "model=tiny", "logger=none", f"hydra.run.dir={tmp_path / 'run'}", *overrides],
         cwd=tmp_path,
@@ -156,6 +157,7 @@ def test_bad_command_line_fails_before_any_model_is_built(tmp_path, overrides, m
     assert no_model_built(cache)
 
 
+@pytest.mark.slow
 def test_unreachable_hub_model_fails_with_the_alternatives(tmp_path):
     result = run_cli(
         ["-m", "grpo_ext.train", "model=qwen2.5-0.5b-instruct", "logger=none", f"hydra.run.dir={tmp_path / 'run'}"],
@@ -234,6 +236,7 @@ def test_a_run_that_logged_nothing_still_ends_well(tmp_path, capsys):
     assert f"run directory: {tmp_path} (no training step was logged)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_steps_that_teach_nothing_and_completions_cut_off_are_named_once_a_stretch(tmp_path, caplog):
     """A random model never writes <answer>: every completion scores 0, every advantage is 0 (the README's run from
     random weights). Nor does it know to stop: nearly every completion runs to trainer.max_completion_length. After
@@ -252,5 +255,6 @@ def test_steps_that_teach_nothing_and_completions_cut_off_are_named_once_a_stret
     caplog.clear()
     with_signal = ["task.rewards=[{name: reward_fixtures.prefers_short}]", "trainer.max_steps=12"]
     train(compose_config(["task=arithmetic", "model=tiny", *steps, *with_signal]), tmp_path / "signal")
-    assert "no learning signal" not in caplog.text  # (its completions are cut off too: the random model is slow
-    # to learn to stop, 75-100% cut in each of its 12 steps; tests/test_health.py has the runs that end in time)
+    # (its completions are cut off too: the random model is slow to learn to stop, 75-100% cut in each of its 12
+    # steps; tests/monitor/test_health.py has the runs that end in time)
+    assert "no learning signal" not in caplog.text

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import compose_config
 from grpo_ext.monitor import loggers
 from grpo_ext.run.records import read_alerts
+from support import compose_config
 
 
 @pytest.mark.parametrize(
@@ -34,10 +34,11 @@ def test_the_mode_a_run_will_use(monkeypatch):
     assert loggers.check(compose_config(["logger=wandb"]).logger) == "online"
 
 
+@pytest.mark.slow
 def test_a_diverged_run_and_one_without_signal_send_w_and_b_alerts_and_end_as_failed_and_finished(tmp_path):
     """What a long run's owner must hear of without watching it reaches W&B as an alert (an email or Slack message
     where W&B is set up for it; recorded in an offline run, which is what is read here)."""
-    from conftest import FAST, run_cli
+    from support import FAST, run_cli
     from wandb_records import run_summary
 
     steps = [o for o in FAST if not o.startswith(("trainer.max_steps", "logger", "trainer.save_strategy"))]
@@ -64,10 +65,11 @@ def test_a_diverged_run_and_one_without_signal_send_w_and_b_alerts_and_end_as_fa
     assert "training diverged at step" in read_alerts(tmp_path / "diverged")[0]["message"]
 
 
+@pytest.mark.slow
 def test_a_run_stopped_by_a_fall_says_so_in_its_wandb_run(tmp_path):
     """Offline W&B, evaluations of 16 prompts scored 100%, 100%, 0% by script, eval.stop_on_drop=true: the W&B run
     finishes (exit 0) with the alert and ``stopped_at_step`` in its summary, for the runs table."""
-    from conftest import FAST, run_cli
+    from support import FAST, run_cli
     from wandb_records import run_summary
 
     scripted = "task.rewards=[{name: reward_fixtures.ScriptedEvaluations, params: {eval_size: 16, script: [1, 1, 0]}}]"

@@ -9,9 +9,9 @@ import pickle
 
 import pytest
 from datasets import Dataset
+from test_rewards import SAMPLES
 from trl.trainer.utils import is_async_callable
 
-from conftest import FAST, compose_config
 from grpo_ext.errors import GrpoExtError
 from grpo_ext.rewards import REWARDS, build_reward
 from grpo_ext.rewards.arithmetic import ArithmeticShaping
@@ -19,7 +19,7 @@ from grpo_ext.rewards.guard import RewardFailureError, guard
 from grpo_ext.run.records import read_metrics
 from grpo_ext.tasks import check_columns
 from grpo_ext.train import train
-from test_rewards import SAMPLES
+from support import FAST, compose_config
 
 
 def test_a_failing_completion_gets_none_and_is_logged(caplog):

@@ -7,14 +7,14 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_hardware import check_trained_adapter_and_merge
+from test_rollout import PROMPTS, logprob_errors, trainer_with
 
-from conftest import FAST, WITH_SIGNAL, compose_config
 from grpo_ext.backends import adapters, models
 from grpo_ext.backends.rollout import StaticCacheRollout
 from grpo_ext.run.records import read_metrics
 from grpo_ext.train import train
-from test_hardware import check_trained_adapter_and_merge
-from test_rollout import PROMPTS, logprob_errors, trainer_with
+from support import FAST, WITH_SIGNAL, compose_config
 
 pytestmark = [
     pytest.mark.gpu,

@@ -8,7 +8,6 @@ from collections import Counter
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import REPO, compose_config
 from grpo_ext.rewards.python_exec import PythonExec, parse_tests
 from grpo_ext.tasks import build_task
 from grpo_ext.tasks.fizzbuzz_problems import (
@@ -22,7 +21,7 @@ from grpo_ext.tasks.fizzbuzz_problems import (
     rle,
     to_roman,
 )
-from test_python_exec import needs_bwrap
+from support import REPO, compose_config, needs_bwrap
 
 FIXTURE = REPO / "tests" / "fixtures" / "code_problems.jsonl"
 

@@ -11,8 +11,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
-from test_python_exec import needs_bwrap
+from support import REPO, needs_bwrap
 
 SHORT = ["hardware=cpu", "sft.steps=5", "trainer.max_steps=2", "eval.size=8", "eval.every=1", "task.train_size=64",
          "task.eval_size=8"]  # fmt: skip
@@ -56,6 +55,7 @@ def test_gpu_checks_refuses_an_unknown_check_before_running_any(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing ran, not even the version line
 
 
+@pytest.mark.slow
 def test_gpu_checks_cuts_a_deadline_to_what_is_left_of_the_budget(tmp_path):
     result = gpu_checks(tmp_path, "tests", budget=90)
     deadline = int(re.search(r"== tests \(deadline (\d+)s\)", result.stdout).group(1))

@@ -10,7 +10,6 @@ import pytest
 from omegaconf import OmegaConf
 from trl import GRPOConfig
 
-from conftest import REPO, run_cli
 from grpo_ext.config.trainer_node import (
     _decode_type,
     _node_type,
@@ -18,6 +17,7 @@ from grpo_ext.config.trainer_node import (
     _write_trainer_fields,
     schema_of,
 )
+from support import REPO, run_cli
 
 
 @pytest.fixture
@@ -88,6 +88,7 @@ def _imported(stderr: str) -> set[str]:
     return {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
 
 
+@pytest.mark.slow
 def test_composing_a_config_imports_trl_only_until_its_fields_are_cached(tmp_path):
     env = {"GRPO_EXT_CACHE": str(tmp_path / "cache")}
     cmd = ["-X", "importtime", "-m", "grpo_ext.train", "--cfg", "job", "-p", "trainer.adam_beta2", "hardware=cpu"]

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
 from grpo_ext.rewards.math_answer import extract_final, extract_gold, normalize
 from grpo_ext.rewards.math_grader import MathGrader, SymbolicPool
 from grpo_ext.rewards.math_parse import ParseError, parse
+from support import run_cli
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
 from math_cases import cases  # noqa: E402
 
 

@@ -16,9 +16,9 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import REPO, TESTS, compose_config
 from grpo_ext.backends import hardware, vllm_server
 from grpo_ext.errors import GrpoExtError
+from support import REPO, TESTS, compose_config
 
 H100 = hardware.Gpu("H100", 79.2)
 T4 = hardware.Gpu("Tesla T4", 14.6, bf16=False)
@@ -322,8 +322,8 @@ def test_bad_vllm_settings_are_refused(override, message):
 
 
 def test_train_refuses_a_server_profile_without_vllm_naming_the_extra(tmp_path, monkeypatch):
-    from conftest import FAST
     from grpo_ext.train import train
+    from support import FAST
 
     monkeypatch.setattr(hardware, "visible_gpus", lambda: [H100, H100])  # two GPUs, and no vLLM
     fast = [o for o in FAST if o != "hardware=cpu"]
@@ -480,7 +480,7 @@ def test_launcher_refuses_an_unknown_accelerate_config(fake_vllm, tmp_path):
 
 
 def test_multigpu_outside_accelerate_points_to_the_launcher(tmp_path):
-    from conftest import FAST, run_cli
+    from support import FAST, run_cli
 
     fast = [o for o in FAST if o != "hardware=cpu"]
     result = run_cli(["-m", "grpo_ext.train", *fast, "hardware=multigpu", f"hydra.run.dir={tmp_path}"],
@@ -499,9 +499,9 @@ def test_multigpu_outside_accelerate_points_to_the_launcher(tmp_path):
 def test_a_real_vllm_server_is_started_used_and_stopped_by_the_run(tmp_path):
     import torch
 
-    from conftest import FAST
     from grpo_ext.run.records import read_metrics
     from grpo_ext.train import train
+    from support import FAST
 
     if torch.cuda.device_count() < 2:
         pytest.skip("needs two GPUs")

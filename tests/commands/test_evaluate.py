@@ -16,7 +16,6 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from conftest import FAST, QLORA_HERE, compose_config, run_cli, runs_out_of_memory, tiny_model_with
 from grpo_ext.backends import generation
 from grpo_ext.errors import GrpoExtError, Interrupted
 from grpo_ext.monitor import heldout
@@ -28,6 +27,7 @@ from grpo_ext.run.records import read_metrics
 from grpo_ext.sft import check_truncation, fine_tune
 from grpo_ext.tasks import build_task
 from grpo_ext.train import train
+from support import FAST, QLORA_HERE, compose_config, run_cli, runs_out_of_memory, tiny_model_with
 from wandb_records import run_summary
 
 
@@ -88,6 +88,7 @@ def test_training_goes_on_past_an_evaluation_whose_reward_fails_on_some_completi
     assert (tmp_path / "final_model" / "config.json").is_file()
 
 
+@pytest.mark.slow
 def test_evaluate_cli_writes_a_report_and_prints_a_table(tmp_path):
     result = run_cli(
         ["-m", "grpo_ext.evaluate", "task=arithmetic", "model=tiny", *FAST, "eval.size=6", "eval.k=2",
@@ -130,6 +131,7 @@ def sft_config(*overrides: str):
     return compose_config(["task=arithmetic", "model=tiny", *FAST, "sft.steps=4", "sft.batch_size=8", *overrides])
 
 
+@pytest.mark.slow
 def test_sft_saves_a_model_that_grpo_starts_from(tmp_path):
     """The command as a user without W&B credentials runs it: the default logger (wandb) writes offline."""
     fast = [o for o in FAST if not o.startswith("logger")]
@@ -241,6 +243,7 @@ def test_sft_without_evaluations_says_so(tmp_path, capsys):
     assert not [r for r in read_metrics(tmp_path) if "eval/accuracy" in r]
 
 
+@pytest.mark.slow
 def test_sft_stopped_by_a_signal_saves_a_checkpoint_and_resumes_to_the_same_history(tmp_path):
     """SIGTERM mid-run: a checkpoint of the step under way and exit status 143; the same run then resumes there and
     ends with the losses of an uninterrupted run, each step logged once."""
@@ -323,6 +326,7 @@ def test_a_failed_sft_command_records_why_in_its_status(tmp_path):
     assert status == {"status": "failed", "error": "config error: sft.steps must be >= 1, got 0"}
 
 
+@pytest.mark.slow
 def test_infer_prints_an_answer_and_scores_it(tmp_path):
     result = run_cli(["-m", "grpo_ext.infer", "What is (4 - 9) * 6?", "model=tiny", "hardware=cpu", "--answer", "-30",
                       "--max-new-tokens", "8", "--samples", "2"], cwd=tmp_path)  # fmt: skip
@@ -331,6 +335,7 @@ def test_infer_prints_an_answer_and_scores_it(tmp_path):
     assert result.stdout.count("[reward ") == 2
 
 
+@pytest.mark.slow
 def test_rewards_get_completions_in_evaluation_as_trl_gives_them_in_training(tmp_path):
     """After chat prompts TRL hands a reward each completion as a list of messages; our evaluations handed it plain
     text, so a reward written to TRL's contract (c[0]["content"]) failed on every completion of the first
@@ -368,6 +373,7 @@ def test_a_reward_reading_trl_s_other_arguments_gets_them_in_training_and_in_eva
     assert evaluated[2] - evaluated[0] == pytest.approx(2, abs=0.02)  # the Trainer's state at each evaluation
 
 
+@pytest.mark.slow
 def test_infer_names_a_reward_that_fails_on_every_answer(tmp_path):
     broken = "task.rewards=[{name: reward_fixtures.always_fails}]"  # overrides after the options, too
     result = run_cli(["-m", "grpo_ext.infer", "What is 2 + 3?", "model=tiny", "--max-new-tokens", "4", "--answer", "5",

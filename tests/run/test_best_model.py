@@ -10,11 +10,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from conftest import FAST, WITH_SIGNAL, compose_config
 from grpo_ext.backends import models
 from grpo_ext.monitor import heldout
 from grpo_ext.run.best_model import BestModel, best_line, read_best
 from grpo_ext.train import train
+from support import FAST, WITH_SIGNAL, compose_config
 
 
 @pytest.fixture(scope="module")
