@@ -19,12 +19,14 @@ from typing import Any
 from grpo_ext.rewards.arithmetic import ArithmeticShaping
 from grpo_ext.rewards.math_grader import MathGrader
 from grpo_ext.rewards.python_exec import PythonExec
+from grpo_ext.rewards.reasoning_gym import ReasoningGymScore
 
 # name -> factory(**params) returning a reward callable. Later rewards are added here, nowhere else.
 REWARDS: dict[str, Callable[..., Callable]] = {
     "arithmetic_shaping": ArithmeticShaping,
     "math": MathGrader,
     "python_exec": PythonExec,
+    "reasoning_gym": ReasoningGymScore,
 }
 
 

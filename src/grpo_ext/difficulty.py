@@ -38,15 +38,15 @@ import hydra
 from omegaconf import DictConfig
 
 from grpo_ext.backends.hardware import check_device
-from grpo_ext.config import plain_list
+from grpo_ext.config import plain, plain_list
 from grpo_ext.config.grpo import make_grpo_config
 from grpo_ext.config.schema import register_configs
-from grpo_ext.config.validate import check_config
+from grpo_ext.config.validate import check_config, expand_mixture
 from grpo_ext.errors import ConfigError, Stopped, TaskError, raised_as
-from grpo_ext.rewards import build_rewards
 from grpo_ext.run import entry
 from grpo_ext.run.rundir import RunDir, replace_whole
-from grpo_ext.tasks import build_task, check_columns
+from grpo_ext.tasks import build_task, check_columns, task_rewards
+from grpo_ext.tasks.mix import TASK_COLUMN
 
 log = logging.getLogger("grpo_ext.difficulty")
 
@@ -68,12 +68,15 @@ def measure(
     from grpo_ext.rewards.calling import as_trl_passes, score_tolerantly, trl_arguments
 
     trainer, k = cfg.trainer, cfg.trainer.num_generations
-    full = float(getattr(rewards[0], "full_reward", 1.0))
+    # the reward that says whether a row is solved: the first, or its part's first in a mixture
+    first = {getattr(reward, "rows_of", None): i for i, reward in reversed(list(enumerate(rewards)))}
+    full = [float(getattr(reward, "full_reward", 1.0)) for reward in rewards]
     per_batch = prompts_per_batch(cfg)
-    for first in range(start, len(dataset), per_batch):
-        rows = dataset.select(range(first, min(first + per_batch, len(dataset))))
+    for begin in range(start, len(dataset), per_batch):
+        rows = dataset.select(range(begin, min(begin + per_batch, len(dataset))))
         prompts = list(rows["prompt"])
-        set_seed(cfg.seed + first)  # the batch's own seed: the same groups whether or not the run was continued
+        parts = rows[TASK_COLUMN] if TASK_COLUMN in rows.column_names else [None] * len(rows)
+        set_seed(cfg.seed + begin)  # the batch's own seed: the same groups whether or not the run was continued
         groups = generate(
             model, tokenizer, prompts, max_new_tokens=trainer.max_completion_length, samples=k,
             temperature=trainer.temperature, top_p=trainer.top_p, top_k=trainer.top_k or 0, min_p=trainer.min_p,
@@ -88,8 +91,10 @@ def measure(
             group = range(i * k, (i + 1) * k)
             totals = [_total([s[j] for s in scores], weights) for j in group]
             scored = [t for t in totals if t is not None]
+            judge = first.get(parts[i], 0)
+            solved = [scores[judge][j] for j in group]
             yield {
-                "pass_rate": sum(scores[0][j] is not None and scores[0][j] >= full for j in group) / k,
+                "pass_rate": sum(v is not None and v >= full[judge] for v in solved) / k,
                 "reward_mean": sum(scored) / len(scored) if scored else None,
                 "signal": bool(scored) and max(scored) - min(scored) > SIGNAL_SPREAD,
             }
@@ -115,12 +120,19 @@ def settings(cfg: Any, dataset: Any, weights: list[float], model_dir: str) -> di
         "task": cfg.task.name,
         "rows": len(dataset),
         "prompts_sha256": hashlib.sha256(prompts.encode()).hexdigest(),
-        "rewards": plain_list(cfg.task.rewards),
+        "rewards": _rewards(cfg.task),
         "weights": list(weights),
         "seed": cfg.seed,
         **{key: trainer[key] for key in ("num_generations", "temperature", "top_p", "top_k", "min_p")},
         "max_completion_length": trainer.max_completion_length,
     }
+
+
+def _rewards(task: Any) -> Any:
+    """The rewards a measurement scores with: the task's, or each part's in a mixture."""
+    if task.name == "mix":
+        return {label: plain(node)["rewards"] for label, node in task.parts.items()}
+    return plain_list(task.rewards)
 
 
 class OtherMeasurementError(ConfigError):
@@ -166,8 +178,20 @@ def _total(values: list[float | None], weights: list[float]) -> float | None:
     return sum(v * w for v, w in present) if present else None
 
 
-def summary(measured: list[dict[str, Any]], k: int) -> str:
-    """How many prompts give a signal, how many always or never pass, and the pass-rate histogram."""
+def summary(measured: list[dict[str, Any]], k: int, parts: list[str] | None = None) -> str:
+    """How many prompts give a signal, how many always or never pass, and the pass-rate histogram; for a mixture
+    (``parts``: each row's part), the same for each part after the whole."""
+    whole = _summary(measured, k)
+    if parts is None:
+        return whole
+    lines = [whole]
+    for label in dict.fromkeys(parts):
+        own = [figures for figures, part in zip(measured, parts, strict=True) if part == label]
+        lines.append(f"{label}: " + _summary(own, k).replace("\n", f"\n{label}: "))
+    return "\n".join(lines)
+
+
+def _summary(measured: list[dict[str, Any]], k: int) -> str:
     n = len(measured)
     signal = sum(r["signal"] for r in measured)
     always = sum(not r["signal"] and r["pass_rate"] == 1.0 for r in measured)
@@ -270,7 +294,8 @@ def difficulty(cfg: DictConfig, run_dir: RunDir, group: str | None = None) -> No
 
     def checked() -> tuple[list[Any], list[float]]:
         check_device(cfg.hardware)
-        rewards, weights = build_rewards(plain_list(cfg.task.rewards))
+        expand_mixture(cfg)
+        rewards, weights = task_rewards(cfg.task)
         make_grpo_config(cfg, str(run_dir), weights)  # the sampling settings checked as training checks them
         return rewards, weights
 
@@ -292,9 +317,12 @@ def difficulty(cfg: DictConfig, run_dir: RunDir, group: str | None = None) -> No
     run_dir.difficulty_partial.unlink(missing_ok=True)  # difficulty.jsonl holds every figure now
     k = cfg.trainer.num_generations
     print(f"{cfg.task.name} train split, {len(measured)} prompts, {k} completions each:")
-    print(summary(measured, k))
+    parts = splits.train[TASK_COLUMN] if cfg.task.name == "mix" else None
+    print(summary(measured, k, parts))
     print(f"every prompt with its figures: {report}")
-    if any(r["signal"] for r in measured):
+    if parts is not None:
+        print(f"the prompts with a signal, each with its part (column {TASK_COLUMN}): {with_signal}")
+    elif any(r["signal"] for r in measured):
         command = ["python", "-m", "grpo_ext.train", *next_command(cfg, with_signal, eval_path)]
         print(f"train on the prompts with a signal: {shlex.join(command)}")
     else:

@@ -20,15 +20,13 @@ from omegaconf import DictConfig
 
 from grpo_ext.backends.generation import load_model
 from grpo_ext.backends.hardware import check_device
-from grpo_ext.config import plain_list
 from grpo_ext.config.schema import check_eval, register_configs
-from grpo_ext.config.validate import check_config
+from grpo_ext.config.validate import check_config, expand_mixture
 from grpo_ext.errors import TaskError, raised_as
-from grpo_ext.monitor.heldout import run_eval
-from grpo_ext.rewards import build_rewards
+from grpo_ext.monitor.heldout import run_eval, scorers, scoring
 from grpo_ext.run import entry
 from grpo_ext.run.rundir import RunDir
-from grpo_ext.tasks import build_task, check_columns
+from grpo_ext.tasks import build_task, check_columns, task_rewards
 
 register_configs()
 
@@ -38,7 +36,8 @@ def table(metrics: dict[str, Any]) -> str:
     width = max(len(key) for key in metrics)
     lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
     for key, value in metrics.items():
-        shown = f"{value:.1%}" if key in ("accuracy", "format") or key.startswith("pass@") else f"{value:.4g}"
+        name = key.rsplit("/", 1)[-1]  # a mixture's part figures: PART/accuracy...
+        shown = f"{value:.1%}" if name in ("accuracy", "format") or name.startswith("pass@") else f"{value:.4g}"
         lines.append(f"{key:<{width}}  {shown}")
     return "\n".join(lines)
 
@@ -61,20 +60,22 @@ def evaluate(cfg: DictConfig, run_dir: RunDir, group: str | None = None) -> None
     def checked() -> tuple[list[Any], list[float]]:
         check_eval(cfg.eval)
         check_device(cfg.hardware)
-        return build_rewards(plain_list(cfg.task.rewards))
+        expand_mixture(cfg)
+        return task_rewards(cfg.task)
 
     rewards, _ = check_config(checked)
     try:
         with raised_as(TaskError):
             splits = build_task(cfg.task)
-            check_columns(splits.eval, rewards[:1], f"{cfg.task.name} eval split")  # the reward that scores
+            check_columns(splits.eval, scorers(rewards), f"{cfg.task.name} eval split")  # the rewards that score
             model, tokenizer = load_model(cfg)
-            report = run_eval(model, tokenizer, splits.eval, rewards[0], cfg)
+            report = run_eval(model, tokenizer, splits.eval, scoring(rewards), cfg)
     finally:
         for reward in rewards:
             getattr(reward, "close", lambda: None)()
     path = write_report(run_dir, report, cfg)
-    print(f"{cfg.task.name} eval split, {report['metrics']['n']} prompts, reward {rewards[0].__name__}:")
+    scored_by = ", ".join(reward.__name__ for reward in scorers(rewards))
+    print(f"{cfg.task.name} eval split, {report['metrics']['n']} prompts, reward {scored_by}:")
     print(table(report["metrics"]))
     print(f"report: {path}")
 

@@ -140,6 +140,11 @@ def _scoring_reward(cfg: Any, columns: dict[str, Any]) -> Any:
     from grpo_ext.config import plain_list
     from grpo_ext.rewards import build_rewards, reward_columns
 
+    if cfg.task.name == "mix":
+        raise ValueError(
+            "a mixture has a reward for each part: to score, name the part's task and settings (task=arithmetic, "
+            "as in the mixture's task.parts), or leave --answer and --column out to read the answers"
+        )
     (reward,), _ = build_rewards(plain_list(cfg.task.rewards)[:1])  # the one that scores
     missing = [c for c in reward_columns(reward) if c not in columns]
     if missing:

@@ -24,10 +24,11 @@ from grpo_ext.backends import adapters, models
 from grpo_ext.config import validate
 from grpo_ext.config.schema import register_configs
 from grpo_ext.errors import ConfigError, TaskError, raised_as
+from grpo_ext.monitor.heldout import scorers
 from grpo_ext.run import entry, processes
 from grpo_ext.run.lifecycle import Lifecycle
 from grpo_ext.run.rundir import RunDir
-from grpo_ext.tasks import build_task, check_columns
+from grpo_ext.tasks import build_task, check_columns, mix
 
 log = logging.getLogger("grpo_ext.sft")
 register_configs()
@@ -52,7 +53,7 @@ def fine_tune(cfg: DictConfig, run_dir: Path | RunDir, group: str | None = None)
     with raised_as(TaskError):
         splits = build_task(cfg.task)
         if cfg.eval.during_training:  # the held-out evaluations score with the first reward
-            check_columns(splits.eval, spec.rewards[:1], f"{cfg.task.name} eval split")
+            check_columns(splits.eval, scorers(spec.rewards), f"{cfg.task.name} eval split")
 
     # 3. Model: a local directory (built, cached, or downloaded), loaded by TRL from its path.
     with processes.main_first():  # a model built here is built once, then read by the other processes
@@ -61,6 +62,8 @@ def fine_tune(cfg: DictConfig, run_dir: Path | RunDir, group: str | None = None)
         models.check_checkpoint_shape(spec.resume_from, model_path)
     with raised_as(TaskError):
         with_reference = rows_with_reference(splits.train, cfg.task.name)
+    if cfg.task.name == "mix":  # a mixture's references in the parts' shares of the weights, step by step
+        with_reference = mix.scheduled(with_reference, cfg.task, cfg.sft.batch_size, cfg.sft.steps, cfg.seed)
     pairs = with_reference.map(
         lambda row: {"completion": [{"role": "assistant", "content": row["reference"]}]},
         remove_columns=[c for c in splits.train.column_names if c != "prompt"],

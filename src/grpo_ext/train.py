@@ -20,13 +20,14 @@ from omegaconf import DictConfig
 
 from grpo_ext.backends import adapters, models, vllm_server
 from grpo_ext.config import validate
+from grpo_ext.config.grpo import generation_batches
 from grpo_ext.config.schema import register_configs
 from grpo_ext.errors import TaskError, raised_as
 from grpo_ext.monitor.heldout import first_rows
 from grpo_ext.run import entry, processes
 from grpo_ext.run.lifecycle import Lifecycle
 from grpo_ext.run.rundir import RunDir
-from grpo_ext.tasks import build_task, check_columns
+from grpo_ext.tasks import build_task, check_columns, mix
 
 log = logging.getLogger("grpo_ext.train")
 register_configs()
@@ -61,6 +62,9 @@ def train(cfg: DictConfig, run_dir: Path | RunDir, group: str | None = None) -> 
         splits = build_task(cfg.task)
         check_columns(splits.train, spec.rewards, f"{cfg.task.name} train split")
         check_columns(splits.eval, spec.rewards, f"{cfg.task.name} eval split")
+        if cfg.task.name == "mix":  # each generation batch takes the parts' shares of the weights
+            batches = generation_batches(spec.args, len(splits.train))
+            splits.train = mix.scheduled(splits.train, cfg.task, *batches, cfg.seed)
     eval_rows = first_rows(splits.eval, cfg.eval.size)  # what our evaluations and TRL's (eval_strategy) score
     log.info("task %s: %d train / %d eval prompts", cfg.task.name, len(splits.train), len(eval_rows))
     if cfg.eval.size > len(splits.eval):

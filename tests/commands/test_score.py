@@ -71,7 +71,10 @@ def test_bad_arguments_exit_2(tmp_path, args, message):
 
 def test_unknown_reward_lists_the_valid_ones(tmp_path):
     result = score(tmp_path, GOOD, reward="nope")
-    assert result.returncode == 2 and "valid names: ['arithmetic_shaping', 'math', 'python_exec']" in result.stderr
+    assert (
+        result.returncode == 2
+        and "valid names: ['arithmetic_shaping', 'math', 'python_exec', 'reasoning_gym']" in result.stderr
+    )
 
 
 def test_missing_file(tmp_path):

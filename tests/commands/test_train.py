@@ -123,7 +123,7 @@ def no_model_built(cache) -> bool:
         (
             ["task.rewards=[{name: nope}]"],
             "config error: task.rewards[0]: unknown reward 'nope'; valid names: ['arithmetic_shaping', 'math', "
-            "'python_exec']",
+            "'python_exec', 'reasoning_gym']",
         ),
         (["task.ops=[/]"], "task error: task.ops[0] is '/'"),
         (["trainer.learning_rate=-1"], "config error: trainer.learning_rate=-1.0 is not allowed: it must be >= 0"),

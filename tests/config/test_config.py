@@ -37,6 +37,8 @@ GROUPS = group_options()
 REQUIRED = {  # the tasks whose YAML leaves keys for the command line
     "code_jsonl": [f"task.path={REPO / 'tests' / 'fixtures' / 'code_problems.jsonl'}"],
     "prompts": [f"task.path={REPO / 'examples' / 'word_count.jsonl'}", "task.rewards=[{name: arithmetic_shaping}]"],
+    "mix": ["task.of={arithmetic: 3, mathexpr: 1}"],
+    "reasoning_gym": ["task.datasets={chain_sum: {weight: 1}}"],
 }
 
 

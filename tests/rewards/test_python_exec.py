@@ -76,6 +76,17 @@ def test_correct_partial_and_wrong(verifier):
         custom.close()
 
 
+def test_a_generated_completion_is_scored_as_its_text(verifier):
+    """The held-out evaluations hand rewards ``Completion`` objects (text carrying its token ids, a ``str``
+    subclass), which the sandbox's request format cannot carry: an unfenced program reached it as one, and the
+    verifier failed on it as if its worker had died."""
+    from grpo_ext.backends.generation import Completion
+
+    unfenced = Completion("def fizzbuzz(n):\n    return str(n)\n", [1, 2, 3])
+    assert verifier.score(unfenced, FIZZ, "fizzbuzz")["status"] == "wrong_answer"
+    assert verifier.score(Completion(GOOD, [1]), FIZZ, "fizzbuzz")["status"] == "ok"
+
+
 def test_code_extraction():
     assert extract_code("text\n```python\na = 1\n```\nmore\n```py\nb = 2\n```") == "b = 2\n"
     assert extract_code("```\nc = 3\n```") == "c = 3\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import pickle
 
 import pytest
@@ -108,6 +109,15 @@ SAMPLES = {
         ["def f(x):\n    return x\n", "def f(x):\n    return 0\n"],
         {"tests": [[{"args": [1], "expected": 1}]] * 2, "entry_point": ["f", "f"]},
     ),
+    "reasoning_gym": (
+        ["<answer>7</answer>", "<answer>8</answer>"],
+        {
+            "rg_entry": [
+                json.dumps({"question": "3 + 4 =", "answer": "7", "metadata": {"source_dataset": "chain_sum"}})
+            ]
+            * 2
+        },
+    ),
 }
 
 
@@ -129,7 +139,8 @@ def test_every_registered_reward_pickles_and_is_named_by_its_key():
 
 def test_unknown_reward_lists_valid_names():
     with pytest.raises(
-        ValueError, match=r"unknown reward 'nope'; valid names: \['arithmetic_shaping', 'math', 'python_exec'\]"
+        ValueError,
+        match=r"unknown reward 'nope'; valid names: \['arithmetic_shaping', 'math', 'python_exec', 'reasoning_gym'\]",
     ):
         build_reward("nope")
 

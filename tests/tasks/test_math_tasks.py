@@ -138,3 +138,32 @@ def test_mathexpr_trains_two_steps_with_the_math_reward(tmp_path):
     train(compose_config(["task=mathexpr", "model=tiny", *FAST, "task.train_size=64", "task.eval_size=8"]), tmp_path)
     metrics = read_metrics(tmp_path)
     assert [m["step"] for m in metrics] == [1, 2] and all("rewards/math/mean" in m for m in metrics)
+
+
+def test_data_as_published_is_read_through_a_column_mapping(tmp_path, grader):
+    """NuminaMath's layout (``problem``, ``solution`` with the answer boxed, no answer column) and a plain table of
+    questions and answers, each read by naming its columns (``task.columns``), with no conversion by hand."""
+    numina = tmp_path / "numina.jsonl"
+    lines = [{"problem": f"What is {n} + {n}?", "solution": f"Twice {n}: $\\boxed{{{2 * n}}}$."} for n in range(10)]
+    numina.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    mapping = "task.columns={question: problem, answer: solution}"
+    splits = task("math", f"task.path={numina}", "task.eval_size=2", mapping)
+    row = splits.train[0]
+    assert row["prompt"][-1]["content"].startswith("What is ") and "\\boxed{" in row["answer"]
+    assert grader.score(row["reference"], row["answer"])["reward"] == 1.0  # the gold read from the boxed solution
+    assert grader.score("\\boxed{-1}", row["answer"])["reward"] == 0.0
+    table = tmp_path / "table.csv"
+    table.write_text("q,a\n" + "".join(f"How many is {n}?,{n}\n" for n in range(6)))
+    plain = task("gsm8k", f"task.path={table}", "task.eval_size=2", "task.columns.question=q", "task.columns.answer=a")
+    assert plain.train[0]["prompt"][-1]["content"].startswith("How many is") and plain.train[0]["answer"].isdigit()
+
+
+def test_a_column_mapping_that_does_not_fit_the_data_is_named_with_its_columns(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"problem": "1 + 1?", "solution": "\\boxed{2}"}) + "\n")
+    with pytest.raises(ValueError, match=r"task.columns.question='question_text' is not a column of the data; its "
+                       r"columns: \['problem', 'solution'\]"):  # fmt: skip
+        task("math", f"task.path={rows}", "task.columns={question: question_text, answer: solution}")
+    with pytest.raises(ValueError, match=r"task.columns names \['hint'\], which this task does not read; it reads "
+                       r"\['question', 'answer', 'solution'\]"):  # fmt: skip
+        task("math", f"task.path={rows}", "task.columns={hint: problem}")

@@ -95,7 +95,7 @@ def test_registry_errors_list_the_names():
     with pytest.raises(
         ValueError,
         match=r"unknown task 'nope'; valid names: \['arithmetic', 'code_jsonl', 'fizzbuzz', 'gsm8k', 'math', "
-        r"'mathexpr', 'prompts'\]",
+        r"'mathexpr', 'mix', 'prompts', 'reasoning_gym'\]",
     ):
         get_task("nope")
 

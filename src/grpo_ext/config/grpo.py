@@ -54,6 +54,10 @@ def make_grpo_config(cfg: DictConfig, run_dir: str, reward_weights: list[float])
             "hardware=auto is resolved by the command-line entry points (grpo_ext.backends.hardware.resolve_auto); "
             "name a profile (hardware=cpu, gpu_10gb, gpu_24gb, gpu_80gb, ...) when composing a config yourself"
         )
+    if cfg.task.name == "mix" and not cfg.task.max_completion_length:  # composed, not yet validated
+        from grpo_ext.tasks import mix
+
+        mix.complete(cfg.task)
     kwargs = trainer_overrides(cfg.trainer)
     for key, value in generation_settings(cfg).items():  # the profile's generation path, unless set explicitly
         kwargs.setdefault(key, value)
@@ -63,6 +67,8 @@ def make_grpo_config(cfg: DictConfig, run_dir: str, reward_weights: list[float])
     kwargs.update(split_batch(kwargs, cfg.hardware.micro_batch))
     kwargs.setdefault("output_dir", run_dir)
     kwargs.setdefault("run_name", f"{cfg.task.name}-{cfg.model.name}-{cfg.hardware.name}")
+    if cfg.task.name == "mix" and sum(weight > 0 for weight in cfg.task.of.values()) > 1:
+        kwargs.setdefault("shuffle_dataset", False)  # the mixture orders its rows by weight (tasks.mix.scheduled)
     if "reward_weights" not in kwargs:
         kwargs["reward_weights"] = reward_weights
     elif len(kwargs["reward_weights"]) != len(reward_weights):
@@ -83,6 +89,17 @@ def make_grpo_config(cfg: DictConfig, run_dir: str, reward_weights: list[float])
         raise ValueError(f"trl.GRPOConfig rejected {named or 'the trainer values'}: {err}") from err
     check_report_to(list(args.report_to or []))
     return args
+
+
+def generation_batches(args: Any, rows: int) -> tuple[int, int]:
+    """How many prompts each generation batch of a run with ``args`` (its GRPOConfig) holds, and how many such
+    batches its steps use: for ``max_steps``, one more than the steps need (each batch serves
+    ``steps_per_generation`` x ``num_iterations`` passes); else an epoch of ``rows`` prompts."""
+    per_batch = args.generation_batch_size // args.num_generations
+    if args.max_steps > 0:
+        passes = args.max_steps * args.gradient_accumulation_steps
+        return per_batch, -(-passes // (args.steps_per_generation * args.num_iterations)) + 1
+    return per_batch, max(1, rows // per_batch)
 
 
 def check_report_to(report_to: list[str]) -> None:

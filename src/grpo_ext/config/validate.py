@@ -19,15 +19,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from grpo_ext.backends import adapters, hardware, models
-from grpo_ext.config import plain_list
 from grpo_ext.config.schema import check_eval
 from grpo_ext.errors import ConfigError, WriteError, raised_as
 from grpo_ext.monitor import loggers
-from grpo_ext.rewards import build_rewards
 from grpo_ext.run import checkpoints, processes
 from grpo_ext.run.lifecycle import GRPO, SFT, Method
 from grpo_ext.run.rundir import RunDir
-from grpo_ext.tasks import get_task
+from grpo_ext.tasks import get_task, mix, task_rewards
 
 
 @dataclass(frozen=True)
@@ -76,7 +74,8 @@ def grpo_run(cfg: DictConfig, run: RunDir) -> RunSpec:
         check_eval(cfg.eval)
         hardware.check_launch(cfg.hardware)
         _check_placement(cfg)
-        rewards, weights = build_rewards(plain_list(cfg.task.rewards))
+        expand_mixture(cfg)
+        rewards, weights = task_rewards(cfg.task)
         args = make_grpo_config(cfg, str(run), weights)
         rollout = hardware.rollout_func(cfg.hardware, args.use_vllm, cfg.peft.name)  # None: TRL's generate or vLLM
         resume_from = _resume_point(cfg, run, GRPO)
@@ -96,12 +95,20 @@ def sft_run(cfg: DictConfig, run: RunDir) -> RunSpec:
         models.check(cfg.model)
         check_eval(cfg.eval)
         _check_placement(cfg)
-        rewards, weights = build_rewards(plain_list(cfg.task.rewards))
+        expand_mixture(cfg)
+        rewards, weights = task_rewards(cfg.task)
         loggers.check(cfg.logger)
         args = sft_config(cfg, run.path)
         _check_processes(cfg, run, args)
         resume_from = _resume_point(cfg, run, SFT)
     return _recorded(cfg, run, SFT, args, rewards, weights, [], resume_from, None, cfg.sft.eval_every)
+
+
+def expand_mixture(cfg: DictConfig) -> None:
+    """A mixture's parts, each with its task's whole config under its own settings, as the run records them (and
+    its completion length, when not set, the longest part's)."""
+    if cfg.task.name == "mix":
+        mix.complete(cfg.task)
 
 
 def _check_placement(cfg: DictConfig) -> None:

@@ -29,7 +29,15 @@ from grpo_ext.errors import RewardError, TrainingError, WriteError
 from grpo_ext.monitor import loggers
 from grpo_ext.run import checkpoints, processes
 from grpo_ext.run.best_model import BestModel, best_line
-from grpo_ext.run.records import alerts_text, eval_change, read_metrics, stopped_early, truncate_records, write_status
+from grpo_ext.run.records import (
+    alerts_text,
+    eval_change,
+    parts_evaluated,
+    read_metrics,
+    stopped_early,
+    truncate_records,
+    write_status,
+)
 from grpo_ext.run.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -127,7 +135,7 @@ class Lifecycle:
         from grpo_ext.backends import adapters
         from grpo_ext.monitor.evaluation import EvalCallback
         from grpo_ext.monitor.health import WarnOnEvalDrop
-        from grpo_ext.monitor.heldout import run_eval
+        from grpo_ext.monitor.heldout import run_eval, scoring
         from grpo_ext.monitor.record import CompletionsTable
 
         self.trainer = trainer
@@ -136,7 +144,7 @@ class Lifecycle:
         if method is GRPO:
             trainer.add_callback(CompletionsTable(trainer, cfg.logger.completions_every))
         if cfg.eval.during_training:
-            evaluate = functools.partial(run_eval, dataset=eval_rows, reward=self.spec.rewards[0], cfg=cfg)
+            evaluate = functools.partial(run_eval, dataset=eval_rows, reward=scoring(self.spec.rewards), cfg=cfg)
             keep_best = cfg.eval.keep_best and processes.is_main()  # the process that evaluates
             metric, adapter = f"eval/{cfg.eval.best_metric}", cfg.peft.name != "none"
             best = BestModel(self.run, trainer.save_model, adapter, metric) if keep_best else None
@@ -238,6 +246,7 @@ def summary(run: RunDir, method: Method, task: str, stopped: str | None) -> str:
         evaluated = any("eval/accuracy" in r for r in records)
         unevaluated = "not evaluated (eval.during_training=false)"
         lines = [f"SFT {task}: {change or ('one evaluation only' if evaluated else unevaluated)}"]
+    lines += [line for part in parts_evaluated(records) if (line := eval_change(records, part))]  # a mixture's
     best, alerts = best_line(run), alerts_text(run)
     lines += [best] if best else []
     lines += [f"alerts: {alerts}; what each said is in {method.log_file} and {run.alerts.name}"] if alerts else []

@@ -30,6 +30,15 @@ def expand(paths: list[Path]) -> list[Path]:
     return runs
 
 
+def per_part(records: list[dict[str, Any]], key: str) -> Any:
+    """The keys of a mixture's parts for ``key`` (``eval/accuracy``: ``eval/arithmetic/accuracy``, ...), in order."""
+    if not key.startswith("eval/"):
+        return ()
+    name = key.removeprefix("eval/")
+    return tuple(dict.fromkeys(k for r in records for k in r if k.startswith("eval/") and k.count("/") == 2
+                               and k.endswith(f"/{name}")))  # fmt: skip
+
+
 def series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
     points = [(r["step"], r[key]) for r in records if key in r]
     return [s for s, _ in points], [v for _, v in points]
@@ -51,11 +60,12 @@ def plot_runs(runs: list[Path], out: Path) -> list[Path]:
     for name, (title, keys, ylabel) in FIGURES.items():
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for run, records in data.items():
-            for key in keys:
+            for key in [*keys, *(own for drawn in keys for own in per_part(records, drawn))]:
                 steps, values = series(records, key)
                 if not steps:
                     continue
-                (line,) = ax.plot(steps, values, label=label(run), linewidth=1.6)
+                part = key.split("/")[1] if key.count("/") == 2 else None  # a mixture's part, eval/PART/accuracy
+                (line,) = ax.plot(steps, values, label=f"{label(run)} {part}" if part else label(run), linewidth=1.6)
                 if key == "reward":
                     _, spread = series(records, "reward_std")
                     if len(spread) == len(values):

@@ -130,15 +130,22 @@ def stopped_early(state: Any, key: str) -> str | None:
     )
 
 
-def eval_change(records: list[dict[str, Any]]) -> str | None:
-    """``eval accuracy 12.5% (step 0) -> 40.0% (step 200): +27.5 points``, from metrics records; ``None`` without
-    two evaluations."""
-    evals = [r for r in records if "eval/accuracy" in r]
+def eval_change(records: list[dict[str, Any]], part: str | None = None) -> str | None:
+    """``eval accuracy: 12.5% (step 0) -> 40.0% (step 200): +27.5 points``, from metrics records (of a mixture's
+    ``part``: ``eval accuracy of arithmetic: ...``); ``None`` without two evaluations."""
+    key = f"eval/{part}/accuracy" if part else "eval/accuracy"
+    evals = [r for r in records if key in r]
     if len(evals) < 2:
         return None
     first, last = evals[0], evals[-1]
-    change = 100 * (last["eval/accuracy"] - first["eval/accuracy"])
+    change = 100 * (last[key] - first[key])
     return (
-        f"eval accuracy: {first['eval/accuracy']:.1%} (step {first['step']}) -> {last['eval/accuracy']:.1%} "
-        f"(step {last['step']}): {change:+.1f} points"
+        f"eval accuracy{f' of {part}' if part else ''}: {first[key]:.1%} (step {first['step']}) -> "
+        f"{last[key]:.1%} (step {last['step']}): {change:+.1f} points"
     )
+
+
+def parts_evaluated(records: list[dict[str, Any]]) -> list[str]:
+    """The parts of a mixture whose held-out accuracy the records hold (``eval/PART/accuracy``), in order."""
+    keys = dict.fromkeys(k for r in records for k in r if k.startswith("eval/") and k.endswith("/accuracy"))
+    return [k.removeprefix("eval/").removesuffix("/accuracy") for k in keys if k.count("/") == 2]

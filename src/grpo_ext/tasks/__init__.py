@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from grpo_ext.tasks import arithmetic, code_jsonl, fizzbuzz, math_datasets, mathexpr, prompts
+from grpo_ext.tasks import arithmetic, code_jsonl, fizzbuzz, math_datasets, mathexpr, mix, prompts, reasoning_gym
 from grpo_ext.tasks.base import TaskConfig, TaskSplits
 
 
@@ -31,6 +31,8 @@ TASKS: dict[str, Task] = {
     "gsm8k": Task(schema=math_datasets.GSM8KConfig, build=math_datasets.build),
     "math": Task(schema=math_datasets.MathConfig, build=math_datasets.build),
     "prompts": Task(schema=prompts.PromptsConfig, build=prompts.build),
+    "reasoning_gym": Task(schema=reasoning_gym.ReasoningGymConfig, build=reasoning_gym.build),
+    "mix": Task(schema=mix.MixConfig, build=mix.build),
 }
 
 
@@ -53,7 +55,38 @@ def build_task(cfg: Any) -> TaskSplits:
     return get_task(cfg.name).build(cfg)
 
 
-__all__ = ["TASKS", "Task", "TaskConfig", "TaskSplits", "build_task", "check_columns", "get_task"]
+def task_rewards(cfg: Any) -> tuple[list[Any], list[float]]:
+    """The rewards of the ``task`` node ``cfg`` and their weights, built (``ValueError`` naming the entry that is
+    wrong). A mixture's are its parts' rewards, each scoring only its part's rows (``rewards.parts``)."""
+    from grpo_ext.rewards import build_rewards
+    from grpo_ext.rewards.parts import Ledger, for_part
+
+    if cfg.name != "mix":
+        return build_rewards(_plain_rewards(cfg.rewards))
+    funcs, weights = [], []
+    for part in mix.parts(cfg):
+        try:
+            rewards, own = build_rewards(_plain_rewards(part.config.rewards))
+        except ValueError as err:
+            raise ValueError(str(err).replace("task.rewards", f"task.parts.{part.label}.rewards", 1)) from err
+        ledger = Ledger(part.label, len(rewards))
+        funcs += [for_part(reward, part.label, weight, ledger) for reward, weight in zip(rewards, own, strict=True)]
+        weights += own
+    return funcs, weights
+
+
+def _plain_rewards(rewards: Any) -> list[dict[str, Any]]:
+    """A ``rewards`` list (a config node, or dataclasses once the node is an object) as plain dicts."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(rewards):
+        return OmegaConf.to_container(rewards, resolve=True)  # type: ignore[return-value]
+    return [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else dict(r) for r in rewards]  # type: ignore[arg-type]
+
+
+__all__ = ["TASKS", "Task", "TaskConfig", "TaskSplits", "build_task", "check_columns", "get_task", "task_rewards"]
 
 
 def check_columns(dataset: Any, rewards: Sequence[Any], where: str) -> None:
@@ -62,6 +95,8 @@ def check_columns(dataset: Any, rewards: Sequence[Any], where: str) -> None:
     from grpo_ext.rewards import reward_columns
 
     for reward in rewards:
+        part = getattr(reward, "rows_of", None)  # a mixture's part reward reads its part's rows only
+        mine = None if part is None else [label == part for label in dataset[mix.TASK_COLUMN]]
         for column in reward_columns(reward):
             if column not in dataset.column_names:
                 raise ValueError(
@@ -69,7 +104,7 @@ def check_columns(dataset: Any, rewards: Sequence[Any], where: str) -> None:
                     f"(its columns: {dataset.column_names})"
                 )
             for row, value in enumerate(dataset[column]):
-                if value is None:
+                if value is None and (mine is None or mine[row]):
                     raise ValueError(
                         f"row {row} of the {where} has no value in column {column!r}, which reward "
                         f"{reward.__name__!r} reads"

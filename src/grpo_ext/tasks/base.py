@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import random
 import re
@@ -43,6 +44,27 @@ class TaskConfig:
 class TaskSplits:
     train: Dataset
     eval: Dataset
+
+
+def open_node() -> Any:
+    """An empty config node that takes new keys without Hydra's ``+`` (``task.columns.question=problem``)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({}, flags={"struct": False})
+
+
+def with_columns(cfg: Any, fields: tuple[str, ...], columns: list[str]) -> Any:
+    """``cfg`` with ``task.columns`` applied: each field it maps (``{question: problem}``) read from that column
+    instead of ``task.FIELD_column``. ``ValueError`` naming a field the task does not read, or a mapped column that
+    the data (its ``columns``) lacks, with the columns it has."""
+    mapping = dict(cfg.columns or {})
+    unknown = sorted(set(mapping) - set(fields))
+    if unknown:
+        raise ValueError(f"task.columns names {unknown}, which this task does not read; it reads {list(fields)}")
+    for name, column in mapping.items():
+        if column not in columns:
+            raise ValueError(f"task.columns.{name}={column!r} is not a column of the data; its columns: {columns}")
+    return dataclasses.replace(cfg, **{f"{name}_column": column for name, column in mapping.items()})
 
 
 def chat_prompt(user: str, system_prompt: str | None) -> list[dict[str, str]]:

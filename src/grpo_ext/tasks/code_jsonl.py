@@ -15,7 +15,17 @@ from typing import Any
 from omegaconf import MISSING
 
 from grpo_ext.rewards.python_exec import parse_tests
-from grpo_ext.tasks.base import RewardSpec, TaskConfig, TaskSplits, chat_prompt, check_positive, hold_out, load_table
+from grpo_ext.tasks.base import (
+    RewardSpec,
+    TaskConfig,
+    TaskSplits,
+    chat_prompt,
+    check_positive,
+    hold_out,
+    load_table,
+    open_node,
+    with_columns,
+)
 
 
 @dataclass
@@ -26,6 +36,8 @@ class CodeJsonlConfig(TaskConfig):
     tests_column: str = "tests"
     entry_point_column: str = "entry_point"  # may be absent from the data when every test is stdin/stdout
     reference_column: str | None = None  # a known-good solution, kept as the row's reference
+    # prompt, tests, entry_point, reference -> the data's column for each, over the *_column keys
+    columns: Any = field(default_factory=open_node)
     prompt_template: str = "{prompt}\n\nAnswer with the complete code in one ```python code block."
     train_size: int = 0  # 0: every row not held out for eval
     eval_size: int = 50
@@ -57,6 +69,7 @@ def build(cfg: CodeJsonlConfig) -> TaskSplits:
     if "{prompt}" not in cfg.prompt_template:
         raise ValueError("task.prompt_template must contain the placeholder {prompt}")
     raw = load_table(cfg.path, cfg.split)
+    cfg = with_columns(cfg, ("prompt", "tests", "entry_point", "reference"), raw.column_names)
     for column in (cfg.prompt_column, cfg.tests_column):
         if column not in raw.column_names:
             raise ValueError(f"task.path={cfg.path} has no column {column!r}; its columns: {raw.column_names}")

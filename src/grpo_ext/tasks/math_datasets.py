@@ -16,7 +16,17 @@ from typing import Any
 
 from grpo_ext.rewards.math_answer import extract_gold
 from grpo_ext.rewards.math_grader import gold_error
-from grpo_ext.tasks.base import RewardSpec, TaskConfig, TaskSplits, chat_prompt, check_positive, hold_out, load_table
+from grpo_ext.tasks.base import (
+    RewardSpec,
+    TaskConfig,
+    TaskSplits,
+    chat_prompt,
+    check_positive,
+    hold_out,
+    load_table,
+    open_node,
+    with_columns,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +41,8 @@ class MathDatasetConfig(TaskConfig):
     question_column: str = "question"
     answer_column: str = "answer"
     solution_column: str | None = None  # a worked solution, kept as the row's reference
+    # question, answer, solution -> the data's column for each, over the *_column keys ({question: problem})
+    columns: Any = field(default_factory=open_node)
     prompt_template: str = PROMPT
     drop_unreadable_gold: bool = True
     train_size: int = 0  # 0: every row not held out for eval
@@ -93,6 +105,7 @@ def build(cfg: MathDatasetConfig) -> TaskSplits:
     if "{question}" not in cfg.prompt_template:
         raise ValueError("task.prompt_template must contain the placeholder {question}")
     raw = load_table(cfg.path, cfg.split, cfg.subset)
+    cfg = with_columns(cfg, ("question", "answer", "solution"), raw.column_names)
     for key in ("question_column", "answer_column", "solution_column"):
         column = getattr(cfg, key)
         if column is not None and column not in raw.column_names:

@@ -12,7 +12,7 @@ row (its line in a .jsonl file) and the column.
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from datasets import Dataset
@@ -28,8 +28,10 @@ from grpo_ext.tasks.base import (
     check_positive,
     hold_out,
     load_table,
+    open_node,
     shuffled,
     to_dataset,
+    with_columns,
 )
 
 ROLES = ("system", "user", "assistant")
@@ -47,6 +49,7 @@ class PromptsConfig(TaskConfig):
     prompt_column: str = "prompt"  # a string, or a list of {"role", "content"} messages
     prompt_template: str = "{prompt}"  # for string prompts: {prompt} and any other column's name
     reference_column: str | None = None  # a known-good completion, for warm starts (None: "reference" or "completion")
+    columns: Any = field(default_factory=open_node)  # prompt, reference -> the data's column, over the *_column keys
     train_size: int = 0  # 0: every row not held out for eval
     eval_size: int = 100
     max_completion_length: int = 256
@@ -178,6 +181,7 @@ def _check_types(rows: list[dict[str, Any]], numbers: list[int], key: str) -> No
 
 def _rows(cfg: PromptsConfig, key: str, split_key: str) -> list[dict[str, Any]]:
     table = load_table(getattr(cfg, key), getattr(cfg, split_key), cfg.subset, f"task.{key}", f"task.{split_key}")
+    cfg = with_columns(cfg, ("prompt", "reference"), table.column_names)
     _check_columns(table, cfg, key)
     placeholders, reference_column = _placeholders(cfg.prompt_template), _reference_column(cfg, table.column_names)
     rows = [_row(raw, number, cfg, placeholders, reference_column) for number, raw in table.numbered()]
