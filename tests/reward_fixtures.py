@@ -179,3 +179,22 @@ class SlowToBuild:
 
     def __call__(self, completions, **kwargs):
         return [1.0 for _ in completions]
+
+
+def solves_even_answers(completions, answer, **kwargs):
+    """1.0 (the full score) for every completion of a problem whose answer is even, 0.0 for an odd one: each group
+    solved in every completion or in none, whatever the model writes."""
+    return [float(int(a) % 2 == 0) for a in answer]
+
+
+def solves_level_one(completions, level, **kwargs):
+    """1.0 for every completion of a level-1 row; below it elsewhere, differing from one completion to the next (a
+    checksum of its text): a curriculum passes level 1 at once and stays at the next."""
+    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+    return [1.0 if lv == 1 else sum(map(ord, t)) % 101 / 101 * 0.5 for t, lv in zip(texts, level, strict=True)]
+
+
+def solves_even_lengths(completions, **kwargs):
+    """1.0 for a completion of an even number of characters, else 0.0: a pass rate that follows what was sampled."""
+    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+    return [float(len(t) % 2 == 0) for t in texts]

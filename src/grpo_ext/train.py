@@ -22,9 +22,10 @@ from grpo_ext.backends import adapters, models, vllm_server
 from grpo_ext.config import validate
 from grpo_ext.config.grpo import generation_batches
 from grpo_ext.config.schema import register_configs
-from grpo_ext.errors import TaskError, raised_as
+from grpo_ext.errors import ConfigError, TaskError, raised_as
 from grpo_ext.monitor.heldout import first_rows
 from grpo_ext.run import entry, processes
+from grpo_ext.run import sampler as prompt_sampler
 from grpo_ext.run.lifecycle import Lifecycle
 from grpo_ext.run.rundir import RunDir
 from grpo_ext.tasks import build_task, check_columns, mix
@@ -62,9 +63,13 @@ def train(cfg: DictConfig, run_dir: Path | RunDir, group: str | None = None) -> 
         splits = build_task(cfg.task)
         check_columns(splits.train, spec.rewards, f"{cfg.task.name} train split")
         check_columns(splits.eval, spec.rewards, f"{cfg.task.name} eval split")
-        if cfg.task.name == "mix":  # each generation batch takes the parts' shares of the weights
-            batches = generation_batches(spec.args, len(splits.train))
-            splits.train = mix.scheduled(splits.train, cfg.task, *batches, cfg.seed)
+    # Which prompts each generation batch takes: TRL's shuffle of the split (a mixture's parts in their shares), or
+    # a sampler's draws as the run goes, from what it has seen of them (run.sampler)
+    per_batch, batches = generation_batches(spec.args, len(splits.train))
+    with raised_as(ConfigError):
+        sampler = prompt_sampler.for_run(cfg, splits.train, per_batch, spec.resume_from)
+    if cfg.task.name == "mix" and sampler is None:
+        splits.train = mix.scheduled(splits.train, cfg.task, per_batch, batches, cfg.seed)
     eval_rows = first_rows(splits.eval, cfg.eval.size)  # what our evaluations and TRL's (eval_strategy) score
     log.info("task %s: %d train / %d eval prompts", cfg.task.name, len(splits.train), len(eval_rows))
     if cfg.eval.size > len(splits.eval):
@@ -84,11 +89,11 @@ def train(cfg: DictConfig, run_dir: Path | RunDir, group: str | None = None) -> 
     with life.training(vllm_server.for_run(cfg, model_path, run.path)):  # a vLLM server lives as long as the trainer
         trainer = GRPOTrainer(
             model=model_path,
-            reward_funcs=list(spec.trained_rewards),
+            reward_funcs=prompt_sampler.observing(spec.trained_rewards, sampler),
             args=spec.args,
-            train_dataset=splits.train,
+            train_dataset=sampler.dataset() if sampler else splits.train,
             eval_dataset=eval_rows,
-            callbacks=life.callbacks(),
+            callbacks=life.callbacks(sampler),
             peft_config=adapters.lora_config(cfg.peft),
             quantization_config=adapters.quantization_config(cfg.peft, spec.dtype),
             rollout_func=spec.rollout,

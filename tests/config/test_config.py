@@ -54,6 +54,7 @@ def test_every_yaml_is_in_a_known_group_and_opens_with_its_command():
         "peft",
         "logger",
         "algorithm",
+        "sampler",
         "experiment",
         "hydra/sweeper",
         "hydra/launcher",

@@ -7,7 +7,7 @@ import math
 import re
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from grpo_ext.config.trainer_node import grpo_config_defaults, trainer_overrides
 from grpo_ext.run import processes
@@ -67,8 +67,13 @@ def make_grpo_config(cfg: DictConfig, run_dir: str, reward_weights: list[float])
     kwargs.update(split_batch(kwargs, cfg.hardware.micro_batch))
     kwargs.setdefault("output_dir", run_dir)
     kwargs.setdefault("run_name", f"{cfg.task.name}-{cfg.model.name}-{cfg.hardware.name}")
-    if cfg.task.name == "mix" and sum(weight > 0 for weight in cfg.task.of.values()) > 1:
-        kwargs.setdefault("shuffle_dataset", False)  # the mixture orders its rows by weight (tasks.mix.scheduled)
+    sampler = OmegaConf.select(cfg, "sampler.name", default="uniform")
+    if sampler != "uniform" or (cfg.task.name == "mix" and sum(weight > 0 for weight in cfg.task.of.values()) > 1):
+        kwargs.setdefault("shuffle_dataset", False)  # the rows come in the order the run chose (sampler, mixture)
+        if sampler != "uniform" and kwargs["shuffle_dataset"]:
+            raise ValueError(
+                f"trainer.shuffle_dataset=true would shuffle the prompts sampler={sampler} draws; unset it"
+            )
     if "reward_weights" not in kwargs:
         kwargs["reward_weights"] = reward_weights
     elif len(kwargs["reward_weights"]) != len(reward_weights):

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -186,6 +187,58 @@ class SftConfig:
     stop_on_drop: bool = False
 
 
+@dataclass
+class SamplerConfig:
+    """Which prompts each generation batch takes (``grpo_ext.run.sampler``): ``uniform`` (TRL's own shuffled order),
+    ``adaptive`` (unseen prompts first, solved and failed ones drawn less or retired), ``curriculum`` (by level)."""
+
+    name: str = "uniform"  # uniform | adaptive | curriculum
+    # adaptive: a group's pass rate at or above `solved` is solved, at or below `failed` failed; a prompt whose last
+    # `recent` groups were all either is drawn with `weight` (others 1), and retired after `retire_after` (0: never)
+    solved: float = 1.0
+    failed: float = 0.0
+    recent: int = 1
+    weight: float = 0.1
+    retire_after: int = 0
+    # curriculum: up a level when the last `window` groups at the level pass `advance` on average, down when they
+    # fall to `retreat` (null: never); `review` of each batch from the levels below
+    window: int = 32
+    advance: float = 0.8
+    retreat: float | None = 0.2
+    review: float = 0.0
+    # both: a grpo_ext.difficulty measurement (its difficulty.jsonl) to start from, as if its groups had been seen
+    measured: str | None = None
+
+
+SAMPLERS = ("uniform", "adaptive", "curriculum")
+
+
+def check_sampler(node: Any, max_steps: int) -> None:
+    """Raise ``ValueError`` naming the ``sampler`` key whose value cannot run."""
+    if node.name not in SAMPLERS:
+        raise ValueError(f"sampler.name must be one of {list(SAMPLERS)}, got {node.name!r}")
+    if node.name == "uniform":
+        return
+    for key in ("solved", "failed", "weight", "advance", "review"):
+        if not 0.0 <= getattr(node, key) <= 1.0:
+            raise ValueError(f"sampler.{key} must be in [0, 1], got {getattr(node, key)}")
+    if node.retreat is not None and not 0.0 <= node.retreat < node.advance:
+        raise ValueError(f"sampler.retreat must be in [0, sampler.advance={node.advance}) or null, got {node.retreat}")
+    if node.failed >= node.solved:
+        raise ValueError(f"sampler.failed={node.failed} must be below sampler.solved={node.solved}")
+    for key in ("recent", "window"):
+        if getattr(node, key) < 1:
+            raise ValueError(f"sampler.{key} must be >= 1 (groups), got {getattr(node, key)}")
+    if node.retire_after < 0:
+        raise ValueError(f"sampler.retire_after must be >= 0 (0: never retire), got {node.retire_after}")
+    if max_steps <= 0:
+        raise ValueError(f"sampler={node.name} draws its prompts as the run goes: set trainer.max_steps")
+    if node.measured is not None and not Path(node.measured).expanduser().is_file():
+        raise ValueError(
+            f"sampler.measured={node.measured}: no such file (a grpo_ext.difficulty run's difficulty.jsonl)"
+        )
+
+
 @functools.cache
 def config_schema() -> type:
     return dataclasses.make_dataclass(
@@ -199,6 +252,7 @@ def config_schema() -> type:
             ("algorithm", AlgorithmConfig, field(default_factory=AlgorithmConfig)),
             ("eval", EvalConfig, field(default_factory=EvalConfig)),
             ("sft", SftConfig, field(default_factory=SftConfig)),
+            ("sampler", SamplerConfig, field(default_factory=SamplerConfig)),
             ("trainer", trainer_schema(), field(default_factory=trainer_schema())),
             ("seed", int, field(default=42)),
             ("resume", str, field(default="auto")),  # auto | none | a checkpoint directory

@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from grpo_ext.backends import adapters, hardware, models
-from grpo_ext.config.schema import check_eval
+from grpo_ext.config.schema import check_eval, check_sampler
 from grpo_ext.errors import ConfigError, WriteError, raised_as
 from grpo_ext.monitor import loggers
 from grpo_ext.run import checkpoints, processes
@@ -79,6 +79,7 @@ def grpo_run(cfg: DictConfig, run: RunDir) -> RunSpec:
         args = make_grpo_config(cfg, str(run), weights)
         rollout = hardware.rollout_func(cfg.hardware, args.use_vllm, cfg.peft.name)  # None: TRL's generate or vLLM
         resume_from = _resume_point(cfg, run, GRPO)
+        _check_sampler(cfg, args, resume_from)
         guarded = guard_all(rewards, cfg.reward_failure_limit)
         loggers.check(cfg.logger)
         _check_processes(cfg, run, args)
@@ -127,6 +128,26 @@ def _resume_point(cfg: DictConfig, run: RunDir, method: Method) -> Path | None:
     if resume_from:  # whatever else changes, its weights must load: an adapter of the same shape, or none
         adapters.check_resume(resume_from, cfg.peft)
     return resume_from
+
+
+def _check_sampler(cfg: DictConfig, args: Any, resume_from: Path | None) -> None:
+    """A sampler's settings, one process to keep its state, and its state in the checkpoint a run resumes from."""
+    from grpo_ext.run.sampler import STATE_FILE
+
+    check_sampler(cfg.sampler, args.max_steps)
+    if cfg.sampler.name == "uniform":
+        return
+    if processes.world_size() > 1:
+        raise ValueError(
+            f"sampler={cfg.sampler.name} runs in one process (each process would see only its own groups); "
+            "launch one process, or use sampler=uniform"
+        )
+    if resume_from is not None and not (resume_from / STATE_FILE).is_file():
+        raise ValueError(
+            f"resuming from {resume_from} with sampler={cfg.sampler.name}: it holds no {STATE_FILE} (saved by a run "
+            "with another sampler, or before its state was written), so the prompts it drew cannot be drawn again; "
+            "resume=none starts afresh"
+        )
 
 
 def _check_processes(cfg: DictConfig, run: RunDir, args: Any) -> None:

@@ -106,7 +106,16 @@ TRAIN_RESUMABLE = (*_ANY_RUN, "sft.") + tuple(
         "use_vllm", "vllm_",
     )
 )  # fmt: skip
-SFT_RESUMABLE = (*_ANY_RUN, "algorithm.", "trainer.", "sft.steps", "sft.save_steps", "sft.logging_steps", "sft.eval_")
+SFT_RESUMABLE = (
+    *_ANY_RUN,
+    "algorithm.",
+    "trainer.",
+    "sampler.",
+    "sft.steps",
+    "sft.save_steps",
+    "sft.logging_steps",
+    "sft.eval_",
+)
 
 
 def changed_settings(saved: dict[str, Any], current: dict[str, Any], resumable: tuple[str, ...]) -> list[str]:

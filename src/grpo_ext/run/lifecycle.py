@@ -42,6 +42,7 @@ from grpo_ext.run.rundir import RunDir
 
 if TYPE_CHECKING:
     from grpo_ext.config.validate import RunSpec
+    from grpo_ext.run.sampler import PromptSampler
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class Lifecycle:
 
         self.spec, self.model_path, self.run = spec, model_path, spec.run
         self.trainer: Any = None
+        self.sampler: PromptSampler | None = None
         self.stop, self.metrics = StopOnSignal(), MetricsFile(self.run)
         resumed = checkpoints.checkpoint_step(spec.resume_from) if spec.resume_from else None
         self.resumed_step = resumed or 0
@@ -108,11 +110,11 @@ class Lifecycle:
         """What ``trainer.train(resume_from_checkpoint=...)`` takes."""
         return str(self.spec.resume_from) if self.spec.resume_from else None
 
-    def callbacks(self) -> list[Any]:
+    def callbacks(self, sampler: PromptSampler | None = None) -> list[Any]:
         """The Trainer callbacks every run has: the record (``metrics.jsonl``), signals, NaN weights refused and a
         NaN step stopped before it is saved, a resumed run's learning rate its own, not its checkpoint's; for GRPO
-        also the warnings of steps that teach nothing and of completions cut off, and a hook leak in transformers
-        worked around."""
+        also the warnings of steps that teach nothing and of completions cut off, a hook leak in transformers
+        worked around, and with a prompt ``sampler`` its state in every checkpoint and its pass-rate histogram."""
         from grpo_ext.monitor import health
         from grpo_ext.monitor.divergence import StopOnDivergence
         from grpo_ext.monitor.resume import OptimizerSettingsOnResume
@@ -126,6 +128,11 @@ class Lifecycle:
         found.append(OptimizerSettingsOnResume(method.prefix))
         if method is GRPO:
             found.append(OneInputGradHook())
+        if sampler is not None:
+            from grpo_ext.monitor.sampling import SamplerRecord
+
+            self.sampler = sampler
+            found.append(SamplerRecord(sampler, self.run, self.metrics, self.spec.eval_every))
         return found
 
     def watch(self, trainer: Any, eval_rows: Any, eval_every: int) -> Any:
@@ -214,7 +221,7 @@ class Lifecycle:
 
         adapters.save_final(trainer, self.run, self.spec.cfg.peft, self.model_path, self.spec.dtype)
         method = self.spec.method
-        stopped = stopped_early(trainer.state, method.stop_key)
+        stopped = stopped_early(trainer.state, method.stop_key, self.sampler.stopped if self.sampler else None)
         if not processes.is_main():
             return Outcome(stopped, None)
         if method is GRPO:

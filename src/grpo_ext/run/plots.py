@@ -87,4 +87,51 @@ def plot_runs(runs: list[Path], out: Path) -> list[Path]:
         fig.savefig(out / name, dpi=110)
         plt.close(fig)
         written.append(out / name)
+    if any(key.startswith("sampler/") for records in data.values() for r in records for key in r):
+        written.append(_sampler_figure(data, label, out / "sampler.png", plt))
     return written
+
+
+def _sampler_figure(data: dict[Path, list[dict[str, Any]]], label: Any, path: Path, plt: Any) -> Path:
+    """A prompt sampler's record (``sampler=adaptive``, ``curriculum``): the share of each step's groups with a signal
+    (TRL's ``1 - frac_reward_zero_std``), solved in every completion and in none, and the curriculum's level; and
+    for one run, the train prompts by their latest pass rate at each evaluation, stacked."""
+    from grpo_ext.run.sampler import HISTOGRAM
+
+    one = len(data) == 1
+    fig, axes = plt.subplots(1, 2 if one else 1, figsize=(12 if one else 7, 4.2), squeeze=False)
+    groups = axes[0][0]
+    for run, records in data.items():
+        steps, zero = series(records, "frac_reward_zero_std")
+        (line,) = groups.plot(steps, [1 - z for z in zero], label=f"{label(run)} with a signal", linewidth=1.6)
+        for key, style in (("sampler/all_solved", "--"), ("sampler/none_solved", ":")):
+            steps, values = series(records, key)
+            if steps:
+                groups.plot(steps, values, style, color=line.get_color(), label=f"{label(run)} {key.split('/')[1]}")
+        levels = [k for k in dict.fromkeys(k for r in records for k in r) if k.endswith("level")]
+        for key in levels:
+            steps, values = series(records, key)
+            twin = groups.twinx()
+            twin.step(steps, values, where="post", color="grey", alpha=0.6, label=key)
+            twin.set_ylabel("curriculum level")
+    groups.set_title("Groups of each step")
+    groups.set_xlabel("step")
+    groups.set_ylabel("share of the step's groups")
+    groups.grid(alpha=0.3)
+    groups.legend(fontsize=8)
+    if one:
+        (records,) = data.values()
+        rows = [r for r in records if HISTOGRAM[0] in r]
+        stacked = axes[0][1]
+        if rows:
+            names = [key.removeprefix("sampler/prompts_").replace("_", " ") for key in HISTOGRAM]
+            stacked.stackplot([r["step"] for r in rows], *[[r[key] for r in rows] for key in HISTOGRAM], labels=names)
+            stacked.legend(fontsize=8, loc="upper right")
+        stacked.set_title("Train prompts by their latest pass rate")
+        stacked.set_xlabel("step")
+        stacked.set_ylabel("prompts")
+        stacked.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -118,12 +118,14 @@ def varying(overrides: list[list[str]]) -> list[list[str]]:
     return [[o for o in own if o not in common] for own in overrides]
 
 
-def stopped_early(state: Any, key: str) -> str | None:
-    """Why training ended before its last step without a signal or an error (``state``: the Trainer's): the only
-    callback that stops it so is the held-out evaluation's, when ``key`` (``eval.stop_on_drop``) is on; None when
-    it ran to its end."""
+def stopped_early(state: Any, key: str, sampler: str | None = None) -> str | None:
+    """Why training ended before its last step without a signal or an error (``state``: the Trainer's): the prompt
+    sampler's policy had nothing left to draw (``sampler``: what it said), or else the held-out evaluation stopped
+    it, ``key`` (``eval.stop_on_drop``) being on; None when it ran to its end."""
     if state.global_step >= state.max_steps:
         return None
+    if sampler:
+        return f"stopped at step {state.global_step} of {state.max_steps}: the sampler ended it ({sampler})"
     return (
         f"stopped at step {state.global_step} of {state.max_steps}: held-out accuracy fell below the run's best "
         f"({key}=true)"

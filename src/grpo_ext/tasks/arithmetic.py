@@ -21,6 +21,9 @@ OPERATORS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 class ArithmeticConfig(TaskConfig):
     min_operand: int = 0
     max_operand: int = 9
+    # Levels by operand size: each problem's operands all have the same number of digits, drawn from this list (its
+    # level); empty: operands anywhere in [min_operand, max_operand], the level the largest operand's digits
+    operand_digits: list[int] = field(default_factory=list)
     ops: list[str] = field(default_factory=lambda: ["+", "-", "*"])
     prompt_template: str = "What is {expression}? Put the final answer inside <answer></answer>."
     # Share of rows whose reference works the two steps out (`3 + 4 = 7`, `7 * 5 = 35`) before the answer; the
@@ -28,6 +31,16 @@ class ArithmeticConfig(TaskConfig):
     worked_fraction: float = 0.0
     max_completion_length: int = 32
     rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec(name="arithmetic_shaping")])
+
+
+def _operands(digits: int) -> range:
+    """The operands of a level: every number of ``digits`` digits (one digit: 0 to 9)."""
+    return range(0 if digits == 1 else 10 ** (digits - 1), 10**digits)
+
+
+def level(a: int, b: int, c: int) -> int:
+    """A problem's level: the digits of its largest operand."""
+    return len(str(max(abs(a), abs(b), abs(c))))
 
 
 def evaluate(a: int, op1: str, b: int, op2: str, c: int) -> int:
@@ -48,13 +61,21 @@ def _validate(cfg: ArithmeticConfig) -> int:
         raise ValueError(f"task.worked_fraction must be in [0, 1], got {cfg.worked_fraction}")
     if "{expression}" not in cfg.prompt_template:
         raise ValueError("task.prompt_template must contain the placeholder {expression}")
-    span = cfg.max_operand - cfg.min_operand + 1
-    pool = span**3 * len(set(cfg.ops)) ** 2
+    for i, digits in enumerate(cfg.operand_digits):
+        if not 1 <= digits <= 9:
+            raise ValueError(f"task.operand_digits[{i}] is {digits}; a level is a number of digits from 1 to 9")
+    spans = [len(_operands(d)) for d in sorted(set(cfg.operand_digits))] or [cfg.max_operand - cfg.min_operand + 1]
+    pool = sum(span**3 for span in spans) * len(set(cfg.ops)) ** 2
     needed = cfg.train_size + cfg.eval_size
     if needed > pool:
+        operands = (
+            f"operands of {list(cfg.operand_digits)} digits"
+            if cfg.operand_digits
+            else f"operands in [{cfg.min_operand}, {cfg.max_operand}]"
+        )
         raise ValueError(
-            f"task.train_size + task.eval_size = {needed}, but operands in [{cfg.min_operand}, {cfg.max_operand}] "
-            f"with ops {list(cfg.ops)} allow only {pool} distinct problems; widen the operand range or lower the sizes"
+            f"task.train_size + task.eval_size = {needed}, but {operands} with ops {list(cfg.ops)} allow only {pool} "
+            "distinct problems; widen the operand range or lower the sizes"
         )
     return pool
 
@@ -67,8 +88,9 @@ def worked_solution(a: int, op1: str, b: int, op2: str, c: int) -> str:
 
 
 def _rows(problems: list[tuple[int, str, int, str, int]], worked: list[bool], cfg: ArithmeticConfig) -> dict:
-    columns: dict[str, list] = {"prompt": [], "answer": [], "expression": [], "reference": []}
+    columns: dict[str, list] = {"prompt": [], "answer": [], "expression": [], "reference": [], "level": []}
     for (a, op1, b, op2, c), show_work in zip(problems, worked, strict=True):
+        columns["level"].append(level(a, b, c))
         expression = f"({a} {op1} {b}) {op2} {c}"
         answer = str(evaluate(a, op1, b, op2, c))
         columns["prompt"].append(chat_prompt(cfg.prompt_template.format(expression=expression), cfg.system_prompt))
@@ -86,7 +108,11 @@ def build(cfg: ArithmeticConfig) -> TaskSplits:
     seen: set[tuple[int, str, int, str, int]] = set()
     problems: list[tuple[int, str, int, str, int]] = []
     while len(problems) < cfg.eval_size + cfg.train_size:
-        a, b, c = (rng.randint(cfg.min_operand, cfg.max_operand) for _ in range(3))
+        if cfg.operand_digits:
+            operands = _operands(rng.choice(cfg.operand_digits))
+            a, b, c = (rng.choice(operands) for _ in range(3))
+        else:
+            a, b, c = (rng.randint(cfg.min_operand, cfg.max_operand) for _ in range(3))
         problem = (a, rng.choice(ops), b, rng.choice(ops), c)
         if problem not in seen:
             seen.add(problem)
