@@ -1,6 +1,6 @@
 """Online prompt sampling against TRL's uniform order, with the same warm start and the same number of completions.
 
-    python benchmarks/sampler.py [--out proofs] [--seeds 1 2 3] [--policies uniform adaptive curriculum] [KEY=VALUE ...]
+    python benchmarks/sampler.py [--out proofs] [--seeds 1 2 3] [--policies uniform adaptive ...] [KEY=VALUE ...]
 
 Runs the project's own commands with ``experiment=sampler_proof`` (arithmetic with operands of 1, 2 and 3 digits on
 the tiny model, a pool of 400 train problems, 100 steps of 16 problems x 8 completions): ``grpo_ext.sft`` on 8000
