@@ -142,8 +142,10 @@ def main() -> None:
             end = mean_curve[-1][1] - final
             ratio = f"{reached} completions, {100 * reached / points[-1]:.0f}% of uniform's" if reached else "never"
             goal = (reached is not None and reached <= 0.6 * points[-1]) or end >= 0.05
-            print(f"{policy}: reaches it at {ratio}; ends {100 * end:+.1f} points against it; goal "
-                  f"(<= 60% of the completions, or >= +5 points at the end): {'met' if goal else 'not met'}")
+            print(
+                f"{policy}: reaches it at {ratio}; ends {100 * end:+.1f} points against it; goal "
+                f"(<= 60% of the completions, or >= +5 points at the end): {'met' if goal else 'not met'}"
+            )
 
     steps = [r["step_time"] for p in args.policies for s in args.seeds for r in records(out / f"{p}-{s}")
              if "step_time" in r]  # fmt: skip

@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 _FENCE = re.compile(r"```(?:python3?|py)?[ \t]*\r?\n(.*?)```", re.DOTALL)
 MAX_CODE_CHARS = 100_000
+# Imported by each sandbox worker before its first program (``preload``): the standard library modules programs
+# import most, which then cost a program nothing (docs/sandbox.md has each one's cost).
+PRELOAD = ("typing", "collections", "re", "math", "itertools", "functools", "heapq", "bisect", "string")
 STATUSES = (
     "ok", "wrong_answer", "no_code", "too_long", "syntax_error", "load_error", "missing_entry_point", "timeout",
     "memory", "output_limit", "crashed", "bad_tests", "infra_error",
@@ -136,7 +139,7 @@ class PythonExec:
     optional_columns = ("entry_point",)
     PARAMS = (
         "timeout", "cpu_seconds", "memory_mb", "max_processes", "max_output_bytes", "workers", "isolation",
-        "full_reward", "partial_weight", "programs_per_request", "scratch_mb",
+        "full_reward", "partial_weight", "programs_per_request", "scratch_mb", "preload",
     )  # fmt: skip
 
     def __init__(
@@ -152,6 +155,7 @@ class PythonExec:
         partial_weight: float = 0.5,
         programs_per_request: int = 16,
         scratch_mb: int = 64,
+        preload: list[str] | tuple[str, ...] = PRELOAD,
     ) -> None:
         if isolation not in ISOLATIONS:
             raise ValueError(f"python_exec: isolation must be one of {list(ISOLATIONS)}, got {isolation!r}")
@@ -180,6 +184,11 @@ class PythonExec:
         self.partial_weight = float(partial_weight)
         self.programs_per_request = programs_per_request
         self.scratch_bytes = scratch_mb << 20
+        if isinstance(preload, str) or not all(
+            isinstance(name, str) and all(part.isidentifier() for part in name.split(".")) for name in preload
+        ):
+            raise ValueError(f"python_exec: preload must be a list of module names, got {preload!r}")
+        self.preload = tuple(preload)
         self.__name__ = "python_exec"
         self._pool: SandboxPool | None = None
 
@@ -189,7 +198,7 @@ class PythonExec:
     @property
     def pool(self) -> SandboxPool:
         if self._pool is None:
-            pool = SandboxPool(self.workers, self.isolation, self.scratch_bytes)
+            pool = SandboxPool(self.workers, self.isolation, self.scratch_bytes, self.preload)
             pool.probe()  # raises SandboxUnavailableError with what is missing
             self._pool = pool
         return self._pool

@@ -195,9 +195,12 @@ def syscall_filter(machine: str | None = None) -> bytes | None:
     return b"".join(out)
 
 
-def bwrap_command(scratch_bytes: int = SCRATCH_BYTES, seccomp_fd: int | None = None) -> list[str]:
+def bwrap_command(
+    scratch_bytes: int = SCRATCH_BYTES, seccomp_fd: int | None = None, preload: tuple[str, ...] = ()
+) -> list[str]:
     """The bubblewrap command line that starts one zygote; its /tmp and /dev/shm hold at most ``scratch_bytes``;
-    ``seccomp_fd``: a file descriptor to read ``syscall_filter()`` from."""
+    ``seccomp_fd``: a file descriptor to read ``syscall_filter()`` from; ``preload``: modules it imports before its
+    first fork."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise SandboxUnavailableError(
@@ -241,14 +244,14 @@ def bwrap_command(scratch_bytes: int = SCRATCH_BYTES, seccomp_fd: int | None = N
     cmd += ["--ro-bind", compiled_zygote(), f"{mount}/zygote.pyc"]
     cmd += ["--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp"]
     cmd += ["--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--chdir", "/tmp"]
-    cmd += [f"{mount}/python/{executable}", "-I", "-S", f"{mount}/zygote.pyc", "/tmp", "1"]
+    cmd += [f"{mount}/python/{executable}", "-I", "-S", f"{mount}/zygote.pyc", "/tmp", "1", ",".join(preload)]
     return cmd
 
 
 class Zygote:
     """One worker process: a sandboxed Python that forks a child per program. Not thread-safe: one user at a time."""
 
-    def __init__(self, isolation: str, scratch_bytes: int = SCRATCH_BYTES) -> None:
+    def __init__(self, isolation: str, scratch_bytes: int = SCRATCH_BYTES, preload: tuple[str, ...] = ()) -> None:
         self.isolation = isolation
         self.scratch: str | None = None
         filter_fd = None
@@ -260,10 +263,10 @@ class Zygote:
                 filter_fd, write_end = os.pipe()
                 os.write(write_end, program)
                 os.close(write_end)
-            cmd = bwrap_command(scratch_bytes, filter_fd)
+            cmd = bwrap_command(scratch_bytes, filter_fd, preload)
         else:
             self.scratch = tempfile.mkdtemp(prefix="grpo_ext_exec_")
-            cmd = [sys.executable, "-I", "-S", compiled_zygote(), self.scratch, "0"]
+            cmd = [sys.executable, "-I", "-S", compiled_zygote(), self.scratch, "0", ",".join(preload)]
         try:
             self.process = subprocess.Popen(
                 cmd,
@@ -283,6 +286,8 @@ class Zygote:
             self.close()
             raise WorkerError(f"sandbox worker did not start: {hello}")
         self.uid = hello.get("uid")
+        if hello.get("not_preloaded"):
+            logger.warning("sandbox worker could not import %s before its first program", hello["not_preloaded"])
 
     def _read_line(self, deadline: float) -> dict[str, Any]:
         stdout, stderr = self.process.stdout, self.process.stderr
@@ -333,7 +338,9 @@ class Zygote:
 class SandboxPool:
     """``workers`` zygotes shared by threads; ``execute_many`` runs requests in parallel and keeps their order."""
 
-    def __init__(self, workers: int, isolation: str = "bwrap", scratch_bytes: int = SCRATCH_BYTES) -> None:
+    def __init__(
+        self, workers: int, isolation: str = "bwrap", scratch_bytes: int = SCRATCH_BYTES, preload: tuple[str, ...] = ()
+    ) -> None:
         if isolation not in ISOLATIONS:
             raise ValueError(f"isolation must be one of {list(ISOLATIONS)}, got {isolation!r}")
         if workers < 1:
@@ -341,6 +348,7 @@ class SandboxPool:
         self.workers = workers
         self.isolation = isolation
         self.scratch_bytes = scratch_bytes
+        self.preload = tuple(preload)
         self._idle: queue.Queue[Zygote | None] = queue.Queue()
         for _ in range(workers):
             self._idle.put(None)  # started on first use
@@ -352,7 +360,7 @@ class SandboxPool:
         """Start one worker now, so that a missing sandbox fails at start-up rather than mid-run."""
         zygote = self._idle.get()
         try:
-            zygote = zygote or Zygote(self.isolation, self.scratch_bytes)
+            zygote = zygote or Zygote(self.isolation, self.scratch_bytes, self.preload)
         except WorkerError as err:
             self._idle.put(None)
             raise SandboxUnavailableError(
@@ -367,7 +375,7 @@ class SandboxPool:
         try:
             for attempt in (1, 2):
                 try:
-                    zygote = zygote or Zygote(self.isolation, self.scratch_bytes)
+                    zygote = zygote or Zygote(self.isolation, self.scratch_bytes, self.preload)
                     return zygote.execute(request)
                 except WorkerError as err:
                     logger.warning("sandbox worker failed (attempt %d): %s", attempt, err)
