@@ -139,6 +139,134 @@ def _key(key):
     raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
 
 
+def _literal(value):
+    """Python literal text for ``value``, which the host reads back with ``literals.read_literal`` (never
+    evaluated): None, bool, int, float (``nan``, ``inf``), complex, str, bytes, and lists, tuples, sets, frozensets
+    and dicts of them. Subclasses are written as their base type, with the base type's own methods, never the
+    value's; anything else raises TypeError. Deep or circular structures raise RecursionError."""
+    if value is None or value is True or value is False:
+        return "None" if value is None else "True" if value else "False"
+    if isinstance(value, str):
+        return str.__repr__(value)
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        return float.__repr__(value)  # nan, inf and -inf are names the host reads
+    if isinstance(value, bytes):
+        return bytes.__repr__(value)
+    if isinstance(value, complex):
+        return "complex(" + float.__repr__(value.real) + ", " + float.__repr__(value.imag) + ")"
+    if isinstance(value, tuple):
+        items = [_literal(item) for item in tuple.__iter__(value)]
+        return "(" + items[0] + ",)" if len(items) == 1 else "(" + ", ".join(items) + ")"
+    if isinstance(value, list):
+        return "[" + ", ".join([_literal(item) for item in list.__iter__(value)]) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join([_literal(k) + ": " + _literal(v) for k, v in dict.items(value)]) + "}"
+    if isinstance(value, (set, frozenset)):
+        kind = "set" if isinstance(value, set) else "frozenset"
+        items = [_literal(item) for item in (set.__iter__ if kind == "set" else frozenset.__iter__)(value)]
+        return kind + "({" + ", ".join(items) + "})" if items else kind + "()"
+    raise TypeError(f"a {type(value).__name__} is not a Python literal")
+
+
+class _Opaque:
+    """What the candidate returns to in-sandbox asserts in place of an object that is no plain value: equal to
+    nothing, so that an object whose ``__eq__`` always says yes cannot pass an assert."""
+
+    __slots__ = ("kind",)
+
+    def __init__(self, kind):
+        self.kind = kind
+
+    def __eq__(self, other):
+        return False
+
+    def __ne__(self, other):
+        return True
+
+    __hash__ = object.__hash__
+
+    def __repr__(self):
+        return "<a " + self.kind + ">"
+
+
+def _plain(value, depth=0):
+    """``value`` rebuilt from the base types with their own methods (a subclass becomes its base type; what is no
+    plain value becomes an ``_Opaque``), for the asserts that run in the sandbox."""
+    if depth > 100:
+        raise RecursionError("a value nested over 100 deep")
+    if value is None or value is True or value is False:
+        return value
+    for base in (int, float, complex, str, bytes):
+        if isinstance(value, base):
+            return value if type(value) is base else base.__new__(base, value)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        base = next(b for b in (list, tuple, set, frozenset) if isinstance(value, b))
+        return base([_plain(item, depth + 1) for item in base.__iter__(value)])
+    if isinstance(value, dict):
+        return {_plain(k, depth + 1): _plain(v, depth + 1) for k, v in dict.items(value)}
+    return _Opaque(type(value).__name__)
+
+
+def _snapshot():
+    """The modules, builtins and module namespaces as they are before the program runs: restored before the
+    asserts, so that a program that patched them (``builtins.abs``, ``math.isclose``, ``sys.modules``) does not
+    change what the asserts compute."""
+    namespaces = {}
+    for name, module in sys.modules.items():
+        namespace = getattr(module, "__dict__", None)
+        if type(namespace) is dict:
+            namespaces[name] = (namespace, dict(namespace))
+    return dict(sys.modules), namespaces
+
+
+def _restore(snapshot):
+    modules, namespaces = snapshot
+    sys.modules.clear()
+    sys.modules.update(modules)
+    for namespace, saved in namespaces.values():
+        if len(namespace) != len(saved) or any(namespace.get(key, _restore) is not value
+                                               for key, value in saved.items()):  # fmt: skip
+            for key in [key for key in namespace if key not in saved]:
+                del namespace[key]
+            namespace.update(saved)
+
+
+def _run_asserts(job, function, report, program):
+    """Each of the row's assert tests in a copy of the program's namespace (HumanEval's tests call the helpers its
+    prompt defines, as its own harness runs them), with the original builtins, and ``candidate`` and the entry point
+    calling the program's function and handing back plain values; one line per test, written once it passed."""
+    import builtins  # noqa: PLC0415 - the module object, already loaded
+
+    clean_builtins = dict(vars(builtins))
+
+    def candidate(*args, **kwargs):
+        return _plain(function(*args, **kwargs))
+
+    setup = job.get("setup_code")
+    for index, (kind, source) in enumerate(job["assert_codes"]):
+        namespace = dict(program)
+        namespace.update({"__builtins__": clean_builtins, "__name__": "__test__", "candidate": candidate,
+                          job["entry_point"]: candidate})  # fmt: skip
+        try:
+            if setup is not None:
+                exec(setup, namespace)
+                namespace["candidate"] = namespace[job["entry_point"]] = candidate
+            exec(source, namespace)
+            if kind == "check":
+                check = namespace.get("check")
+                if not callable(check):
+                    raise NameError("the test defines no check(candidate)")
+                check(candidate)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit, a failed assert, a program's exception: failed
+            line = _dump({"assert": index, "failed": type(exc).__name__})
+        else:
+            line = _dump({"assert": index, "passed": True})
+        if not report(line):
+            break
+
+
 def _child(job, code, run, limits, exit_fd, nonce, scratch):
     os.setsid()
     os.chdir(scratch)
@@ -186,15 +314,18 @@ def _child(job, code, run, limits, exit_fd, nonce, scratch):
             sys.stdout.flush()
             report(_dump({"exit": exit_code}))
         else:
+            snapshot = _snapshot() if job.get("asserts") else None
             namespace = {"__name__": "__solution__"}
             exec(code, namespace)
             function = namespace.get(job["entry_point"])
+            literal = job.get("literal")
             if not callable(function):
                 report(_dump({"missing_entry_point": job["entry_point"]}))
             else:
                 for args, kwargs in job["calls"]:
                     try:
-                        line = '{"value": ' + _dump(function(*args, **kwargs)) + "}"
+                        value = function(*args, **kwargs)
+                        line = _dump({"literal": _literal(value)}) if literal else '{"value": ' + _dump(value) + "}"
                     except MemoryError:
                         report(_dump({"memory": True}))
                         break
@@ -202,6 +333,10 @@ def _child(job, code, run, limits, exit_fd, nonce, scratch):
                         line = _dump({"error": type(exc).__name__})
                     if not report(line):
                         break
+                else:
+                    if snapshot is not None:
+                        _restore(snapshot)
+                        _run_asserts(job, function, report, namespace)
     except MemoryError:
         report(_dump({"memory": True}))
     except BaseException as exc:  # noqa: BLE001 - a program that fails to load
@@ -442,11 +577,18 @@ def _compile(source):
 
 
 def run_job(job, limits, counter):
-    """Compile once here, then one fresh child per run; a program that does not compile runs nothing."""
+    """Compile once here, then one fresh child per run; a program that does not compile runs nothing. The row's
+    assert tests are compiled here too (once for a group's completions), outside the program's process."""
     try:
         code = _compile(job["code"])
     except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
         return {"compile_error": type(exc).__name__ + ": " + str(exc)[:200]}, counter
+    if job.get("asserts"):
+        try:
+            job["assert_codes"] = [(kind, _compile(source)) for kind, source in job["asserts"]]
+            job["setup_code"] = _compile(job["setup"]) if job.get("setup") else None
+        except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
+            return {"test_compile_error": type(exc).__name__ + ": " + str(exc)[:200]}, counter
     runs = []
     for run in job["runs"]:
         counter += 1
