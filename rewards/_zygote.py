@@ -317,7 +317,10 @@ def _child(job, code, run, limits, exit_fd, nonce, scratch):
             snapshot = _snapshot() if job.get("asserts") else None
             namespace = {"__name__": "__solution__"}
             exec(code, namespace)
-            function = namespace.get(job["entry_point"])
+            owner, _, method = job["entry_point"].partition(".")
+            function = namespace.get(owner)
+            if method and callable(function):  # Class.method: called on an instance made without arguments
+                function = getattr(function(), method, None)
             literal = job.get("literal")
             if not callable(function):
                 report(_dump({"missing_entry_point": job["entry_point"]}))

@@ -145,9 +145,46 @@ def parse_tests(tests: Any, entry_point: Any) -> tuple[str, list[dict[str, Any]]
     if len({test.get("compare", "strict") for test in tests}) > 1:
         raise ValueError("every test of a row must compare the same way (compare: strict or python)")
     mode = modes.pop()
-    if mode == "function" and (not isinstance(entry_point, str) or not entry_point.isidentifier()):
-        raise ValueError(f"function tests need an entry_point that is a Python identifier, got {entry_point!r}")
+    if mode == "function" and not _is_entry_point(entry_point):
+        raise ValueError(
+            f"function tests need an entry_point that is a Python identifier (or Class.method), got {entry_point!r}"
+        )
     return mode, tests
+
+
+def _is_entry_point(entry_point: Any) -> bool:
+    """A function's name, or ``Class.method`` (called on an instance made without arguments: LeetCode's Solution)."""
+    return (
+        isinstance(entry_point, str)
+        and 1 <= len(parts := entry_point.split(".")) <= 2
+        and all(part.isidentifier() for part in parts)
+    )
+
+
+def program(completion: str, prefix: str, entry_point: str) -> str | None:
+    """The program a completion stands for. Without a ``prefix``: its code (``extract_code``). With one (HumanEval's
+    prompt: imports, helpers and the function's stub), the prefix and then the code when the code defines the entry
+    point, else the prefix continued by the completion (a completion that writes the function's body)."""
+    code = extract_code(completion)
+    if not prefix:
+        return code
+    if code is not None and _defines(code, entry_point.split(".")[0]):
+        return f"{prefix}\n\n{code}"
+    continued = prefix + completion
+    try:
+        ast.parse(continued)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None if code is None else f"{prefix}\n\n{code}"
+    return continued
+
+
+def _defines(code: str, name: str) -> bool:
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    return any(isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.name == name
+               for node in tree.body)  # fmt: skip
 
 
 def _call_values(test: dict[str, Any], i: int) -> tuple[list[Any], dict[str, Any], Any]:
@@ -243,7 +280,7 @@ class PythonExec:
     """Reward for code: the share of a row's tests that the completion's program passes, run in the sandbox."""
 
     columns = ("tests",)
-    optional_columns = ("entry_point",)
+    optional_columns = ("entry_point", "code_prefix")
     PARAMS = (
         "timeout", "cpu_seconds", "memory_mb", "max_processes", "max_output_bytes", "workers", "isolation",
         "full_reward", "partial_weight", "programs_per_request", "scratch_mb", "preload", "compare",
@@ -327,10 +364,15 @@ class PythonExec:
         return limits
 
     def score_batch(
-        self, completions: list[Any], tests: list[Any], entry_point: list[Any] | None = None
+        self,
+        completions: list[Any],
+        tests: list[Any],
+        entry_point: list[Any] | None = None,
+        code_prefix: list[Any] | None = None,
     ) -> list[dict[str, Any]]:
         """Score many completions (in parallel); one result dict per completion, in order."""
         entry_points = entry_point if entry_point is not None else [None] * len(completions)
+        prefixes = code_prefix if code_prefix is not None else [None] * len(completions)
         results: list[dict[str, Any] | None] = [None] * len(completions)
         jobs: list[tuple[int, Prepared, dict[str, Any]]] = []
         prepared_rows: dict[tuple[str, str], Prepared] = {}  # a group's completions share their row's tests
@@ -345,7 +387,7 @@ class PythonExec:
                 logger.error("python_exec: row %d has malformed tests (%s); reward is None", i, err)
                 results[i] = {"reward": None, "status": "bad_tests", "error": str(err)}
                 continue
-            code = extract_code(completion_text(completion))
+            code = program(completion_text(completion), prefixes[i] or "", entry or "")
             if code is None:
                 results[i] = self._finish(0, prepared.total, "no_code")
             elif len(code) > MAX_CODE_CHARS:
@@ -388,16 +430,23 @@ class PythonExec:
                 logger.error("python_exec: verifier failure on row %d: %s; reward is None", i, reply)
                 results[i] = {"reward": None, "status": "infra_error", "error": str(reply)}
 
-    def score(self, completion: Any, tests: Any = None, entry_point: Any = None, **_: Any) -> dict[str, Any]:
-        return self.score_batch([completion], [tests], [entry_point])[0]
+    def score(
+        self, completion: Any, tests: Any = None, entry_point: Any = None, code_prefix: Any = None, **_: Any
+    ) -> dict[str, Any]:
+        return self.score_batch([completion], [tests], [entry_point], [code_prefix])[0]
 
     async def __call__(
-        self, completions: list[Any], tests: list[Any] | None = None, entry_point: list[Any] | None = None, **_: Any
+        self,
+        completions: list[Any],
+        tests: list[Any] | None = None,
+        entry_point: list[Any] | None = None,
+        code_prefix: list[Any] | None = None,
+        **_: Any,
     ) -> list[float | None]:
         if tests is None:
             logger.error("python_exec: the dataset has no 'tests' column; every reward is None")
             return [None] * len(completions)
-        results = await asyncio.to_thread(self.score_batch, completions, tests, entry_point)
+        results = await asyncio.to_thread(self.score_batch, completions, tests, entry_point, code_prefix)
         return [r["reward"] for r in results]
 
     def _finish(self, passed: int, total: int, status: str, **details: Any) -> dict[str, Any]:

@@ -5,6 +5,9 @@ a JSON object with ``reward`` (a float, or null where the reward does not apply)
 order. Every line is checked before anything is scored: a malformed line or a missing column exits with status 2,
 naming the line and the column, and prints no scores. ``FILE`` may be ``-`` for standard input.
 
+For ``python_exec``, the lines may be rows of a published code dataset as they are, each with a ``completion``
+(HumanEval's own rows, MBPP's, ...: ``tasks.code_layouts``), told from their columns or named by ``--format``.
+
 ``--workers`` and ``--timeout`` go to the reward when it takes them as parameters (``python_exec``: its sandbox
 workers and per-program time limit), and the reward scores every line at once. For other rewards they mean: score
 lines in worker processes; a line that runs past the timeout gets ``{"reward": null, "status": "timeout"}``, its
@@ -88,6 +91,28 @@ def score_in_workers(
         pool.close()
 
 
+def code_rows(lines: list[str], layout: str) -> list[dict[str, Any]]:
+    """Rows of a published code dataset (``layout``, or ``auto``: told from the first line's columns), each with a
+    ``completion``, as python_exec's columns; ``ValueError`` naming the line."""
+    from grpo_ext.rewards.python_exec import parse_tests
+    from grpo_ext.tasks.code_layouts import convert, detect
+
+    rows = []
+    for number, raw in json_objects(lines):
+        if "completion" not in raw:
+            raise ValueError(f"line {number}: missing column 'completion'")
+        if layout == "auto":
+            layout = detect(sorted(raw), f"line {number}")
+        try:
+            row = convert(layout, raw, {"prompt": "prompt", "tests": "tests", "entry_point": "entry_point"})
+            parse_tests(row["tests"], row["entry_point"] or None)
+        except (ValueError, TypeError, KeyError) as err:
+            raise ValueError(f"line {number} ({layout}): {err}") from err
+        rows.append({"completion": raw["completion"], "tests": row["tests"], "entry_point": row["entry_point"],
+                     "code_prefix": row["code_prefix"]})  # fmt: skip
+    return rows
+
+
 def _parse_params(items: list[str]) -> dict[str, Any]:
     params = {}
     for item in items:
@@ -101,6 +126,12 @@ def _parse_params(items: list[str]) -> dict[str, Any]:
     return params
 
 
+def _has_tests(lines: list[str]) -> bool:
+    """Whether the first row has python_exec's own ``tests`` column (else it is read as a published layout)."""
+    first = next(json_objects(lines), None)
+    return first is None or "tests" in first[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grpo_ext.score", description=__doc__.split("\n\n")[0])
     parser.add_argument("reward", help=f"registry name ({', '.join(sorted(REWARDS))}) or dotted path pkg.module.fn")
@@ -108,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: score in-process)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds allowed per line (uses workers)")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="reward parameter (JSON)")
+    layouts = "humaneval, mbpp, apps, codecontests, open_r1, livecodebench, ours"
+    parser.add_argument("--format", help=f"python_exec: the rows' layout (auto: from the columns; {layouts})")
     args = parser.parse_args(argv)
     try:
         if args.workers is not None and args.workers < 1:
@@ -123,7 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         reward = build_reward(args.reward, params)
         with sys.stdin if args.file == "-" else open(args.file, encoding="utf-8") as f:
             lines = f.read().splitlines()
-        rows = read_rows(lines, reward_columns(reward))
+        if args.format is not None and "tests" not in reward_columns(reward):
+            raise ValueError(f"--format is for python_exec's rows; {args.reward} reads {list(reward_columns(reward))}")
+        if "tests" in reward_columns(reward) and (args.format not in (None, "ours") or not _has_tests(lines)):
+            rows = code_rows(lines, args.format or "auto")
+        else:
+            rows = read_rows(lines, reward_columns(reward))
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return USAGE_ERROR
