@@ -1,6 +1,7 @@
 """How fast does ``python_exec`` judge programs, with full isolation, beside a naive verifier in the same run?
 
   python benchmarks/verifier_throughput.py [--programs 2000] [--baseline-programs 400] [--workers N] [--rounds 2]
+      [--samples 20]
 
 Programs: short correct programs, the reference solutions of the ``fizzbuzz`` task family's short kinds (FizzBuzz
 variants, brackets, digit sums, vowels, word reversal, palindromes, Caesar shifts, running maxima), each with 5
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--all-kinds", action="store_true", help="every problem kind, not only the short ones")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the preload comparison")
+    parser.add_argument("--samples", type=int, default=20, help="programs timing each module's import")
     args = parser.parse_args()
 
     kinds = [] if args.all_kinds else SHORT_KINDS
@@ -100,7 +102,7 @@ def main() -> None:
     print(f"naive (fresh python -I -S per program, no isolation; {n} programs): {baseline:8.0f} programs/s")
     print(f"ratio: {ours / baseline:.1f}x")
     preloading(completions, tests, entry_points, args.workers, args.rounds)
-    module_costs()
+    module_costs(args.samples)
 
 
 def preloading(completions: list[str], tests: list[str], entry_points: list[str], workers: int, rounds: int) -> None:

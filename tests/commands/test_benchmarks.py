@@ -126,9 +126,39 @@ def test_overhead_benchmark_times_ours_and_plain_trl(tmp_path):
 
 @needs_bwrap
 def test_verifier_throughput_benchmark_judges_every_program(tmp_path):
-    out = run_benchmark(tmp_path, "verifier_throughput.py", "--programs", "40", "--baseline-programs", "10")
+    out = run_benchmark(tmp_path, "verifier_throughput.py", "--programs", "40", "--baseline-programs", "10",
+                        "--rounds", "1", "--samples", "2")  # fmt: skip
     assert re.search(r"^40 programs \(\d+ distinct sources\)", out, flags=re.MULTILINE), out
     assert re.search(r"^ratio: [\d.]+x$", out, flags=re.MULTILINE), out
+    assert re.search(r"programs that import typing, collections: +\d+/s without, +\d+/s with", out), out
+    assert re.search(r"^  typing +[\d.]+ ms +\+[\d.]+ MiB$", out, flags=re.MULTILINE), out
+
+
+@needs_bwrap
+@pytest.mark.slow
+def test_humaneval_benchmark_scores_the_wheels_problems(tmp_path):
+    out = run_benchmark(tmp_path, "humaneval.py", "--per-problem", "1")
+    assert "canonical solutions, as completions of the prompt: 164 of 164 score 1.0" in out, out
+    assert re.search(r"mutants that HumanEval's own check fails: \d+ from", out), out
+
+
+@pytest.mark.slow
+def test_sampler_benchmark_compares_policies_from_one_warm_start(tmp_path):
+    out = run_benchmark(tmp_path, "sampler.py", "--out", str(tmp_path), "--seeds", "1", "--policies", "uniform",
+                        "adaptive", *SHORT)  # fmt: skip
+    assert re.search(r"^adaptive: groups with a signal [\d.]+% of each step's", out, flags=re.MULTILINE), out
+    assert re.search(r"^adaptive: reaches it at .*; goal .*: (met|not met)$", out, flags=re.MULTILINE), out
+    assert re.search(r"sampler cost a step .*: adaptive [\d.]+ ms", out), out
+
+
+@pytest.mark.slow
+def test_mixture_benchmark_trains_the_mixture_and_each_part_alone(tmp_path):
+    short = ["hardware=cpu", "sft.steps=5", "eval.size=4", "eval.every=1", "task.parts.arithmetic.train_size=64",
+             "task.parts.fizzbuzz.train_size=64", "task.parts.reasoning_gym.train_size=64"]  # fmt: skip
+    out = run_benchmark(tmp_path, "mixture.py", "--out", str(tmp_path), "--steps", "4", *short)
+    for part in ("arithmetic", "fizzbuzz", "reasoning_gym"):
+        assert re.search(rf"^{part} +[\d.]+%", out, flags=re.MULTILINE), out
+    assert re.search(r"^bookkeeping: [\d.]+ ms a batch", out, flags=re.MULTILINE), out
 
 
 @pytest.mark.slow
