@@ -3,7 +3,7 @@
     python benchmarks/sampler.py [--out proofs] [--seeds 1 2 3] [--policies uniform adaptive ...] [KEY=VALUE ...]
 
 Runs the project's own commands with ``experiment=sampler_proof`` (arithmetic with operands of 1, 2 and 3 digits on
-the tiny model, a pool of 400 train problems, 100 steps of 16 problems x 8 completions): ``grpo_ext.sft`` on 8000
+the tiny model, a pool of 200 train problems, 100 steps of 8 problems x 8 completions): ``grpo_ext.sft`` on 8000
 problems (the pool among them; reused from ``OUT/sampler/sft`` when there), then ``grpo_ext.train`` from that warm
 start once per policy and seed (``sampler=uniform|adaptive|curriculum``, ``seed=S``), with the policies' default
 knobs. Every run generates the same number of completions (unless a policy stops it early, which is printed).
@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-PROMPTS, GENERATIONS = 16, 8  # a step of sampler_proof
+PROMPTS, GENERATIONS = 8, 8  # a step of sampler_proof
 
 
 def run(args: list[str], log: Path) -> float:
@@ -114,7 +114,7 @@ def main() -> None:
             seconds[name] = run(["grpo_ext.train", *common, *extra], out / f"{name}.log")
 
     curves = {p: {s: evaluations(out / f"{p}-{s}") for s in args.seeds} for p in args.policies}
-    print(f"sampler_proof: arithmetic, operands of 1-3 digits, a pool of 400 problems, {PROMPTS} x {GENERATIONS} "
+    print(f"sampler_proof: arithmetic, operands of 1-3 digits, a pool of 200 problems, {PROMPTS} x {GENERATIONS} "
           f"completions a step, seeds {args.seeds}; held-out greedy accuracy on 300 problems")  # fmt: skip
     points = [done for done, _ in curves[args.policies[0]][args.seeds[0]]]
     print(f"{'completions':<12}" + "".join(f"{p:>34}" for p in args.policies))
@@ -150,7 +150,7 @@ def main() -> None:
     steps = [r["step_time"] for p in args.policies for s in args.seeds for r in records(out / f"{p}-{s}")
              if "step_time" in r]  # fmt: skip
     step = statistics.median(steps)
-    adaptive, curriculum = sampler_cost(pool=400, steps=100)
+    adaptive, curriculum = sampler_cost(pool=200, steps=100)
     print(f"sampler cost a step (draw a batch of {PROMPTS}, record its groups, after 100 steps of history): "
           f"adaptive {1e3 * adaptive:.2f} ms ({100 * adaptive / step:.3f}% of the median step, {step:.2f} s), "
           f"curriculum {1e3 * curriculum:.2f} ms ({100 * curriculum / step:.3f}%)")  # fmt: skip
