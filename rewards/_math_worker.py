@@ -110,9 +110,11 @@ def sympy_equal(gold: Node, pred: Node) -> bool:
     """Equality of two scalars: exact for rationals, to ``DIGITS`` digits for constants, at ``POINTS`` random points
     for expressions with variables."""
     a, b = to_sympy(gold), to_sympy(pred)
+    if any(v.has(S.NaN, S.ComplexInfinity) for v in (a, b)):
+        return False  # undefined (a ratio or quotient with a zero second term, 0/0): equal to nothing, itself included
     if a == b:
         return True
-    if (a.is_Rational and b.is_Rational) or any(v.has(S.NaN, S.ComplexInfinity) for v in (a, b)):
+    if a.is_Rational and b.is_Rational:
         return False
     if a.has(S.Infinity, S.NegativeInfinity) or b.has(S.Infinity, S.NegativeInfinity):
         return sympy.simplify(a - b) == 0

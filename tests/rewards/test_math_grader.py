@@ -64,6 +64,14 @@ def test_near_misses_score_zero(grader, pred, gold):
     assert grader.score(boxed(pred), gold)["reward"] == 0.0
 
 
+@pytest.mark.parametrize("pred,gold", [("1:00", "12:00"), ("7:0", "3:0"), ("2/0", "1/0"), ("0/0", "0/0 + 1")])
+def test_an_undefined_value_equals_nothing(grader, pred, gold):
+    """A ratio or a quotient with a zero second term is undefined: it never equals another answer (sympy's zoo
+    equals zoo, which graded 1:00 equal to 12:00)."""
+    assert grader.score(boxed(pred), gold)["reward"] == 0.0
+    assert grader.score(boxed(gold), gold)["reward"] == 1.0  # the same text is the same answer
+
+
 def test_gold_first_extraction_of_gsm8k_and_boxed_solutions():
     assert extract_gold("She has 3 + 4 = 7 apples.\n#### 7") == "7"
     assert extract_gold(r"So the area is $\boxed{\frac{9}{2}}$.") == r"\frac{9}{2}"
