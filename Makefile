@@ -37,7 +37,7 @@ docs:
 docs-serve:
 	$(PY) -m mkdocs serve
 
-bench:  # the CPU benchmarks; math_grader.py needs the bench extra (pip install -e ".[bench]")
+bench:  # the CPU benchmarks
 	$(PY) benchmarks/verifier_throughput.py
 	$(PY) benchmarks/math_grader.py
 	$(PY) benchmarks/overhead.py

@@ -1,8 +1,9 @@
 """Worker process of the ``math`` grader: symbolic comparison with sympy, one request at a time.
 
 Started by ``math_grader.SymbolicPool`` as ``python -m grpo_ext.rewards._math_worker MEMORY_MB``. It caps its own
-address space, imports sympy, writes ``{"ready": true}``, then answers each JSON line ``{"gold": str, "pred": str}``
-(normalised answers) with ``{"equal": bool, "status": str}``: only JSON strings and booleans leave this process. The
+address space, imports sympy, writes ``{"ready": true}``, then answers each JSON line (``answer``: our normalised
+answers, and the raw texts for math-verify) with ``{"equal": bool, "status": str}``: only JSON strings and booleans
+leave this process. math-verify runs here too, never in the trainer's process, with its signal timers off. The
 parent kills it when an answer runs past its deadline, so nothing here needs a timer. Before sympy evaluates a power,
 factorial or binomial, its size is estimated and anything too big to compute quickly raises ``TooLarge`` instead.
 """
@@ -155,30 +156,119 @@ def _close(a: Any, b: Any, point: dict[Any, Any]) -> bool | None:
 
 
 def compare(gold: str, pred: str) -> dict[str, Any]:
+    """Our parsed answers compared with sympy. ``numeric``: both sides were numbers, where this verdict is final
+    (computed to ``DIGITS`` digits); elsewhere (variables, relations) a "not equal" may be ours failing to see it."""
     try:
-        verdict = match(parse(gold), parse(pred), sympy_equal)
+        gold_tree, pred_tree = parse(gold), parse(pred)
+        verdict = match(gold_tree, pred_tree, sympy_equal)
     except TooLarge:
-        return {"equal": False, "status": "too_large"}
+        return {"equal": False, "status": "too_large", "numeric": True}
     except ParseError:
-        return {"equal": False, "status": "unparsed_answer"}
+        return {"equal": False, "status": "unparsed_answer", "numeric": False}
+    except MemoryError:
+        return {"equal": False, "status": "memory", "numeric": True}
+    except Exception as err:  # sympy raises many types on odd input; the answer is then not shown equal
+        return {"equal": False, "status": f"sympy_error: {type(err).__name__}", "numeric": False}
+    return {"equal": verdict is True, "status": "symbolic", "numeric": _numeric(gold_tree) and _numeric(pred_tree)}
+
+
+def _numeric(node: Node) -> bool:
+    """A tree of numbers and constants only: no variable, relation or set."""
+    if node[0] == "sym":
+        return node[1] in _SYMBOLS
+    if node[0] in ("num", "const"):
+        return True
+    children = [child for child in node[1:] if isinstance(child, tuple)]
+    return node[0] in _SCALAR_KINDS and all(_numeric(child) for child in children)
+
+
+_SCALAR_KINDS = {"neg", "add", "sub", "mul", "div", "pow", "pct", "fact", "binom", "sqrt", "abs", "func"}
+_MATH_VERIFY: dict[str, Any] = {}
+
+
+def _math_verify() -> Any:
+    """math-verify, imported once (latex2sympy2 and its ANTLR parser take a second), at the worker's start."""
+    if not _MATH_VERIFY:
+        import math_verify  # noqa: PLC0415
+
+        _MATH_VERIFY["module"] = math_verify
+    return _MATH_VERIFY["module"]
+
+
+def math_verify_compare(gold: str, pred: str) -> dict[str, Any]:
+    """math-verify's verdict on the texts (its own extraction and normalisation), its timers off: the parent's
+    deadline kills this process instead. An "equal" between numbers is confirmed to ``DIGITS`` digits (math-verify
+    rounds, and calls 1/2006! equal to 1/2004!), and a list never equals one of its items."""
+    mv = _math_verify()
+    try:
+        gold_parsed = mv.parse(gold, parsing_timeout=None)
+        if not gold_parsed:
+            return {"equal": False, "status": "gold_unparseable"}
+        pred_parsed = mv.parse(pred, parsing_timeout=None)
+        if not pred_parsed:
+            return {"equal": False, "status": "unparsed_answer"}
+        if not mv.verify(gold_parsed, pred_parsed, timeout_seconds=None):
+            return {"equal": False, "status": "math_verify"}
+        if not _confirmed(gold_parsed[0], pred_parsed[0]):
+            return {"equal": False, "status": "near_miss"}
     except MemoryError:
         return {"equal": False, "status": "memory"}
-    except Exception as err:  # sympy raises many types on odd input; the answer is then not shown equal
-        return {"equal": False, "status": f"sympy_error: {type(err).__name__}"}
-    return {"equal": verdict is True, "status": "symbolic"}
+    except Exception as err:  # the library raises many types on odd input; the answer is then not shown equal
+        return {"equal": False, "status": f"math_verify_error: {type(err).__name__}"}
+    return {"equal": True, "status": "math_verify"}
+
+
+def _items(value: Any) -> list[Any] | None:
+    """The elements of a tuple, list or finite set math-verify parsed; None for anything else."""
+    if isinstance(value, (sympy.Tuple, tuple, list)):
+        return list(value)
+    if isinstance(value, sympy.FiniteSet):
+        return sorted(value.args, key=sympy.default_sort_key)
+    return None
+
+
+def _confirmed(gold: Any, pred: Any) -> bool:
+    """math-verify's "equal", checked where it rounds or collapses: numbers to ``DIGITS`` digits, tuples and sets of
+    numbers item by item, and never a list of several items against one."""
+    gold_items, pred_items = _items(gold), _items(pred)
+    if gold_items is not None or pred_items is not None:
+        if gold_items is None or pred_items is None:
+            return len(gold_items or pred_items or []) <= 1
+        if len(gold_items) != len(pred_items):
+            return False
+        return all(_confirmed(g, p) for g, p in zip(gold_items, pred_items, strict=True))
+    if isinstance(gold, sympy.Basic) and isinstance(pred, sympy.Basic) and gold.is_number and pred.is_number:
+        if any(v.has(S.NaN, S.ComplexInfinity) for v in (gold, pred)):
+            return False
+        return gold == pred or _close(gold, pred, {}) is True
+    return True
 
 
 def main() -> None:
     memory = int(sys.argv[1]) << 20
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     sys.setrecursionlimit(5000)
+    _math_verify()  # before "ready": its import takes longer than a deadline
     out = sys.stdout
     out.write('{"ready": true}\n')
     out.flush()
     for line in sys.stdin:
         request = json.loads(line)
-        out.write(json.dumps(compare(request["gold"], request["pred"])) + "\n")
+        out.write(json.dumps(answer(request)) + "\n")
         out.flush()
+
+
+def answer(request: dict[str, Any]) -> dict[str, Any]:
+    """One request: ``engine`` ``ours`` (our parsed answers with sympy, then math-verify on the raw texts where a
+    "not equal" is not final) or ``math_verify`` (the raw texts only: ours could not read one side)."""
+    if request.get("engine") == "math_verify":
+        return math_verify_compare(request["gold_raw"], request["pred_raw"])
+    verdict = compare(request["gold"], request["pred"])
+    final = verdict.pop("numeric")  # numbers: sympy's verdict to DIGITS digits stands
+    if verdict["equal"] or final or "gold_raw" not in request:
+        return verdict
+    second = math_verify_compare(request["gold_raw"], request["pred_raw"])
+    return second if second["equal"] else verdict
 
 
 if __name__ == "__main__":

@@ -87,7 +87,38 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
-_GLUE = re.compile(r"[\s$,;.]*(?:and|or|,)?[\s$,;.]*", re.IGNORECASE)
+# what may stand between the boxes of one answer: commas, "and", "or", spacing, and those inside \text{}
+_GLUE_PART = r"(?:[\s$,;.]|\\[()\[\]]|\\q?quad\b|\\[,;:! ]|~)*"
+_GLUE = re.compile(
+    _GLUE_PART + r"(?:(?:and|or|,)|\\(?:text|mbox|textrm)\s*\{\s*(?:and|or|,)\s*\})?" + _GLUE_PART, re.IGNORECASE
+)
+
+
+def boxes(text: str) -> list[tuple[int, int]]:
+    """Every ``\\boxed{...}``/``\\fbox{...}`` with braces: (where the command starts, where its content ends)."""
+    pairs = _closing_braces(text)
+    found = []
+    for match in _BOXED.finditer(text):
+        start = match.end()
+        while start < len(text) and text[start] == " ":
+            start += 1
+        if start < len(text) and text[start] == "{" and start in pairs:
+            found.append((match.start(), pairs[start]))
+    return found
+
+
+def final_boxes(text: str) -> str | None:
+    """The answer of several boxes side by side at the end (``\\boxed{1} and \\boxed{2}``, ``\\boxed{(2, 2)} \\quad
+    \\text{and} \\quad \\boxed{(6, 2)}``), joined by commas; ``None`` with fewer than two."""
+    found = boxes(text)
+    run = found[-1:]
+    for (start, end), (next_start, _) in reversed(list(zip(found, found[1:], strict=False))):
+        if not _GLUE.fullmatch(text[end + 1 : next_start]):
+            break
+        run.insert(0, (start, end))
+    if len(run) < 2:
+        return None
+    return ", ".join(text[text.index("{", start) + 1 : end] for start, end in run)
 
 
 def last_boxes(text: str, count: int) -> str | None:
@@ -108,8 +139,14 @@ def last_boxes(text: str, count: int) -> str | None:
     return ", ".join(text[text.index("{", start) + 1 : end] for start, end in boxes)
 
 
+_FINAL_ANSWER = re.compile(r"final answer(?: is|:)\s*:?\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+_HASHES = re.compile(r"^####\s*(.+?)\s*$", re.MULTILINE)
+
+
 def extract_final(completion: str) -> tuple[str | None, str]:
-    """The completion's final answer and where it came from: ``boxed``, ``answer_tag``, or ``None`` (no answer)."""
+    """The completion's final answer and where it came from: ``boxed`` (the last box), ``answer_tag`` (the last
+    ``<answer>...</answer>``), ``final_answer`` (the rest of the line after the last "final answer is" or "final
+    answer:"), ``hashes`` (after GSM8K's ``####`` at the start of a line), or ``None`` (no answer)."""
     boxed = last_boxed(completion)
     if boxed is not None:
         return boxed, "boxed"
@@ -118,14 +155,20 @@ def extract_final(completion: str) -> tuple[str | None, str]:
         end = completion.find(_ANSWER_CLOSE, start)
         if end >= 0:
             return completion[start + len(_ANSWER_OPEN) : end], "answer_tag"
+    for pattern, source in ((_FINAL_ANSWER, "final_answer"), (_HASHES, "hashes")):
+        found = list(pattern.finditer(completion))
+        if found:
+            answer = found[-1].group(1).rstrip(".").strip()
+            return (answer, source) if answer else (None, "none")
     return None, "none"
 
 
 def extract_gold(gold: str) -> str:
-    """The answer in a dataset's gold: after GSM8K's last ``####``, else a boxed answer, else the whole string."""
+    """The answer in a dataset's gold: after GSM8K's last ``####``, else its boxed answer (several boxes side by side
+    at the end are one answer, joined by commas), else the whole string."""
     if "####" in gold:
         return gold.rsplit("####", 1)[1].strip()
-    boxed = last_boxed(gold)
+    boxed = final_boxes(gold) or last_boxed(gold)
     return boxed if boxed is not None else gold.strip()
 
 
@@ -148,7 +191,8 @@ def normalize(answer: str) -> str:
     s = s.replace(r"\$", "").replace("$", "").replace(r"\%", "%").replace("{,}", ",")
     s = re.sub(r"\\[()\[\]]", " ", s)  # \( \) \[ \] math delimiters
     s = _SIZING.sub("", s)
-    s = s.replace(",\\!", ",")  # MATH writes thousands as 32,\!348
+    s = re.sub(r"(?<=\d),\\!\s*(?=\d{3}(?!\d))", "", s)  # MATH writes thousands as 32,\!348 (or 32,\! 348)
+    s = s.replace(",\\!", ",")
     s = _SPACING.sub(" ", s)
     s = _ALIAS.sub(lambda m: _ALIASES[m.group(0)], s)
     s = _TRIG_DEGREES.sub(lambda m: rf"{m.group(1)}{m.group(2)}({m.group(3)}\pi/180)", s)

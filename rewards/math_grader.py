@@ -32,7 +32,14 @@ import time
 from collections import deque
 from typing import Any
 
-from grpo_ext.rewards.math_answer import MAX_ANSWER_CHARS, extract_final, extract_gold, last_boxes, normalize
+from grpo_ext.rewards.math_answer import (
+    MAX_ANSWER_CHARS,
+    extract_final,
+    extract_gold,
+    final_boxes,
+    last_boxes,
+    normalize,
+)
 from grpo_ext.rewards.math_expr import exact_equal, match
 from grpo_ext.rewards.math_parse import Node, ParseError, parse
 from grpo_ext.rewards.text import completion_text
@@ -40,6 +47,7 @@ from grpo_ext.rewards.text import completion_text
 logger = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT_S = 60.0  # a worker importing sympy on a loaded machine
+MAX_UNANCHORED_CHARS = 20_000  # a completion without a marked answer longer than this is not searched for one
 STATUSES = (
     "correct", "wrong", "no_answer", "too_long", "unparsed_answer", "timeout", "too_large", "crashed", "memory",
     "gold_missing", "gold_unparseable", "infra_error",
@@ -63,9 +71,9 @@ class _Worker:
         self.job: int | None = None
         self.since = time.monotonic()  # when it was started, or when its job was sent
 
-    def send(self, job: int, gold: str, pred: str) -> None:
+    def send(self, job: int, request: dict[str, Any]) -> None:
         self.job, self.since = job, time.monotonic()
-        self.stdin.write((json.dumps({"gold": gold, "pred": pred}) + "\n").encode())
+        self.stdin.write((json.dumps(request) + "\n").encode())
         self.stdin.flush()
 
     def read_lines(self) -> list[dict[str, Any]] | None:
@@ -89,19 +97,19 @@ class _Worker:
 
 
 class SymbolicPool:
-    """``workers`` sympy processes; ``compare_many`` spreads (gold, pred) pairs over them, each pair with a wall-clock
-    ``timeout`` after which its worker is killed and replaced."""
+    """``workers`` sympy and math-verify processes; ``compare_many`` spreads requests (``_math_worker.answer``) over
+    them, each with a wall-clock ``timeout`` after which its worker is killed and replaced."""
 
     def __init__(self, workers: int, timeout: float, memory_mb: int) -> None:
         self.timeout, self.memory_mb = timeout, memory_mb
         self.workers = [_Worker(memory_mb) for _ in range(workers)]
         self.lock = threading.Lock()
 
-    def compare_many(self, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    def compare_many(self, pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         with self.lock:
             return self._run(pairs)
 
-    def _run(self, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    def _run(self, pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         results: list[dict[str, Any] | None] = [None] * len(pairs)
         queue = deque(range(len(pairs)))
         failed_starts = 0
@@ -110,7 +118,7 @@ class SymbolicPool:
                 if worker.ready and worker.job is None and queue:
                     job = queue.popleft()
                     try:
-                        worker.send(job, *pairs[job])
+                        worker.send(job, pairs[job])
                     except OSError:  # it died while idle: the job waits for its replacement
                         queue.appendleft(job)
                         worker.job = None
@@ -190,10 +198,15 @@ class MathGrader:
     """Binary reward for math answers (see the module docstring). Reads the ``answer`` column."""
 
     columns = ("answer",)
-    PARAMS = ("format_bonus", "workers", "timeout", "memory_mb")
+    PARAMS = ("format_bonus", "workers", "timeout", "memory_mb", "unanchored")
 
     def __init__(
-        self, format_bonus: float = 0.0, workers: int = 2, timeout: float = 1.0, memory_mb: int = 1024
+        self,
+        format_bonus: float = 0.0,
+        workers: int = 2,
+        timeout: float = 1.0,
+        memory_mb: int = 1024,
+        unanchored: bool = False,
     ) -> None:
         if isinstance(format_bonus, bool) or not isinstance(format_bonus, (int, float)) or not 0 <= format_bonus < 1:
             raise ValueError(f"math: format_bonus must be a number in [0, 1), got {format_bonus!r}")
@@ -203,7 +216,9 @@ class MathGrader:
             raise ValueError(f"math: timeout must be a number of seconds > 0, got {timeout!r}")
         if isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or memory_mb < 256:
             raise ValueError(f"math: memory_mb must be an integer >= 256, got {memory_mb!r}")
-        self.format_bonus = float(format_bonus)
+        if not isinstance(unanchored, bool):
+            raise ValueError(f"math: unanchored must be true or false, got {unanchored!r}")
+        self.format_bonus, self.unanchored = float(format_bonus), unanchored
         self.workers, self.timeout, self.memory_mb = workers, float(timeout), memory_mb
         self.__name__ = "math"
         self._pool: SymbolicPool | None = None
@@ -226,7 +241,7 @@ class MathGrader:
         symbolic: list[int] = []
         for i, (completion, gold) in enumerate(zip(completions, answer, strict=True)):
             result = self._grade_here(completion, gold)
-            if result.get("status") == "symbolic":
+            if result.get("status") == "pending":
                 symbolic.append(i)
             results.append(result)
         if symbolic:
@@ -237,28 +252,39 @@ class MathGrader:
         return results
 
     def _grade_here(self, completion: Any, gold: Any) -> dict[str, Any]:
+        """The verdict when this process can decide it; else a result with ``status`` ``pending`` and the request a
+        worker decides it by (``_request``)."""
         if isinstance(gold, (int, float)) and not isinstance(gold, bool):
             gold = str(gold)
         if not isinstance(gold, str):
             return {"reward": None, "status": "gold_missing"}
         gold_text, gold_tree, gold_status = _gold(gold)
-        if gold_tree is None:
-            status, _, error = gold_status.partition(" ")
-            return {
-                "reward": None,
-                "status": status,
-                "gold": gold_text,
-                **({"error": error.strip("()")} if error else {}),
-            }
+        if not gold_text:
+            return {"reward": None, "status": "gold_missing"}
+        gold_raw = extract_gold(gold)
         text = completion_text(completion)
         final, source = extract_final(text)
-        if source == "boxed" and gold_tree[0] in ("list", "set"):  # "\boxed{2} and \boxed{3}" for "2, 3"
+        if (
+            source == "boxed" and gold_tree is not None and gold_tree[0] in ("list", "set")
+        ):  # "\boxed{2} and \boxed{3}"
             final = last_boxes(text, len(gold_tree[1])) or final
-        if final is None:
-            return {"reward": 0.0, "status": "no_answer", "gold": gold_text}
+        if final is None:  # no marked answer: math-verify's extraction from the text, when allowed
+            if not self.unanchored or not text.strip() or len(text) > MAX_UNANCHORED_CHARS:
+                return {"reward": 0.0, "status": "no_answer", "gold": gold_text}
+            if _compact(normalize(text)) == _compact(gold_text):  # the bare answer, written as the gold is
+                return {"reward": 1.0, "status": "correct", "source": "unanchored", "gold": gold_text,
+                        "method": "string"}  # fmt: skip
+            request = {"engine": "math_verify", "gold_raw": gold_raw, "pred_raw": text}
+            return {"reward": 0.0, "status": "pending", "source": "unanchored", "gold": gold_text, "_request": request}
         result: dict[str, Any] = {"reward": self.format_bonus, "status": "wrong", "source": source, "gold": gold_text}
         if len(final) > max(MAX_ANSWER_CHARS, 2 * len(gold_text)):
             return {**result, "status": "too_long"}
+        if gold_tree is None and source == "boxed" and re.search(r",|\band\b", gold_text):
+            final = final_boxes(text) or final  # a list answered one box per item, for a gold only math-verify reads
+        pred_raw = "\\boxed{" + final + "}"
+        if gold_tree is None:  # a gold only math-verify may read
+            request = {"engine": "math_verify", "gold_raw": gold_raw, "pred_raw": pred_raw}
+            return {**result, "status": "pending", "_request": request, "_gold_status": gold_status}
         pred_text = normalize(final)
         result["answer"] = pred_text
         if _compact(pred_text) == _compact(gold_text):
@@ -274,11 +300,19 @@ class MathGrader:
             }
         try:
             pred_tree = parse(pred_text)
-        except ParseError:
-            return {**result, "status": "unparsed_answer"}
+        except ParseError:  # notation ours does not read: math-verify's
+            request = {"engine": "math_verify", "gold_raw": gold_raw, "pred_raw": pred_raw}
+            return {**result, "status": "pending", "_request": request}
         verdict = match(gold_tree, pred_tree, exact_equal)
         if verdict is None:
-            return {**result, "status": "symbolic"}
+            request = {
+                "engine": "ours",
+                "gold": gold_text,
+                "pred": pred_text,
+                "gold_raw": gold_raw,
+                "pred_raw": pred_raw,
+            }
+            return {**result, "status": "pending", "_request": request}
         return {
             **result,
             "reward": 1.0 if verdict else self.format_bonus,
@@ -287,21 +321,35 @@ class MathGrader:
         }
 
     def _grade_in_workers(self, results: list[dict[str, Any]]) -> None:
+        requests = [result.pop("_request") for result in results]
+        gold_statuses = [result.pop("_gold_status", None) for result in results]
         try:
             if self._pool is None:
                 self._pool = SymbolicPool(self.workers, self.timeout, self.memory_mb)
-            verdicts = self._pool.compare_many([(r["gold"], r["answer"]) for r in results])
+            verdicts = self._pool.compare_many(requests)
         except (WorkerStartError, OSError) as err:
             self._pool = None
             for result in results:
                 result.update(reward=None, status="infra_error", error=str(err))
             return
-        for result, verdict in zip(results, verdicts, strict=True):
-            equal = verdict is not None and verdict.get("equal") is True
-            status = (
-                "correct" if equal else verdict["status"] if verdict and verdict["status"] != "symbolic" else "wrong"
+        for result, request, gold_status, verdict in zip(results, requests, gold_statuses, verdicts, strict=True):
+            verdict = verdict or {"equal": False, "status": "crashed"}
+            method = (
+                "math_verify"
+                if request["engine"] == "math_verify" or verdict["status"] == "math_verify"
+                else "symbolic"
             )
-            result.update(reward=1.0 if equal else self.format_bonus, status=status, method="symbolic")
+            if verdict.get("equal") is True:
+                result.update(reward=1.0, status="correct", method=method)
+            elif verdict["status"] == "gold_unparseable" and gold_status is not None:  # neither engine reads it
+                status, _, error = gold_status.partition(" ")
+                result.update(reward=None, status=status, **({"error": error.strip("()")} if error else {}))
+            elif result.get("source") == "unanchored":  # math-verify found no answer, or a wrong one
+                status = "no_answer" if verdict["status"] in ("unparsed_answer", "gold_unparseable") else "wrong"
+                result.update(reward=0.0, status=status, method=method)
+            else:
+                failed = verdict["status"] in ("timeout", "too_large", "crashed", "memory", "unparsed_answer")
+                result.update(reward=self.format_bonus, status=verdict["status"] if failed else "wrong", method=method)
 
     def score(self, completion: Any, answer: Any = None, **_: Any) -> dict[str, Any]:
         return self.score_batch([completion], [answer])[0]

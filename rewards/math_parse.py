@@ -439,8 +439,11 @@ def _expand_pm(node: Node) -> list[Node]:
 
 
 def is_assignment(node: Node) -> bool:
-    """``x = ...`` or ``f(x) = ...``: a lone variable or a function of one on the left."""
+    """``label = value``: a lone variable, a function of one (``f(x) = ...``), a tuple of variables (``(p, q) =
+    (3, 2)``) or a ratio of two (``S_1:S = 7:32``) on the left."""
     if node[0] != "rel" or node[1] != "=":
         return False
     left = node[2]
-    return left[0] == "sym" or (left[0] == "mul" and left[1][0] == "sym" and left[2][0] == "sym")
+    if left[0] == "tuple":
+        return bool(left[3]) and all(item[0] == "sym" for item in left[3])
+    return left[0] == "sym" or (left[0] in ("mul", "div") and left[1][0] == "sym" and left[2][0] == "sym")

@@ -166,7 +166,8 @@ def test_workers_that_cannot_start_give_none_with_infra_error(monkeypatch, caplo
 def test_only_plain_strings_and_booleans_leave_a_worker():
     pool = SymbolicPool(workers=1, timeout=30.0, memory_mb=1024)
     try:
-        replies = pool.compare_many([(r"\sqrt{2}", r"\frac{2}{\sqrt2}"), ("x", "y"), ("1/2004!", "1/2006!")])
+        pairs = [(r"\sqrt{2}", r"\frac{2}{\sqrt2}"), ("x", "y"), ("1/2004!", "1/2006!")]
+        replies = pool.compare_many([{"engine": "ours", "gold": gold, "pred": pred} for gold, pred in pairs])
     finally:
         pool.close()
     assert [r["equal"] for r in replies] == [True, False, False]
@@ -213,3 +214,95 @@ def test_score_cli_reads_completion_and_answer(tmp_path):
     out = [json.loads(line) for line in result.stdout.splitlines()]
     assert [o["reward"] for o in out] == [1.0, 0.0, 1.0, None]
     assert [o["status"] for o in out] == ["correct", "wrong", "correct", "gold_missing"]
+
+
+# extraction, and the second engine (math-verify)
+
+
+@pytest.mark.parametrize(
+    "completion,gold",
+    [
+        (r"$$\boxed{(2, 2)} \quad \text{and} \quad \boxed{(6, 2)}$$", "$$(2, 2), (6, 2)$$"),  # several boxes
+        (r"\boxed{1}, \boxed{3} and \boxed{5}", "1, 3, 5"),
+        (r"$\boxed{-2,1}$.", r"\(\boxed{1}\) and \(\boxed{-2}\)."),  # a gold of several boxes
+        ("so the final answer is 42.", "42"),  # no box: "the final answer is"
+        ("Final answer: $\\frac{3}{4}$", "0.75"),
+        ("24 + 48 = 72\n#### 72", "72"),  # GSM8K's own marker
+        (r"\boxed{(3, 2)}", "(p,q)=(3,2)"),  # a gold of the form label = value
+        (r"\boxed{7:32}", "S_{1}:S=7:32"),
+        (r"\boxed{11,\! 111,\! 111,\! 100}", "11111111100"),  # MATH's digit grouping, spaced
+        (r"\boxed{\frac{1}{3} \textbf{meters}}", "1/3"),  # notation only math-verify reads
+    ],
+)
+def test_extraction_and_notation_beyond_the_box(grader, completion, gold):
+    assert grader.score(completion, gold)["reward"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "completion,gold",
+    [
+        (r"\boxed{2}", r"\boxed{1}\boxed{2}"),  # one item of a list of boxes is not the list
+        ("The answer is 42.", "42"),  # no marked answer: nothing to grade (unanchored: false)
+        (r"\boxed{(2, 3)}", "(p,q)=(3,2)"),
+        ("the final answer is 41", "42"),
+    ],
+)
+def test_what_is_still_not_an_answer_or_not_equal(grader, completion, gold):
+    assert grader.score(completion, gold)["reward"] == 0.0
+
+
+def test_unanchored_extraction_is_math_verifys_and_opt_in():
+    grader = MathGrader(unanchored=True)
+    try:
+        right = grader.score("After all that work we get 1,000.99€ in the end", "1000.99")
+        wrong = grader.score("After all that work we get 1,000.98€ in the end", "1000.99")
+        nothing = grader.score("I do not know", "5")
+    finally:
+        grader.close()
+    assert (right["reward"], right["source"], right["method"]) == (1.0, "unanchored", "math_verify")
+    assert (wrong["reward"], nothing["reward"], nothing["status"]) == (0.0, 0.0, "no_answer")
+    with pytest.raises(ValueError, match="math: unanchored must be true or false"):
+        MathGrader(unanchored="yes")
+
+
+def test_math_verify_runs_in_the_workers_and_its_near_misses_are_caught():
+    """math-verify rounds (and calls 1/2006! equal to 1/2004!) and can reduce a list to its last item: its "equal"
+    between numbers is confirmed to 50 digits, and a list never equals one item."""
+    pool = SymbolicPool(workers=1, timeout=30.0, memory_mb=1024)
+    requests = [(r"$\frac{1}{2006!}$", r"$\frac{1}{2004!}$"), ("$0.5$", r"$\frac{1}{2}$"), ("$(1, 2, 3)$", "$3$"),
+                (r"$\pi$", "$3.14159265$"), ("$x^2 + 2x + 1$", "$(x+1)^2$"), ("$12:00$", "$1:00$")]  # fmt: skip
+    try:
+        replies = pool.compare_many([{"engine": "math_verify", "gold_raw": g, "pred_raw": p} for g, p in requests])
+    finally:
+        pool.close()
+    assert [r["equal"] for r in replies] == [False, True, False, False, True, False]
+    assert all(set(r) == {"equal", "status"} for r in replies)
+
+
+def test_the_reward_gives_the_same_verdicts_from_eight_threads_at_once():
+    import concurrent.futures
+
+    rows = [(c, g) for _, c, g, _ in cases()][:120]
+    grader = MathGrader()
+    try:
+        alone = [r["reward"] for r in grader.score_batch([c for c, _ in rows], [g for _, g in rows])]
+        chunks = [rows[i::8] for i in range(8)]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            threaded = list(pool.map(lambda chunk: grader.score_batch([c for c, _ in chunk], [g for _, g in chunk]),
+                                     chunks))  # fmt: skip
+        together = [None] * len(rows)
+        for i, results in enumerate(threaded):
+            for j, result in enumerate(results):
+                together[i + 8 * j] = result["reward"]
+
+        async def gathered():
+            return await asyncio.gather(*(grader([c for c, _ in chunk], answer=[g for _, g in chunk])
+                                          for chunk in chunks))  # fmt: skip
+
+        as_async = [None] * len(rows)
+        for i, rewards in enumerate(asyncio.run(gathered())):
+            for j, reward in enumerate(rewards):
+                as_async[i + 8 * j] = reward
+    finally:
+        grader.close()
+    assert together == alone and as_async == alone
