@@ -9,7 +9,15 @@ its process is killed and replaced. math-verify is given the whole completion (i
 gold as ``$...$`` after the same ``####``/boxed extraction ours does.
 
 Prints, for both: accuracy, false positives, false negatives, undecided (hangs), p50/p99/max latency per item, and
-simple items per second (2,000 GSM8K-style numeric items, each grader in one process).
+simple items per second (2,000 GSM8K-style numeric items, each grader in one process); ours on the whole labelled set
+in one batch (its symbolic work spread over its 2 workers), items per second.
+
+Then Math-Verify's own test suite (``math_verify_suite.py``: every labelled row of the tests in its sdist), scored
+three ways: math-verify as each test calls it (its match types, precision and strictness); ours with each row's
+prediction as the completion, as written (free text, so with ``unanchored: true``); and ours with the prediction as
+the stated final answer (``<answer>...</answer>`` where it has no box). Rows whose verdict depends on a setting the
+``math`` reward does not have (a precision other than 6, ``strict: false``, ``allow_set_relation_comp``) are
+counted apart.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from math_cases import SIMPLE, cases  # noqa: E402
+from math_verify_suite import suite  # noqa: E402
 
 from grpo_ext.rewards.math_answer import extract_gold  # noqa: E402
 from grpo_ext.rewards.math_grader import MathGrader  # noqa: E402
@@ -127,6 +136,12 @@ def main() -> None:
     our_rate = len(SIMPLE) / (time.perf_counter() - start)
     _, seconds = theirs.grade(list(SIMPLE), cap=600)
     their_rate = len(SIMPLE) / seconds
+    batch = MathGrader(workers=2)
+    batch.score(r"\\boxed{\\sqrt{2}}", r"\\sqrt2")
+    start = time.perf_counter()
+    batch.score_batch([r[1] for r in rows], [r[2] for r in rows])
+    mixed_rate = len(rows) / (time.perf_counter() - start)
+    batch.close()
     theirs.close()
     ours.close()
 
@@ -143,6 +158,7 @@ def main() -> None:
             f"{r['grader']:<18} {r['accuracy']:>9.1%} {r['correct']:>8} {r['false_pos']:>7} {r['false_neg']:>7} "
             f"{r['hangs']:>6} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.1f} {r['max_ms']:>9.1f} {r['simple_per_s']:>9.0f}"
         )
+    print(f"ours, the {len(rows)} labelled cases in one batch, 2 workers: {mixed_rate:.0f} items/s")
     categories = sorted({r[0] for r in rows})
     print("\nright answers by category (ours / math-verify / cases):")
     for category in categories:
@@ -160,5 +176,60 @@ def main() -> None:
                     )
 
 
+def _math_verify_as_tested(row: dict) -> bool:
+    """math-verify's verdict as the row's own test computes it."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    settings = row["settings"]
+    targets = [LatexExtractionConfig(boxed_match_priority=0) if kind == "latex" else ExprExtractionConfig()
+               for kind in settings.get("match_types", ["latex", "expr"])]  # fmt: skip
+    try:
+        if "match_types" not in settings:  # test_yujianll: parse and verify with their defaults
+            return bool(verify(parse(row["gold"]), parse(row["pred"])))
+        return bool(verify(parse(row["gold"], targets), parse(row["pred"], targets),
+                           float_rounding=settings.get("precision", 6), strict=settings.get("strict", True),
+                           allow_set_relation_comp=settings.get("allow_set_relation_comp", False)))  # fmt: skip
+    except Exception:  # noqa: BLE001 - an error is a "not equal" verdict
+        return False
+
+
+def _stated(pred: str) -> str:
+    return pred if any(mark in pred for mark in ("\\boxed", "\\fbox", "<answer>")) else f"<answer>{pred}</answer>"
+
+
+def _settings_free(settings: dict) -> bool:
+    """A row whose verdict needs no setting the math reward lacks."""
+    return (
+        settings.get("precision", 6) == 6
+        and settings.get("strict", True)
+        and "allow_set_relation_comp" not in settings
+    )
+
+
+def math_verify_suite() -> None:
+    rows = suite()
+    own = [r for r in rows if _settings_free(r["settings"])]
+    labels = [r["expected"] for r in own]
+    theirs = [_math_verify_as_tested(r) for r in own]
+    free = MathGrader(unanchored=True)
+    as_written = [r["reward"] == 1.0 for r in free.score_batch([r["pred"] for r in own], [r["gold"] for r in own])]
+    free.close()
+    anchored = MathGrader()
+    stated = [r["reward"] == 1.0 for r in anchored.score_batch([_stated(r["pred"]) for r in own],
+                                                               [r["gold"] for r in own])]  # fmt: skip
+    anchored.close()
+    print(f"\nMath-Verify 0.9.0's test suite: {len(rows)} labelled rows, {len(own)} whose verdict needs no setting "
+          f"the math reward lacks ({sum(labels)} equal, {len(own) - sum(labels)} not)")  # fmt: skip
+    for name, verdicts in (
+        ("math-verify, as its tests call it", theirs),
+        ("ours, predictions as written (unanchored: true)", as_written),
+        ("ours, predictions as the stated answer", stated),
+    ):
+        right = sum(v == label for v, label in zip(verdicts, labels, strict=True))
+        false_pos = sum(v and not label for v, label in zip(verdicts, labels, strict=True))
+        print(f"  {name:<48} {right:>4} / {len(own)} right, {false_pos} false positives")
+
+
 if __name__ == "__main__":
     main()
+    math_verify_suite()

@@ -4,7 +4,7 @@
 
 Reads the test files shipped in the ``math-verify`` 0.9.0 sdist (``test_all.py``, ``test_numina_cases.py``,
 ``test_open_thoughts.py``, ``test_yujianll.py``, ``test_boxed.py``, ``test_strict.py``; MIT licence, The HuggingFace
-Team) from ``--tests`` (default: ``benchmarks/math_verify_tests/``, a copy of them with their licence) and turns
+Team) from ``--tests`` (default: the sdist, fetched from the package index with pip into ``$GRPO_EXT_CACHE``) and turns
 every row of their ``pytest.mark.parametrize`` tables whose names include ``gold`` and ``pred`` into a JSON line.
 The tables are read from the syntax tree (``ast.literal_eval`` of each row), nothing in the files is run. The other
 columns of a row (``precision``, ``strict``, ``allow_set_relation_comp``) and the test's own ``match_types`` are
@@ -20,7 +20,7 @@ from pathlib import Path
 
 FILES = ("test_all.py", "test_numina_cases.py", "test_open_thoughts.py", "test_yujianll.py", "test_boxed.py",
          "test_strict.py")  # fmt: skip
-HERE = Path(__file__).parent / "math_verify_tests"
+SDIST = "math-verify==0.9.0"
 SKIPPED: list[str] = []  # rows left out, each with the reason
 
 
@@ -59,13 +59,36 @@ def rows_of(path: Path) -> list[dict]:
     return rows
 
 
-def suite(tests: Path = HERE) -> list[dict]:
+def sdist_tests() -> Path:
+    """The tests directory of the math-verify sdist: downloaded once (pip, from the package index) and unpacked
+    under ``$GRPO_EXT_CACHE`` (default ``~/.cache/grpo_ext``)."""
+    import os
+    import subprocess
+    import sys
+    import tarfile
+
+    cache = Path(os.environ.get("GRPO_EXT_CACHE", Path.home() / ".cache" / "grpo_ext")) / "math_verify_sdist"
+    found = sorted(cache.glob("math_verify-*/tests"))
+    if found:
+        return found[-1]
+    cache.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", SDIST, "--no-binary", ":all:", "--no-deps", "-q",
+                    "-d", str(cache)], check=True)  # fmt: skip
+    archive = next(cache.glob("math_verify-*.tar.gz"))
+    with tarfile.open(archive) as tar:
+        wanted = [m for m in tar.getmembers() if "/tests/" in m.name or m.name.endswith("LICENCE")]
+        tar.extractall(cache, members=wanted, filter="data")
+    return next(cache.glob("math_verify-*/tests"))
+
+
+def suite(tests: Path | None = None) -> list[dict]:
+    tests = tests or sdist_tests()
     return [row for name in FILES for row in rows_of(tests / name)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tests", type=Path, default=HERE)
+    parser.add_argument("--tests", type=Path, default=None, help="the sdist's tests directory (default: fetched)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     rows = suite(args.tests)

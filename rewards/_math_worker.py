@@ -195,7 +195,7 @@ def _math_verify() -> Any:
     return _MATH_VERIFY["module"]
 
 
-def math_verify_compare(gold: str, pred: str) -> dict[str, Any]:
+def math_verify_compare(gold: str, pred: str, percent: bool = False) -> dict[str, Any]:
     """math-verify's verdict on the texts (its own extraction and normalisation), its timers off: the parent's
     deadline kills this process instead. An "equal" between numbers is confirmed to ``DIGITS`` digits (math-verify
     rounds, and calls 1/2006! equal to 1/2004!), and a list never equals one of its items."""
@@ -209,7 +209,7 @@ def math_verify_compare(gold: str, pred: str) -> dict[str, Any]:
             return {"equal": False, "status": "unparsed_answer"}
         if not mv.verify(gold_parsed, pred_parsed, timeout_seconds=None):
             return {"equal": False, "status": "math_verify"}
-        if not _confirmed(gold_parsed[0], pred_parsed[0]):
+        if not _confirmed(gold_parsed[0], pred_parsed[0], percent):
             return {"equal": False, "status": "near_miss"}
     except MemoryError:
         return {"equal": False, "status": "memory"}
@@ -227,20 +227,22 @@ def _items(value: Any) -> list[Any] | None:
     return None
 
 
-def _confirmed(gold: Any, pred: Any) -> bool:
-    """math-verify's "equal", checked where it rounds or collapses: numbers to ``DIGITS`` digits, tuples and sets of
-    numbers item by item, and never a list of several items against one."""
+def _confirmed(gold: Any, pred: Any, percent: bool = False) -> bool:
+    """math-verify's "equal", checked where it rounds or collapses: numbers to ``DIGITS`` digits (a hundredfold apart
+    too, where either side speaks of percent), tuples and sets of numbers item by item, and never a list of several
+    items against one."""
     gold_items, pred_items = _items(gold), _items(pred)
     if gold_items is not None or pred_items is not None:
         if gold_items is None or pred_items is None:
             return len(gold_items or pred_items or []) <= 1
         if len(gold_items) != len(pred_items):
             return False
-        return all(_confirmed(g, p) for g, p in zip(gold_items, pred_items, strict=True))
+        return all(_confirmed(g, p, percent) for g, p in zip(gold_items, pred_items, strict=True))
     if isinstance(gold, sympy.Basic) and isinstance(pred, sympy.Basic) and gold.is_number and pred.is_number:
         if any(v.has(S.NaN, S.ComplexInfinity) for v in (gold, pred)):
             return False
-        return gold == pred or _close(gold, pred, {}) is True
+        readings = [(gold, pred), (gold * 100, pred), (gold, pred * 100)] if percent else [(gold, pred)]
+        return any(a == b or _close(a, b, {}) is True for a, b in readings)
     return True
 
 
@@ -262,12 +264,12 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:
     """One request: ``engine`` ``ours`` (our parsed answers with sympy, then math-verify on the raw texts where a
     "not equal" is not final) or ``math_verify`` (the raw texts only: ours could not read one side)."""
     if request.get("engine") == "math_verify":
-        return math_verify_compare(request["gold_raw"], request["pred_raw"])
+        return math_verify_compare(request["gold_raw"], request["pred_raw"], request.get("percent", False))
     verdict = compare(request["gold"], request["pred"])
     final = verdict.pop("numeric")  # numbers: sympy's verdict to DIGITS digits stands
     if verdict["equal"] or final or "gold_raw" not in request:
         return verdict
-    second = math_verify_compare(request["gold_raw"], request["pred_raw"])
+    second = math_verify_compare(request["gold_raw"], request["pred_raw"], request.get("percent", False))
     return second if second["equal"] else verdict
 
 

@@ -31,7 +31,7 @@ _CHOOSE = re.compile(r"\{\s*([^{}\\]+?)\s*\\choose\s*([^{}\\]+?)\s*\}")  # "{10 
 _REALS = re.compile(r"\\mathbb\s*(?:\{\s*R\s*\}|R\b)")  # the real line as a set
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _SPACED_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?: \d{3})+(?:\.\d+)?")
-_WORD_SEPARATOR = re.compile(r"\s+(?:or|and)\s+", re.IGNORECASE)
+_WORD_SEPARATOR = re.compile(r"\s+(?:or|and)\s+|(?<=\))\s*(?:or|and)\s*(?=\()", re.IGNORECASE)
 _NUMBER_THEN_WORDS = re.compile(r"([-+]?[\d.,/]*\d)((?:\s+[A-Za-z]{3,})+)")  # "20 minutes": a unit in plain words
 _NOT_UNITS = {"inf", "infty", "infinity", "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "exp"}
 _UNICODE = {

@@ -187,11 +187,26 @@ def gold_error(gold: str) -> str | None:
     return None if tree is not None else status
 
 
+_PERCENT = re.compile(r"%|\\bpercent\\b|\\bpct\\b", re.IGNORECASE)
 _CHOICE = re.compile(r"\(([A-Ea-e])\)(?:\s|$)")
 
 
 def _compact(text: str) -> str:
     return text.replace(" ", "")
+
+
+_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")  # a word of prose, not a LaTeX command
+
+
+def _readable(text: str) -> bool:
+    """Whether ``text`` is an answer ours reads whole (a bare ``$(3, 2)$``), rather than prose around one."""
+    if len(text) > MAX_ANSWER_CHARS or _WORD.search(normalize(text)):
+        return False
+    try:
+        parse(normalize(text))
+    except ParseError:
+        return False
+    return True
 
 
 class MathGrader:
@@ -271,17 +286,19 @@ class MathGrader:
         if final is None:  # no marked answer: math-verify's extraction from the text, when allowed
             if not self.unanchored or not text.strip() or len(text) > MAX_UNANCHORED_CHARS:
                 return {"reward": 0.0, "status": "no_answer", "gold": gold_text}
-            if _compact(normalize(text)) == _compact(gold_text):  # the bare answer, written as the gold is
-                return {"reward": 1.0, "status": "correct", "source": "unanchored", "gold": gold_text,
-                        "method": "string"}  # fmt: skip
-            request = {"engine": "math_verify", "gold_raw": gold_raw, "pred_raw": text}
-            return {"reward": 0.0, "status": "pending", "source": "unanchored", "gold": gold_text, "_request": request}
-        result: dict[str, Any] = {"reward": self.format_bonus, "status": "wrong", "source": source, "gold": gold_text}
+            if not _readable(text):  # prose around the answer: math-verify's extraction finds it
+                request = {"engine": "math_verify", "gold_raw": gold_raw, "pred_raw": text}
+                return {"reward": 0.0, "status": "pending", "source": "unanchored", "gold": gold_text,
+                        "_request": request}  # fmt: skip
+            final, source = text, "unanchored"  # the bare answer: graded as a stated one
+        bonus = 0.0 if source == "unanchored" else self.format_bonus  # an answer nobody marked states nothing
+        result: dict[str, Any] = {"reward": bonus, "status": "wrong", "source": source, "gold": gold_text}
         if len(final) > max(MAX_ANSWER_CHARS, 2 * len(gold_text)):
             return {**result, "status": "too_long"}
         if gold_tree is None and source == "boxed" and re.search(r",|\band\b", gold_text):
             final = final_boxes(text) or final  # a list answered one box per item, for a gold only math-verify reads
-        pred_raw = "\\boxed{" + final + "}"
+        # math-verify reads a box; a line after "final answer is" may hold prose around the answer, which it finds
+        pred_raw = final if source in ("final_answer", "hashes", "unanchored") else "\\boxed{" + final + "}"
         if gold_tree is None:  # a gold only math-verify may read
             request = {"engine": "math_verify", "gold_raw": gold_raw, "pred_raw": pred_raw}
             return {**result, "status": "pending", "_request": request, "_gold_status": gold_status}
@@ -294,7 +311,7 @@ class MathGrader:
             correct = choice.group(1).upper() == gold_tree[1]
             return {
                 **result,
-                "reward": 1.0 if correct else self.format_bonus,
+                "reward": 1.0 if correct else bonus,
                 "status": "correct" if correct else "wrong",
                 "method": "choice",
             }
@@ -304,6 +321,9 @@ class MathGrader:
             request = {"engine": "math_verify", "gold_raw": gold_raw, "pred_raw": pred_raw}
             return {**result, "status": "pending", "_request": request}
         verdict = match(gold_tree, pred_tree, exact_equal)
+        if source == "unanchored" and verdict is not True:  # unmarked text: math-verify's reading may still find it
+            request = {"engine": "math_verify", "gold_raw": gold_raw, "pred_raw": pred_raw}
+            return {**result, "status": "pending", "_request": request}
         if verdict is None:
             request = {
                 "engine": "ours",
@@ -315,13 +335,16 @@ class MathGrader:
             return {**result, "status": "pending", "_request": request}
         return {
             **result,
-            "reward": 1.0 if verdict else self.format_bonus,
+            "reward": 1.0 if verdict else bonus,
             "status": "correct" if verdict else "wrong",
             "method": "exact",
         }
 
     def _grade_in_workers(self, results: list[dict[str, Any]]) -> None:
         requests = [result.pop("_request") for result in results]
+        for request in requests:  # 28% may be answered 28 (or 0.28): math-verify's "equal" is then confirmed so
+            if "gold_raw" in request:
+                request["percent"] = bool(_PERCENT.search(request["gold_raw"] + " " + request["pred_raw"]))
         gold_statuses = [result.pop("_gold_status", None) for result in results]
         try:
             if self._pool is None:
@@ -349,7 +372,9 @@ class MathGrader:
                 result.update(reward=0.0, status=status, method=method)
             else:
                 failed = verdict["status"] in ("timeout", "too_large", "crashed", "memory", "unparsed_answer")
-                result.update(reward=self.format_bonus, status=verdict["status"] if failed else "wrong", method=method)
+                status = verdict["status"] if failed else "wrong"
+                result.update(reward=self.format_bonus if result["source"] != "unanchored" else 0.0, status=status,
+                              method=method)  # fmt: skip
 
     def score(self, completion: Any, answer: Any = None, **_: Any) -> dict[str, Any]:
         return self.score_batch([completion], [answer])[0]
