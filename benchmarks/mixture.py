@@ -1,14 +1,15 @@
 """Training on a task mixture against training on each task alone, with the same number of its own completions.
 
-    python benchmarks/mixture.py [--out proofs] [--seed 1] [--steps 100] [KEY=VALUE ...]
+    python benchmarks/mixture.py [--out proofs] [--seed 1] [--steps 100] [--reuse] [KEY=VALUE ...]
 
 Runs the project's own commands with ``experiment=mixture_proof`` (arithmetic, the classic FizzBuzz and reasoning-gym's
 chain_sum, weighted 2:1:1, on the tiny model from scratch): ``grpo_ext.sft`` on the mixture's references (reused from
 ``OUT/mixture/sft`` when it is there), ``grpo_ext.train`` on the mixture for ``--steps`` steps, then, from the same
-warm start, ``grpo_ext.train`` on each part alone (a mixture of that part only, which trains as the task alone) for its
-share of the steps, at the same batch: each part sees as many of its own completions alone as in the mixture. Prints
-each part's held-out greedy accuracy after SFT, after the mixture and after training alone (the last evaluation and the
-best), and the wall time of each run.
+warm start, ``grpo_ext.train`` on each part alone (the mixture with the other parts' weights 0, which trains as the
+task alone) for its share of the steps, at the same batch: each part sees as many of its own completions alone as in
+the mixture. Prints each part's held-out greedy accuracy after SFT, after the mixture and after training alone (the
+last evaluation and the best), and the wall time of each run. ``--reuse`` keeps a run that ended well (its
+``status.json`` says ok) instead of running it again.
 
 Then the per-part bookkeeping's cost: the mixture's reward wrappers and ledgers (``rewards.parts``) timed on a batch of
 the run's size, against the mean step time of the mixture run. Nothing is asserted: the figures go to the docs.
@@ -36,6 +37,11 @@ def run(args: list[str], log: Path) -> float:
     if code:
         sys.exit(f"{' '.join(args[:2])} failed (exit {code}); see {log}")
     return time.monotonic() - started
+
+
+def ended_well(run_dir: Path) -> bool:
+    status = run_dir / "status.json"
+    return status.is_file() and json.loads(status.read_text()).get("status") == "ok"
 
 
 def records(run_dir: Path) -> list[dict]:
@@ -79,6 +85,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("proofs"))
     parser.add_argument("--seed", type=int, default=1, help="the training seed of every run (config key seed)")
     parser.add_argument("--steps", type=int, default=100, help="GRPO steps of the mixture run")
+    parser.add_argument("--reuse", action="store_true", help="keep the runs under OUT that ended well")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. hardware=cpu")
     args = parser.parse_intermixed_args()
     out = args.out.resolve() / "mixture"
@@ -92,8 +99,11 @@ def main() -> None:
     total = sum(WEIGHTS.values())
     runs = {"mixture": (f"trainer.max_steps={args.steps}",)}
     for part, weight in WEIGHTS.items():
-        runs[part] = (f"task.of={{{part}: 1}}", f"trainer.max_steps={args.steps * weight // total}")
+        alone = ", ".join(f"{other}: {int(other == part)}" for other in WEIGHTS)
+        runs[part] = (f"task.of={{{alone}}}", f"trainer.max_steps={args.steps * weight // total}")
     for name, extra in runs.items():
+        if args.reuse and ended_well(out / name):
+            continue
         shutil.rmtree(out / name, ignore_errors=True)  # every run starts afresh from the warm start
         where = [f"model.path={sft_model}", f"hydra.run.dir={out / name}"]
         seconds[name] = run(["grpo_ext.train", *common, *extra, *where], out / f"{name}.log")

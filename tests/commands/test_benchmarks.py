@@ -4,6 +4,7 @@ here and not on a lent GPU machine)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -159,6 +160,10 @@ def test_mixture_benchmark_trains_the_mixture_and_each_part_alone(tmp_path):
     for part in ("arithmetic", "fizzbuzz", "reasoning_gym"):
         assert re.search(rf"^{part} +[\d.]+%", out, flags=re.MULTILINE), out
     assert re.search(r"^bookkeeping: [\d.]+ ms a batch", out, flags=re.MULTILINE), out
+    for part in ("arithmetic", "fizzbuzz", "reasoning_gym"):  # each alone run trains and evaluates its part only
+        keys = {key for line in (tmp_path / "mixture" / part / "metrics.jsonl").read_text().splitlines()
+                for key in json.loads(line) if key.startswith("eval/") and key.endswith("/accuracy")}  # fmt: skip
+        assert keys == {f"eval/{part}/accuracy", "eval/accuracy"}, keys
 
 
 @pytest.mark.slow

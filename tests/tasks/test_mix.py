@@ -129,6 +129,21 @@ def test_a_mixture_of_one_weighted_part_keeps_the_task_s_order():
     assert mix.scheduled(dataset, cfg.task, per_batch=2, batches=4, seed=0) is dataset
 
 
+def test_a_part_of_weight_0_is_checked_and_left_out_of_the_run():
+    cfg = compose_config(["task=mix", "task.of={arithmetic: 1, fizzbuzz: 0}", *TWO[2:]])
+    assert [part.label for part in mix.parts(cfg.task)] == ["arithmetic"]
+    splits = build_task(cfg.task)
+    assert set(splits.train["task"]) == {"arithmetic"} and set(splits.eval["task"]) == {"arithmetic"}
+    rewards, _ = task_rewards(cfg.task)
+    assert {reward.rows_of for reward in rewards} == {"arithmetic"}
+    expand_mixture(cfg)
+    assert cfg.task.max_completion_length == 32  # arithmetic's: fizzbuzz's 384 is not asked for
+    with pytest.raises(ValueError, match="task.parts.fizzbuzz: Key 'kindz'"):
+        mix.parts(
+            compose_config(["task=mix", "task.of={arithmetic: 1, fizzbuzz: 0}", "task.parts.fizzbuzz.kindz=[]"]).task
+        )
+
+
 def test_the_run_records_each_part_whole_and_the_longest_completion_length():
     cfg = compose_config(TWO)
     expand_mixture(cfg)

@@ -54,8 +54,10 @@ def task_defaults(name: str) -> dict[str, Any]:
 
 
 def parts(cfg: Any) -> list[Part]:
-    """The parts of the ``mix`` node ``cfg``, each with its whole task config; ``ValueError`` naming the key for an
-    unknown part, a bad weight, a part setting of a part not in the mix, or a setting its task does not have."""
+    """The parts of the ``mix`` node ``cfg`` that have a weight, each with its whole task config; ``ValueError`` naming
+    the key for an unknown part, a bad weight, a part setting of a part not in the mix, or a setting its task does not
+    have. A part of weight 0 is checked as the others and left out of the run (its rows, rewards and evaluation): the
+    way to drop a part of a composed mixture on the command line, ``task.of.fizzbuzz=0``."""
     from grpo_ext.tasks import TASKS  # the registry, which holds this module
 
     of = dict(_plain(cfg.of))
@@ -91,7 +93,7 @@ def parts(cfg: Any) -> list[Part]:
             keys = ", ".join(f"task.parts.{label}.{key}" for key in missing)
             raise ValueError(f"these keys need a value, on the command line (KEY=VALUE): {keys}")
         found.append(Part(label, float(weight), node))
-    return found
+    return [part for part in found if part.weight > 0]
 
 
 def expanded(cfg: Any) -> dict[str, Any]:
