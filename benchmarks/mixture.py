@@ -132,7 +132,7 @@ def main() -> None:
     extra = wrapped - alone
     share = 100 * extra * len(WEIGHTS) / step
     print(f"bookkeeping: {1e3 * extra:.3f} ms a batch of 128 completions for each part's reward ({1e3 * wrapped:.3f} "
-          f"ms wrapped, {1e3 * alone:.3f} ms on its rows alone); x{len(WEIGHTS)} parts = {share:.3f}% of the mixture "
+          f"ms wrapped, {1e3 * alone:.3f} ms on its rows alone); x{len(WEIGHTS)} parts = {share:.5f}% of the mixture "
           f"run's median step ({step:.2f} s)")  # fmt: skip
 
 
