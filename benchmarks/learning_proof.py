@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from commands import run
 
 FIZZBUZZ_HEAD = "```python\ndef fizzbuzz(n: int) -> str:\n    "
 # task -> (the way of answering the RL may pick, how to tell a completion takes it, and each way of answering as
@@ -48,16 +48,6 @@ STYLES: dict[str, tuple[str, Callable[[str], bool], dict[str, Callable[[dict], s
     ),
 }
 SAMPLES = 8  # pass@k of the evaluations before and after GRPO
-
-
-def run(args: list[str], log: Path) -> float:
-    """Run ``python -m ARGS`` with its output in ``log``; return the wall time; exit on failure."""
-    started = time.monotonic()
-    with open(log, "w") as out:
-        code = subprocess.call([sys.executable, "-m", *args], stdout=out, stderr=subprocess.STDOUT)
-    if code:
-        sys.exit(f"{' '.join(args[:2])} failed (exit {code}); see {log}")
-    return time.monotonic() - started
 
 
 def check_reusable(sft_dir: Path, common: list[str]) -> None:

@@ -21,31 +21,18 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+from commands import run
+from grpo_ext.run.records import read_metrics as records
+
 WEIGHTS = {"arithmetic": 2, "fizzbuzz": 1, "reasoning_gym": 1}
-
-
-def run(args: list[str], log: Path) -> float:
-    """Run ``python -m ARGS`` with its output in ``log``; return the wall time; exit on failure."""
-    started = time.monotonic()
-    with open(log, "w") as out:
-        code = subprocess.call([sys.executable, "-m", *args], stdout=out, stderr=subprocess.STDOUT)
-    if code:
-        sys.exit(f"{' '.join(args[:2])} failed (exit {code}); see {log}")
-    return time.monotonic() - started
 
 
 def ended_well(run_dir: Path) -> bool:
     status = run_dir / "status.json"
     return status.is_file() and json.loads(status.read_text()).get("status") == "ok"
-
-
-def records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def accuracy(run_dir: Path, part: str) -> tuple[float, float, float]:
@@ -124,7 +111,8 @@ def main() -> None:
         _, alone, alone_best = accuracy(out / part, part)
         print(f"{part:<15}{start:>10.1%}{mixed:>15.1%}{mixed_best:>7.1%}{alone:>13.1%}{alone_best:>7.1%}"
               f"{args.steps * weight // total:>13}")  # fmt: skip
-    print("wall time: " + ", ".join(f"{name} {s / 60:.1f} min" for name, s in seconds.items()))
+    if seconds:
+        print("wall time: " + ", ".join(f"{name} {s / 60:.1f} min" for name, s in seconds.items()))
 
     steps = [r["step_time"] for r in records(out / "mixture") if "step_time" in r]
     step = statistics.median(steps)

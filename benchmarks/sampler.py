@@ -20,30 +20,16 @@ is asserted and nothing is tuned to agree: the figures go to the docs.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+from commands import run
+from grpo_ext.run.records import read_metrics as records
+
 PROMPTS, GENERATIONS = 8, 8  # a step of sampler_proof
-
-
-def run(args: list[str], log: Path) -> float:
-    """Run ``python -m ARGS`` with its output in ``log``; return the wall time; exit on failure."""
-    started = time.monotonic()
-    with open(log, "w") as out:
-        code = subprocess.call([sys.executable, "-m", *args], stdout=out, stderr=subprocess.STDOUT)
-    if code:
-        sys.exit(f"{' '.join(args[:2])} failed (exit {code}); see {log}")
-    return time.monotonic() - started
-
-
-def records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def evaluations(run_dir: Path) -> list[tuple[int, float]]:
