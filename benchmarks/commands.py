@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -16,3 +17,9 @@ def run(args: list[str], log: Path) -> float:
     if code:
         sys.exit(f"{' '.join(args[:2])} failed (exit {code}); see {log}")
     return time.monotonic() - started
+
+
+def ended_well(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` ended well (its ``status.json`` says ok)."""
+    status = run_dir / "status.json"
+    return status.is_file() and json.loads(status.read_text()).get("status") == "ok"

@@ -18,21 +18,15 @@ the run's size, against the mean step time of the mixture run. Nothing is assert
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import time
 from pathlib import Path
 
-from commands import run
+from commands import ended_well, run
 from grpo_ext.run.records import read_metrics as records
 
 WEIGHTS = {"arithmetic": 2, "fizzbuzz": 1, "reasoning_gym": 1}
-
-
-def ended_well(run_dir: Path) -> bool:
-    status = run_dir / "status.json"
-    return status.is_file() and json.loads(status.read_text()).get("status") == "ok"
 
 
 def accuracy(run_dir: Path, part: str) -> tuple[float, float, float]:

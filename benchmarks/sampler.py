@@ -1,6 +1,6 @@
 """Online prompt sampling against TRL's uniform order, with the same warm start and the same number of completions.
 
-    python benchmarks/sampler.py [--out proofs] [--seeds 1 2 3] [--policies uniform adaptive ...] [KEY=VALUE ...]
+    python benchmarks/sampler.py [--out proofs] [--seeds 1 2 3] [--policies P ...] [--reuse] [KEY=VALUE ...]
 
 Runs the project's own commands with ``experiment=sampler_proof`` (arithmetic with operands of 1, 2 and 3 digits on
 the tiny model, a pool of 200 train problems, 100 steps of 8 problems x 8 completions): ``grpo_ext.sft`` on 8000
@@ -26,7 +26,7 @@ import statistics
 import time
 from pathlib import Path
 
-from commands import run
+from commands import ended_well, run
 from grpo_ext.run.records import read_metrics as records
 
 PROMPTS, GENERATIONS = 8, 8  # a step of sampler_proof
@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("proofs"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--policies", nargs="+", default=["uniform", "adaptive", "curriculum"])
+    parser.add_argument("--reuse", action="store_true", help="keep the runs under OUT that ended well")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. hardware=cpu")
     args = parser.parse_intermixed_args()
     out = args.out.resolve() / "sampler"
@@ -95,6 +96,8 @@ def main() -> None:
     for seed in args.seeds:
         for policy in args.policies:
             name = f"{policy}-{seed}"
+            if args.reuse and ended_well(out / name):
+                continue
             shutil.rmtree(out / name, ignore_errors=True)  # every run starts afresh from the warm start
             extra = [f"sampler={policy}", f"seed={seed}", f"model.path={sft_model}", f"hydra.run.dir={out / name}"]
             seconds[name] = run(["grpo_ext.train", *common, *extra], out / f"{name}.log")
@@ -120,11 +123,15 @@ def main() -> None:
 
     if "uniform" in args.policies:
         final = statistics.mean(curves["uniform"][s][-1][1] for s in args.seeds)
-        print(f"uniform's final accuracy, mean of the seeds: {100 * final:.1f}%")
+        start = statistics.mean(curves["uniform"][s][0][1] for s in args.seeds)
+        print(f"uniform's final accuracy, mean of the seeds: {100 * final:.1f}% (at the start: {100 * start:.1f}%)")
+        if final <= start:
+            print("uniform ended no higher than the warm start: reaching its final accuracy takes no completions and "
+                  "says nothing; only the end clause (>= +5 points) can meet the goal")  # fmt: skip
         for policy in (p for p in args.policies if p != "uniform"):
             mean_curve = [(done, statistics.mean(curves[policy][s][i][1] for s in args.seeds))
                           for i, done in enumerate(points)]  # fmt: skip
-            reached = needed(mean_curve, final)
+            reached = needed(mean_curve, final) if final > start else None
             end = mean_curve[-1][1] - final
             ratio = f"{reached} completions, {100 * reached / points[-1]:.0f}% of uniform's" if reached else "never"
             goal = (reached is not None and reached <= 0.6 * points[-1]) or end >= 0.05
@@ -140,7 +147,8 @@ def main() -> None:
     print(f"sampler cost a step (draw a batch of {PROMPTS}, record its groups, after 100 steps of history): "
           f"adaptive {1e3 * adaptive:.2f} ms ({100 * adaptive / step:.3f}% of the median step, {step:.2f} s), "
           f"curriculum {1e3 * curriculum:.2f} ms ({100 * curriculum / step:.3f}%)")  # fmt: skip
-    print("wall time: " + ", ".join(f"{name} {s / 60:.1f} min" for name, s in seconds.items()))
+    if seconds:
+        print("wall time: " + ", ".join(f"{name} {s / 60:.1f} min" for name, s in seconds.items()))
 
 
 if __name__ == "__main__":
