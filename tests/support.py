@@ -137,3 +137,15 @@ def tiny_model_with(tmp_path, change) -> str:
         change(model)
     model.save_pretrained(tmp_path / "model")
     return str(tmp_path / "model")
+
+
+def zygote_module():
+    """The sandbox worker's script (``rewards/_zygote.py``) loaded as a module, to test its helpers in this process."""
+    import importlib.util  # noqa: PLC0415
+
+    from grpo_ext.rewards import sandbox  # noqa: PLC0415
+
+    spec = importlib.util.spec_from_file_location("_zygote_under_test", sandbox.ZYGOTE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

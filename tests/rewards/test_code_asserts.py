@@ -7,7 +7,7 @@ import pytest
 
 from grpo_ext.rewards.literals import lift_check, lift_statement, python_equal, read_literal
 from grpo_ext.rewards.python_exec import PythonExec, parse_tests
-from support import needs_bwrap
+from support import needs_bwrap, zygote_module
 
 
 @pytest.fixture(scope="module")
@@ -178,17 +178,6 @@ def test_a_program_cannot_pass_an_assert_test_by_attacking_the_harness(verifier,
     assert verifier.score(ATTACKS[attack], LIFTED, "inc")["reward"] == 0.0
 
 
-def _zygote():
-    import importlib.util  # noqa: PLC0415
-
-    from grpo_ext.rewards import sandbox  # noqa: PLC0415
-
-    spec = importlib.util.spec_from_file_location("_zygote_literals", sandbox.ZYGOTE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 class _Tuple(tuple):
     def __repr__(self):
         return "__import__('os')"
@@ -200,7 +189,7 @@ class _Tuple(tuple):
      {1, 2}, frozenset({"a"}), set(), {(1, 2): None, 1.5: b"x"}, _Tuple((1, 2))],
 )  # fmt: skip
 def test_the_worker_writes_what_the_host_reads_back_as_the_same_value(value):
-    text = _zygote()._literal(value)
+    text = zygote_module()._literal(value)
     back = read_literal(text)
     assert back == value and type(back) is (tuple if isinstance(value, tuple) else type(value))
 
@@ -208,4 +197,4 @@ def test_the_worker_writes_what_the_host_reads_back_as_the_same_value(value):
 @pytest.mark.parametrize("value", [object(), range(3), [1, print], {1: iter([])}])
 def test_the_worker_refuses_to_write_what_is_no_literal(value):
     with pytest.raises(TypeError):
-        _zygote()._literal(value)
+        zygote_module()._literal(value)

@@ -21,7 +21,7 @@ from trl.trainer.utils import is_async_callable
 from grpo_ext.rewards import sandbox
 from grpo_ext.rewards.python_exec import PythonExec, default_workers, extract_code, strict_equal
 from grpo_ext.rewards.sandbox import SandboxUnavailableError, WorkerError
-from support import needs_bwrap
+from support import needs_bwrap, zygote_module
 
 pytestmark = needs_bwrap
 
@@ -150,7 +150,7 @@ class _Str(str):
 )  # fmt: skip
 def test_the_workers_json_writer_matches_the_json_module(value):
     """The worker writes results without the json package (see _zygote._dump); the host reads them with it."""
-    zygote = _zygote_module()
+    zygote = zygote_module()
     assert zygote._dump(value) == json.dumps(value)
 
 
@@ -159,7 +159,7 @@ def test_the_workers_json_writer_refuses_what_json_refuses(value):
     with pytest.raises(TypeError):
         json.dumps(value)
     with pytest.raises(TypeError):
-        _zygote_module()._dump(value)
+        zygote_module()._dump(value)
 
 
 def test_the_worker_preloads_the_common_stdlib_and_nothing_else():
@@ -193,15 +193,6 @@ def test_a_module_that_cannot_be_preloaded_is_said_and_skipped(caplog):
     finally:
         reward.close()
     assert "could not import ['surely_not_a_module_here']" in caplog.text
-
-
-def _zygote_module():
-    import importlib.util  # noqa: PLC0415
-
-    spec = importlib.util.spec_from_file_location("_zygote_under_test", sandbox.ZYGOTE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_kwargs_are_passed(verifier):
