@@ -1,6 +1,6 @@
 """Online prompt sampling against TRL's uniform order, with the same warm start and the same number of completions.
 
-    python benchmarks/sampler.py [--out proofs] [--seeds 1 2 3] [--policies P ...] [--reuse] [KEY=VALUE ...]
+    python benchmarks/sampler.py [--out proofs] [--seeds 1,2,3] [--policies uniform,adaptive] [--reuse] [KEY=VALUE ...]
 
 Runs the project's own commands with ``experiment=sampler_proof`` (arithmetic with operands of 1, 2 and 3 digits on
 the tiny model, a pool of 200 train problems, 100 steps of 8 problems x 8 completions): ``grpo_ext.sft`` on 8000
@@ -77,11 +77,33 @@ def sampler_cost(pool: int, steps: int, repeats: int = 20) -> tuple[float, float
     return costs[0], costs[1]
 
 
+POLICIES = ("uniform", "adaptive", "curriculum")
+
+
+def seeds(text: str) -> list[int]:
+    """``--seeds``: comma-separated integers (one value, so that the Hydra overrides after it stay overrides)."""
+    try:
+        return [int(seed) for seed in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated integers, e.g. 1,2,3") from None
+
+
+def policies(text: str) -> list[str]:
+    """``--policies``: comma-separated names of ``POLICIES``."""
+    names = text.split(",")
+    unknown = [name for name in names if name not in POLICIES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{unknown}: the policies are {', '.join(POLICIES)} (comma-separated)")
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("proofs"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--policies", nargs="+", default=["uniform", "adaptive", "curriculum"])
+    parser.add_argument("--seeds", type=seeds, default=[1, 2, 3], help="comma-separated, e.g. 1,2,3")
+    parser.add_argument(
+        "--policies", type=policies, default=list(POLICIES), help="comma-separated, e.g. uniform,adaptive"
+    )
     parser.add_argument("--reuse", action="store_true", help="keep the runs under OUT that ended well")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. hardware=cpu")
     args = parser.parse_intermixed_args()

@@ -145,8 +145,8 @@ def test_humaneval_benchmark_scores_the_wheels_problems(tmp_path):
 
 @pytest.mark.slow
 def test_sampler_benchmark_compares_policies_from_one_warm_start(tmp_path):
-    out = run_benchmark(tmp_path, "sampler.py", "--out", str(tmp_path), "--seeds", "1", "--policies", "uniform",
-                        "adaptive", *SHORT)  # fmt: skip
+    out = run_benchmark(tmp_path, "sampler.py", "--out", str(tmp_path), "--seeds", "1", "--policies",
+                        "uniform,adaptive", *SHORT)  # fmt: skip
     assert re.search(r"^adaptive: groups with a signal [\d.]+% of each step's", out, flags=re.MULTILINE), out
     assert re.search(r"^adaptive: reaches it at .*; goal .*: (met|not met)$", out, flags=re.MULTILINE), out
     assert re.search(r"sampler cost a step .*: adaptive [\d.]+ ms", out), out
