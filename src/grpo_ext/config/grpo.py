@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from grpo_ext.config.trainer_node import grpo_config_defaults, trainer_overrides
 from grpo_ext.run import processes
+from grpo_ext.tasks import mix
 
 
 def split_batch(kwargs: dict[str, Any], micro_batch: int | None) -> dict[str, Any]:
@@ -55,8 +56,6 @@ def make_grpo_config(cfg: DictConfig, run_dir: str, reward_weights: list[float])
             "name a profile (hardware=cpu, gpu_10gb, gpu_24gb, gpu_80gb, ...) when composing a config yourself"
         )
     if cfg.task.name == "mix" and not cfg.task.max_completion_length:  # composed, not yet validated
-        from grpo_ext.tasks import mix
-
         mix.complete(cfg.task)
     kwargs = trainer_overrides(cfg.trainer)
     for key, value in generation_settings(cfg).items():  # the profile's generation path, unless set explicitly
@@ -68,7 +67,7 @@ def make_grpo_config(cfg: DictConfig, run_dir: str, reward_weights: list[float])
     kwargs.setdefault("output_dir", run_dir)
     kwargs.setdefault("run_name", f"{cfg.task.name}-{cfg.model.name}-{cfg.hardware.name}")
     sampler = OmegaConf.select(cfg, "sampler.name", default="uniform")
-    if sampler != "uniform" or (cfg.task.name == "mix" and sum(weight > 0 for weight in cfg.task.of.values()) > 1):
+    if sampler != "uniform" or (cfg.task.name == "mix" and len(mix.weights(cfg.task)) > 1):
         kwargs.setdefault("shuffle_dataset", False)  # the rows come in the order the run chose (sampler, mixture)
         if sampler != "uniform" and kwargs["shuffle_dataset"]:
             raise ValueError(

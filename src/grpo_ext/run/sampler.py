@@ -391,14 +391,14 @@ def for_run(cfg: Any, train: Any, per_batch: int, resume_from: Path | None = Non
     """The sampler of a run of ``cfg`` (``None`` for ``sampler=uniform``: TRL's own order) over its ``train`` split,
     drawing ``per_batch`` prompts a batch, where the checkpoint ``resume_from`` left it (else from nothing seen, or
     from ``sampler.measured``); ``ValueError`` naming the key when the task cannot be sampled so."""
-    from grpo_ext.tasks.mix import TASK_COLUMN
+    from grpo_ext.tasks import mix
 
     node = cfg.sampler
     if node.name == "uniform":
         return None
     if cfg.task.name == "mix":
-        weights = {str(label): float(w) for label, w in cfg.task.of.items() if w > 0}
-        labels = list(train[TASK_COLUMN])
+        weights = mix.weights(cfg.task)
+        labels = list(train[mix.TASK_COLUMN])
     else:
         weights, labels = {cfg.task.name: 1.0}, [cfg.task.name] * len(train)
     if node.name == "curriculum" and "level" not in train.column_names:

@@ -166,13 +166,18 @@ def _kind(value: Any) -> str:
     return "float" if isinstance(value, (int, float)) and not isinstance(value, bool) else type(value).__name__
 
 
+def weights(cfg: Any) -> dict[str, float]:
+    """The parts of the ``mix`` node ``cfg`` that have a weight, and their weights (the parts of weight 0 are out)."""
+    return {str(label): float(weight) for label, weight in _plain(cfg.of).items() if weight > 0}
+
+
 def scheduled(dataset: Any, cfg: Any, per_batch: int, batches: int, seed: int) -> Any:
     """A mixture's ``dataset`` in ``weighted_order`` when two parts or more have a weight (``cfg``: the ``mix``
     node); as it is when one has (a mixture of one task trains as that task does)."""
-    weights = {label: float(weight) for label, weight in _plain(cfg.of).items()}
-    if sum(weight > 0 for weight in weights.values()) < 2:
+    weights_ = weights(cfg)
+    if len(weights_) < 2:
         return dataset
-    return weighted_order(dataset, weights, per_batch, batches, seed)
+    return weighted_order(dataset, weights_, per_batch, batches, seed)
 
 
 def weighted_order(dataset: Any, weights: dict[str, float], per_batch: int, batches: int, seed: int) -> Any:
