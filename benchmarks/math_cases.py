@@ -416,6 +416,49 @@ _BY_CATEGORY: dict[str, list[tuple[str, str, bool]]] = {
         (r"{10 \choose 3}", "120", T),
         (r"{10 \choose 3}", "210", F),
     ],
+    "notation_of_other_graders": [  # kinds that other graders' tests hold and this grader once missed
+        ("1,22", "1.22", T),  # a decimal comma
+        ("1,23", "1.22", F),
+        ("1,220", "1.22", F),  # three digits after a comma group thousands
+        ("1,000.99€", "1000.99", T),
+        ("10weeks", "10", T),
+        ("50 km/h", "50", T),
+        ("50 km/h", "60", F),
+        ("5xyz", "5", F),
+        ("1 1/2", r"\frac32", T),  # a mixed number
+        ("1 1/2", r"\frac12", F),
+        ("-x > -1", "x < 1", T),  # an inequality solved
+        ("-x > -1", "x < 2", F),
+        ("2x + 2 > 4", r"(1, \infty)", T),
+        ("2x + 2 > 4", r"[1, \infty)", F),
+        (r"y=-\frac12x+\frac34", "2x+4y-3=0", T),  # one equation scaled
+        (r"y=-\frac12x+1", "2x+4y-3=0", F),
+        ("y = 2x+3", "f(x) = 2x+3", T),  # two names of one function
+        ("y = 2x+4", "f(x) = 2x+3", F),
+        (r"\frac{1}{\sqrt3} \approx 0.577", "0.577", T),  # an approximation after the exact value
+        (r"\frac{1}{\sqrt3} \approx 0.577", r"\frac{\sqrt3}{3}", T),
+        (r"\frac{1}{\sqrt3} \approx 0.577", r"\frac{1}{\sqrt2}", F),
+        (r"\frac{1}{\sqrt3} \approx 0.577", "0.578", F),
+        ("(0, 1)", "0<f(x)<1", T),  # a range written as a chained inequality
+        ("(0, 2)", "0<f(x)<1", F),
+        ("{1,3}", r"\{1,3\}", T),  # a set in bare braces
+        ("{1,4}", r"\{1,3\}", F),
+        ("1; 3", "1, 3", T),  # a list separated by semicolons
+        ("1; 4", "1, 3", F),
+        ("54", "204_5", T),  # a number in another base
+        ("204", "204_5", F),
+        ("4210_7", "4210_{7}", T),
+        ("f'", "f'", T),  # a prime
+        ("g'", "f'", F),
+        ("20:34:00", "20:34", T),  # a time with its seconds
+        ("20:35:00", "20:34", F),
+        ("7:32", "S_1:S = 7:32", T),  # a ratio is not a time
+        ("C. x = 42", "C", T),  # a choice letter, then the choice's text
+        ("D. x = 42", "C", F),
+        (r"\sum_{k=1}^{n} k", r"\sum_{k=1}^{n} k", T),  # the same string, though neither engine reads it
+        (r"\left[\begin{array}{cc}1&2\\3&4\end{array}\right]", r"\begin{pmatrix}1&2\\3&4\end{pmatrix}", T),
+        (r"\left[\begin{array}{cc}1&2\\3&5\end{array}\right]", r"\begin{pmatrix}1&2\\3&4\end{pmatrix}", F),
+    ],
     "gsm8k": [
         ("72", "Natalia sold 48/2 = 24 clips in May.\n#### 72", T),
         ("10", "#### 10", T),
@@ -436,6 +479,7 @@ _BY_CATEGORY: dict[str, list[tuple[str, str, bool]]] = {
     ],
 }
 
+_MINERVA = r"so $x = \boxed{255}$. Final Answer: The final answer is $10,455$. I hope it is correct."
 _EXTRACTION: list[tuple[str, str, bool]] = [
     (r"First \boxed{3}, but correcting myself the answer is \boxed{4}.", "4", T),
     (r"First \boxed{3}, but correcting myself the answer is \boxed{4}.", "3", F),
@@ -460,6 +504,11 @@ _EXTRACTION: list[tuple[str, str, bool]] = [
     (r"The roots are $\boxed{2}$ and $\boxed{-3}$.", "-3, 2", T),
     (r"The roots are $\boxed{2}$ and $\boxed{-3}$.", "-3", T),
     (r"Try $\boxed{1}$; it fails, so try again: $\boxed{2}$.", "1, 2", F),
+    (_MINERVA, "10455", T),  # "final answer is" after a box: the later statement is the answer
+    (_MINERVA, "255", F),
+    ("Final Answer: The final answer is $20\\%$. I hope it is correct. Note: 30% would be wrong.", "20", T),
+    (r"The final answer is $\boxed{7}$.", "7", T),
+    ("The final answer is:\n\n$$\\frac{3}{4}$$", "0.75", T),
 ]
 
 

@@ -20,7 +20,7 @@ import sympy
 from sympy import S
 
 from grpo_ext.rewards.math_expr import match
-from grpo_ext.rewards.math_parse import Node, ParseError, parse
+from grpo_ext.rewards.math_parse import ORDER, Node, ParseError, parse
 
 MAX_DIGITS = 2000  # longest number literal turned into a sympy number
 MAX_BITS = 400_000  # largest exact power or factorial computed (about 120,000 digits)
@@ -50,6 +50,8 @@ def to_sympy(node: Node) -> Any:
         return sympy.Rational(node[1])
     if kind == "sym":
         return _SYMBOLS.get(node[1]) or sympy.Symbol(node[1])
+    if kind == "value":  # a sympy value computed here (an end of a solved inequality)
+        return node[1]
     if kind == "const":
         return S.Pi if node[1] == "pi" else S.Infinity
     if kind == "neg":
@@ -155,12 +157,47 @@ def _close(a: Any, b: Any, point: dict[Any, Any]) -> bool | None:
     return bool(abs(va - vb) <= scale * RELATIVE)
 
 
+def proportional(gold_diff: Node, pred_diff: Node) -> bool | None:
+    """Whether two equations ``gold_diff = 0`` and ``pred_diff = 0`` are one equation scaled (``2x + 4y - 3 = 0`` and
+    ``y = -x/2 + 3/4``): their differences' ratio is a nonzero constant."""
+    a, b = to_sympy(gold_diff), to_sympy(pred_diff)
+    if not (a.free_symbols | b.free_symbols) or b == 0:
+        return None
+    ratio = sympy.cancel(a / b)
+    return bool(ratio.is_number and ratio.is_finite and ratio != 0)
+
+
+_RELATIONS = {"<": sympy.Lt, "<=": sympy.Le, ">": sympy.Gt, ">=": sympy.Ge}
+
+
+def solved(node: Node) -> Node:
+    """An inequality in one variable as the interval (or union of intervals) of its solutions, in our tree's form
+    (``-x > -1`` is ``(-oo, 1)``); anything else as it is."""
+    if node[0] in ("list", "set"):
+        return (node[0], [solved(item) for item in node[1]])
+    if node[0] != "rel" or node[1] not in ORDER:
+        return node
+    relation = _RELATIONS[node[1]](to_sympy(node[2]), to_sympy(node[3]))
+    symbols = relation.free_symbols
+    if len(symbols) != 1:
+        return node
+    solutions = sympy.solveset(relation, symbols.pop(), sympy.S.Reals)
+    intervals = solutions.args if isinstance(solutions, sympy.Union) else (solutions,)
+    if not all(isinstance(i, sympy.Interval) for i in intervals):
+        return node
+    parts = [
+        ("tuple", "(" if i.left_open else "[", ")" if i.right_open else "]", [("value", i.start), ("value", i.end)])
+        for i in intervals
+    ]
+    return parts[0] if len(parts) == 1 else ("union", parts)
+
+
 def compare(gold: str, pred: str) -> dict[str, Any]:
     """Our parsed answers compared with sympy. ``numeric``: both sides were numbers, where this verdict is final
     (computed to ``DIGITS`` digits); elsewhere (variables, relations) a "not equal" may be ours failing to see it."""
     try:
-        gold_tree, pred_tree = parse(gold), parse(pred)
-        verdict = match(gold_tree, pred_tree, sympy_equal)
+        gold_tree, pred_tree = solved(parse(gold)), solved(parse(pred))
+        verdict = match(gold_tree, pred_tree, sympy_equal, proportional)
     except TooLarge:
         return {"equal": False, "status": "too_large", "numeric": True}
     except ParseError:

@@ -32,12 +32,25 @@ _REALS = re.compile(r"\\mathbb\s*(?:\{\s*R\s*\}|R\b)")  # the real line as a set
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _SPACED_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?: \d{3})+(?:\.\d+)?")
 _WORD_SEPARATOR = re.compile(r"\s+(?:or|and)\s+|(?<=\))\s*(?:or|and)\s*(?=\()", re.IGNORECASE)
-_NUMBER_THEN_WORDS = re.compile(r"([-+]?[\d.,/]*\d)((?:\s+[A-Za-z]{3,})+)")  # "20 minutes": a unit in plain words
-_NOT_UNITS = {"inf", "infty", "infinity", "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "exp"}
+_NOT_UNITS = {"inf", "infty", "infinity", "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "exp", "arcsin",
+              "arccos", "arctan", "sinh", "cosh", "tanh"}  # fmt: skip
+# a unit after a number, outside \text{}: any word of 3 letters or more after a space ("20 minutes"), or a known
+# unit written on the number ("10weeks", "50km/h", "3 cm^2"); never one letter ("2m" may be 2 times m)
+_KNOWN_UNIT = (
+    r"(?:km|cm|mm|kg|mg|hrs?|mins?|ft|yd|mi|mph|ml|mL|lbs?|oz|secs?|weeks?|days?|hours?|minutes?|seconds?|years?"
+    r"|months?|meters?|metres?|miles?|feet|inch(?:es)?|dollars?|cents?|units?)(?![A-Za-z])"
+)
+_UNIT = r"(?:\s+[A-Za-z]{3,}|\s*" + _KNOWN_UNIT + r")(?:/[A-Za-z]+)?(?:\^\{?[23]\}?)?"
+_NUMBER_THEN_UNIT = re.compile(r"([-+]?[\d.,/]*\d)((?:" + _UNIT + r")+)")
+_MIXED_NUMBER = re.compile(r"([-+]?)(\d+)\s+(\d+)/(\d+)")  # "1 1/2" is one and a half
+_PLAIN_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")  # nothing to normalise
+_SPACED_COMMA = re.compile(r"(?<=\d)\s*\{\s*,\s*\}\s*(?=\d)")  # 14 {, }916 is 14,916
+_TIME = re.compile(r"(\d{1,2}:[0-5]\d):00")  # a time of day: 20:34:00 is 20:34
+_BASE = re.compile(r"(?<=\d)_\{(\d+)\}")  # 4210_{7} is 4210_7
 _UNICODE = {
     "−": "-", "–": "-", "×": r"\times ", "·": r"\cdot ", "÷": r"\div ", "π": r"\pi ", "∞": r"\infty ",
     "√": r"\sqrt ", "≤": r"\le ", "≥": r"\ge ", "≠": r"\ne ", "∪": r"\cup ", "±": r"\pm ", "∈": r"\in ",
-    "²": "^2", "³": "^3",
+    "²": "^2", "³": "^3", "€": "", "£": "", "¥": "", "₹": "",
 }  # fmt: skip
 _ALIASES = {
     r"\dfrac": r"\frac", r"\tfrac": r"\frac", r"\cfrac": r"\frac", r"\dbinom": r"\binom", r"\tbinom": r"\binom",
@@ -139,37 +152,61 @@ def last_boxes(text: str, count: int) -> str | None:
     return ", ".join(text[text.index("{", start) + 1 : end] for start, end in boxes)
 
 
-_FINAL_ANSWER = re.compile(r"final answer(?: is|:)\s*:?\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+_FINAL_ANSWER = re.compile(r"final answer(?: is|:)", re.IGNORECASE)
 _HASHES = re.compile(r"^####\s*(.+?)\s*$", re.MULTILINE)
+_QUOTES = re.compile(r"^\\?[\"']|\\?[\"']$")
+_SENTENCE_END = re.compile(r"\.\s+(?=[A-Z])")  # "$20$. I hope it is correct.": the answer ends with its sentence
+
+
+def final_answer_line(text: str, start: int = 0) -> str | None:
+    """What follows the last "final answer is" or "final answer:" (after ``start``) to the end of its sentence or
+    line (or on the next line when nothing follows on its own), without quotes or a closing period."""
+    found = list(_FINAL_ANSWER.finditer(text, start))
+    if not found:
+        return None
+    rest = text[found[-1].end() :].lstrip(" \t:")
+    if rest.startswith("\n"):
+        rest = rest.lstrip()
+    line = _SENTENCE_END.split(rest.split("\n", 1)[0], maxsplit=1)[0].strip().rstrip(".").strip()
+    line = _QUOTES.sub("", line).strip()  # the final answer is "12 and 13".
+    return line or None
 
 
 def extract_final(completion: str) -> tuple[str | None, str]:
     """The completion's final answer and where it came from: ``boxed`` (the last box), ``answer_tag`` (the last
     ``<answer>...</answer>``), ``final_answer`` (the rest of the line after the last "final answer is" or "final
-    answer:"), ``hashes`` (after GSM8K's ``####`` at the start of a line), or ``None`` (no answer)."""
-    boxed = last_boxed(completion)
-    if boxed is not None:
+    answer:"; it wins over a box before it), ``hashes`` (after GSM8K's ``####`` at the start of a line), or ``None``
+    (no answer)."""
+    box_starts = [match.start() for match in _BOXED.finditer(completion)]
+    boxed = last_boxed(completion) if box_starts else None
+    phrase = final_answer_line(completion, box_starts[-1] if boxed is not None else 0)
+    if boxed is not None and phrase is None:
         return boxed, "boxed"
     start = completion.rfind(_ANSWER_OPEN)
-    if start >= 0:
+    if boxed is None and start >= 0:
         end = completion.find(_ANSWER_CLOSE, start)
         if end >= 0:
             return completion[start + len(_ANSWER_OPEN) : end], "answer_tag"
-    for pattern, source in ((_FINAL_ANSWER, "final_answer"), (_HASHES, "hashes")):
-        found = list(pattern.finditer(completion))
-        if found:
-            answer = found[-1].group(1).rstrip(".").strip()
-            return (answer, source) if answer else (None, "none")
+    if phrase is not None:
+        return phrase, "final_answer"
+    found = list(_HASHES.finditer(completion))
+    if found:
+        answer = found[-1].group(1).rstrip(".").strip()
+        return (answer, "hashes") if answer else (None, "none")
     return None, "none"
 
 
 def extract_gold(gold: str) -> str:
     """The answer in a dataset's gold: after GSM8K's last ``####``, else its boxed answer (several boxes side by side
-    at the end are one answer, joined by commas), else the whole string."""
+    at the end are one answer, joined by commas), else what follows its last "final answer is", else the whole
+    string."""
     if "####" in gold:
         return gold.rsplit("####", 1)[1].strip()
     boxed = final_boxes(gold) or last_boxed(gold)
-    return boxed if boxed is not None else gold.strip()
+    if boxed is not None:
+        return boxed
+    phrase = final_answer_line(gold)
+    return phrase if phrase is not None else gold.strip()
 
 
 def _unwrap(text: str, names: tuple[str, ...]) -> str:
@@ -186,9 +223,12 @@ def _unwrap(text: str, names: tuple[str, ...]) -> str:
 def normalize(answer: str) -> str:
     """A canonical string for ``answer`` (see the module docstring); whitespace collapsed to single spaces."""
     s = answer.strip()
+    if _PLAIN_NUMBER.fullmatch(s):
+        return s
     for char, replacement in _UNICODE.items():
         s = s.replace(char, replacement)
     s = s.replace(r"\$", "").replace("$", "").replace(r"\%", "%").replace("{,}", ",")
+    s = _SPACED_COMMA.sub(",", s)
     s = re.sub(r"\\[()\[\]]", " ", s)  # \( \) \[ \] math delimiters
     s = _SIZING.sub("", s)
     s = re.sub(r"(?<=\d),\\!\s*(?=\d{3}(?!\d))", "", s)  # MATH writes thousands as 32,\!348 (or 32,\! 348)
@@ -206,9 +246,12 @@ def normalize(answer: str) -> str:
     s = _unwrap(s, _WRAPPERS)
     s = " ".join(s.split()).rstrip(" .")
     s = _WORD_SEPARATOR.sub(", ", s)
-    words = _NUMBER_THEN_WORDS.fullmatch(s)
-    if words and not _NOT_UNITS.intersection(words.group(2).lower().split()):
-        s = words.group(1)
+    unit = _NUMBER_THEN_UNIT.fullmatch(s)
+    if unit and not _NOT_UNITS.intersection(re.split(r"[\s/^]+", unit.group(2).lower())):
+        s = unit.group(1)
+    s = _MIXED_NUMBER.sub(r"\1\2\\frac{\3}{\4}", s) if _MIXED_NUMBER.fullmatch(s) else s
+    s = _BASE.sub(r"_\1", s)
+    s = _TIME.sub(r"\1", s) if _TIME.fullmatch(s) else s
     if _THOUSANDS.fullmatch(s) or _SPACED_THOUSANDS.fullmatch(s):
         s = s.replace(",", "").replace(" ", "")
     return s

@@ -7,53 +7,63 @@ processes pass sympy (``_math_worker``). Both return ``True``, ``False`` or ``No
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
-from grpo_ext.rewards.math_parse import MIRROR, Node, is_assignment
+from grpo_ext.rewards.math_parse import MIRROR, ORDER, Node, is_assignment
 
 EXACT_MAX_BITS = 4096  # exact arithmetic in-process stays below this size; bigger goes to a killable worker
 
 Scalar = Callable[[Node, Node], "bool | None"]
 
 
-def match(gold: Node, pred: Node, scalar: Scalar) -> bool | None:
+def match(gold: Node, pred: Node, scalar: Scalar, equation: Scalar | None = None) -> bool | None:
     """Whether ``pred`` answers ``gold``: ``True``, ``False``, or ``None`` when ``scalar`` could not decide.
 
-    ``x = 5`` answers ``5`` (and the reverse); two equations compare as equations."""
+    ``x = 5`` answers ``5`` (and the reverse), ``f(x) = 2x`` answers ``y = 2x``; two equations compare as equations:
+    by their sides, or by ``equation`` on their differences (the worker's: proportional, ``2x + 4y = 3`` is ``y =
+    -x/2 + 3/4``). ``A \\approx 0.58`` answers ``A``, and a gold written as a decimal, ``0.58``."""
+    if is_assignment(gold) and is_assignment(pred) and _function_labels(gold[2], pred[2]):
+        gold, pred = gold[3], pred[3]
     if is_assignment(gold) and pred[0] != "rel":
         gold = gold[3]
     if is_assignment(pred) and gold[0] != "rel":
         pred = pred[3]
+    again = functools.partial(match, scalar=scalar, equation=equation)
+    if pred[0] == "rel" and pred[1] == "approx":
+        decimal = gold[0] == "num" and "." in gold[1]
+        return _any([again(gold, pred[2]), again(gold, pred[3]) if decimal else False])
+    if _inequality(gold) != _inequality(pred) and {gold[0], pred[0]} & {"tuple", "union"}:
+        return None  # an inequality against an interval: the worker solves the inequality first
     kind = gold[0]
     if kind in ("list", "set"):
         if pred[0] not in ("list", "set") or len(pred[1]) != len(gold[1]):
             return False
-        return _match_unordered(gold[1], pred[1], scalar)
+        return _match_unordered(gold[1], pred[1], again)
     if kind == "union":
-        return _match_unordered(gold[1], pred[1], scalar) if pred[0] == "union" else False
+        return _match_unordered(gold[1], pred[1], again) if pred[0] == "union" else False
     if kind == "tuple":
         if pred[0] != "tuple" or pred[1:3] != gold[1:3] or len(pred[3]) != len(gold[3]):
             return False
-        return _all(match(g, p, scalar) for g, p in zip(gold[3], pred[3], strict=True))
+        return _all(again(g, p) for g, p in zip(gold[3], pred[3], strict=True))
     if kind == "matrix":
         if pred[0] != "matrix" or [len(r) for r in pred[1]] != [len(r) for r in gold[1]]:
             return False
-        pairs = zip(_flat(gold[1]), _flat(pred[1]), strict=True)
-        return _all(match(g, p, scalar) for g, p in pairs)
+        return _all(again(g, p) for g, p in zip(_flat(gold[1]), _flat(pred[1]), strict=True))
     if kind == "rel":
         if pred[0] != "rel":
             return False
-        same = pred[1] == gold[1] and _all([match(gold[2], pred[2], scalar), match(gold[3], pred[3], scalar)])
-        mirrored = pred[1] == MIRROR[gold[1]] and _all(
-            [match(gold[2], pred[3], scalar), match(gold[3], pred[2], scalar)]
-        )
+        same = pred[1] == gold[1] and _all([again(gold[2], pred[2]), again(gold[3], pred[3])])
+        mirrored = pred[1] == MIRROR[gold[1]] and _all([again(gold[2], pred[3]), again(gold[3], pred[2])])
         verdict = _any([same, mirrored])
         if verdict is not True and gold[1] == pred[1] == "=":  # the same equation rearranged: equal differences
             gold_diff, pred_diff = ("sub", gold[2], gold[3]), ("sub", pred[2], pred[3])
             verdict = _any([verdict, scalar(gold_diff, pred_diff), scalar(gold_diff, ("neg", pred_diff))])
+            if verdict is not True and equation is not None:
+                verdict = _any([verdict, equation(gold_diff, pred_diff)])
         return verdict
     if kind == "text" or pred[0] == "text":
         return gold == pred
@@ -62,6 +72,19 @@ def match(gold: Node, pred: Node, scalar: Scalar) -> bool | None:
     if gold == pred:
         return True
     return _any(scalar(g, p) for g in _percent_readings(gold) for p in _percent_readings(pred))
+
+
+def _inequality(node: Node) -> bool:
+    return node[0] == "rel" and node[1] in ORDER
+
+
+def _function_labels(gold: Node, pred: Node) -> bool:
+    """``f(x)`` on one side, ``y`` or ``g(x)`` on the other: two names of one function."""
+
+    def function(node: Node) -> bool:
+        return node[0] == "mul" and node[1][0] == "sym" and node[2][0] == "sym"
+
+    return (function(gold) or function(pred)) and all(function(n) or n == ("sym", "y") for n in (gold, pred))
 
 
 def _percent_readings(node: Node) -> list[Node]:
@@ -93,12 +116,12 @@ def _any(results: Any) -> bool | None:
     return None if undecided else False
 
 
-def _match_unordered(gold: list[Node], pred: list[Node], scalar: Scalar) -> bool | None:
+def _match_unordered(gold: list[Node], pred: list[Node], compare: Scalar) -> bool | None:
     """A one-to-one pairing of gold and predicted items: ``True`` if one exists on decided pairs, ``False`` if none
     exists even counting undecided pairs as equal, else ``None``."""
     if len(gold) != len(pred):
         return False
-    table = [[match(g, p, scalar) for p in pred] for g in gold]
+    table = [[compare(g, p) for p in pred] for g in gold]
     if _perfect_matching(table, lambda r: r is True):
         return True
     return None if _perfect_matching(table, lambda r: r is not False) else False

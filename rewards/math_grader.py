@@ -188,7 +188,8 @@ def gold_error(gold: str) -> str | None:
 
 
 _PERCENT = re.compile(r"%|\\bpercent\\b|\\bpct\\b", re.IGNORECASE)
-_CHOICE = re.compile(r"\(([A-Ea-e])\)(?:\s|$)")
+_CHOICE = re.compile(r"(?:\(([A-Ea-e])\)|([A-E])[.):])(?:\s|$)")  # "(B) 5", "C. x = 42": the choice is the letter
+_DECIMAL_COMMA = re.compile(r"[-+]?\d+,(?:\d{1,2}|\d{4,})")  # never three digits after the comma: 1,000 is grouped
 
 
 def _compact(text: str) -> str:
@@ -299,16 +300,18 @@ class MathGrader:
             final = final_boxes(text) or final  # a list answered one box per item, for a gold only math-verify reads
         # math-verify reads a box; a line after "final answer is" may hold prose around the answer, which it finds
         pred_raw = final if source in ("final_answer", "hashes", "unanchored") else "\\boxed{" + final + "}"
-        if gold_tree is None:  # a gold only math-verify may read
-            request = {"engine": "math_verify", "gold_raw": gold_raw, "pred_raw": pred_raw}
-            return {**result, "status": "pending", "_request": request, "_gold_status": gold_status}
         pred_text = normalize(final)
         result["answer"] = pred_text
         if _compact(pred_text) == _compact(gold_text):
             return {**result, "reward": 1.0, "status": "correct", "method": "string"}
+        if gold_tree is None:  # a gold only math-verify may read
+            request = {"engine": "math_verify", "gold_raw": gold_raw, "pred_raw": pred_raw}
+            return {**result, "status": "pending", "_request": request, "_gold_status": gold_status}
+        if gold_tree[0] == "num" and _DECIMAL_COMMA.fullmatch(pred_text):  # 1,22 for the number 1.22
+            pred_text = pred_text.replace(",", ".")
         choice = _CHOICE.match(pred_text)
         if gold_tree[0] == "sym" and gold_tree[1] in "ABCDE" and choice:  # "(B) 5" answers the choice "(B)"
-            correct = choice.group(1).upper() == gold_tree[1]
+            correct = (choice.group(1) or choice.group(2)).upper() == gold_tree[1]
             return {
                 **result,
                 "reward": 1.0 if correct else bonus,

@@ -24,7 +24,7 @@ _TOKEN = re.compile(
     r"(?P<num>\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)"
     r"|(?P<cmd>\\[A-Za-z]+|\\[{}|\\])"
     r"|(?P<word>[A-Za-z]+)"
-    r"|(?P<op><=|>=|!=|\*\*|[-+*/^_()\[\]{},|!=<>&%:])"
+    r"|(?P<op><=|>=|!=|\*\*|[-+*/^_()\[\]{},;|!=<>&%:'])"
     r"|(?P<space>\s+)"
 )
 FUNCTIONS = {
@@ -38,11 +38,12 @@ GREEK = {
 }  # fmt: skip
 CONSTANTS = {"pi": "pi", "infty": "oo", "inf": "oo", "infinity": "oo", "oo": "oo"}
 RELATIONS = {"=": "=", "<": "<", ">": ">", "<=": "<=", ">=": ">=", "!=": "!=", r"\le": "<=", r"\ge": ">=",
-             r"\ne": "!=", r"\lt": "<", r"\gt": ">", r"\in": "in"}  # fmt: skip
-MIRROR = {"=": "=", "!=": "!=", "<": ">", ">": "<", "<=": ">=", ">=": "<=", "in": "in"}
+             r"\ne": "!=", r"\lt": "<", r"\gt": ">", r"\in": "in", r"\approx": "approx"}  # fmt: skip
+MIRROR = {"=": "=", "!=": "!=", "<": ">", ">": "<", "<=": ">=", ">=": "<=", "in": "in", "approx": "approx"}
+ORDER = {"<", "<=", ">", ">="}
 # x < a is the interval (-oo, a): the brackets, and which end the bound is, by the operator with x on the left
 _RAYS = {"<": ("(", ")", "high"), "<=": ("(", "]", "high"), ">": ("(", ")", "low"), ">=": ("[", ")", "low")}
-MATRICES = {"pmatrix", "bmatrix", "matrix", "Bmatrix", "smallmatrix"}
+MATRICES = {"pmatrix", "bmatrix", "matrix", "Bmatrix", "smallmatrix", "array"}
 _MUL = {"*", r"\cdot", r"\times", "**"}
 _STARTS_ATOM = {"(", "[", "{"}
 _TEXT = re.compile(r"[A-Za-z]+(?: [A-Za-z]+)*")
@@ -117,7 +118,7 @@ class _Parser:
 
     def items(self, closers: set[str | None]) -> list[Node]:
         items = [self.relation()]
-        while self.peek() == ",":
+        while self.peek() in (",", ";"):  # "1; 3" is a list too
             self.take()
             if self.peek() in closers:  # a trailing comma
                 break
@@ -231,6 +232,8 @@ class _Parser:
         if kind == "num":
             if self.peek() == r"\overline" and "." in value:
                 return self.repeating(value)
+            if self.peek() == "_" and "." not in value:  # a number in another base: 204_5 is 54
+                return self.based(value)
             if self.peek() == r"\frac" and "." not in value:  # a mixed number: 2\frac{1}{2} is 5/2
                 fraction = self.atom()
                 return ("add" if _is_plain_fraction(fraction) else "mul", ("num", value), fraction)
@@ -239,9 +242,10 @@ class _Parser:
             return self.function(value) if value in FUNCTIONS or value == "sqrt" else self.symbol(value)
         if value in ("(", "["):
             return self.bracketed(value)
-        if value == "{":
-            self.pos -= 1
-            return self.group()
+        if value == "{":  # a group, or a set written with bare braces: {1, 3}
+            items = self.nested(lambda: self.items({"}"}))
+            self.take("}")
+            return items[0] if len(items) == 1 else ("set", items)
         if value == r"\{":
             items = [] if self.peek() == r"\}" else self.nested(lambda: self.items({r"\}"}))
             self.take(r"\}")
@@ -269,6 +273,13 @@ class _Parser:
         total = Fraction(value.rstrip(".") or "0") + repeat
         return ("div", ("num", str(total.numerator)), ("num", str(total.denominator)))
 
+    def based(self, digits: str) -> Node:
+        self.take("_")
+        base = self.take()
+        if not base.isdigit() or not 2 <= int(base) <= 10 or any(int(d) >= int(base) for d in digits):
+            raise ParseError(f"{digits}_{base} is not a number in base {base}")
+        return ("num", str(int(digits, int(base))))
+
     def bracketed(self, opener: str) -> Node:
         items = self.nested(lambda: self.items({")", "]"}))
         closer = self.take()
@@ -293,6 +304,8 @@ class _Parser:
                 self.take("}")
                 sub = "".join(parts)
             name = f"{name}_{sub}"
+        while self.peek() == "'":  # a prime: f'
+            name += self.take()
         return ("sym", name)
 
     def command(self, name: str) -> Node:
@@ -372,6 +385,11 @@ class _Parser:
         env = self.environment()
         if env not in MATRICES:
             raise ParseError(f"unsupported environment {env!r}")
+        if env == "array":  # its column specification: {cc}, {c|c}
+            self.take("{")
+            while self.peek() not in ("}", None):
+                self.take()
+            self.take("}")
         rows, row = [], []
         while True:
             row.append(self.nested(self.sum))
@@ -421,7 +439,8 @@ def _between(low: Node, op: str, middle: Node, second: str, high: Node) -> Node:
     """``a < x <= b`` as the interval ``(a, b]`` (and ``b >= x > a`` likewise)."""
     if op in (">", ">=") and second in (">", ">="):
         low, op, second, high = high, MIRROR[second], MIRROR[op], low
-    if middle[0] != "sym" or op not in ("<", "<=") or second not in ("<", "<="):
+    variable = middle[0] == "sym" or (middle[0] == "mul" and middle[1][0] == "sym")  # x, or f(x)
+    if not variable or op not in ("<", "<=") or second not in ("<", "<="):
         raise ParseError("a chain of relations that is not an interval")
     return ("tuple", "(" if op == "<" else "[", ")" if second == "<" else "]", [low, high])
 

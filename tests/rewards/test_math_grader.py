@@ -76,6 +76,8 @@ def test_gold_first_extraction_of_gsm8k_and_boxed_solutions():
     assert extract_gold("She has 3 + 4 = 7 apples.\n#### 7") == "7"
     assert extract_gold(r"So the area is $\boxed{\frac{9}{2}}$.") == r"\frac{9}{2}"
     assert extract_gold(" 12 ") == "12"
+    minerva = "The loss is $28\\%$. Final Answer: The final answer is $28 \\%$. I hope it is correct. Note: none."
+    assert extract_gold(minerva) == "$28 \\%$"  # a solution without a box: its "final answer is"
 
 
 def test_extraction_takes_the_last_boxed_then_the_last_answer_tag():
@@ -84,6 +86,12 @@ def test_extraction_takes_the_last_boxed_then_the_last_answer_tag():
     assert extract_final("<answer>1</answer><answer> 2 </answer>") == (" 2 ", "answer_tag")
     assert extract_final(r"\boxed{unclosed") == (None, "none")
     assert extract_final("the answer is 4") == (None, "none")
+    assert extract_final(r"so \boxed{255}. The final answer is $10,455$. I hope it is correct.") == (
+        "$10,455$",
+        "final_answer",
+    )
+    assert extract_final("The final answer is:\n\n\\boxed{42}") == ("42", "boxed")  # the phrase before its box
+    assert extract_final('Final Answer: The final answer is "$12$ and $13$".') == ("$12$ and $13$", "final_answer")
 
 
 def test_normalize_strips_what_does_not_change_the_value():
@@ -91,6 +99,10 @@ def test_normalize_strips_what_does_not_change_the_value():
     assert normalize(r"1{,}234{,}567") == "1234567"
     assert normalize(r"\text{(C)}") == "(C)"
     assert normalize(r"12 \text{ inches}^2") == "12"
+    assert normalize("50 km/h") == normalize("10weeks").replace("1", "5") == "50"  # units outside \\text{}
+    assert normalize("5xyz") == "5xyz" and normalize("2m") == "2m"  # letters that are not a known unit stay
+    assert normalize("1 1/2") == r"1\frac{1}{2}" and normalize("4210_{7}") == "4210_7"
+    assert normalize("20:34:00") == "20:34" and normalize("20:34:15") == "20:34:15"
 
 
 def test_no_final_answer_scores_zero_and_format_bonus_only_for_a_stated_wrong_answer():
