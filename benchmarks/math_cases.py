@@ -453,6 +453,8 @@ _BY_CATEGORY: dict[str, list[tuple[str, str, bool]]] = {
         ("20:34:00", "20:34", T),  # a time with its seconds
         ("20:35:00", "20:34", F),
         ("7:32", "S_1:S = 7:32", T),  # a ratio is not a time
+        ("1", "|AB| = 1", T),  # a length as the label
+        ("2", "|AB| = 1", F),
         ("C. x = 42", "C", T),  # a choice letter, then the choice's text
         ("D. x = 42", "C", F),
         (r"\sum_{k=1}^{n} k", r"\sum_{k=1}^{n} k", T),  # the same string, though neither engine reads it
@@ -509,6 +511,8 @@ _EXTRACTION: list[tuple[str, str, bool]] = [
     ("Final Answer: The final answer is $20\\%$. I hope it is correct. Note: 30% would be wrong.", "20", T),
     (r"The final answer is $\boxed{7}$.", "7", T),
     ("The final answer is:\n\n$$\\frac{3}{4}$$", "0.75", T),
+    ("<answer>the number is not 10 which is 1,000.99€</answer>", "1000.99", T),  # words: math-verify finds the answer
+    ("<answer>it is not 10, it is 12</answer>", "10", F),
 ]
 
 

@@ -239,7 +239,6 @@ def normalize(answer: str) -> str:
     s = _DEGREES.sub("", s)
     s = _CHOOSE.sub(r"\\binom{\1}{\2}", s)
     s = _REALS.sub(r"(-\\infty,\\infty)", s)
-    s = re.sub(r"\\operatorname\s*\{\s*([A-Za-z]+)\s*\}", r"\\\1", s)
     body = s.strip()
     if _UNIT_TEXT.search(body) and not re.fullmatch(r"\\\w+\{[^{}]*\}", body):  # "5 \text{ cm}": drop the unit
         s = _UNIT_TEXT.sub("", body)

@@ -41,7 +41,7 @@ from grpo_ext.rewards.math_answer import (
     normalize,
 )
 from grpo_ext.rewards.math_expr import exact_equal, match
-from grpo_ext.rewards.math_parse import Node, ParseError, parse
+from grpo_ext.rewards.math_parse import CONSTANTS, FUNCTIONS, MATRICES, Node, ParseError, parse
 from grpo_ext.rewards.text import completion_text
 
 logger = logging.getLogger(__name__)
@@ -197,11 +197,17 @@ def _compact(text: str) -> str:
 
 
 _WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")  # a word of prose, not a LaTeX command
+_MATH_WORDS = FUNCTIONS | CONSTANTS.keys() | MATRICES | {"sqrt"}
+
+
+def _has_prose(text: str) -> bool:
+    """Whether a normalised answer holds words (``the number is 10``): ours would read them as products of letters."""
+    return any(word not in _MATH_WORDS for word in _WORD.findall(text))
 
 
 def _readable(text: str) -> bool:
     """Whether ``text`` is an answer ours reads whole (a bare ``$(3, 2)$``), rather than prose around one."""
-    if len(text) > MAX_ANSWER_CHARS or _WORD.search(normalize(text)):
+    if len(text) > MAX_ANSWER_CHARS or _has_prose(normalize(text)):
         return False
     try:
         parse(normalize(text))
@@ -319,8 +325,10 @@ class MathGrader:
                 "method": "choice",
             }
         try:
+            if _has_prose(pred_text) and gold_tree[0] != "text":
+                raise ParseError("words around the answer")
             pred_tree = parse(pred_text)
-        except ParseError:  # notation ours does not read: math-verify's
+        except ParseError:  # notation ours does not read, or prose: math-verify's
             request = {"engine": "math_verify", "gold_raw": gold_raw, "pred_raw": pred_raw}
             return {**result, "status": "pending", "_request": request}
         verdict = match(gold_tree, pred_tree, exact_equal)

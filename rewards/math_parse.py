@@ -311,7 +311,7 @@ class _Parser:
     def command(self, name: str) -> Node:
         if name == "frac":
             return ("div", self.argument(), self.argument())
-        if name == "binom":
+        if name == "binom":  # ours: math-verify computes \binom{10^9}{10^8} until it is killed
             return ("binom", self.argument(), self.argument())
         if name == "sqrt":
             return self.function("sqrt")
@@ -459,10 +459,12 @@ def _expand_pm(node: Node) -> list[Node]:
 
 def is_assignment(node: Node) -> bool:
     """``label = value``: a lone variable, a function of one (``f(x) = ...``), a tuple of variables (``(p, q) =
-    (3, 2)``) or a ratio of two (``S_1:S = 7:32``) on the left."""
+    (3, 2)``), a ratio of two (``S_1:S = 7:32``) or a length (``|AB| = 1``) on the left."""
     if node[0] != "rel" or node[1] != "=":
         return False
     left = node[2]
     if left[0] == "tuple":
         return bool(left[3]) and all(item[0] == "sym" for item in left[3])
+    if left[0] == "abs":  # |AB| = 1
+        left = left[1]
     return left[0] == "sym" or (left[0] in ("mul", "div") and left[1][0] == "sym" and left[2][0] == "sym")
