@@ -513,6 +513,10 @@ _EXTRACTION: list[tuple[str, str, bool]] = [
     ("The final answer is:\n\n$$\\frac{3}{4}$$", "0.75", T),
     ("<answer>the number is not 10 which is 1,000.99€</answer>", "1000.99", T),  # words: math-verify finds the answer
     ("<answer>it is not 10, it is 12</answer>", "10", F),
+    (r"$\boxed{(3, 3)} \text{ for part (a) and } \boxed{(1, 1)}$", "(3, 3), (1, 1)", T),  # a short phrase with "and"
+    (r"$y_1 = \boxed{2x}$ and $y_2 = \boxed{3x}$", "y_1 = 2x, y_2 = 3x", T),
+    (r"$\boxed{(3, 3)}$ for part (a). Part (b) is \boxed{(1, 1)}", "(3, 3), (1, 1)", F),  # two sentences
+    (r"$\boxed{1,2}$", r"\boxed{1} papers and \boxed{2} bins", T),  # a gold of boxes in a phrase
 ]
 
 

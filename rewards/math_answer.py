@@ -105,6 +105,13 @@ _GLUE_PART = r"(?:[\s$,;.]|\\[()\[\]]|\\q?quad\b|\\[,;:! ]|~)*"
 _GLUE = re.compile(
     _GLUE_PART + r"(?:(?:and|or|,)|\\(?:text|mbox|textrm)\s*\{\s*(?:and|or|,)\s*\})?" + _GLUE_PART, re.IGNORECASE
 )
+# or a short phrase with "and", within one sentence: "\boxed{(3, 3)} \text{ for part (a) and } \boxed{(1, 1)}",
+# "y_1 = \boxed{2x} and y_2 = \boxed{3x}", "\boxed{1} papers and \boxed{2} bins"
+_PHRASE_GLUE = re.compile(r"(?=[^\n]*\band\b)[^.;:!?\n]{0,40}", re.IGNORECASE)
+
+
+def _glued(between: str) -> bool:
+    return bool(_GLUE.fullmatch(between) or _PHRASE_GLUE.fullmatch(between))
 
 
 def boxes(text: str) -> list[tuple[int, int]]:
@@ -126,7 +133,7 @@ def final_boxes(text: str) -> str | None:
     found = boxes(text)
     run = found[-1:]
     for (start, end), (next_start, _) in reversed(list(zip(found, found[1:], strict=False))):
-        if not _GLUE.fullmatch(text[end + 1 : next_start]):
+        if not _glued(text[end + 1 : next_start]):
             break
         run.insert(0, (start, end))
     if len(run) < 2:
@@ -137,19 +144,13 @@ def final_boxes(text: str) -> str | None:
 def last_boxes(text: str, count: int) -> str | None:
     """The last ``count`` boxed answers joined by commas, when they sit side by side (``\\boxed{2}, \\boxed{3}``):
     a list answered one box per item. ``None`` otherwise."""
-    pairs = _closing_braces(text)
-    boxes = []
-    for match in _BOXED.finditer(text):
-        start = match.end()
-        if start < len(text) and text[start] == "{" and start in pairs:
-            boxes.append((match.start(), pairs[start]))
-    boxes = boxes[-count:]
-    if len(boxes) < count or count < 2:
+    found = boxes(text)[-count:]
+    if len(found) < count or count < 2:
         return None
-    for (_, end), (next_start, _) in zip(boxes, boxes[1:], strict=False):
-        if not _GLUE.fullmatch(text[end + 1 : next_start]):
+    for (_, end), (next_start, _) in zip(found, found[1:], strict=False):
+        if not _glued(text[end + 1 : next_start]):
             return None
-    return ", ".join(text[text.index("{", start) + 1 : end] for start, end in boxes)
+    return ", ".join(text[text.index("{", start) + 1 : end] for start, end in found)
 
 
 _FINAL_ANSWER = re.compile(r"final answer(?: is|:)", re.IGNORECASE)
