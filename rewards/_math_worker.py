@@ -28,6 +28,7 @@ MAX_EXPONENT = 10_000  # largest exponent of an irrational base
 DIGITS = 50  # precision of numeric comparisons
 RELATIVE = sympy.Float(10) ** -40  # two values closer than this, relative to their size, are equal
 POINTS = 4  # random points at which expressions with variables must agree
+MAX_DEGREE = 12  # highest power of a variable in an equation compared by proportion or an inequality solved
 
 _FUNCTIONS = {
     "sin": sympy.sin, "cos": sympy.cos, "tan": sympy.tan, "cot": sympy.cot, "sec": sympy.sec, "csc": sympy.csc,
@@ -161,10 +162,18 @@ def proportional(gold_diff: Node, pred_diff: Node) -> bool | None:
     """Whether two equations ``gold_diff = 0`` and ``pred_diff = 0`` are one equation scaled (``2x + 4y - 3 = 0`` and
     ``y = -x/2 + 3/4``): their differences' ratio is a nonzero constant."""
     a, b = to_sympy(gold_diff), to_sympy(pred_diff)
-    if not (a.free_symbols | b.free_symbols) or b == 0:
+    if not (a.free_symbols | b.free_symbols) or b == 0 or not (_low_degree(a) and _low_degree(b)):
         return None
     ratio = sympy.cancel(a / b)
     return bool(ratio.is_number and ratio.is_finite and ratio != 0)
+
+
+def _low_degree(expr: Any) -> bool:
+    """No power of a variable above ``MAX_DEGREE``: what may be expanded, cancelled or solved within a deadline."""
+    return all(
+        not power.base.free_symbols or (power.exp.is_Number and abs(power.exp) <= MAX_DEGREE)
+        for power in expr.atoms(sympy.Pow)
+    )
 
 
 _RELATIONS = {"<": sympy.Lt, "<=": sympy.Le, ">": sympy.Gt, ">=": sympy.Ge}
@@ -177,9 +186,10 @@ def solved(node: Node) -> Node:
         return (node[0], [solved(item) for item in node[1]])
     if node[0] != "rel" or node[1] not in ORDER:
         return node
-    relation = _RELATIONS[node[1]](to_sympy(node[2]), to_sympy(node[3]))
+    left, right = to_sympy(node[2]), to_sympy(node[3])
+    relation = _RELATIONS[node[1]](left, right)
     symbols = relation.free_symbols
-    if len(symbols) != 1:
+    if len(symbols) != 1 or not (_low_degree(left) and _low_degree(right)):
         return node
     solutions = sympy.solveset(relation, symbols.pop(), sympy.S.Reals)
     intervals = solutions.args if isinstance(solutions, sympy.Union) else (solutions,)
@@ -221,6 +231,7 @@ def _numeric(node: Node) -> bool:
 
 _SCALAR_KINDS = {"neg", "add", "sub", "mul", "div", "pow", "pct", "fact", "binom", "sqrt", "abs", "func"}
 _MATH_VERIFY: dict[str, Any] = {}
+_WARM_UP = [("y = 2x - 1", "y = 1 + 2x"), ("x < 1", "-x > -1"), (r"\sqrt{2}", r"\frac{2}{\sqrt2}")]
 
 
 def _math_verify() -> Any:
@@ -288,6 +299,8 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     sys.setrecursionlimit(5000)
     _math_verify()  # before "ready": its import takes longer than a deadline
+    for gold, pred in _WARM_UP:  # sympy imports its solvers and polynomial code on first use: a few hundred ms
+        answer({"engine": "ours", "gold": gold, "pred": pred, "gold_raw": f"${gold}$", "pred_raw": f"${pred}$"})
     out = sys.stdout
     out.write('{"ready": true}\n')
     out.flush()

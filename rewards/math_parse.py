@@ -24,7 +24,7 @@ _TOKEN = re.compile(
     r"(?P<num>\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)"
     r"|(?P<cmd>\\[A-Za-z]+|\\[{}|\\])"
     r"|(?P<word>[A-Za-z]+)"
-    r"|(?P<op><=|>=|!=|\*\*|[-+*/^_()\[\]{},;|!=<>&%:'])"
+    r"|(?P<op><=|>=|!=|\*\*|[-+*/^_()\[\]{},;|!=<>&%:])"
     r"|(?P<space>\s+)"
 )
 FUNCTIONS = {
@@ -109,16 +109,21 @@ class _Parser:
         return value
 
     def answer(self) -> Node:
-        items = self.items({None})
+        groups = [self.items({None, ";"})]
+        while self.peek() == ";" and len(groups) <= MAX_ITEMS:  # "1; 3", "p=5, q=2; p=7, q=2": a list of answers
+            self.take()
+            if self.peek() is not None:
+                groups.append(self.items({None, ";"}))
         if self.peek() is not None:
             raise ParseError(f"unexpected {self.peek()!r}")
+        items = groups[0] if len(groups) == 1 else [_solution(group) for group in groups]
         items = [_strip_assignment(item) for item in items]
         expanded = [alt for item in items for alt in _expand_pm(item)]
         return expanded[0] if len(expanded) == 1 else ("list", expanded)
 
     def items(self, closers: set[str | None]) -> list[Node]:
         items = [self.relation()]
-        while self.peek() in (",", ";"):  # "1; 3" is a list too
+        while self.peek() == ",":
             self.take()
             if self.peek() in closers:  # a trailing comma
                 break
@@ -304,8 +309,6 @@ class _Parser:
                 self.take("}")
                 sub = "".join(parts)
             name = f"{name}_{sub}"
-        while self.peek() == "'":  # a prime: f'
-            name += self.take()
         return ("sym", name)
 
     def command(self, name: str) -> Node:
@@ -433,6 +436,15 @@ def _strip_assignment(node: Node) -> Node:
         ends = [("neg", ("const", "oo")), right] if bound == "high" else [right, ("const", "oo")]
         return ("tuple", low, high, ends)
     return node
+
+
+def _solution(group: list[Node]) -> Node:
+    """One answer of a list separated by semicolons: a single item, or ``p=5, q=2`` as the tuple ``(5, 2)``."""
+    if len(group) == 1:
+        return group[0]
+    if all(is_assignment(item) and item[2][0] == "sym" for item in group):
+        return ("tuple", "(", ")", [item[3] for item in group])
+    raise ParseError("several items between semicolons that are not one solution")
 
 
 def _between(low: Node, op: str, middle: Node, second: str, high: Node) -> Node:

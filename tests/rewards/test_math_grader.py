@@ -134,7 +134,7 @@ def test_junk_completions_score_zero_without_raising(grader, junk):
     [r"9^{9^{9^{9^9}}}", "99999999!", r"\sqrt{2}^{10^{9}}", "1" * 3000, r"2^{3^{4^{5}}}", r"\binom{10^{9}}{10^{8}}"],
 )
 def test_pathological_answers_are_screened_within_a_second(grader, pred):
-    grader.score(boxed(r"\sqrt{2}"), r"\sqrt{2}")  # workers started
+    assert grader.score(boxed(r"\sqrt{8}"), r"2\sqrt{2}")["method"] == "symbolic"  # the workers have started
     start = time.monotonic()
     result = grader.score(boxed(pred), "5")
     assert result["reward"] == 0.0
