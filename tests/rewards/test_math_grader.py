@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -131,8 +132,9 @@ def test_junk_completions_score_zero_without_raising(grader, junk):
 
 @pytest.mark.parametrize(
     "pred",
-    [r"9^{9^{9^{9^9}}}", "99999999!", r"\sqrt{2}^{10^{9}}", "1" * 3000, r"2^{3^{4^{5}}}", r"\binom{10^{9}}{10^{8}}"],
-)
+    [r"9^{9^{9^{9^9}}}", "99999999!", "1000000!", r"\sqrt{2}^{10^{9}}", "1" * 3000, "1" * 20_000, r"2^{3^{4^{5}}}",
+     r"\binom{10^{9}}{10^{8}}", "(" * 5000 + "1" + ")" * 5000, r"x^{99999999} - 3x > 1"],
+)  # fmt: skip
 def test_pathological_answers_are_screened_within_a_second(grader, pred):
     assert grader.score(boxed(r"\sqrt{8}"), r"2\sqrt{2}")["method"] == "symbolic"  # the workers have started
     start = time.monotonic()
@@ -318,3 +320,20 @@ def test_the_reward_gives_the_same_verdicts_from_eight_threads_at_once():
     finally:
         grader.close()
     assert together == alone and as_async == alone
+
+
+def test_the_graders_process_never_imports_sympy_math_verify_or_antlr():
+    """Symbolic and math-verify items are graded, yet none of their libraries is loaded in the calling process."""
+    script = (
+        "import sys\n"
+        "from grpo_ext.rewards.math_grader import MathGrader\n"
+        "grader = MathGrader()\n"
+        "rewards = [grader.score(c, g)['reward'] for c, g in [(r'\\boxed{\\sqrt{8}}', r'2\\sqrt2'),"
+        " (r'\\boxed{\\frac{1}{3} \\textbf{meters}}', '1/3'), (r'\\boxed{-x > -1}', 'x < 1')]]\n"
+        "grader.close()\n"
+        "heavy = ('sympy', 'math_verify', 'latex2sympy2_extended', 'antlr4', 'mpmath')\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in heavy)\n"
+        "print(rewards, loaded)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[1.0, 1.0, 1.0] []"
