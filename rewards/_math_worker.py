@@ -19,7 +19,7 @@ from typing import Any
 import sympy
 from sympy import S
 
-from grpo_ext.rewards.math_expr import match
+from grpo_ext.rewards.math_expr import exact_value, match
 from grpo_ext.rewards.math_parse import ORDER, Node, ParseError, parse
 
 MAX_DIGITS = 2000  # longest number literal turned into a sympy number
@@ -203,20 +203,44 @@ def solved(node: Node) -> Node:
 
 
 def compare(gold: str, pred: str) -> dict[str, Any]:
-    """Our parsed answers compared with sympy. ``numeric``: both sides were numbers, where this verdict is final
-    (computed to ``DIGITS`` digits); elsewhere (variables, relations) a "not equal" may be ours failing to see it."""
+    """Our parsed answers compared with sympy. ``final``: the verdict stands, because both sides were numbers
+    (computed to ``DIGITS`` digits) or a variable is raised past ``MAX_DEGREE`` (math-verify expands such powers until
+    the deadline kills it); elsewhere (variables, relations) a "not equal" may be ours failing to see it."""
     try:
         gold_tree, pred_tree = solved(parse(gold)), solved(parse(pred))
         verdict = match(gold_tree, pred_tree, sympy_equal, proportional)
     except TooLarge:
-        return {"equal": False, "status": "too_large", "numeric": True}
+        return {"equal": False, "status": "too_large", "final": True}
     except ParseError:
-        return {"equal": False, "status": "unparsed_answer", "numeric": False}
+        return {"equal": False, "status": "unparsed_answer", "final": False}
     except MemoryError:
-        return {"equal": False, "status": "memory", "numeric": True}
+        return {"equal": False, "status": "memory", "final": True}
     except Exception as err:  # sympy raises many types on odd input; the answer is then not shown equal
-        return {"equal": False, "status": f"sympy_error: {type(err).__name__}", "numeric": False}
-    return {"equal": verdict is True, "status": "symbolic", "numeric": _numeric(gold_tree) and _numeric(pred_tree)}
+        return {"equal": False, "status": f"sympy_error: {type(err).__name__}", "final": False}
+    final = (_numeric(gold_tree) and _numeric(pred_tree)) or _high_power(gold_tree) or _high_power(pred_tree)
+    return {"equal": verdict is True, "status": "symbolic", "final": final}
+
+
+def _high_power(node: Node) -> bool:
+    """A variable raised to a number past ``MAX_DEGREE`` anywhere in the tree: ``(x+1)^{5000}``."""
+    if node[0] == "pow" and not _numeric(node[1]):
+        exponent = exact_value(node[2])
+        if exponent is not None and abs(exponent) > MAX_DEGREE:
+            return True
+    return any(_high_power(child) for child in _children(node))
+
+
+def _children(node: Node) -> list[Node]:
+    """The subtrees of a node: its tuple fields, and the items of its list fields (list items, matrix rows)."""
+    found: list[Node] = []
+    for field in node[1:]:
+        if isinstance(field, tuple):
+            found.append(field)
+        elif isinstance(field, list):
+            found += [
+                c for item in field for c in (item if isinstance(item, list) else [item]) if isinstance(c, tuple)
+            ]
+    return found
 
 
 def _numeric(node: Node) -> bool:
@@ -316,7 +340,7 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:
     if request.get("engine") == "math_verify":
         return math_verify_compare(request["gold_raw"], request["pred_raw"], request.get("percent", False))
     verdict = compare(request["gold"], request["pred"])
-    final = verdict.pop("numeric")  # numbers: sympy's verdict to DIGITS digits stands
+    final = verdict.pop("final")  # numbers, to DIGITS digits, and powers math-verify would expand: the verdict stands
     if verdict["equal"] or final or "gold_raw" not in request:
         return verdict
     second = math_verify_compare(request["gold_raw"], request["pred_raw"], request.get("percent", False))
