@@ -20,7 +20,8 @@ import sympy
 from sympy import S
 
 from grpo_ext.rewards.math_expr import exact_value, match
-from grpo_ext.rewards.math_parse import ORDER, Node, ParseError, parse
+from grpo_ext.rewards.math_parse import ParseError, parse
+from grpo_ext.rewards.math_shapes import ORDER, Node
 
 MAX_DIGITS = 2000  # longest number literal turned into a sympy number
 MAX_BITS = 400_000  # largest exact power or factorial computed (about 120,000 digits)

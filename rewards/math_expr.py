@@ -13,7 +13,7 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
-from grpo_ext.rewards.math_parse import MIRROR, ORDER, Node, is_assignment
+from grpo_ext.rewards.math_shapes import MIRROR, ORDER, Node, is_assignment
 
 EXACT_MAX_BITS = 4096  # exact arithmetic in-process stays below this size; bigger goes to a killable worker
 

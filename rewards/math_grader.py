@@ -41,7 +41,8 @@ from grpo_ext.rewards.math_answer import (
     normalize,
 )
 from grpo_ext.rewards.math_expr import exact_equal, match
-from grpo_ext.rewards.math_parse import CONSTANTS, FUNCTIONS, MATRICES, Node, ParseError, parse
+from grpo_ext.rewards.math_parse import CONSTANTS, FUNCTIONS, MATRICES, ParseError, parse
+from grpo_ext.rewards.math_shapes import Node
 from grpo_ext.rewards.text import completion_text
 
 logger = logging.getLogger(__name__)

@@ -2,8 +2,8 @@
 
 ``parse`` turns a normalised answer into a tree: numbers stay decimal strings (exact), and answers keep their shape:
 ``("list", items)`` for several answers, ``("tuple", "(", "]", items)`` for tuples and intervals, ``("set", items)``,
-``("union", items)``, ``("matrix", rows)``, ``("rel", op, lhs, rhs)``, ``("text", words)``. ``math_expr`` compares
-two such trees.
+``("union", items)``, ``("matrix", rows)``, ``("rel", op, lhs, rhs)``, ``("text", words)``. What a relation or a
+list means as an answer (``x > 3`` is an interval) is ``math_shapes``'s; ``math_expr`` compares two trees.
 
 Limits: at most ``MAX_TOKENS`` tokens and ``MAX_DEPTH`` levels of nesting; anything else raises ``ParseError``.
 """
@@ -15,7 +15,8 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
-Node = tuple
+from grpo_ext.rewards.math_shapes import Node, between, expand_pm, solution, strip_assignment
+
 MAX_TOKENS = 400
 MAX_DEPTH = 40
 MAX_ITEMS = 24  # answers per list/set: their matching (math_expr) is quadratic in it
@@ -39,10 +40,6 @@ GREEK = {
 CONSTANTS = {"pi": "pi", "infty": "oo", "inf": "oo", "infinity": "oo", "oo": "oo"}
 RELATIONS = {"=": "=", "<": "<", ">": ">", "<=": "<=", ">=": ">=", "!=": "!=", r"\le": "<=", r"\ge": ">=",
              r"\ne": "!=", r"\lt": "<", r"\gt": ">", r"\in": "in", r"\approx": "approx"}  # fmt: skip
-MIRROR = {"=": "=", "!=": "!=", "<": ">", ">": "<", "<=": ">=", ">=": "<=", "in": "in", "approx": "approx"}
-ORDER = {"<", "<=", ">", ">="}
-# x < a is the interval (-oo, a): the brackets, and which end the bound is, by the operator with x on the left
-_RAYS = {"<": ("(", ")", "high"), "<=": ("(", "]", "high"), ">": ("(", ")", "low"), ">=": ("[", ")", "low")}
 MATRICES = {"pmatrix", "bmatrix", "matrix", "Bmatrix", "smallmatrix", "array"}
 _MUL = {"*", r"\cdot", r"\times", "**"}
 _STARTS_ATOM = {"(", "[", "{"}
@@ -117,8 +114,8 @@ class _Parser:
         if self.peek() is not None:
             raise ParseError(f"unexpected {self.peek()!r}")
         items = groups[0] if len(groups) == 1 else [_solution(group) for group in groups]
-        items = [_strip_assignment(item) for item in items]
-        expanded = [alt for item in items for alt in _expand_pm(item)]
+        items = [strip_assignment(item) for item in items]
+        expanded = [alt for item in items for alt in expand_pm(item)]
         return expanded[0] if len(expanded) == 1 else ("list", expanded)
 
     def items(self, closers: set[str | None]) -> list[Node]:
@@ -139,7 +136,10 @@ class _Parser:
             right = self.union()
             if self.peek() in RELATIONS:  # a < x <= b is an interval
                 second = RELATIONS[self.take()]
-                return _between(left, op, right, second, self.union())
+                interval = between(left, op, right, second, self.union())
+                if interval is None:
+                    raise ParseError("a chain of relations that is not an interval")
+                return interval
             return ("rel", op, left, right)
         return left
 
@@ -419,64 +419,8 @@ def _is_plain_fraction(node: Node) -> bool:
     return node[0] == "div" and node[1][0] == "num" and node[2][0] == "num"
 
 
-def _strip_assignment(node: Node) -> Node:
-    """``x = 5`` answers ``5`` and ``x \\in [1, 2]`` answers ``[1, 2]`` (the right side of a lone variable's
-    equation); ``x > 3`` is the interval ``(3, oo)``."""
-    if node[0] != "rel":
-        return node
-    op, left, right = node[1:]
-    if left[0] != "sym" and right[0] == "sym" and op in _RAYS:
-        op, left, right = MIRROR[op], right, left
-    if left[0] != "sym":
-        return node
-    if op == "in":
-        return right
-    if op in _RAYS:
-        low, high, bound = _RAYS[op]
-        ends = [("neg", ("const", "oo")), right] if bound == "high" else [right, ("const", "oo")]
-        return ("tuple", low, high, ends)
-    return node
-
-
 def _solution(group: list[Node]) -> Node:
-    """One answer of a list separated by semicolons: a single item, or ``p=5, q=2`` as the tuple ``(5, 2)``."""
-    if len(group) == 1:
-        return group[0]
-    if all(is_assignment(item) and item[2][0] == "sym" for item in group):
-        return ("tuple", "(", ")", [item[3] for item in group])
-    raise ParseError("several items between semicolons that are not one solution")
-
-
-def _between(low: Node, op: str, middle: Node, second: str, high: Node) -> Node:
-    """``a < x <= b`` as the interval ``(a, b]`` (and ``b >= x > a`` likewise)."""
-    if op in (">", ">=") and second in (">", ">="):
-        low, op, second, high = high, MIRROR[second], MIRROR[op], low
-    variable = middle[0] == "sym" or (middle[0] == "mul" and middle[1][0] == "sym")  # x, or f(x)
-    if not variable or op not in ("<", "<=") or second not in ("<", "<="):
-        raise ParseError("a chain of relations that is not an interval")
-    return ("tuple", "(" if op == "<" else "[", ")" if second == "<" else "]", [low, high])
-
-
-def _expand_pm(node: Node) -> list[Node]:
-    """``a \\pm b`` is the two answers ``a + b`` and ``a - b`` (``x = a \\pm b`` likewise)."""
-    if is_assignment(node):
-        return [("rel", "=", node[2], value) for value in _expand_pm(node[3])]
-    if node[0] == "pm":
-        left, right = node[1], node[2]
-        if left is None:
-            return [right, ("neg", right)]
-        return [("add", left, right), ("sub", left, right)]
-    return [node]
-
-
-def is_assignment(node: Node) -> bool:
-    """``label = value``: a lone variable, a function of one (``f(x) = ...``), a tuple of variables (``(p, q) =
-    (3, 2)``), a ratio of two (``S_1:S = 7:32``) or a length (``|AB| = 1``) on the left."""
-    if node[0] != "rel" or node[1] != "=":
-        return False
-    left = node[2]
-    if left[0] == "tuple":
-        return bool(left[3]) and all(item[0] == "sym" for item in left[3])
-    if left[0] == "abs":  # |AB| = 1
-        left = left[1]
-    return left[0] == "sym" or (left[0] in ("mul", "div") and left[1][0] == "sym" and left[2][0] == "sym")
+    found = solution(group)
+    if found is None:
+        raise ParseError("several items between semicolons that are not one solution")
+    return found
