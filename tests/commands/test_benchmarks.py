@@ -172,3 +172,43 @@ def test_reward_workers_benchmark_replaces_hung_workers_both_ways(tmp_path):
     assert re.search(r"spawn: first worker ready in [\d.]+ s, a replacement in [\d.]+ s", out), out
     assert re.search(r"forkserver: first worker ready in [\d.]+ s, a replacement in [\d.]+ s", out), out
     assert re.search(r"replacement: spawn / forkserver = \d+x", out), out
+
+
+def test_math_verify_suite_converter_reads_parametrized_rows_without_running_them(tmp_path):
+    """The converter reads the tables from the syntax tree: labelled rows with their settings and the test's
+    match_types; a row the test computes is left out and named; nothing in the file runs."""
+    (tmp_path / "test_all.py").write_text(
+        "import math\n"
+        "import pytest\n"
+        "raise SystemExit('this file must not run')\n"
+        "@pytest.mark.parametrize('gold,pred,expected,precision', [\n"
+        "    ('$1$', '$1.0$', 1, 6),\n"
+        "    ('$2$', '$3$', 0, 3),\n"
+        "    ('$x$', f'${math.sqrt(2)}$', 1, 6),\n"
+        "])\n"
+        "def test_numbers(gold, pred, expected, precision):\n"
+        "    assert compare(gold, pred, match_types=['latex', 'expr'], precision=precision) == expected\n"
+        "@pytest.mark.parametrize('text', ['no gold here'])\n"
+        "def test_other(text):\n"
+        "    pass\n"
+    )
+    for name in (
+        "test_numina_cases.py",
+        "test_open_thoughts.py",
+        "test_yujianll.py",
+        "test_boxed.py",
+        "test_strict.py",
+    ):
+        (tmp_path / name).write_text("")
+    out = tmp_path / "rows.jsonl"
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "math_verify_suite.py"), "--tests", str(tmp_path),
+                          "--out", str(out)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows == [
+        {"file": "test_all.py", "test": "test_numbers", "gold": "$1$", "pred": "$1.0$", "expected": True,
+         "settings": {"precision": 6, "match_types": ["latex", "expr"]}},
+        {"file": "test_all.py", "test": "test_numbers", "gold": "$2$", "pred": "$3$", "expected": False,
+         "settings": {"precision": 3, "match_types": ["latex", "expr"]}},
+    ]  # fmt: skip
+    assert "test_all.py:7 test_numbers: computed, not literal" in run.stderr
