@@ -422,6 +422,8 @@ _BY_CATEGORY: dict[str, list[tuple[str, str, bool]]] = {
         ("1,22", "1.22", T),  # a decimal comma
         ("1,23", "1.22", F),
         ("1,220", "1.22", F),  # three digits after a comma group thousands
+        ("1.22", "1,22", T),  # a gold with a decimal comma
+        ("1.23", "1,22", F),
         ("1,000.99€", "1000.99", T),
         ("10weeks", "10", T),
         ("50 km/h", "50", T),
@@ -457,6 +459,16 @@ _BY_CATEGORY: dict[str, list[tuple[str, str, bool]]] = {
         ("20:34:00", "20:34", T),  # a time with its seconds
         ("20:35:00", "20:34", F),
         ("7:32", "S_1:S = 7:32", T),  # a ratio is not a time
+        ("8:34 PM", "20:34", T),  # a 12-hour time
+        ("8:34", "20:34", F),
+        ("12:00 AM", "0:00", T),
+        ("0:07", "00:05", F),  # two times, never two ratios (both would be 0)
+        ("(1; 2)", "(1, 2)", T),  # a tuple separated by a semicolon
+        ("C", "C. x = 42", T),  # a gold choice with its text
+        ("C", "(C) 42", T),
+        ("D", "(C) 42", F),
+        (r"\sqrt2", r"\\sqrt{2}", T),  # a gold escaped twice
+        (r"\sqrt3", r"\\sqrt{2}", F),
         ("1", "|AB| = 1", T),  # a length as the label
         ("2", "|AB| = 1", F),
         ("C. x = 42", "C", T),  # a choice letter, then the choice's text

@@ -45,7 +45,14 @@ _NUMBER_THEN_UNIT = re.compile(r"([-+]?[\d.,/]*\d)((?:" + _UNIT + r")+)")
 _MIXED_NUMBER = re.compile(r"([-+]?)(\d+)\s+(\d+)/(\d+)")  # "1 1/2" is one and a half
 _PLAIN_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")  # nothing to normalise
 _SPACED_COMMA = re.compile(r"(?<=\d)\s*\{\s*,\s*\}\s*(?=\d)")  # 14 {, }916 is 14,916
-_TIME = re.compile(r"(\d{1,2}:[0-5]\d):00")  # a time of day: 20:34:00 is 20:34
+_TIME_12 = re.compile(r"(\d{1,2}):([0-5]\d)\s*([AaPp])\.?\s*[Mm]\.?")  # 8:34 PM is 20:34
+# a doubled backslash before a command (a string escaped twice): \\frac is \frac; never before other letters, where
+# it may be a line break
+_DOUBLED = re.compile(
+    r"\\\\(?=(?:[dt]?frac|sqrt|pi|cdot|times|left|right|infty|text[a-z]*|math[a-z]*|leq?|geq?|neq?|pm|mp|boxed"
+    r"|[dt]?binom|log|ln|sin|cos|tan|alpha|beta|gamma|theta|circ)(?![A-Za-z]))"
+)
+_TIME = re.compile(r"(\d{1,2}):([0-5]\d)(?::00)?")  # 08:34 and 8:34:00 are 8:34
 _BASE = re.compile(r"(?<=\d)_\{(\d+)\}")  # 4210_{7} is 4210_7
 _UNICODE = {
     "−": "-", "–": "-", "×": r"\times ", "·": r"\cdot ", "÷": r"\div ", "π": r"\pi ", "∞": r"\infty ",
@@ -226,6 +233,7 @@ def normalize(answer: str) -> str:
     s = answer.strip()
     if _PLAIN_NUMBER.fullmatch(s):
         return s
+    s = _DOUBLED.sub(r"\\", s)
     for char, replacement in _UNICODE.items():
         s = s.replace(char, replacement)
     s = s.replace(r"\$", "").replace("$", "").replace(r"\%", "%").replace("{,}", ",")
@@ -251,7 +259,13 @@ def normalize(answer: str) -> str:
         s = unit.group(1)
     s = _MIXED_NUMBER.sub(r"\1\2\\frac{\3}{\4}", s) if _MIXED_NUMBER.fullmatch(s) else s
     s = _BASE.sub(r"_\1", s)
-    s = _TIME.sub(r"\1", s) if _TIME.fullmatch(s) else s
+    if time := _TIME.fullmatch(s) or _TIME_12.fullmatch(s):  # a time of day: 24-hour, no leading zero, no seconds
+        hour = (
+            int(time.group(1)) % 12 + (12 if time.group(3) in "Pp" else 0)
+            if time.re is _TIME_12
+            else int(time.group(1))
+        )
+        s = f"{hour}:{time.group(2)}"
     if _THOUSANDS.fullmatch(s) or _SPACED_THOUSANDS.fullmatch(s):
         s = s.replace(",", "").replace(" ", "")
     return s

@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from collections import deque
+from fractions import Fraction
 from typing import Any
 
 from grpo_ext.rewards.math_answer import (
@@ -189,8 +190,30 @@ def gold_error(gold: str) -> str | None:
 
 
 _PERCENT = re.compile(r"%|\\bpercent\\b|\\bpct\\b", re.IGNORECASE)
-_CHOICE = re.compile(r"(?:\(([A-Ea-e])\)|([A-E])[.):])(?:\s|$)")  # "(B) 5", "C. x = 42": the choice is the letter
+_CHOICE = re.compile(r"\(([A-Ea-e])\)(?:\s|$)|([A-E])(?:[.):](?:\s|$)|$)")
 _DECIMAL_COMMA = re.compile(r"[-+]?\d+,(?:\d{1,2}|\d{4,})")  # never three digits after the comma: 1,000 is grouped
+_DECIMAL = re.compile(r"[-+]?\d+\.\d+")
+_TIME_OF_DAY = re.compile(r"\d{1,2}:[0-5]\d")  # as normalised: 20:34 (a ratio with two digits after the colon)
+
+
+def _choice(text: str) -> str | None:
+    """The letter of a multiple-choice answer: ``C``, ``(C)``, ``C. x = 42``, ``(B) 5``; ``None`` for anything else."""
+    found = _CHOICE.match(text)
+    return (found.group(1) or found.group(2)).upper() if found else None
+
+
+def _decimal_comma(gold: str, gold_tree: Node | None, pred: str) -> bool | None:
+    """``1,22`` against ``1.22``, either way round, where one side is a single number: the comma is a decimal comma
+    (never with three digits after it, which group thousands). ``None`` where neither side reads so."""
+    if gold_tree is not None and gold_tree[0] == "num" and _DECIMAL_COMMA.fullmatch(pred):
+        return Fraction(pred.replace(",", ".")) == Fraction(gold_tree[1])
+    if (
+        _DECIMAL_COMMA.fullmatch(gold)
+        and _DECIMAL.fullmatch(pred)
+        and Fraction(gold.replace(",", ".")) == Fraction(pred)
+    ):
+        return True  # else the gold may be the list 1, 22
+    return None
 
 
 def _compact(text: str) -> str:
@@ -311,20 +334,17 @@ class MathGrader:
         result["answer"] = pred_text
         if _compact(pred_text) == _compact(gold_text):
             return {**result, "reward": 1.0, "status": "correct", "method": "string"}
+        if _TIME_OF_DAY.fullmatch(gold_text) and _TIME_OF_DAY.fullmatch(pred_text):  # never ratios: 0:05 is not 0:07
+            return {**result, "status": "wrong", "method": "exact"}  # the strings differ
+        letters = _choice(gold_text), _choice(pred_text)
+        comma = _decimal_comma(gold_text, gold_tree, pred_text)
+        if None not in letters or comma is not None:  # "(B) 5" answers the choice "B"; 1,22 is 1.22
+            correct = letters[0] == letters[1] if None not in letters else comma
+            return {**result, "reward": 1.0 if correct else bonus, "status": "correct" if correct else "wrong",
+                    "method": "choice" if None not in letters else "exact"}  # fmt: skip
         if gold_tree is None:  # a gold only math-verify may read
             request = {"engine": "math_verify", "gold_raw": gold_raw, "pred_raw": pred_raw}
             return {**result, "status": "pending", "_request": request, "_gold_status": gold_status}
-        if gold_tree[0] == "num" and _DECIMAL_COMMA.fullmatch(pred_text):  # 1,22 for the number 1.22
-            pred_text = pred_text.replace(",", ".")
-        choice = _CHOICE.match(pred_text)
-        if gold_tree[0] == "sym" and gold_tree[1] in "ABCDE" and choice:  # "(B) 5" answers the choice "(B)"
-            correct = (choice.group(1) or choice.group(2)).upper() == gold_tree[1]
-            return {
-                **result,
-                "reward": 1.0 if correct else bonus,
-                "status": "correct" if correct else "wrong",
-                "method": "choice",
-            }
         try:
             if _has_prose(pred_text) and gold_tree[0] != "text":
                 raise ParseError("words around the answer")

@@ -118,9 +118,9 @@ class _Parser:
         expanded = [alt for item in items for alt in expand_pm(item)]
         return expanded[0] if len(expanded) == 1 else ("list", expanded)
 
-    def items(self, closers: set[str | None]) -> list[Node]:
+    def items(self, closers: set[str | None], separators: tuple[str, ...] = (",",)) -> list[Node]:
         items = [self.relation()]
-        while self.peek() == ",":
+        while self.peek() in separators:
             self.take()
             if self.peek() in closers:  # a trailing comma
                 break
@@ -286,7 +286,7 @@ class _Parser:
         return ("num", str(int(digits, int(base))))
 
     def bracketed(self, opener: str) -> Node:
-        items = self.nested(lambda: self.items({")", "]"}))
+        items = self.nested(lambda: self.items({")", "]"}, (",", ";")))  # (1; 2) is (1, 2)
         closer = self.take()
         if closer not in (")", "]"):
             raise ParseError(f"{opener!r} closed by {closer!r}")
