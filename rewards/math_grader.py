@@ -240,6 +240,29 @@ def _readable(text: str) -> bool:
     return True
 
 
+def _decide_here(gold_text: str, gold_tree: Node | None, pred_text: str) -> tuple[bool | None, str]:
+    """What this process decides about two normalised answers: ``(verdict, method)``; an undecided verdict
+    (``None``) comes with the engine a worker should ask (``ours``: sympy; ``math_verify``: what ours cannot read)."""
+    if _compact(pred_text) == _compact(gold_text):
+        return True, "string"
+    if _TIME_OF_DAY.fullmatch(gold_text) and _TIME_OF_DAY.fullmatch(pred_text):  # never ratios: 0:05 is not 0:07
+        return False, "exact"
+    letters = _choice(gold_text), _choice(pred_text)
+    if letters[0] is not None and letters[1] is not None:  # "(B) 5" answers the choice "B"
+        return letters[0] == letters[1], "choice"
+    comma = _decimal_comma(gold_text, gold_tree, pred_text)
+    if comma is not None:  # 1,22 is 1.22
+        return comma, "exact"
+    if gold_tree is None or (_has_prose(pred_text) and gold_tree[0] != "text"):  # words are math-verify's to read
+        return None, "math_verify"
+    try:
+        pred_tree = parse(pred_text)
+    except ParseError:  # notation ours does not read
+        return None, "math_verify"
+    verdict = match(gold_tree, pred_tree, exact_equal)
+    return verdict, "exact" if verdict is not None else "ours"
+
+
 class MathGrader:
     """Binary reward for math answers (see the module docstring). Reads the ``answer`` column."""
 
@@ -332,45 +355,17 @@ class MathGrader:
         pred_raw = final if source in ("final_answer", "hashes", "unanchored") else "\\boxed{" + final + "}"
         pred_text = normalize(final)
         result["answer"] = pred_text
-        if _compact(pred_text) == _compact(gold_text):
-            return {**result, "reward": 1.0, "status": "correct", "method": "string"}
-        if _TIME_OF_DAY.fullmatch(gold_text) and _TIME_OF_DAY.fullmatch(pred_text):  # never ratios: 0:05 is not 0:07
-            return {**result, "status": "wrong", "method": "exact"}  # the strings differ
-        letters = _choice(gold_text), _choice(pred_text)
-        comma = _decimal_comma(gold_text, gold_tree, pred_text)
-        if None not in letters or comma is not None:  # "(B) 5" answers the choice "B"; 1,22 is 1.22
-            correct = letters[0] == letters[1] if None not in letters else comma
-            return {**result, "reward": 1.0 if correct else bonus, "status": "correct" if correct else "wrong",
-                    "method": "choice" if None not in letters else "exact"}  # fmt: skip
-        if gold_tree is None:  # a gold only math-verify may read
-            request = {"engine": "math_verify", "gold_raw": gold_raw, "pred_raw": pred_raw}
-            return {**result, "status": "pending", "_request": request, "_gold_status": gold_status}
-        try:
-            if _has_prose(pred_text) and gold_tree[0] != "text":
-                raise ParseError("words around the answer")
-            pred_tree = parse(pred_text)
-        except ParseError:  # notation ours does not read, or prose: math-verify's
-            request = {"engine": "math_verify", "gold_raw": gold_raw, "pred_raw": pred_raw}
-            return {**result, "status": "pending", "_request": request}
-        verdict = match(gold_tree, pred_tree, exact_equal)
+        verdict, method = _decide_here(gold_text, gold_tree, pred_text)
         if source == "unanchored" and verdict is not True:  # unmarked text: math-verify's reading may still find it
-            request = {"engine": "math_verify", "gold_raw": gold_raw, "pred_raw": pred_raw}
-            return {**result, "status": "pending", "_request": request}
-        if verdict is None:
-            request = {
-                "engine": "ours",
-                "gold": gold_text,
-                "pred": pred_text,
-                "gold_raw": gold_raw,
-                "pred_raw": pred_raw,
-            }
-            return {**result, "status": "pending", "_request": request}
-        return {
-            **result,
-            "reward": 1.0 if verdict else bonus,
-            "status": "correct" if verdict else "wrong",
-            "method": "exact",
-        }
+            verdict, method = None, "math_verify"
+        if verdict is None:  # a worker decides: "ours" (sympy, then math-verify) or "math_verify" alone
+            request = {"engine": method, "gold_raw": gold_raw, "pred_raw": pred_raw}
+            if method == "ours":
+                request.update(gold=gold_text, pred=pred_text)
+            extra = {"_gold_status": gold_status} if gold_tree is None else {}
+            return {**result, "status": "pending", "_request": request, **extra}
+        return {**result, "reward": 1.0 if verdict else bonus, "status": "correct" if verdict else "wrong",
+                "method": method}  # fmt: skip
 
     def _grade_in_workers(self, results: list[dict[str, Any]]) -> None:
         requests = [result.pop("_request") for result in results]
