@@ -469,6 +469,16 @@ _BY_CATEGORY: dict[str, list[tuple[str, str, bool]]] = {
         ("D", "(C) 42", F),
         (r"\sqrt2", r"\\sqrt{2}", T),  # a gold escaped twice
         (r"\sqrt3", r"\\sqrt{2}", F),
+        ("two", "2", T),  # a number word
+        ("2", r"\text{twenty}", F),
+        (r"x<2 \text{ or } x>3", r"(-\infty, 2) \cup (3, \infty)", T),  # rays joined by "or" are a union
+        (r"x<2 \text{ or } x>4", r"(-\infty, 2) \cup (3, \infty)", F),
+        ("(1,2), (3,4)", r"(1,2) \cup (3,4)", F),  # two points are not a union of intervals
+        ("a=1, b=2", "(a,b)=(1,2)", T),  # several assignments are one tuple's
+        ("b=2, a=1", "(a,b)=(1,2)", T),
+        ("a=2, b=1", "(a,b)=(1,2)", F),
+        ("(1, 2)", "a=1, b=2", T),
+        ("(2, 1)", "a=1, b=2", F),
         ("1", "|AB| = 1", T),  # a length as the label
         ("2", "|AB| = 1", F),
         ("C. x = 42", "C", T),  # a choice letter, then the choice's text

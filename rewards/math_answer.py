@@ -43,6 +43,13 @@ _KNOWN_UNIT = (
 _UNIT = r"(?:\s+[A-Za-z]{3,}|\s*" + _KNOWN_UNIT + r")(?:/[A-Za-z]+)?(?:\^\{?[23]\}?)?"
 _NUMBER_THEN_UNIT = re.compile(r"([-+]?[\d.,/]*\d)((?:" + _UNIT + r")+)")
 _MIXED_NUMBER = re.compile(r"([-+]?)(\d+)\s+(\d+)/(\d+)")  # "1 1/2" is one and a half
+_NUMBER_WORDS = {
+    word: str(n)
+    for n, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+        "seventeen eighteen nineteen twenty".split()
+    )
+} | {word: str(10 * n) for n, word in enumerate("thirty forty fifty sixty seventy eighty ninety".split(), start=3)}
 _PLAIN_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")  # nothing to normalise
 _SPACED_COMMA = re.compile(r"(?<=\d)\s*\{\s*,\s*\}\s*(?=\d)")  # 14 {, }916 is 14,916
 _TIME_12 = re.compile(r"(\d{1,2}):([0-5]\d)\s*([AaPp])\.?\s*[Mm]\.?")  # 8:34 PM is 20:34
@@ -266,6 +273,7 @@ def normalize(answer: str) -> str:
             else int(time.group(1))
         )
         s = f"{hour}:{time.group(2)}"
+    s = _NUMBER_WORDS.get(s.lower(), s)
     if _THOUSANDS.fullmatch(s) or _SPACED_THOUSANDS.fullmatch(s):
         s = s.replace(",", "").replace(" ", "")
     return s

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
-from grpo_ext.rewards.math_shapes import MIRROR, ORDER, Node, is_assignment
+from grpo_ext.rewards.math_shapes import MIRROR, ORDER, Node, as_solution, is_assignment
 
 EXACT_MAX_BITS = 4096  # exact arithmetic in-process stays below this size; bigger goes to a killable worker
 
@@ -26,6 +26,7 @@ def match(gold: Node, pred: Node, scalar: Scalar, equation: Scalar | None = None
     ``x = 5`` answers ``5`` (and the reverse), ``f(x) = 2x`` answers ``y = 2x``; two equations compare as equations:
     by their sides, or by ``equation`` on their differences (the worker's: proportional, ``2x + 4y = 3`` is ``y =
     -x/2 + 3/4``). ``A \\approx 0.58`` answers ``A``, and a gold written as a decimal, ``0.58``."""
+    gold, pred = as_solution(gold, pred), as_solution(pred, gold)  # a=1, b=2 is (a, b) = (1, 2)
     if is_assignment(gold) and is_assignment(pred) and _function_labels(gold[2], pred[2]):
         gold, pred = gold[3], pred[3]
     if is_assignment(gold) and pred[0] != "rel":
@@ -43,8 +44,10 @@ def match(gold: Node, pred: Node, scalar: Scalar, equation: Scalar | None = None
         if pred[0] not in ("list", "set") or len(pred[1]) != len(gold[1]):
             return False
         return _match_unordered(gold[1], pred[1], again)
-    if kind == "union":
-        return _match_unordered(gold[1], pred[1], again) if pred[0] == "union" else False
+    if kind == "union" or (pred[0] == "union" and kind == "list" and _rays(gold[1])):  # x<2 or x>3 is a union
+        if pred[0] == "union" or (pred[0] == "list" and _rays(pred[1])):
+            return _match_unordered(gold[1], pred[1], again)
+        return False
     if kind == "tuple":
         if pred[0] != "tuple" or pred[1:3] != gold[1:3] or len(pred[3]) != len(gold[3]):
             return False
@@ -72,6 +75,12 @@ def match(gold: Node, pred: Node, scalar: Scalar, equation: Scalar | None = None
     if gold == pred:
         return True
     return _any(scalar(g, p) for g in _percent_readings(gold) for p in _percent_readings(pred))
+
+
+def _rays(items: list[Node]) -> bool:
+    """Intervals of which one at least is unbounded: what ``x < 2 or x > 3`` parses to."""
+    infinite = {("const", "oo"), ("neg", ("const", "oo"))}
+    return all(i[0] == "tuple" and len(i[3]) == 2 for i in items) and any(infinite & set(i[3]) for i in items)
 
 
 def _inequality(node: Node) -> bool:

@@ -42,6 +42,30 @@ def solution(group: list[Node]) -> Node | None:
     return None
 
 
+def as_solution(node: Node, other: Node) -> Node:
+    """``a=1, b=2`` as ``(a, b) = (1, 2)`` when ``other`` is a tuple or a tuple's assignment (its variables' order
+    first, when it names the same ones); ``node`` itself otherwise."""
+    if node[0] != "list" or other[0] not in ("tuple", "rel"):
+        return node
+    if not all(is_assignment(item) and item[2][0] == "sym" for item in node[1]):
+        return node
+    values = {item[2][1]: item[3] for item in node[1]}
+    if len(values) != len(node[1]):
+        return node
+    names = list(values)
+    if other[0] == "rel" and is_assignment(other) and other[2][0] == "tuple":
+        labels = [item[1] for item in other[2][3]]
+        names = labels if sorted(labels) == sorted(names) else names
+    elif other[0] == "rel":
+        return node
+    return (
+        "rel",
+        "=",
+        ("tuple", "(", ")", [("sym", n) for n in names]),
+        ("tuple", "(", ")", [values[n] for n in names]),
+    )
+
+
 def between(low: Node, op: str, middle: Node, second: str, high: Node) -> Node | None:
     """``a < x <= b`` as the interval ``(a, b]`` (and ``b >= x > a`` likewise); ``None`` for another chain."""
     if op in (">", ">=") and second in (">", ">="):
