@@ -275,7 +275,7 @@ def math_verify_compare(gold: str, pred: str, percent: bool = False) -> dict[str
     mv = _math_verify()
     try:
         gold_parsed = mv.parse(gold, parsing_timeout=None)
-        if not gold_parsed:
+        if all(isinstance(item, str) for item in gold_parsed):  # nothing, or only its text back: not read as math
             return {"equal": False, "status": "gold_unparseable"}
         pred_parsed = mv.parse(pred, parsing_timeout=None)
         if not pred_parsed:

@@ -183,10 +183,32 @@ def _gold(gold: str) -> tuple[str, Node | None, str]:
         return text, None, f"gold_unparseable ({err})"
 
 
-def gold_error(gold: str) -> str | None:
-    """Why the grader cannot read the gold answer ``gold`` (it would score ``None``), or ``None`` when it can."""
-    _, tree, status = _gold(gold)
-    return None if tree is not None else status
+def _delimited(latex: str) -> str:
+    """A gold for math-verify, which reads math inside delimiters: ``$...$`` around one that has none."""
+    return latex if re.search(r"\$|\\\(|\\\[|\\boxed", latex) else f"${latex}$"
+
+
+def gold_errors(golds: list[str], timeout: float = 5.0) -> list[str | None]:
+    """For each gold answer, why neither engine can read it (every completion would score ``None``), or ``None`` when
+    one can. Golds our parser cannot read are put to math-verify in one worker process, never in this one."""
+    errors: list[str | None] = []
+    for gold in golds:
+        _, tree, status = _gold(gold)
+        errors.append(None if tree is not None else status)
+    asked = [i for i, error in enumerate(errors) if error is not None and error != "gold_missing"]
+    if asked:
+        pool = SymbolicPool(workers=1, timeout=timeout, memory_mb=1024)
+        try:
+            raws = [_delimited(extract_gold(golds[i])) for i in asked]
+            replies = pool.compare_many([{"engine": "math_verify", "gold_raw": raw, "pred_raw": raw} for raw in raws])
+        finally:
+            pool.close()
+        for i, reply in zip(asked, replies, strict=True):
+            if reply is not None and reply.get("equal") is True:  # math-verify reads it, and as itself
+                errors[i] = None
+            elif reply is not None and reply["status"] == "timeout":
+                errors[i] = f"gold_unparseable (math-verify took more than {timeout:g} s to read it)"
+    return errors
 
 
 _PERCENT = re.compile(r"%|\\bpercent\\b|\\bpct\\b", re.IGNORECASE)
@@ -330,7 +352,7 @@ class MathGrader:
         gold_text, gold_tree, gold_status = _gold(gold)
         if not gold_text:
             return {"reward": None, "status": "gold_missing"}
-        gold_raw = extract_gold(gold)
+        gold_raw = _delimited(extract_gold(gold))
         text = completion_text(completion)
         final, source = extract_final(text)
         if (

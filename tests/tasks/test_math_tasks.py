@@ -75,6 +75,16 @@ def test_bad_mathexpr_config_is_named(overrides, message):
         task("mathexpr", *overrides)
 
 
+def test_a_gold_only_math_verify_reads_is_kept_and_graded(tmp_path, grader):
+    rows = [{"problem": f"Name segment {n}.", "solution": "", "answer": r"\overline{AB}"} for n in range(4)]
+    path = tmp_path / "segments.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    splits = task("math", f"task.path={path}", "task.eval_size=1")
+    assert len(splits.train) + len(splits.eval) == 4
+    assert grader.score(r"\boxed{\overline{AB}}", r"\overline{AB}")["reward"] == 1.0
+    assert grader.score(r"\boxed{\overline{AC}}", r"\overline{AB}")["reward"] == 0.0
+
+
 @pytest.mark.parametrize("name,fixture,rows", [("gsm8k", GSM8K, 12), ("math", MATH, 12)])
 def test_local_datasets_load_and_references_score_one(grader, name, fixture, rows):
     splits = task(name, f"task.path={fixture}", "task.eval_size=3")
@@ -98,9 +108,9 @@ def test_gsm8k_keeps_the_gold_as_stored_and_parquet_loads(tmp_path, grader):
 
 def test_unreadable_gold_is_dropped_with_a_warning_or_refused(caplog):
     splits = task("math", f"task.path={MATH}", "task.eval_size=3")
-    assert r"\overline{AB}" not in [*splits.train["answer"], *splits.eval["answer"]]
+    assert r"\segment{AB}" not in [*splits.train["answer"], *splits.eval["answer"]]
     assert "dropped 1 rows" in caplog.text and "row 10" in caplog.text
-    with pytest.raises(ValueError, match=r"row 10: the grader cannot read the gold answer '\\\\overline\{AB\}'"):
+    with pytest.raises(ValueError, match=r"row 10: the grader cannot read the gold answer '\\\\segment\{AB\}'"):
         task("math", f"task.path={MATH}", "task.eval_size=3", "task.drop_unreadable_gold=false")
 
 

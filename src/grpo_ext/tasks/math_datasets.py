@@ -4,8 +4,9 @@ Run them with ``python -m grpo_ext.train task=gsm8k`` (``openai/gsm8k``, config 
 (``HuggingFaceH4/MATH-500``), or point ``task.path`` at a local .jsonl/.json/.parquet/.csv file. Column names are
 settings, so other datasets of the same kind load as they are. The gold stays as the dataset stores it (GSM8K's
 ``... #### 72``, MATH's LaTeX answer) in the ``answer`` column; the grader extracts and compares it. Every row is
-checked before training: a missing question or answer is an error naming the row; a gold answer the grader cannot
-read is dropped with a warning (or is an error with ``drop_unreadable_gold: false``), since it could never score.
+checked before training: a missing question or answer is an error naming the row; a gold answer neither of the
+grader's engines can read (math-verify is asked in a worker process) is dropped with a warning (or is an error with
+``drop_unreadable_gold: false``), since it could never score.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grpo_ext.rewards.math_answer import extract_gold
-from grpo_ext.rewards.math_grader import gold_error
+from grpo_ext.rewards.math_grader import gold_errors
 from grpo_ext.tasks.base import (
     RewardSpec,
     TaskConfig,
@@ -110,10 +111,10 @@ def build(cfg: MathDatasetConfig) -> TaskSplits:
         column = getattr(cfg, key)
         if column is not None and column not in raw.column_names:
             raise ValueError(f"task.{key}={column!r} is not a column of {cfg.path}; its columns: {raw.column_names}")
+    numbered = [(number, _row(record, number, cfg)) for number, record in raw.numbered()]
+    errors = gold_errors([row["answer"] for _, row in numbered])
     rows, unreadable = [], []
-    for number, record in raw.numbered():
-        row = _row(record, number, cfg)
-        error = gold_error(row["answer"])
+    for (number, row), error in zip(numbered, errors, strict=True):
         if error is None:
             rows.append(row)
         elif cfg.drop_unreadable_gold:
