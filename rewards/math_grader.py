@@ -352,7 +352,7 @@ class MathGrader:
         gold_text, gold_tree, gold_status = _gold(gold)
         if not gold_text:
             return {"reward": None, "status": "gold_missing"}
-        gold_raw = _delimited(extract_gold(gold))
+        gold_raw = _delimited(extract_gold(gold)) if gold_tree is None else extract_gold(gold)
         text = completion_text(completion)
         final, source = extract_final(text)
         if (
