@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from grpo_ext.rewards.math_parse import MATH_WORDS
+
 MAX_ANSWER_CHARS = 1000  # longer final answers are not parsed: no competition answer comes near it
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\b")
@@ -32,8 +34,6 @@ _REALS = re.compile(r"\\mathbb\s*(?:\{\s*R\s*\}|R\b)")  # the real line as a set
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _SPACED_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?: \d{3})+(?:\.\d+)?")
 _WORD_SEPARATOR = re.compile(r"\s+(?:or|and)\s+|(?<=\))\s*(?:or|and)\s*(?=\()", re.IGNORECASE)
-_NOT_UNITS = {"inf", "infty", "infinity", "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "exp", "arcsin",
-              "arccos", "arctan", "sinh", "cosh", "tanh"}  # fmt: skip
 # a unit after a number, outside \text{}: any word of 3 letters or more after a space ("20 minutes"), or a known
 # unit written on the number ("10weeks", "50km/h", "3 cm^2"); never one letter ("2m" may be 2 times m)
 _KNOWN_UNIT = (
@@ -262,17 +262,14 @@ def normalize(answer: str) -> str:
     s = " ".join(s.split()).rstrip(" .")
     s = _WORD_SEPARATOR.sub(", ", s)
     unit = _NUMBER_THEN_UNIT.fullmatch(s)
-    if unit and not _NOT_UNITS.intersection(re.split(r"[\s/^]+", unit.group(2).lower())):
+    if unit and not MATH_WORDS.intersection(re.split(r"[\s/^]+", unit.group(2).lower())):
         s = unit.group(1)
     s = _MIXED_NUMBER.sub(r"\1\2\\frac{\3}{\4}", s) if _MIXED_NUMBER.fullmatch(s) else s
     s = _BASE.sub(r"_\1", s)
-    if time := _TIME.fullmatch(s) or _TIME_12.fullmatch(s):  # a time of day: 24-hour, no leading zero, no seconds
-        hour = (
-            int(time.group(1)) % 12 + (12 if time.group(3) in "Pp" else 0)
-            if time.re is _TIME_12
-            else int(time.group(1))
-        )
-        s = f"{hour}:{time.group(2)}"
+    if time := _TIME.fullmatch(s):  # a time of day: 24-hour, no leading zero, no seconds
+        s = f"{int(time.group(1))}:{time.group(2)}"
+    elif time := _TIME_12.fullmatch(s):
+        s = f"{int(time.group(1)) % 12 + (12 if time.group(3) in 'Pp' else 0)}:{time.group(2)}"
     s = _NUMBER_WORDS.get(s.lower(), s)
     if _THOUSANDS.fullmatch(s) or _SPACED_THOUSANDS.fullmatch(s):
         s = s.replace(",", "").replace(" ", "")

@@ -42,7 +42,7 @@ from grpo_ext.rewards.math_answer import (
     normalize,
 )
 from grpo_ext.rewards.math_expr import exact_equal, match
-from grpo_ext.rewards.math_parse import CONSTANTS, FUNCTIONS, MATRICES, ParseError, parse
+from grpo_ext.rewards.math_parse import MATH_WORDS, ParseError, parse
 from grpo_ext.rewards.math_shapes import Node
 from grpo_ext.rewards.text import completion_text
 
@@ -243,12 +243,11 @@ def _compact(text: str) -> str:
 
 
 _WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")  # a word of prose, not a LaTeX command
-_MATH_WORDS = FUNCTIONS | CONSTANTS.keys() | MATRICES | {"sqrt"}
 
 
 def _has_prose(text: str) -> bool:
     """Whether a normalised answer holds words (``the number is 10``): ours would read them as products of letters."""
-    return any(word not in _MATH_WORDS for word in _WORD.findall(text))
+    return any(word not in MATH_WORDS for word in _WORD.findall(text))
 
 
 def _readable(text: str) -> bool:

@@ -41,6 +41,7 @@ CONSTANTS = {"pi": "pi", "infty": "oo", "inf": "oo", "infinity": "oo", "oo": "oo
 RELATIONS = {"=": "=", "<": "<", ">": ">", "<=": "<=", ">=": ">=", "!=": "!=", r"\le": "<=", r"\ge": ">=",
              r"\ne": "!=", r"\lt": "<", r"\gt": ">", r"\in": "in", r"\approx": "approx"}  # fmt: skip
 MATRICES = {"pmatrix", "bmatrix", "matrix", "Bmatrix", "smallmatrix", "array"}
+MATH_WORDS = FUNCTIONS | CONSTANTS.keys() | MATRICES | {"sqrt"}  # words in an answer that are not prose or units
 _MUL = {"*", r"\cdot", r"\times", "**"}
 _STARTS_ATOM = {"(", "[", "{"}
 _TEXT = re.compile(r"[A-Za-z]+(?: [A-Za-z]+)*")
