@@ -183,9 +183,13 @@ def _gold(gold: str) -> tuple[str, Node | None, str]:
         return text, None, f"gold_unparseable ({err})"
 
 
-def _delimited(latex: str) -> str:
-    """A gold for math-verify, which reads math inside delimiters: ``$...$`` around one that has none."""
-    return latex if re.search(r"\$|\\\(|\\\[|\\boxed", latex) else f"${latex}$"
+def _gold_for_math_verify(gold: str, tree: Node | None) -> str:
+    """The gold's answer as math-verify is given it: a gold our parser cannot read inside ``$...$`` (math-verify reads
+    math inside delimiters) unless it has some; one ours reads as it is (delimiting every gold halves the rate)."""
+    latex = extract_gold(gold)
+    if tree is not None or re.search(r"\$|\\\(|\\\[|\\boxed", latex):
+        return latex
+    return f"${latex}$"
 
 
 def gold_errors(golds: list[str], timeout: float = 5.0) -> list[str | None]:
@@ -199,7 +203,7 @@ def gold_errors(golds: list[str], timeout: float = 5.0) -> list[str | None]:
     if asked:
         pool = SymbolicPool(workers=1, timeout=timeout, memory_mb=1024)
         try:
-            raws = [_delimited(extract_gold(golds[i])) for i in asked]
+            raws = [_gold_for_math_verify(golds[i], None) for i in asked]
             replies = pool.compare_many([{"engine": "math_verify", "gold_raw": raw, "pred_raw": raw} for raw in raws])
         finally:
             pool.close()
@@ -252,10 +256,10 @@ def _has_prose(text: str) -> bool:
 
 def _readable(text: str) -> bool:
     """Whether ``text`` is an answer ours reads whole (a bare ``$(3, 2)$``), rather than prose around one."""
-    if len(text) > MAX_ANSWER_CHARS or _has_prose(normalize(text)):
+    if len(text) > MAX_ANSWER_CHARS or _has_prose(answer := normalize(text)):
         return False
     try:
-        parse(normalize(text))
+        parse(answer)
     except ParseError:
         return False
     return True
@@ -351,7 +355,7 @@ class MathGrader:
         gold_text, gold_tree, gold_status = _gold(gold)
         if not gold_text:
             return {"reward": None, "status": "gold_missing"}
-        gold_raw = _delimited(extract_gold(gold)) if gold_tree is None else extract_gold(gold)
+        gold_raw = _gold_for_math_verify(gold, gold_tree)
         text = completion_text(completion)
         final, source = extract_final(text)
         if (
