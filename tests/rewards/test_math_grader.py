@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import subprocess
 import sys
 import time
@@ -143,17 +144,32 @@ def test_pathological_answers_are_screened_within_a_second(grader, pred):
     assert time.monotonic() - start < 1.0
 
 
+def _expanded_power_of_sum(power: int) -> str:
+    """``(x+y+z)^power`` multiplied out, term by term: sympy needs about 100 ms to see the two are equal."""
+    terms = []
+    for i in range(power, -1, -1):
+        for j in range(power - i, -1, -1):
+            k = power - i - j
+            coefficient = math.factorial(power) // (math.factorial(i) * math.factorial(j) * math.factorial(k))
+            factors = "".join(f"{v}^{{{e}}}" for v, e in (("x", i), ("y", j), ("z", k)) if e)
+            terms.append(f"{coefficient}{factors}")
+    return "+".join(terms)
+
+
 def test_an_answer_past_the_deadline_is_killed_and_the_next_one_is_graded():
+    # The item takes the worker ~100 ms (2-core EPYC), a hundred times the deadline; a trivial one such as
+    # (x+1)^2 answers within a warm worker's millisecond and made this test flaky.
+    gold, answer = _expanded_power_of_sum(8), boxed("(x+y+z)^{8}")
     impatient = MathGrader(timeout=0.001, workers=1)
     try:
         impatient._pool = pool = SymbolicPool(workers=1, timeout=0.001, memory_mb=1024)
         first_worker = pool.workers[0].process
-        first = impatient.score(boxed("(x+1)^2"), "x^2+2x+1")
+        first = impatient.score(answer, gold)
         assert first["status"] == "timeout" and first["reward"] == 0.0
         assert first_worker.returncode is not None  # killed and reaped
         assert pool.workers[0].process is not first_worker
         pool.timeout = 30.0
-        assert impatient.score(boxed("(x+1)^2"), "x^2+2x+1")["reward"] == 1.0
+        assert impatient.score(answer, gold)["reward"] == 1.0
     finally:
         impatient.close()
 
