@@ -471,6 +471,12 @@ _BY_CATEGORY: dict[str, list[tuple[str, str, bool]]] = {
         (r"\sqrt3", r"\\sqrt{2}", F),
         ("two", "2", T),  # a number word
         ("2", r"\text{twenty}", F),
+        ("forty-two", "42", T),  # compound number words
+        ("forty two", "24", F),
+        (r"\text{one hundred and five}", "105", T),
+        ("one hundred five", "150", F),
+        ("3200", "three thousand two hundred", T),
+        ("five five", "55", F),
         (r"x<2 \text{ or } x>3", r"(-\infty, 2) \cup (3, \infty)", T),  # rays joined by "or" are a union
         (r"x<2 \text{ or } x>4", r"(-\infty, 2) \cup (3, \infty)", F),
         ("(1,2), (3,4)", r"(1,2) \cup (3,4)", F),  # two points are not a union of intervals

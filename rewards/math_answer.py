@@ -43,13 +43,15 @@ _KNOWN_UNIT = (
 _UNIT = r"(?:\s+[A-Za-z]{3,}|\s*" + _KNOWN_UNIT + r")(?:/[A-Za-z]+)?(?:\^\{?[23]\}?)?"
 _NUMBER_THEN_UNIT = re.compile(r"([-+]?[\d.,/]*\d)((?:" + _UNIT + r")+)")
 _MIXED_NUMBER = re.compile(r"([-+]?)(\d+)\s+(\d+)/(\d+)")  # "1 1/2" is one and a half
-_NUMBER_WORDS = {
-    word: str(n)
+_SMALL_NUMBERS = {
+    word: n
     for n, word in enumerate(
         "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-        "seventeen eighteen nineteen twenty".split()
+        "seventeen eighteen nineteen".split()
     )
-} | {word: str(10 * n) for n, word in enumerate("thirty forty fifty sixty seventy eighty ninety".split(), start=3)}
+} | {word: 10 * n for n, word in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), start=2)}
+_SCALES = {"thousand": 10**3, "million": 10**6, "billion": 10**9}
+_NUMBER_WORD = re.compile(r"(?:minus |negative )?[a-z]+(?:[ -]+[a-z]+)*", re.IGNORECASE)
 _PLAIN_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")  # nothing to normalise
 _SPACED_COMMA = re.compile(r"(?<=\d)\s*\{\s*,\s*\}\s*(?=\d)")  # 14 {, }916 is 14,916
 _TIME_12 = re.compile(r"(\d{1,2}):([0-5]\d)\s*([AaPp])\.?\s*[Mm]\.?")  # 8:34 PM is 20:34
@@ -96,9 +98,10 @@ def matching_brace(text: str, open_at: int) -> int | None:
     return _closing_braces(text).get(open_at)
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}``/``\\fbox{...}`` (or ``\\boxed 5``); ``None`` when there is none."""
-    matches = list(_BOXED.finditer(text))
+def last_boxed(text: str, matches: list[re.Match[str]] | None = None) -> str | None:
+    """Content of the last ``\\boxed{...}``/``\\fbox{...}`` (or ``\\boxed 5``); ``None`` when there is none.
+    ``matches``: the text's ``\\boxed`` commands where the caller has found them already."""
+    matches = list(_BOXED.finditer(text)) if matches is None else matches
     pairs = _closing_braces(text) if matches else {}
     for match in reversed(matches):
         start = match.end()
@@ -192,9 +195,9 @@ def extract_final(completion: str) -> tuple[str | None, str]:
     ``<answer>...</answer>``), ``final_answer`` (the rest of the line after the last "final answer is" or "final
     answer:"; it wins over a box before it), ``hashes`` (after GSM8K's ``####`` at the start of a line), or ``None``
     (no answer)."""
-    box_starts = [match.start() for match in _BOXED.finditer(completion)]
-    boxed = last_boxed(completion) if box_starts else None
-    phrase = final_answer_line(completion, box_starts[-1] if boxed is not None else 0)
+    commands = list(_BOXED.finditer(completion))
+    boxed = last_boxed(completion, commands) if commands else None
+    phrase = final_answer_line(completion, commands[-1].start() if boxed is not None else 0)
     if boxed is not None and phrase is None:
         return boxed, "boxed"
     start = completion.rfind(_ANSWER_OPEN)
@@ -235,6 +238,32 @@ def _unwrap(text: str, names: tuple[str, ...]) -> str:
     return text
 
 
+def _number_in_words(text: str) -> str | None:
+    """An integer written in English words (``forty-two``, ``one hundred and five``, ``minus three thousand``) as
+    digits; ``None`` for anything else, a word that is not part of a number among them."""
+    if not _NUMBER_WORD.fullmatch(text):
+        return None
+    words = [w for w in re.split(r"[ -]+", text.lower()) if w != "and"]
+    sign = -1 if words[:1] in (["minus"], ["negative"]) else 1
+    words = words[1:] if sign < 0 else words
+    total = group = 0
+    last = ""  # the previous word's kind, to refuse "five five", "hundred two hundred" or "thousand million"
+    scale_before = 10**12
+    for word in words:
+        if word in _SMALL_NUMBERS:
+            value = _SMALL_NUMBERS[word]
+            if last == "small" and not (group % 100 >= 20 and group % 10 == 0 and 0 < value < 10):
+                return None  # "twenty five" is 25; "five five" and "twenty thirty" are not numbers
+            group, last = group + value, "small"
+        elif word == "hundred" and last == "small" and 0 < group < 10:
+            group, last = group * 100, "hundred"
+        elif word in _SCALES and last in ("small", "hundred") and _SCALES[word] < scale_before:
+            total, group, last, scale_before = total + group * _SCALES[word], 0, "scale", _SCALES[word]
+        else:
+            return None
+    return str(sign * (total + group)) if last else None
+
+
 def normalize(answer: str) -> str:
     """A canonical string for ``answer`` (see the module docstring); whitespace collapsed to single spaces."""
     s = answer.strip()
@@ -260,6 +289,7 @@ def normalize(answer: str) -> str:
         s = _UNIT_TEXT.sub("", body)
     s = _unwrap(s, _WRAPPERS)
     s = " ".join(s.split()).rstrip(" .")
+    s = _number_in_words(s) or s  # before "and" separates: "one hundred and five" is one number
     s = _WORD_SEPARATOR.sub(", ", s)
     unit = _NUMBER_THEN_UNIT.fullmatch(s)
     if unit and not MATH_WORDS.intersection(re.split(r"[\s/^]+", unit.group(2).lower())):
@@ -270,7 +300,6 @@ def normalize(answer: str) -> str:
         s = f"{int(time.group(1))}:{time.group(2)}"
     elif time := _TIME_12.fullmatch(s):
         s = f"{int(time.group(1)) % 12 + (12 if time.group(3) in 'Pp' else 0)}:{time.group(2)}"
-    s = _NUMBER_WORDS.get(s.lower(), s)
     if _THOUSANDS.fullmatch(s) or _SPACED_THOUSANDS.fullmatch(s):
         s = s.replace(",", "").replace(" ", "")
     return s

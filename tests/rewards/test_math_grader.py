@@ -105,6 +105,10 @@ def test_normalize_strips_what_does_not_change_the_value():
     assert normalize("5xyz") == "5xyz" and normalize("2m") == "2m"  # letters that are not a known unit stay
     assert normalize("1 1/2") == r"1\frac{1}{2}" and normalize("4210_{7}") == "4210_7"
     assert normalize("20:34:00") == "20:34" and normalize("20:34:15") == "20:34:15"
+    assert normalize("Forty-two.") == "42" and normalize(r"\text{one hundred and five}") == "105"
+    assert normalize("minus three thousand two hundred") == "-3200" and normalize("two million five") == "2000005"
+    for not_a_number in ("five five", "twenty thirty", "hundred", "one thousand thousand", "ten and five", "and"):
+        assert normalize(not_a_number) != normalize("0") and not normalize(not_a_number).lstrip("-").isdigit()
 
 
 def test_no_final_answer_scores_zero_and_format_bonus_only_for_a_stated_wrong_answer():
