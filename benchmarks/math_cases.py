@@ -443,6 +443,10 @@ _BY_CATEGORY: dict[str, list[tuple[str, str, bool]]] = {
         (r"\frac{1}{\sqrt3} \approx 0.577", r"\frac{\sqrt3}{3}", T),
         (r"\frac{1}{\sqrt3} \approx 0.577", r"\frac{1}{\sqrt2}", F),
         (r"\frac{1}{\sqrt3} \approx 0.577", "0.578", F),
+        (r"\frac{\sqrt3}{3}", r"\frac{1}{\sqrt{3}} \approx 0.577", T),  # a gold with its approximation
+        ("0.577", r"\frac{1}{\sqrt{3}} \approx 0.577", T),
+        ("0.58", r"\frac{1}{\sqrt{3}} \approx 0.577", F),
+        (r"\frac{\sqrt2}{2}", r"\frac{1}{\sqrt{3}} \approx 0.577", F),
         ("(0, 1)", "0<f(x)<1", T),  # a range written as a chained inequality
         ("(0, 2)", "0<f(x)<1", F),
         ("{1,3}", r"\{1,3\}", T),  # a set in bare braces

@@ -25,7 +25,8 @@ def match(gold: Node, pred: Node, scalar: Scalar, equation: Scalar | None = None
 
     ``x = 5`` answers ``5`` (and the reverse), ``f(x) = 2x`` answers ``y = 2x``; two equations compare as equations:
     by their sides, or by ``equation`` on their differences (the worker's: proportional, ``2x + 4y = 3`` is ``y =
-    -x/2 + 3/4``). ``A \\approx 0.58`` answers ``A``, and a gold written as a decimal, ``0.58``."""
+    -x/2 + 3/4``). ``A \\approx 0.58`` answers ``A``, and a gold written as a decimal, ``0.58``; a gold ``A \\approx
+    0.58`` is answered by ``A`` or by its decimal as written."""
     gold, pred = as_solution(gold, pred), as_solution(pred, gold)  # a=1, b=2 is (a, b) = (1, 2)
     if is_assignment(gold) and is_assignment(pred) and _function_labels(gold[2], pred[2]):
         gold, pred = gold[3], pred[3]
@@ -37,6 +38,9 @@ def match(gold: Node, pred: Node, scalar: Scalar, equation: Scalar | None = None
     if pred[0] == "rel" and pred[1] == "approx":
         decimal = gold[0] == "num" and "." in gold[1]
         return _any([again(gold, pred[2]), again(gold, pred[3]) if decimal else False])
+    if gold[0] == "rel" and gold[1] == "approx":  # the same, the gold's way round
+        decimal = pred[0] == "num" and "." in pred[1]
+        return _any([again(gold[2], pred), again(gold[3], pred) if decimal else False])
     if _inequality(gold) != _inequality(pred) and {gold[0], pred[0]} & {"tuple", "union"}:
         return None  # an inequality against an interval: the worker solves the inequality first
     kind = gold[0]
