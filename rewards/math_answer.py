@@ -51,7 +51,7 @@ _SMALL_NUMBERS = {
     )
 } | {word: 10 * n for n, word in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), start=2)}
 _SCALES = {"thousand": 10**3, "million": 10**6, "billion": 10**9}
-_NUMBER_WORD = re.compile(r"(?:minus |negative )?[a-z]+(?:[ -]+[a-z]+)*", re.IGNORECASE)
+_NUMBER_WORD = re.compile(r"[a-z]+(?:[ -]+[a-z]+)*", re.IGNORECASE)  # words only: what _number_in_words reads
 _PLAIN_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")  # nothing to normalise
 _SPACED_COMMA = re.compile(r"(?<=\d)\s*\{\s*,\s*\}\s*(?=\d)")  # 14 {, }916 is 14,916
 _TIME_12 = re.compile(r"(\d{1,2}):([0-5]\d)\s*([AaPp])\.?\s*[Mm]\.?")  # 8:34 PM is 20:34
